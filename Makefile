@@ -1,0 +1,26 @@
+# Three idempotent entry points; each runs setup first (it installs only what is missing).
+SHELL := /bin/bash
+PY := .venv/bin/python
+DURATION ?=
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test lint bench clean
+
+setup:
+	@bash scripts/setup.sh
+
+demo: setup
+	$(PY) -m picloud demo $(if $(DURATION),--duration $(DURATION),)
+
+test: setup
+	.venv/bin/ruff check .
+	.venv/bin/python -m pytest -q $(PYTEST_ARGS) tests
+
+lint: setup
+	.venv/bin/ruff check .
+
+bench: setup
+	$(PY) -m bench.run_all
+
+clean: setup
+	$(PY) -m picloud clean

@@ -1,0 +1,5 @@
+import sys
+
+from picloud.cli import main
+
+sys.exit(main())

@@ -1,0 +1,338 @@
+"""The topology model: switches, Raspberry Pis and containers joined by links, on networkx.
+
+Pure data. Every number a later layer needs (port numbers, DPIDs, interface names, default
+addresses) is derived here deterministically, so flows, logs and the UI agree across runs and a
+crashed run's objects can be recognised by name alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import networkx as nx
+
+from picloud.errors import TopologyError
+
+KINDS = ("switch", "pi", "container")
+SWITCH_ROLES = ("core", "aggregation", "spine", "leaf", "tor", "edge")
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
+IFNAMSIZ = 15  # Linux interface names: 15 bytes plus the terminating NUL
+DEFAULT_NETWORK = ipaddress.ip_network("10.0.0.0/8")
+_KIND_LETTER = {"switch": "s", "pi": "p", "container": "c"}
+LINK_ATTRS = ("bw", "delay", "loss", "queue")
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str
+    kind: str
+    role: str | None = None  # switches only
+    rack: int | None = None  # pis only
+    pi: str | None = None  # containers only
+    ip: str | None = None  # containers only, "10.0.0.1/8"
+    mac: str | None = None  # containers only
+
+
+@dataclass(frozen=True)
+class Link:
+    a: str
+    b: str
+    port_a: int
+    port_b: int
+    bw: float | None = None  # Mbit/s
+    delay: str | None = None  # "2ms"
+    loss: float | None = None  # percent
+    queue: int | None = None  # packets
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.a, self.b)
+
+    def attrs(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in LINK_ATTRS if getattr(self, k) is not None}
+
+
+def dpid(name: str) -> int:
+    """48 bits of sha256(name): stable across runs and machines, independent of build order."""
+    return int(hashlib.sha256(name.encode()).hexdigest()[:12], 16)
+
+
+def dpid_str(value: int) -> str:
+    return f"{value:016x}"
+
+
+def ifname(prefix: str, short: str, port: int | None = None) -> str:
+    """Host-side interface or bridge name; Linux truncates nothing, it refuses, so we check."""
+    name = prefix + short + (f"p{port}" if port is not None else "")
+    if len(name.encode()) > IFNAMSIZ:
+        raise TopologyError(f"interface name {name!r}: {len(name)} bytes (Linux allows {IFNAMSIZ})")
+    return name
+
+
+def _check_name(name: str, what: str) -> None:
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise TopologyError(
+            f"{what} {name!r}: invalid name (names are 1-32 characters of [a-z0-9-], "
+            "starting with a letter or digit)"
+        )
+
+
+def _positive_number(value: Any, what: str, allow_zero: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            raise TopologyError(f"{what}: {value!r} is not a number") from None
+    if value != value or value < 0 or (value == 0 and not allow_zero):
+        raise TopologyError(f"{what}: {value!r} must be a positive number")
+    return float(value)
+
+
+_DELAY_RE = re.compile(r"^\d+(\.\d+)?(us|ms|s)$")
+
+
+@dataclass
+class Topology:
+    """A data-centre topology. Build it with the add_* calls (Mininet-style) or a builder."""
+
+    name: str = "custom"
+    graph: nx.Graph = field(default_factory=nx.Graph)
+    _order: dict[str, list[str]] = field(default_factory=lambda: {k: [] for k in KINDS})
+    _links: list[tuple[str, str]] = field(default_factory=list)
+    _next_port: dict[str, int] = field(default_factory=dict)
+
+    # --- building -----------------------------------------------------------------------------
+    def _add_node(self, node: Node) -> str:
+        _check_name(node.name, node.kind)
+        if node.name in self.graph:
+            raise TopologyError(f"{node.kind} {node.name!r}: duplicate name (node names must be unique)")
+        self.graph.add_node(node.name, node=node)
+        self._order[node.kind].append(node.name)
+        self._next_port[node.name] = 1
+        return node.name
+
+    def add_switch(self, name: str, role: str = "edge") -> str:
+        if role not in SWITCH_ROLES:
+            raise TopologyError(f"switch {name!r}: unknown role {role!r} (one of {', '.join(SWITCH_ROLES)})")
+        return self._add_node(Node(name, "switch", role=role))
+
+    def add_pi(self, name: str, rack: int | None = None) -> str:
+        return self._add_node(Node(name, "pi", rack=rack))
+
+    def add_container(self, name: str, pi: str, ip: str | None = None, mac: str | None = None) -> str:
+        if pi not in self.graph or self.kind(pi) != "pi":
+            raise TopologyError(f"container {name!r}: unknown pi {pi!r} (containers run on a declared pi)")
+        index = len(self._order["container"])
+        if ip is None:
+            ip = f"{DEFAULT_NETWORK.network_address + index + 1}/{DEFAULT_NETWORK.prefixlen}"
+        else:
+            try:
+                iface = ipaddress.ip_interface(ip if "/" in ip else f"{ip}/{DEFAULT_NETWORK.prefixlen}")
+            except ValueError:
+                raise TopologyError(f"container {name!r}: invalid ip {ip!r}") from None
+            ip = str(iface)
+        if mac is None:
+            mac = default_mac(index)
+        elif not re.match(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$", mac.lower()):
+            raise TopologyError(f"container {name!r}: invalid mac {mac!r}")
+        self._add_node(Node(name, "container", pi=pi, ip=ip, mac=mac.lower()))
+        self.add_link(name, pi)
+        return name
+
+    def add_link(
+        self,
+        a: str,
+        b: str,
+        bw: float | None = None,
+        delay: str | None = None,
+        loss: float | None = None,
+        queue: int | None = None,
+    ) -> Link:
+        where = f"link {a!r}-{b!r}"
+        for end in (a, b):
+            if end not in self.graph:
+                raise TopologyError(f"{where}: unknown node {end!r} (links must join declared nodes)")
+        if a == b:
+            raise TopologyError(f"{where}: self-loop (a link must join two different nodes)")
+        if self.graph.has_edge(a, b):
+            raise TopologyError(f"{where}: duplicate link (one link per pair of nodes)")
+        for end, other in ((a, b), (b, a)):
+            node = self.node(end)
+            if node.kind == "container" and (self.graph.degree(end) > 0 or self.kind(other) != "pi"):
+                raise TopologyError(f"{where}: container {end!r} has exactly one link, to its pi")
+        if bw is not None:
+            bw = _positive_number(bw, f"{where}: bw")
+        if loss is not None:
+            loss = _positive_number(loss, f"{where}: loss", allow_zero=True)
+            if loss > 100:
+                raise TopologyError(f"{where}: loss {loss} is over 100 percent")
+        if queue is not None:
+            queue_f = _positive_number(queue, f"{where}: queue")
+            if queue_f != int(queue_f):
+                raise TopologyError(f"{where}: queue {queue!r} must be a whole number of packets")
+            queue = int(queue_f)
+        if delay is not None:
+            if isinstance(delay, int | float) and not isinstance(delay, bool):
+                delay = f"{_positive_number(delay, f'{where}: delay', allow_zero=True):g}ms"
+            if not isinstance(delay, str) or not _DELAY_RE.match(delay):
+                raise TopologyError(f"{where}: delay {delay!r} must look like '2ms', '500us' or '1s'")
+        port_a, port_b = self._next_port[a], self._next_port[b]
+        self._next_port[a] += 1
+        self._next_port[b] += 1
+        link = Link(a, b, port_a, port_b, bw=bw, delay=delay, loss=loss, queue=queue)
+        self.graph.add_edge(a, b, link=link)
+        self._links.append((a, b))
+        return link
+
+    # --- reading ------------------------------------------------------------------------------
+    def node(self, name: str) -> Node:
+        try:
+            return self.graph.nodes[name]["node"]
+        except KeyError:
+            raise TopologyError(f"unknown node {name!r}") from None
+
+    def kind(self, name: str) -> str:
+        return self.node(name).kind
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.graph
+
+    @property
+    def switches(self) -> list[str]:
+        return list(self._order["switch"])
+
+    @property
+    def pis(self) -> list[str]:
+        return list(self._order["pi"])
+
+    @property
+    def containers(self) -> list[str]:
+        return list(self._order["container"])
+
+    @property
+    def bridges(self) -> list[str]:
+        """Every node realised as an OVS bridge: switches, then Pis."""
+        return self.switches + self.pis
+
+    @property
+    def links(self) -> list[Link]:
+        return [self.graph.edges[a, b]["link"] for a, b in self._links]
+
+    def fabric_links(self) -> list[Link]:
+        """Links between bridges (not the container-to-Pi attachments)."""
+        return [ln for ln in self.links if self.kind(ln.a) != "container" and self.kind(ln.b) != "container"]
+
+    def link(self, a: str, b: str) -> Link:
+        if not self.graph.has_edge(a, b):
+            raise TopologyError(f"link {a!r}-{b!r}: no such link")
+        return self.graph.edges[a, b]["link"]
+
+    def port(self, a: str, b: str) -> int:
+        link = self.link(a, b)
+        return link.port_a if link.a == a else link.port_b
+
+    def ports(self, name: str) -> dict[int, str]:
+        self.node(name)
+        out = {}
+        for peer in self.graph.neighbors(name):
+            out[self.port(name, peer)] = peer
+        return dict(sorted(out.items()))
+
+    def containers_on(self, pi: str) -> list[str]:
+        return [c for c in self._order["container"] if self.node(c).pi == pi]
+
+    def short_id(self, name: str) -> str:
+        kind = self.kind(name)
+        return f"{_KIND_LETTER[kind]}{self._order[kind].index(name)}"
+
+    def dpid(self, name: str) -> int:
+        if self.kind(name) == "container":
+            raise TopologyError(f"container {name!r}: containers have no datapath id")
+        return dpid(name)
+
+    def by_dpid(self) -> dict[int, str]:
+        return {dpid(n): n for n in self.bridges}
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "switches": len(self._order["switch"]),
+            "pis": len(self._order["pi"]),
+            "containers": len(self._order["container"]),
+            "links": len(self.fabric_links()),
+        }
+
+    # --- serialisation ------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        switches = [{"name": n, "role": self.node(n).role} for n in self.switches]
+        pis = []
+        for n in self.pis:
+            entry: dict[str, Any] = {"name": n}
+            if self.node(n).rack is not None:
+                entry["rack"] = self.node(n).rack
+            pis.append(entry)
+        containers = [
+            {"name": c, "pi": self.node(c).pi, "ip": self.node(c).ip, "mac": self.node(c).mac}
+            for c in self.containers
+        ]
+        links = [{"a": ln.a, "b": ln.b, **ln.attrs()} for ln in self.fabric_links()]
+        attach = {c: self.link(c, self.node(c).pi).attrs() for c in self.containers}
+        for entry in containers:
+            if attach[entry["name"]]:
+                entry["link"] = attach[entry["name"]]
+        return {"name": self.name, "switches": switches, "pis": pis, "containers": containers, "links": links}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str = "topology") -> Topology:
+        """Inverse of to_dict. Links are added after all nodes so port numbers do not depend on
+        the order of sections; containers' links come last, as the builders make them."""
+        if not isinstance(data, dict):
+            raise TopologyError(f"{where}: expected a mapping with switches, pis, containers, links")
+        unknown = set(data) - {"name", "switches", "pis", "containers", "links"}
+        if unknown:
+            raise TopologyError(f"{where}: unknown key {sorted(unknown)[0]!r} (allowed: name, switches, pis, containers, links)")
+        topo = cls(name=str(data.get("name", "custom")))
+
+        def items(key: str) -> list[dict[str, Any]]:
+            value = data.get(key) or []
+            if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+                raise TopologyError(f"{where}: {key!r} must be a list of mappings")
+            return value
+
+        try:
+            for s in items("switches"):
+                topo.add_switch(s["name"], role=s.get("role", "edge"))
+            for p in items("pis"):
+                topo.add_pi(p["name"], rack=p.get("rack"))
+            pending_containers = items("containers")
+            for c in pending_containers:
+                if c.get("pi") not in topo.graph or topo.kind(c["pi"]) != "pi":
+                    raise TopologyError(f"container {c.get('name')!r}: unknown pi {c.get('pi')!r} (containers run on a declared pi)")
+            for ln in items("links"):
+                extra = set(ln) - {"a", "b", *LINK_ATTRS}
+                if extra:
+                    raise TopologyError(f"link {ln.get('a')!r}-{ln.get('b')!r}: unknown key {sorted(extra)[0]!r}")
+                topo.add_link(ln["a"], ln["b"], **{k: ln[k] for k in LINK_ATTRS if k in ln})
+            for c in pending_containers:
+                topo._add_node(
+                    Node(c["name"], "container", pi=c["pi"], ip=c.get("ip"), mac=c.get("mac"))
+                )
+                index = len(topo._order["container"]) - 1
+                node = topo.node(c["name"])
+                ip = node.ip or f"{DEFAULT_NETWORK.network_address + index + 1}/{DEFAULT_NETWORK.prefixlen}"
+                mac = (node.mac or default_mac(index)).lower()
+                topo.graph.nodes[c["name"]]["node"] = Node(node.name, "container", pi=node.pi, ip=ip, mac=mac)
+                topo.add_link(c["name"], c["pi"], **(c.get("link") or {}))
+        except KeyError as exc:
+            raise TopologyError(f"{where}: an entry is missing the key {exc.args[0]!r}") from None
+        except TopologyError as exc:
+            raise TopologyError(f"{where}: {exc}") from None
+        return topo
+
+
+def default_mac(index: int) -> str:
+    value = index + 1
+    return "02:00:00:" + ":".join(f"{(value >> s) & 0xFF:02x}" for s in (16, 8, 0))
