@@ -1,0 +1,144 @@
+"""The run state: one JSON file per run naming every object the run made.
+
+Written *before* each object is created (intent first) and replaced atomically, so a `kill -9`
+at any instant leaves a file that lists at least everything that exists, and `picloud clean` can
+remove exactly those objects and nothing anyone else made.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import fcntl
+import json
+import os
+import re
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from picloud.errors import FabricError
+
+PREFIX_RE = re.compile(r"^pc[1-9][0-9]{0,2}$")
+OBJECT_KINDS = ("netns", "veth", "bridges", "pids", "containers", "ovs_instances")
+
+
+def state_dir() -> Path:
+    return Path(os.environ.get("PICLOUD_STATE_DIR", "/run/picloud"))
+
+
+@contextmanager
+def _locked():
+    directory = state_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield directory
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def of_port(prefix: str) -> int:
+    return 6700 + int(prefix[2:])
+
+
+def api_port(prefix: str) -> int:
+    return 8200 + int(prefix[2:])
+
+
+@dataclass
+class RunState:
+    prefix: str
+    backend: str = "local"
+    created: str = field(default_factory=lambda: _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"))
+    topology: dict[str, Any] = field(default_factory=dict)
+    controller: dict[str, Any] = field(default_factory=dict)
+    objects: dict[str, list[Any]] = field(default_factory=lambda: {k: [] for k in OBJECT_KINDS})
+    tenants_file: str | None = None
+    ui: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def path(self) -> Path:
+        return state_dir() / f"{self.prefix}.json"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "prefix": self.prefix, "created": self.created, "backend": self.backend,
+            "topology": self.topology, "controller": self.controller, "objects": self.objects,
+            "tenants_file": self.tenants_file, "ui": self.ui, "extra": self.extra,
+        }
+
+    def save(self) -> None:
+        path = self.path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "w") as f:
+            json.dump(self.to_dict(), f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+    def intend(self, kind: str, names: list[Any]) -> None:
+        """Record objects about to be created, then save: the write happens before the creation."""
+        existing = self.objects.setdefault(kind, [])
+        for name in names:
+            if name not in existing:
+                existing.append(name)
+        self.save()
+
+    def forget(self, kind: str, names: list[Any]) -> None:
+        gone = set(map(json.dumps, names))
+        self.objects[kind] = [n for n in self.objects.get(kind, []) if json.dumps(n) not in gone]
+        self.save()
+
+    def delete(self) -> None:
+        for path in (self.path, self.path.with_suffix(".tmp")):
+            path.unlink(missing_ok=True)
+
+    @classmethod
+    def load(cls, prefix: str) -> RunState:
+        path = state_dir() / f"{prefix}.json"
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise FabricError(f"run {prefix!r}: no state file {path} (see 'picloud status')") from None
+        except json.JSONDecodeError as exc:
+            raise FabricError(f"{path}: unreadable run state ({exc.msg})") from None
+        objects = {k: [] for k in OBJECT_KINDS}
+        objects.update(data.get("objects") or {})
+        return cls(prefix=data["prefix"], backend=data.get("backend", "local"), created=data.get("created", ""),
+                   topology=data.get("topology") or {}, controller=data.get("controller") or {},
+                   objects=objects, tenants_file=data.get("tenants_file"), ui=data.get("ui") or {},
+                   extra=data.get("extra") or {})
+
+
+def list_runs() -> list[str]:
+    directory = state_dir()
+    if not directory.is_dir():
+        return []
+    runs = [p.stem for p in directory.glob("pc*.json") if PREFIX_RE.match(p.stem)]
+    return sorted(runs, key=lambda p: int(p[2:]))
+
+
+def allocate_prefix(backend: str = "local", wanted: str | None = None) -> RunState:
+    """Claim a prefix and write its state file at once, under a lock, so two runs never share one."""
+    with _locked() as directory:
+        if wanted is not None:
+            if not PREFIX_RE.match(wanted):
+                raise FabricError(f"prefix {wanted!r}: invalid (a run prefix is 'pc' and a number 1-999)")
+            if (directory / f"{wanted}.json").exists():
+                raise FabricError(f"prefix {wanted!r}: already in use (see 'picloud status'; 'picloud clean' "
+                                  "removes crashed runs)")
+            prefix = wanted
+        else:
+            n = 1
+            while (directory / f"pc{n}.json").exists():
+                n += 1
+            if n > 999:
+                raise FabricError("run prefixes: all 999 in use (run 'picloud clean')")
+            prefix = f"pc{n}"
+        state = RunState(prefix=prefix, backend=backend)
+        state.save()
+        return state

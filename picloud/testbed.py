@@ -1,0 +1,387 @@
+"""`Testbed`: the Python API for experiments, and the only thing the CLI talks to.
+
+    with Testbed("fattree:4") as tb:
+        print(tb.ping_all(tcp=True))
+
+Entering builds the fabric and starts the controller; leaving tears everything down, also on an
+exception or Ctrl-C. Domain packages (tenants, traffic, web UI) implement their parts; this class
+only forwards, so there is one implementation of each thing and the CLI cannot drift from it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from picloud.errors import ControllerError, FabricError, PiCloudError
+from picloud.runstate import RunState, allocate_prefix, api_port, list_runs, of_port
+from topology.effects import netns as netns_effects
+from topology.effects import proc
+from topology.model import Link, Topology
+
+log = logging.getLogger(__name__)
+BACKENDS = ("local", "docker", "cluster")
+CONTROLLER_READY_TIMEOUT = 60.0
+
+
+def load_topology(source: str | Path | Topology, containers_per_pi: int = 1) -> Topology:
+    if isinstance(source, Topology):
+        return source
+    from topology.loader import load_topology as load
+
+    return load(source, containers_per_pi=containers_per_pi)
+
+
+@dataclass
+class LinkHandle:
+    """`tb.link(a, b)`: the operations a user does to a link while an experiment runs."""
+
+    testbed: Testbed
+    a: str
+    b: str
+
+    def down(self) -> None:
+        self.testbed.fabric.set_link(self.a, self.b, up=False)
+
+    def up(self) -> None:
+        self.testbed.fabric.set_link(self.a, self.b, up=True)
+
+    def shape(self, bw: float | None) -> None:
+        self.testbed.fabric.shape_link(self.a, self.b, bw)
+
+
+class Testbed:
+    def __init__(self, topology: str | Path | Topology, *, containers_per_pi: int = 1,
+                 controller: str | list[str] | None = None, tenants: str | Path | None = None,
+                 backend: str = "local", prefix: str | None = None, **backend_options: Any):
+        if backend not in BACKENDS:
+            raise FabricError(f"backend {backend!r}: unknown (one of {', '.join(BACKENDS)})")
+        if isinstance(containers_per_pi, bool) or not isinstance(containers_per_pi, int) or containers_per_pi < 0:
+            raise FabricError(f"containers_per_pi {containers_per_pi!r}: must be a whole number >= 0")
+        if isinstance(controller, str) and controller != "none" and not controller.startswith(("tcp:", "ssl:")):
+            raise ControllerError(f"controller {controller!r}: expected 'none', tcp:IP:PORT, ssl:IP:PORT "
+                                  "or a list of apps")
+        if tenants is not None and not Path(tenants).is_file():
+            raise FabricError(f"tenants file {str(tenants)!r}: not found")
+        self.topology = load_topology(topology, containers_per_pi)
+        self.controller = controller
+        self.tenants_source = Path(tenants) if tenants is not None else None
+        self.backend = backend
+        self.backend_options = backend_options
+        self._wanted_prefix = prefix
+        self.state: RunState | None = None
+        self.fabric: Any = None
+        self._controller_proc: subprocess.Popen | None = None
+        self._attached = False
+
+    # --- lifecycle ----------------------------------------------------------------------------
+    def __enter__(self) -> Testbed:
+        self.up()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.down()
+
+    @property
+    def prefix(self) -> str:
+        if self.state is None:
+            raise FabricError("testbed is not up (use 'with Testbed(...) as tb:' or tb.up())")
+        return self.state.prefix
+
+    @property
+    def controller_api(self) -> str | None:
+        return (self.state.controller.get("api") if self.state else None) or None
+
+    def up(self) -> Testbed:
+        if self.state is not None:
+            raise FabricError(f"run {self.state.prefix}: already up")
+        t0 = time.monotonic()
+        self.state = allocate_prefix(self.backend, self._wanted_prefix)
+        self.state.extra["owner"] = proc.own_record("testbed").to_dict()
+        # SIGTERM tears down like Ctrl-C does, so `kill PID` never leaves a half fabric behind.
+        previous = _sigterm_as_interrupt()
+        try:
+            self.state.topology = self.topology.to_dict()
+            self.state.save()
+            targets = self._start_controller()
+            self.fabric = self._make_fabric(targets)
+            self.fabric.up()
+            if self._controller_proc is not None:
+                self._wait_for_switches()
+            if self.tenants_source is not None:
+                from tenants.handle import load_tenants_file
+
+                load_tenants_file(self, self.tenants_source)
+        except BaseException:
+            self.down()
+            raise
+        finally:
+            _restore_sigterm(previous)
+        self.build_seconds = time.monotonic() - t0
+        return self
+
+    def down(self) -> None:
+        if self.state is None:
+            return
+        state = self.state
+        try:
+            if self._attached and self.fabric is None:
+                self.fabric = self._make_fabric([])
+            for rec in state.objects.get("pids", []):
+                proc.terminate(proc.ProcessRecord.from_dict(rec))
+            state.objects["pids"] = []
+            if self.fabric is not None:
+                self.fabric.down()
+            else:
+                from topology.backends.local import remove_objects
+
+                remove_objects(state)
+            for extra_file in (state.tenants_file,):
+                if extra_file and Path(extra_file).parent == state.path.parent:
+                    Path(extra_file).unlink(missing_ok=True)
+            state.delete()
+        finally:
+            if self._controller_proc is not None:
+                self._controller_proc.poll()
+            self.state = None
+
+    @classmethod
+    def attach(cls, prefix: str | None = None) -> Testbed:
+        """The Testbed of a run started elsewhere (`picloud up --detach`), from its state file."""
+        runs = list_runs()
+        if prefix is None:
+            if not runs:
+                raise FabricError("no PiCloud run is up (start one with 'picloud up SPEC --detach')")
+            if len(runs) > 1:
+                raise FabricError(f"{len(runs)} runs are up ({', '.join(runs)}): choose one with --run PREFIX")
+            prefix = runs[0]
+        state = RunState.load(prefix)
+        if not state.topology:
+            raise FabricError(f"run {prefix}: its state has no topology yet (still starting, or crashed: "
+                              "'picloud clean')")
+        tb = cls(Topology.from_dict(state.topology), backend=state.backend,
+                 controller=state.controller.get("mode"))
+        tb.state = state
+        tb._attached = True
+        tb.fabric = tb._make_fabric(state.controller.get("targets", []))
+        return tb
+
+    def _make_fabric(self, targets: list[str]) -> Any:
+        assert self.state is not None
+        if self.backend == "local":
+            from topology.backends.local import LocalFabric
+
+            return LocalFabric(self.topology, self.state, targets, **self.backend_options)
+        if self.backend == "docker":
+            from topology.backends.docker import DockerFabric
+
+            return DockerFabric(self.topology, self.state, targets, **self.backend_options)
+        from topology.backends.cluster import ClusterFabric
+
+        return ClusterFabric(self.topology, self.state, targets, **self.backend_options)
+
+    # --- controller ---------------------------------------------------------------------------
+    def _start_controller(self) -> list[str]:
+        assert self.state is not None
+        mode = self.controller
+        if mode == "none":
+            self.state.controller = {"mode": "none", "targets": []}
+            self.state.save()
+            return []
+        if isinstance(mode, str):  # an external controller: tcp:IP:PORT
+            self.state.controller = {"mode": mode, "target": mode, "targets": [mode]}
+            self.state.save()
+            return [mode]
+        prefix = self.state.prefix
+        listen, api = f"127.0.0.1:{of_port(prefix)}", f"127.0.0.1:{api_port(prefix)}"
+        argv = [sys.executable, "-m", "controller_apps.runner", *(mode or []), "--listen", listen,
+                "--api", api, "--topology", str(self.state.path)]
+        if self.tenants_source is not None:
+            from tenants.store import run_tenants_path
+
+            self.state.tenants_file = str(run_tenants_path(self.state))
+            argv += ["--tenants", self.state.tenants_file]
+        log_path = self.state.path.with_suffix(".controller.log")
+        self.state.controller = {"mode": None if mode is None else list(mode), "target": f"tcp:{listen}",
+                                 "targets": [f"tcp:{listen}"], "api": f"http://{api}", "log": str(log_path)}
+        self.state.save()
+        with open(log_path, "ab") as logf:
+            self._controller_proc = subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT,
+                                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        self.state.intend("pids", [proc.record(self._controller_proc, "controller").to_dict()])
+        return [f"tcp:{listen}"]
+
+    def _controller_get(self, path: str, timeout: float = 5.0) -> Any:
+        import requests
+
+        if not self.controller_api:
+            raise ControllerError(f"run {self.prefix}: no PiCloud controller API (controller is "
+                                  f"{self.state.controller.get('mode') if self.state else None!r})")
+        try:
+            resp = requests.get(self.controller_api + path, timeout=timeout)
+        except requests.RequestException as exc:
+            raise ControllerError(f"controller API {self.controller_api}{path}: unreachable ({exc})") from None
+        if resp.status_code != 200:
+            raise ControllerError(f"controller API {path}: HTTP {resp.status_code}: {resp.text[:200]}")
+        return resp.json()
+
+    def _wait_for_switches(self) -> None:
+        want = {self.topology.dpid(n) for n in self.topology.bridges}
+        deadline = time.monotonic() + CONTROLLER_READY_TIMEOUT
+        seen: set[int] = set()
+        while time.monotonic() < deadline:
+            assert self._controller_proc is not None
+            if self._controller_proc.poll() is not None:
+                raise ControllerError(f"controller exited with code {self._controller_proc.returncode}: "
+                                      f"{_tail(self.state.controller.get('log'))}")
+            try:
+                seen = set(self._controller_get("/stats/switches", timeout=2))
+            except ControllerError:
+                seen = set()
+            if want <= seen:
+                return
+            time.sleep(0.2)
+        raise ControllerError(f"controller: {len(want - seen)} of {len(want)} switches did not connect within "
+                              f"{CONTROLLER_READY_TIMEOUT:.0f}s (log: {self.state.controller.get('log')})")
+
+    # --- what users read ----------------------------------------------------------------------
+    @property
+    def containers(self) -> list[str]:
+        extra = list(self.state.extra.get("containers", {})) if self.state else []
+        return self.topology.containers + extra
+
+    @property
+    def pis(self) -> list[str]:
+        return self.topology.pis
+
+    @property
+    def switches(self) -> list[str]:
+        return self.topology.switches
+
+    @property
+    def links(self) -> list[Link]:
+        return self.topology.fabric_links()
+
+    def container_ip(self, container: str) -> str:
+        """The container's address without prefix length (topology or run-time container)."""
+        extra = self.state.extra.get("containers", {}) if self.state else {}
+        if container in extra:
+            return extra[container]["ip"]
+        if container not in self.topology or self.topology.kind(container) != "container":
+            raise FabricError(f"container {container!r}: no such container")
+        return str(self.topology.node(container).ip).split("/")[0]
+
+    # --- doing things -------------------------------------------------------------------------
+    def _require_up(self) -> None:
+        if self.state is None or self.fabric is None:
+            raise FabricError("testbed is not up (use 'with Testbed(...) as tb:' or tb.up())")
+
+    def exec(self, container: str, cmd: str | list[str], timeout: float | None = None) -> tuple[int, str]:
+        self._require_up()
+        argv = ["sh", "-c", cmd] if isinstance(cmd, str) else list(cmd)
+        return self.fabric.exec(container, argv, timeout=timeout)
+
+    def popen(self, container: str, argv: list[str], **popen_kwargs: Any) -> subprocess.Popen:
+        self._require_up()
+        return self.fabric.popen(container, argv, **popen_kwargs)
+
+    def ping_all(self, tcp: bool = False, containers: list[str] | None = None,
+                 timeout: float = 3.0) -> dict[str, dict[str, float]]:
+        """Loss matrix src -> dst -> fraction lost. ICMP by default; tcp=True proves the path carries
+        TCP, which ping does not (a checksum-offload fault passes ping and breaks TCP)."""
+        self._require_up()
+        names = containers if containers is not None else self.containers
+        for name in names:
+            self.fabric.netns(name)
+        if tcp:
+            endpoints = {c: (self.fabric.netns(c), self.container_ip(c)) for c in names}
+            return netns_effects.tcp_matrix(endpoints, timeout=timeout)
+        pairs = [(s, d) for s in names for d in names if s != d]
+
+        def one(pair: tuple[str, str]) -> tuple[str, str, float]:
+            s, d = pair
+            ok = any(self.fabric.exec(s, ["ping", "-c1", "-W", str(max(1, int(timeout))), "-q",
+                                          self.container_ip(d)])[0] == 0 for _ in range(2))
+            return s, d, 0.0 if ok else 1.0
+
+        matrix: dict[str, dict[str, float]] = {s: {} for s in names}
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            for s, d, loss in pool.map(one, pairs):
+                matrix[s][d] = loss
+        return matrix
+
+    def link(self, a: str, b: str) -> LinkHandle:
+        self._require_up()
+        self.topology.link(a, b)
+        return LinkHandle(self, a, b)
+
+    def flows(self, switch: str) -> list[dict]:
+        """Flow entries of a switch or Pi bridge, in Ryu ofctl_rest's shape."""
+        self._require_up()
+        dpid = self.topology.dpid(switch)
+        return self._controller_get(f"/stats/flow/{dpid}").get(str(dpid), [])
+
+    def port_stats(self, switch: str) -> list[dict]:
+        self._require_up()
+        dpid = self.topology.dpid(switch)
+        return self._controller_get(f"/stats/port/{dpid}").get(str(dpid), [])
+
+    def tenant(self, name: str, subnet: str | None = None, rate: float | None = None) -> Any:
+        self._require_up()
+        from tenants.handle import TenantHandle
+
+        return TenantHandle(self, name, subnet=subnet, rate=rate)
+
+    def verify_isolation(self) -> Any:
+        self._require_up()
+        from tenants.verify import verify
+
+        return verify(self)
+
+    def traffic(self, **kwargs: Any) -> Any:
+        self._require_up()
+        from traffic.engine import run
+
+        return run(self, **kwargs)
+
+    def ui(self, port: int = 8080, host: str = "127.0.0.1") -> Any:
+        self._require_up()
+        from webui.server import UIServer
+
+        return UIServer(self, host=host, port=port)
+
+
+def _tail(path: str | None, lines: int = 3) -> str:
+    if not path or not os.path.exists(path):
+        return "(no log)"
+    with open(path, errors="replace") as f:
+        text = f.read().strip().splitlines()
+    return " | ".join(text[-lines:]) or "(empty log)"
+
+
+def _sigterm_as_interrupt():
+    def handler(signum, frame):  # noqa: ARG001
+        raise KeyboardInterrupt
+
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        return None
+
+
+def _restore_sigterm(previous) -> None:
+    if previous is not None:
+        with contextlib.suppress(ValueError):
+            signal.signal(signal.SIGTERM, previous)
+
+
+__all__ = ["LinkHandle", "PiCloudError", "Testbed"]

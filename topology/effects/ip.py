@@ -1,0 +1,89 @@
+"""iproute2: the only caller of `ip`. Work is batched: one `ip -batch` process for many objects.
+
+`ip -batch` cannot switch namespaces per line, so work inside a namespace is one batch per
+namespace, run concurrently; see `batch_in_namespaces`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+from topology.effects.proc import CommandError, run
+
+
+def batch(lines: Sequence[str], netns: str | None = None, force: bool = False) -> None:
+    """Run many `ip` commands in one process. Without force, the first failing line stops it and
+    raises; with force every line runs and failures are left to the caller to check."""
+    if not lines:
+        return
+    argv = ["ip"] + (["-n", netns] if netns else []) + (["-force"] if force else []) + ["-batch", "-"]
+    run(argv, input="\n".join(lines) + "\n", timeout=300, check=not force)
+
+
+def batch_in_namespaces(work: dict[str, list[str]], workers: int = 8) -> None:
+    """One batch per namespace, several at once: namespaces are independent."""
+    errors: list[Exception] = []
+
+    def one(item: tuple[str, list[str]]) -> None:
+        try:
+            batch(item[1], netns=item[0])
+        except CommandError as exc:
+            errors.append(exc)
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(one, work.items()))
+    if errors:
+        raise errors[0]
+
+
+def netns_list() -> set[str]:
+    out = run(["ip", "-j", "netns", "list"], check=False).stdout.strip()
+    if not out:
+        return set()
+    return {entry["name"] for entry in json.loads(out)}
+
+
+def links(netns: str | None = None) -> set[str]:
+    argv = ["ip"] + (["-n", netns] if netns else []) + ["-j", "link", "show"]
+    out = run(argv, check=False).stdout.strip()
+    return {entry["ifname"] for entry in json.loads(out)} if out else set()
+
+
+def delete_links(names: Iterable[str]) -> None:
+    """Deleting one veth end deletes its peer; missing names are fine (idempotent clean-up)."""
+    names = set(names)
+    batch([f"link del {n}" for n in names & links()], force=True)
+    left = names & links()
+    if left:
+        raise CommandError(["ip", "link", "del"], 1, f"could not delete {', '.join(sorted(left))}")
+
+
+def delete_netns(names: Iterable[str]) -> None:
+    names = set(names)
+    batch([f"netns del {n}" for n in names & netns_list()], force=True)
+    left = names & netns_list()
+    if left:
+        raise CommandError(["ip", "netns", "del"], 1, f"could not delete {', '.join(sorted(left))}")
+
+
+def set_link(name: str, up: bool, netns: str | None = None) -> None:
+    batch([f"link set {name} {'up' if up else 'down'}"], netns=netns)
+
+
+def host_routes() -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """Every destination the root namespace routes, so we never add an overlapping subnet."""
+    nets = []
+    for family in ("-4", "-6"):
+        out = run(["ip", family, "-j", "route", "show", "table", "all"], check=False).stdout.strip()
+        for entry in json.loads(out) if out else []:
+            dst = entry.get("dst")
+            if not dst or dst == "default" or entry.get("type") in ("broadcast", "local", "multicast"):
+                continue
+            try:
+                nets.append(ipaddress.ip_network(dst, strict=False))
+            except ValueError:
+                continue
+    return nets

@@ -1,0 +1,101 @@
+"""Open vSwitch: the only caller of `ovs-vsctl`, `ovs-ofctl` and `ovs-appctl`.
+
+Many bridges and ports go into one `ovs-vsctl` transaction (`--` separated commands), as
+ovsdbapp does: one round trip and one reconfiguration of ovs-vswitchd instead of thousands.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from topology.effects.proc import run
+
+RUN_LABEL = "picloud-run"  # external_ids key on every bridge PiCloud creates
+VSWITCHD_LOG = "/var/log/openvswitch/ovs-vswitchd.log"
+
+
+@dataclass
+class Transaction:
+    """Accumulates ovs-vsctl commands; `commit()` runs them atomically in one process."""
+
+    db: str | None = None  # e.g. tcp:10.0.0.1:6640 for a remote OVSDB; None = the local socket
+    commands: list[list[str]] = field(default_factory=list)
+
+    def add(self, *args: str) -> Transaction:
+        self.commands.append([str(a) for a in args])
+        return self
+
+    def commit(self, timeout: int = 120) -> str:
+        if not self.commands:
+            return ""
+        argv = ["ovs-vsctl", f"--timeout={timeout}"] + ([f"--db={self.db}"] if self.db else [])
+        for cmd in self.commands:
+            argv += ["--", *cmd]
+        self.commands = []
+        return run(argv, timeout=timeout + 10).stdout
+
+
+def vsctl(*args: str, db: str | None = None, check: bool = True) -> str:
+    argv = ["ovs-vsctl", "--timeout=30"] + ([f"--db={db}"] if db else []) + list(args)
+    return run(argv, check=check).stdout.strip()
+
+
+def running(db: str | None = None) -> bool:
+    argv = ["ovs-vsctl", "--timeout=5"] + ([f"--db={db}"] if db else []) + ["show"]
+    return run(argv, check=False, timeout=10).returncode == 0
+
+
+def bridges_labelled(prefix: str | None = None, db: str | None = None) -> list[str]:
+    """Bridges carrying our run label (of one run, or of any run when prefix is None)."""
+    cond = f"external_ids:{RUN_LABEL}={prefix}" if prefix else f"external_ids:{RUN_LABEL}!=\"\""
+    out = vsctl("--bare", "--columns=name,external_ids", "find", "Bridge", db=db, check=False)
+    if prefix is None:
+        names = []
+        for block in out.split("\n\n"):
+            lines = block.strip().splitlines()
+            if len(lines) >= 2 and f"{RUN_LABEL}=" in lines[1]:
+                names.append(lines[0].strip())
+        return names
+    out = vsctl("--bare", "--columns=name", "find", "Bridge", cond, db=db, check=False)
+    return [line.strip() for line in out.splitlines() if line.strip()]
+
+
+def delete_bridges(names: Iterable[str], db: str | None = None) -> None:
+    txn = Transaction(db=db)
+    for name in names:
+        txn.add("--if-exists", "del-br", name)
+    txn.commit()
+
+
+def kernel_datapath_available() -> bool:
+    """The kernel module is loaded (or loadable): real Pis have it, this emulation host does not."""
+    if os.path.isdir("/sys/module/openvswitch"):
+        return True
+    return run(["modprobe", "-q", "openvswitch"], check=False).returncode == 0
+
+
+def userspace_tso_active(log_path: str = VSWITCHD_LOG) -> bool:
+    """Userspace TSO is latched when ovs-vswitchd starts, so the setting alone does not prove it:
+    look for the startup message in the log written since the daemon last opened it."""
+    setting = vsctl("get", "Open_vSwitch", ".", "other_config:userspace-tso-enable", check=False)
+    if setting.strip('"') != "true":
+        return False
+    try:
+        with open(log_path, errors="replace") as f:
+            text = f.read()
+    except OSError:
+        return True  # the setting is on and we cannot read the log: trust the setting
+    starts = [m.start() for m in re.finditer(r"vlog\|INFO\|opened log file", text)]
+    tail = text[starts[-1]:] if starts else text
+    return "Userspace TCP Segmentation Offloading support enabled" in tail
+
+
+def ofctl(*args: str, bridge: str, protocol: str = "OpenFlow13") -> str:
+    return run(["ovs-ofctl", "-O", protocol, *args[:1], bridge, *args[1:]]).stdout
+
+
+def port_up(bridge: str, port: str, up: bool) -> None:
+    run(["ovs-ofctl", "-O", "OpenFlow13", "mod-port", bridge, port, "up" if up else "down"])

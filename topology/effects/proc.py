@@ -1,0 +1,111 @@
+"""Process launch and PID bookkeeping: the only place PiCloud runs or ends a process.
+
+Every command is an argument list (never a shell string). Processes we start are recorded with
+their start time from /proc, so `picloud clean` can prove a PID is still the process we made
+before it signals it: PIDs are reused, and ending a stranger's process is the worst clean-up bug.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+
+class CommandError(RuntimeError):
+    """A system command failed; carries the argv and its stderr for the caller to phrase."""
+
+    def __init__(self, argv: Sequence[str], returncode: int, stderr: str):
+        self.argv = list(argv)
+        self.returncode = returncode
+        self.stderr = stderr.strip()
+        first = self.stderr.splitlines()[0] if self.stderr else f"exit {returncode}"
+        super().__init__(f"{argv[0]}: {first}")
+
+
+def run(argv: Sequence[str], *, check: bool = True, input: str | None = None,
+        timeout: float | None = 60) -> subprocess.CompletedProcess[str]:
+    log.debug("run %s", " ".join(argv[:8]) + (" ..." if len(argv) > 8 else ""))
+    result = subprocess.run(list(argv), input=input, capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise CommandError(argv, result.returncode, result.stderr or result.stdout)
+    return result
+
+
+@dataclass(frozen=True)
+class ProcessRecord:
+    """What we know of a process we started: enough to recognise it later, even from another run."""
+
+    pid: int
+    start_ticks: int
+    argv0: str
+    role: str
+
+    def to_dict(self) -> dict:
+        return {"pid": self.pid, "start_ticks": self.start_ticks, "argv0": self.argv0, "role": self.role}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ProcessRecord:
+        return cls(int(data["pid"]), int(data["start_ticks"]), str(data["argv0"]), str(data.get("role", "")))
+
+
+def start_ticks(pid: int) -> int | None:
+    """Field 22 of /proc/PID/stat: the process start time in clock ticks since boot."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    # The command name (field 2) may contain spaces and parentheses: split after the last ')'.
+    rest = stat[stat.rfind(")") + 2:].split()
+    return int(rest[19])
+
+
+def record(proc: subprocess.Popen, role: str) -> ProcessRecord:
+    ticks = start_ticks(proc.pid)
+    argv = proc.args if isinstance(proc.args, list | tuple) else [str(proc.args)]
+    return ProcessRecord(proc.pid, ticks if ticks is not None else -1, os.path.basename(str(argv[0])), role)
+
+
+def own_record(role: str) -> ProcessRecord:
+    """This process, so a run can say who is using it (clean leaves live owners' runs alone)."""
+    ticks = start_ticks(os.getpid())
+    return ProcessRecord(os.getpid(), ticks if ticks is not None else -1, "python", role)
+
+
+def is_ours(rec: ProcessRecord) -> bool:
+    return rec.start_ticks >= 0 and start_ticks(rec.pid) == rec.start_ticks
+
+
+def terminate(rec: ProcessRecord, grace: float = 3.0) -> bool:
+    """SIGTERM, then SIGKILL after `grace` seconds; only if the PID is still the recorded process."""
+    if not is_ours(rec):
+        return False
+    try:
+        os.kill(rec.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return True
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        if not is_ours(rec):
+            return True
+        _reap(rec.pid)
+        time.sleep(0.05)
+    if is_ours(rec):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(rec.pid, signal.SIGKILL)
+        _reap(rec.pid)
+    return True
+
+
+def _reap(pid: int) -> None:
+    """Collect our own child so it does not linger as a zombie (which still has a start time)."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
