@@ -1,0 +1,251 @@
+"""The one owner of the Docker engine: the `docker` SDK, the `docker exec` CLI and the base image.
+
+Containers are made with no Docker networking (`network_mode=none`): PiCloud wires them into
+OVS itself, as `ovs-docker` does, so the controller sees the same ports in every backend. Every
+container carries the label `picloud.run=PREFIX`, and clean-up filters by that label only
+(Kathara's habit), so nothing another user made is ever touched.
+
+The base image (see images/base/README.md) is a debootstrapped Debian minbase imported with
+`docker import`: no registry is reachable from a testbed, and a local Debian mirror is. The host's
+Python runtime, virtualenv and the PiCloud source are bind-mounted read-only at their own paths,
+so `Fabric.popen(container, [sys.executable, "-m", "traffic.agent"])` runs the same interpreter and
+code inside a container as in a namespace.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from picloud.errors import FabricError
+
+log = logging.getLogger(__name__)
+
+LABEL = "picloud.run"
+DEFAULT_IMAGE = "picloud/base:latest"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+IMAGE_DIR = REPO_ROOT / "images" / "base"
+CACHE_DIR = Path(os.environ.get("PICLOUD_IMAGE_CACHE", "/var/cache/picloud"))
+DEBIAN_MIRROR = os.environ.get("PICLOUD_DEBIAN_MIRROR", "http://deb.debian.org/debian")
+
+
+def client(base_url: str | None = None, tls: dict[str, str] | None = None, timeout: int = 30) -> Any:
+    """A Docker SDK client for the local engine or a Pi's (`ssh://`, `tcp://` with TLS)."""
+    import docker  # lazy: `import picloud` stays cheap and machines without docker still plan
+
+    try:
+        if base_url is None:
+            engine = docker.from_env(timeout=timeout)
+        else:
+            tls_config: Any = False
+            if base_url.startswith("tcp://"):
+                tls_config = docker.tls.TLSConfig(
+                    client_cert=(tls["cert"], tls["key"]), ca_cert=tls["ca"], verify=True
+                ) if tls else False
+            engine = docker.DockerClient(
+                base_url=base_url, tls=tls_config, timeout=timeout, use_ssh_client=base_url.startswith("ssh://")
+            )
+        engine.ping()
+    except Exception as exc:  # the SDK raises several unrelated types for "not reachable"
+        where = base_url or "local docker engine"
+        raise FabricError(
+            f"{where}: Docker engine not reachable ({type(exc).__name__}: {str(exc).splitlines()[0][:120]}; "
+            "is dockerd running? 'make setup' starts it)"
+        ) from None
+    return engine
+
+
+def engine_version(engine: Any) -> str:
+    return str(engine.version().get("Version", "?"))
+
+
+# --- image -------------------------------------------------------------------------------------
+def image_exists(engine: Any, tag: str) -> bool:
+    import docker
+
+    try:
+        engine.images.get(tag)
+        return True
+    except docker.errors.ImageNotFound:
+        return False
+
+
+def _packages() -> list[str]:
+    lines = (IMAGE_DIR / "packages").read_text().splitlines()
+    return [ln.split("#")[0].strip() for ln in lines if ln.split("#")[0].strip()]
+
+
+@dataclass
+class ImageBuild:
+    tag: str
+    image_id: str
+    seconds_debootstrap: float
+    seconds_import: float
+    size_mb: float
+    cached_rootfs: bool
+
+
+def build_base_image(engine: Any, tag: str = DEFAULT_IMAGE, refresh: bool = False) -> ImageBuild:
+    """debootstrap a Debian minbase with images/base/packages (cached), then `docker import` it.
+
+    The root filesystem is cached under CACHE_DIR keyed by the package list, so a rebuild after a
+    `docker rmi` takes seconds; `refresh` throws the cache away (new security updates)."""
+    if shutil.which("debootstrap") is None:
+        raise FabricError("image build: debootstrap is not installed (run 'make setup')")
+    packages = _packages()
+    suite = (IMAGE_DIR / "suite").read_text().strip()
+    import hashlib
+
+    key = hashlib.sha256((suite + " " + ",".join(packages)).encode()).hexdigest()[:12]
+    rootfs = CACHE_DIR / f"rootfs-{suite}-{key}"
+    cached = rootfs.is_dir() and (rootfs / ".picloud-complete").exists() and not refresh
+    started = time.monotonic()
+    if not cached:
+        partial = rootfs.with_name(rootfs.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        shutil.rmtree(rootfs, ignore_errors=True)
+        CACHE_DIR.mkdir(parents=True, exist_ok=True)
+        argv = ["debootstrap", "--variant=minbase", f"--include={','.join(packages)}", suite, str(partial),
+                DEBIAN_MIRROR]
+        log.info("image: debootstrap %s, %d packages (about a minute, then cached)", suite, len(packages))
+        done = subprocess.run(argv, capture_output=True, text=True)
+        if done.returncode != 0:
+            tail = (done.stdout + done.stderr).strip().splitlines()[-1:] or ["no output"]
+            raise FabricError(f"image build: debootstrap failed ({tail[0][:160]})")
+        for junk in ("var/cache/apt/archives", "var/lib/apt/lists"):
+            for item in (partial / junk).glob("*"):
+                if item.is_file():
+                    item.unlink()
+        (partial / ".picloud-complete").write_text(key + "\n")
+        partial.rename(rootfs)
+    seconds_debootstrap = time.monotonic() - started
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="picloud-image-") as tmp:
+        archive = Path(tmp) / "rootfs.tar"
+        with tarfile.open(archive, "w") as tar:
+            for item in sorted(rootfs.iterdir()):
+                if item.name != ".picloud-complete":
+                    tar.add(item, arcname=item.name)
+        repository, _, version = tag.rpartition(":") if ":" in tag.split("/")[-1] else (tag, "", "latest")
+        engine.api.import_image_from_file(
+            str(archive), repository=repository, tag=version,
+            changes=['CMD ["sleep", "infinity"]', "LABEL picloud.image=base", f"LABEL picloud.rootfs={key}"],
+        )
+    image = engine.images.get(tag)
+    return ImageBuild(tag, image.id, seconds_debootstrap, time.monotonic() - started,
+                      image.attrs.get("Size", 0) / 1e6, cached)
+
+
+# --- containers --------------------------------------------------------------------------------
+def runtime_mounts() -> dict[str, dict[str, str]]:
+    """Host paths mounted read-only at the same path: the interpreter, the venv, the source."""
+    paths = {Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve(), REPO_ROOT}
+    out: dict[str, dict[str, str]] = {}
+    for path in sorted(paths):
+        if not any(path != other and other in path.parents for other in paths):
+            out[str(path)] = {"bind": str(path), "mode": "ro"}
+    return out
+
+
+def run_container(
+    engine: Any,
+    name: str,
+    image: str,
+    prefix: str,
+    hostname: str,
+    nano_cpus: int | None = None,
+    mem_limit_mb: int | None = None,
+    extra_labels: dict[str, str] | None = None,
+) -> Any:
+    """Start one container with no network, our label, and the given limits; returns the SDK object.
+
+    `init=True` runs Docker's init as PID 1 so agents that exit are reaped and `stop` is quick."""
+    import docker
+
+    labels = {LABEL: prefix, **(extra_labels or {})}
+    kwargs: dict[str, Any] = {}
+    if nano_cpus:
+        kwargs["nano_cpus"] = int(nano_cpus)
+    if mem_limit_mb:
+        kwargs["mem_limit"] = f"{int(mem_limit_mb)}m"
+        kwargs["memswap_limit"] = f"{int(mem_limit_mb)}m"  # no swap beyond the Pi's RAM
+    try:
+        return engine.containers.run(
+            image, name=name, hostname=hostname, detach=True, network_mode="none", labels=labels, init=True,
+            volumes=runtime_mounts(), working_dir=str(REPO_ROOT),
+            environment={"PYTHONPATH": str(REPO_ROOT), "PYTHONDONTWRITEBYTECODE": "1"}, **kwargs,
+        )
+    except docker.errors.ImageNotFound:
+        raise FabricError(f"container {name!r}: no image {image!r} (run 'picloud image build')") from None
+    except docker.errors.APIError as exc:
+        raise FabricError(f"container {name!r}: Docker refused ({exc.explanation or exc})") from None
+
+
+def container_pid(engine: Any, name: str) -> int:
+    container = engine.containers.get(name)
+    pid = int(container.attrs["State"]["Pid"])
+    if pid <= 0:
+        raise FabricError(f"container {name!r}: not running (state {container.status})")
+    return pid
+
+
+def limits(engine: Any, name: str) -> dict[str, int]:
+    """What the engine applied, read back: NanoCpus and Memory (bytes)."""
+    host_config = engine.containers.get(name).attrs["HostConfig"]
+    return {"nano_cpus": int(host_config.get("NanoCpus") or 0), "memory": int(host_config.get("Memory") or 0)}
+
+
+def list_run(engine: Any, prefix: str | None = None) -> list[str]:
+    """Names of containers carrying our label (for one run, or for any run)."""
+    label = f"{LABEL}={prefix}" if prefix else LABEL
+    return sorted(c.name for c in engine.containers.list(all=True, filters={"label": label}))
+
+
+def remove(engine: Any, name: str) -> None:
+    import docker
+
+    with contextlib.suppress(docker.errors.NotFound):
+        engine.containers.get(name).remove(force=True)
+
+
+def remove_run(engine: Any, prefix: str) -> list[str]:
+    """Force-remove every container labelled with this run; idempotent; returns what it removed."""
+    import docker
+
+    removed = []
+    for container in engine.containers.list(all=True, filters={"label": f"{LABEL}={prefix}"}):
+        try:
+            container.remove(force=True)
+            removed.append(container.name)
+        except docker.errors.NotFound:
+            pass
+    return removed
+
+
+def exec_argv(name: str, argv: list[str], interactive: bool = True) -> list[str]:
+    """`docker exec` command line: used for popen (the SDK cannot hand back a Popen)."""
+    return ["docker", "exec", *(["-i"] if interactive else []), name, *argv]
+
+
+def popen(name: str, argv: list[str], **popen_kwargs: Any) -> subprocess.Popen:
+    return subprocess.Popen(exec_argv(name, argv), **popen_kwargs)
+
+
+def exec_run(name: str, argv: list[str], timeout: float | None = None) -> tuple[int, str]:
+    try:
+        done = subprocess.run(exec_argv(name, argv, interactive=False), capture_output=True, text=True,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+        return 124, out
+    return done.returncode, done.stdout + done.stderr
