@@ -121,27 +121,47 @@ class Topology:
         return self._add_node(Node(name, "switch", role=role))
 
     def add_pi(self, name: str, rack: int | None = None) -> str:
+        if rack is not None and (isinstance(rack, bool) or not isinstance(rack, int) or rack < 0):
+            raise TopologyError(f"pi {name!r}: rack {rack!r} must be a whole number >= 0")
         return self._add_node(Node(name, "pi", rack=rack))
 
-    def add_container(self, name: str, pi: str, ip: str | None = None, mac: str | None = None) -> str:
-        if pi not in self.graph or self.kind(pi) != "pi":
+    def add_container(
+        self, name: str, pi: str, ip: str | None = None, mac: str | None = None,
+        link: dict[str, Any] | None = None,
+    ) -> str:
+        """`link` optionally shapes the container's attachment (bw, delay, loss, queue)."""
+        if not isinstance(pi, str) or pi not in self.graph or self.kind(pi) != "pi":
             raise TopologyError(f"container {name!r}: unknown pi {pi!r} (containers run on a declared pi)")
+        link = link or {}
+        if not isinstance(link, dict) or set(link) - set(LINK_ATTRS):
+            raise TopologyError(f"container {name!r}: 'link' takes only {', '.join(LINK_ATTRS)}")
+        ip, mac = self._container_address(name, ip, mac)
+        self._add_node(Node(name, "container", pi=pi, ip=ip, mac=mac))
+        self.add_link(name, pi, **link)
+        return name
+
+    def _container_address(self, name: str, ip: str | None, mac: str | None) -> tuple[str, str]:
+        """The contract's defaults (10.0.0.k+1/8, 02:00:00:..) for the next container, or the
+        given ip (prefix /8 when none is written) and mac, checked and normalised."""
         index = len(self._order["container"])
         if ip is None:
             ip = f"{DEFAULT_NETWORK.network_address + index + 1}/{DEFAULT_NETWORK.prefixlen}"
         else:
             try:
-                iface = ipaddress.ip_interface(ip if "/" in ip else f"{ip}/{DEFAULT_NETWORK.prefixlen}")
+                text = str(ip)
+                iface = ipaddress.ip_interface(text if "/" in text else f"{text}/{DEFAULT_NETWORK.prefixlen}")
             except ValueError:
-                raise TopologyError(f"container {name!r}: invalid ip {ip!r}") from None
+                raise TopologyError(
+                    f"container {name!r}: invalid ip {ip!r} (an IPv4 address like 10.0.0.1/8)"
+                ) from None
+            if iface.version != 4:
+                raise TopologyError(f"container {name!r}: ip {ip!r} is not IPv4 (containers use IPv4 addresses)")
             ip = str(iface)
         if mac is None:
             mac = default_mac(index)
-        elif not re.match(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$", mac.lower()):
-            raise TopologyError(f"container {name!r}: invalid mac {mac!r}")
-        self._add_node(Node(name, "container", pi=pi, ip=ip, mac=mac.lower()))
-        self.add_link(name, pi)
-        return name
+        elif not isinstance(mac, str) or not re.match(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$", mac.lower()):
+            raise TopologyError(f"container {name!r}: invalid mac {mac!r} (six hex bytes like 02:00:00:00:00:01)")
+        return ip, mac.lower()
 
     def add_link(
         self,
@@ -154,7 +174,7 @@ class Topology:
     ) -> Link:
         where = f"link {a!r}-{b!r}"
         for end in (a, b):
-            if end not in self.graph:
+            if not isinstance(end, str) or end not in self.graph:
                 raise TopologyError(f"{where}: unknown node {end!r} (links must join declared nodes)")
         if a == b:
             raise TopologyError(f"{where}: self-loop (a link must join two different nodes)")
@@ -293,7 +313,10 @@ class Topology:
             raise TopologyError(f"{where}: expected a mapping with switches, pis, containers, links")
         unknown = set(data) - {"name", "switches", "pis", "containers", "links"}
         if unknown:
-            raise TopologyError(f"{where}: unknown key {sorted(unknown)[0]!r} (allowed: name, switches, pis, containers, links)")
+            raise TopologyError(
+                f"{where}: unknown key {sorted(map(str, unknown))[0]!r} "
+                "(allowed: name, switches, pis, containers, links)"
+            )
         topo = cls(name=str(data.get("name", "custom")))
 
         def items(key: str) -> list[dict[str, Any]]:
@@ -309,23 +332,24 @@ class Topology:
                 topo.add_pi(p["name"], rack=p.get("rack"))
             pending_containers = items("containers")
             for c in pending_containers:
-                if c.get("pi") not in topo.graph or topo.kind(c["pi"]) != "pi":
-                    raise TopologyError(f"container {c.get('name')!r}: unknown pi {c.get('pi')!r} (containers run on a declared pi)")
+                pi = c.get("pi")
+                if not isinstance(pi, str) or pi not in topo.graph or topo.kind(pi) != "pi":
+                    raise TopologyError(
+                        f"container {c.get('name')!r}: unknown pi {pi!r} (containers run on a declared pi)"
+                    )
             for ln in items("links"):
                 extra = set(ln) - {"a", "b", *LINK_ATTRS}
                 if extra:
-                    raise TopologyError(f"link {ln.get('a')!r}-{ln.get('b')!r}: unknown key {sorted(extra)[0]!r}")
+                    raise TopologyError(
+                        f"link {ln.get('a')!r}-{ln.get('b')!r}: unknown key {sorted(map(str, extra))[0]!r} "
+                        f"(links take a, b, {', '.join(LINK_ATTRS)})"
+                    )
                 topo.add_link(ln["a"], ln["b"], **{k: ln[k] for k in LINK_ATTRS if k in ln})
             for c in pending_containers:
-                topo._add_node(
-                    Node(c["name"], "container", pi=c["pi"], ip=c.get("ip"), mac=c.get("mac"))
-                )
-                index = len(topo._order["container"]) - 1
-                node = topo.node(c["name"])
-                ip = node.ip or f"{DEFAULT_NETWORK.network_address + index + 1}/{DEFAULT_NETWORK.prefixlen}"
-                mac = (node.mac or default_mac(index)).lower()
-                topo.graph.nodes[c["name"]]["node"] = Node(node.name, "container", pi=node.pi, ip=ip, mac=mac)
-                topo.add_link(c["name"], c["pi"], **(c.get("link") or {}))
+                extra = set(c) - {"name", "pi", "ip", "mac", "link"}
+                if extra:
+                    raise TopologyError(f"container {c.get('name')!r}: unknown key {sorted(map(str, extra))[0]!r}")
+                topo.add_container(c["name"], c["pi"], ip=c.get("ip"), mac=c.get("mac"), link=c.get("link"))
         except KeyError as exc:
             raise TopologyError(f"{where}: an entry is missing the key {exc.args[0]!r}") from None
         except TopologyError as exc:
