@@ -58,6 +58,9 @@ class ControllerState:
             self._util: dict[LinkKey, dict[str, float]] = {}
             self._events: collections.deque[dict[str, Any]] = collections.deque(maxlen=EVENTS_KEPT)
             self.datapaths.clear()
+            # How the runner was started (listen, api, topology_file, tenants_file), for apps
+            # that need a file the user named, such as tenancy's tenants file.
+            self.options: dict[str, Any] = {}
 
     # --- subscriptions --------------------------------------------------------------------------
     def subscribe(self, listener: Callable[[str], None]) -> None:
@@ -107,16 +110,22 @@ class ControllerState:
         self._changed("intended")
 
     def switch_enter(self, dpid: int, ports: Iterable[int | dict[str, Any]] = ()) -> None:
-        """A datapath connected. `ports` are port numbers or dicts with at least `port_no`."""
+        """A datapath connected, or its ports changed. `ports` are port numbers or dicts with at
+        least `port_no` (the API app reports port_no, name, hw_addr, up from a port-desc reply).
+        Several apps may report the same switch; only the first connect is an event."""
         records = []
         for port in ports:
             record = {"port_no": int(port)} if isinstance(port, int) else dict(port)
             records.append(record)
         records.sort(key=lambda r: r["port_no"])
         with self._lock:
+            previous = self._switches.get(dpid)
+            if previous == {"connected": True, "ports": records}:
+                return
             self._switches[dpid] = {"connected": True, "ports": records}
             name = self.name_of(dpid)
-        self.event("switch", f"switch {name} connected ({len(records)} ports)")
+        if not (previous and previous["connected"]):
+            self.event("switch", f"switch {name} connected ({len(records)} ports)")
         self._changed("switch")
 
     def switch_leave(self, dpid: int) -> None:

@@ -1,0 +1,304 @@
+"""The controller's REST API: Ryu's ofctl_rest endpoints, re-served with Flask, plus `/state`.
+
+Why re-implement ofctl_rest: os-ken dropped Ryu's WSGI framework and every REST app on it, but
+tools and notebooks written for Ryu call `/stats/flow/<dpid>` and friends. The conversions between
+OpenFlow messages and Ryu's JSON are still in os-ken (`os_ken.lib.ofctl_v1_x`), so the same JSON
+shapes come out: this module only adds the HTTP layer and the reply plumbing (`waiters`) that
+ofctl_rest kept in its app.
+
+Two halves:
+- `RestStatsApp`, an os-ken app the runner always loads: tracks datapaths in `STATE.datapaths`,
+  asks each new switch for its port descriptions (`STATE.switch_enter`), and hands multipart
+  replies to the Flask thread waiting for them.
+- `create_app()`, the Flask application: ofctl_rest's routes, `/state`, `/state/events`, and any
+  blueprint another app passed to `register_blueprint()` at construction.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from typing import Any
+
+from flask import Blueprint, Flask, Response, abort, jsonify, request
+from os_ken.base import app_manager
+from os_ken.controller import ofp_event
+from os_ken.controller.handler import DEAD_DISPATCHER, MAIN_DISPATCHER, set_ev_cls
+from os_ken.lib import ofctl_v1_0, ofctl_v1_2, ofctl_v1_3, ofctl_v1_4, ofctl_v1_5
+from os_ken.ofproto import ofproto_v1_0, ofproto_v1_2, ofproto_v1_3, ofproto_v1_4, ofproto_v1_5
+from werkzeug.serving import BaseWSGIServer, make_server
+
+from controller_apps.state import STATE, ControllerState
+
+LOG = logging.getLogger(__name__)
+
+OFCTL = {
+    ofproto_v1_0.OFP_VERSION: ofctl_v1_0,
+    ofproto_v1_2.OFP_VERSION: ofctl_v1_2,
+    ofproto_v1_3.OFP_VERSION: ofctl_v1_3,
+    ofproto_v1_4.OFP_VERSION: ofctl_v1_4,
+    ofproto_v1_5.OFP_VERSION: ofctl_v1_5,
+}
+
+# dpid -> {xid: (event, [reply msgs])}: shared by the Flask threads sending stats requests and the
+# os-ken event thread receiving the replies (the same structure ofctl_rest used).
+WAITERS: dict[int, dict[int, tuple[Any, list[Any]]]] = {}
+
+_extra_blueprints: list[Blueprint] = []
+_extra_lock = threading.Lock()
+
+
+def register_blueprint(bp: Blueprint) -> None:
+    """Serve `bp` from the controller API too. Call it from an app's constructor: the runner
+    builds the Flask app after every app is constructed."""
+    with _extra_lock:
+        if all(b.name != bp.name for b in _extra_blueprints):
+            _extra_blueprints.append(bp)
+
+
+class RestStatsApp(app_manager.OSKenApp):
+    """Datapath bookkeeping and multipart-reply delivery for the REST API."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.state: ControllerState = STATE
+
+    @set_ev_cls(ofp_event.EventOFPStateChange, [MAIN_DISPATCHER, DEAD_DISPATCHER])
+    def state_change_handler(self, ev: Any) -> None:
+        dp = ev.datapath
+        if dp.id is None:
+            return
+        if ev.state == MAIN_DISPATCHER:
+            self.state.datapaths[dp.id] = dp
+            if dp.ofproto.OFP_VERSION >= ofproto_v1_3.OFP_VERSION:
+                dp.send_msg(dp.ofproto_parser.OFPPortDescStatsRequest(dp, 0))
+            else:
+                self.state.switch_enter(dp.id, [])
+        elif self.state.datapaths.get(dp.id) is dp:
+            self.state.switch_leave(dp.id)
+            WAITERS.pop(dp.id, None)
+
+    @set_ev_cls(ofp_event.EventOFPPortDescStatsReply, MAIN_DISPATCHER)
+    def port_desc_handler(self, ev: Any) -> None:
+        msg = ev.msg
+        if self._deliver(msg):
+            return
+        ofp = msg.datapath.ofproto
+        ports = [
+            {"port_no": p.port_no, "name": _text(p.name), "hw_addr": p.hw_addr,
+             "up": not (p.state & ofp.OFPPS_LINK_DOWN or p.config & ofp.OFPPC_PORT_DOWN)}
+            for p in msg.body if p.port_no <= ofp.OFPP_MAX
+        ]
+        self.state.switch_enter(msg.datapath.id, ports)
+
+    @set_ev_cls([
+        ofp_event.EventOFPStatsReply,
+        ofp_event.EventOFPDescStatsReply,
+        ofp_event.EventOFPFlowStatsReply,
+        ofp_event.EventOFPAggregateStatsReply,
+        ofp_event.EventOFPTableStatsReply,
+        ofp_event.EventOFPPortStatsReply,
+        ofp_event.EventOFPQueueStatsReply,
+        ofp_event.EventOFPMeterStatsReply,
+        ofp_event.EventOFPMeterConfigStatsReply,
+        ofp_event.EventOFPMeterFeaturesStatsReply,
+        ofp_event.EventOFPGroupStatsReply,
+        ofp_event.EventOFPGroupDescStatsReply,
+        ofp_event.EventOFPGroupFeaturesStatsReply,
+        ofp_event.EventOFPTableFeaturesStatsReply,
+    ], MAIN_DISPATCHER)
+    def stats_reply_handler(self, ev: Any) -> None:
+        self._deliver(ev.msg)
+
+    @staticmethod
+    def _deliver(msg: Any) -> bool:
+        """Hand a reply to the waiting REST call; True when one was waiting for it."""
+        per_dp = WAITERS.get(msg.datapath.id)
+        if not per_dp or msg.xid not in per_dp:
+            return False
+        event, msgs = per_dp[msg.xid]
+        msgs.append(msg)
+        if msg.flags & msg.datapath.ofproto.OFPMPF_REPLY_MORE:
+            return True
+        del per_dp[msg.xid]
+        event.set()
+        return True
+
+
+def _text(value: Any) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
+# --- Flask ---------------------------------------------------------------------------------------
+stats = Blueprint("stats", __name__)
+state_bp = Blueprint("state", __name__)
+
+
+def _error(status: int, message: str) -> Response:
+    response = jsonify({"error": message})
+    response.status_code = status
+    return response
+
+
+def _datapath(dpid: str) -> tuple[Any, Any]:
+    """The datapath and its ofctl module for a dpid path segment (decimal or 0x-hex, as Ryu)."""
+    try:
+        value = int(dpid, 0)
+    except ValueError:
+        abort(_error(400, f"dpid {dpid!r}: invalid (a decimal or 0x-hex datapath id)"))
+    dp = STATE.datapaths.get(value)
+    if dp is None:
+        abort(_error(404, f"dpid {dpid}: no such connected switch"))
+    ofctl = OFCTL.get(dp.ofproto.OFP_VERSION)
+    if ofctl is None:
+        abort(_error(501, f"dpid {dpid}: OpenFlow version {dp.ofproto.OFP_VERSION:#x} unsupported"))
+    return dp, ofctl
+
+
+def _body() -> dict[str, Any]:
+    """The JSON request body; Ryu's clients often send it without a JSON content type."""
+    raw = request.get_data(as_text=True)
+    if not raw:
+        return {}
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        abort(_error(400, "request body: invalid JSON"))
+    if not isinstance(body, dict):
+        abort(_error(400, "request body: expected a JSON object"))
+    return body
+
+
+@stats.get("/stats/switches")
+def switches() -> Response:
+    return jsonify(sorted(STATE.datapaths))
+
+
+@stats.get("/stats/desc/<dpid>")
+def desc(dpid: str) -> Response:
+    dp, ofctl = _datapath(dpid)
+    return jsonify(ofctl.get_desc_stats(dp, WAITERS))
+
+
+@stats.route("/stats/flow/<dpid>", methods=["GET", "POST"])
+def flow(dpid: str) -> Response:
+    dp, ofctl = _datapath(dpid)
+    flt = _body() if request.method == "POST" else {}
+    return jsonify(ofctl.get_flow_stats(dp, WAITERS, flt))
+
+
+@stats.route("/stats/aggregateflow/<dpid>", methods=["GET", "POST"])
+def aggregate_flow(dpid: str) -> Response:
+    dp, ofctl = _datapath(dpid)
+    flt = _body() if request.method == "POST" else {}
+    return jsonify(ofctl.get_aggregate_flow_stats(dp, WAITERS, flt))
+
+
+@stats.get("/stats/table/<dpid>")
+def table(dpid: str) -> Response:
+    dp, ofctl = _datapath(dpid)
+    return jsonify(ofctl.get_table_stats(dp, WAITERS))
+
+
+@stats.get("/stats/port/<dpid>")
+@stats.get("/stats/port/<dpid>/<port>")
+def port(dpid: str, port: str | None = None) -> Response:
+    dp, ofctl = _datapath(dpid)
+    return jsonify(ofctl.get_port_stats(dp, WAITERS, port))
+
+
+@stats.get("/stats/portdesc/<dpid>")
+def portdesc(dpid: str) -> Response:
+    dp, ofctl = _datapath(dpid)
+    return jsonify(ofctl.get_port_desc(dp, WAITERS))
+
+
+@stats.get("/stats/group/<dpid>")
+@stats.get("/stats/group/<dpid>/<group_id>")
+def group(dpid: str, group_id: str | None = None) -> Response:
+    dp, ofctl = _datapath(dpid)
+    return jsonify(ofctl.get_group_stats(dp, WAITERS, group_id))
+
+
+@stats.get("/stats/groupdesc/<dpid>")
+def groupdesc(dpid: str) -> Response:
+    dp, ofctl = _datapath(dpid)
+    return jsonify(ofctl.get_group_desc(dp, WAITERS))
+
+
+@stats.get("/stats/meter/<dpid>")
+@stats.get("/stats/meter/<dpid>/<meter_id>")
+def meter(dpid: str, meter_id: str | None = None) -> Response:
+    dp, ofctl = _datapath(dpid)
+    return jsonify(ofctl.get_meter_stats(dp, WAITERS, meter_id))
+
+
+@stats.post("/stats/flowentry/<cmd>")
+def flowentry(cmd: str) -> Response:
+    commands = {"add": "OFPFC_ADD", "modify": "OFPFC_MODIFY", "modify_strict": "OFPFC_MODIFY_STRICT",
+                "delete": "OFPFC_DELETE", "delete_strict": "OFPFC_DELETE_STRICT"}
+    if cmd not in commands:
+        return _error(404, f"flowentry/{cmd}: unknown command (one of {', '.join(commands)})")
+    body = _body()
+    if "dpid" not in body:
+        return _error(400, "request body: missing 'dpid' (ofctl_rest needs the target switch)")
+    dp, ofctl = _datapath(str(body["dpid"]))
+    try:
+        ofctl.mod_flow_entry(dp, body, getattr(dp.ofproto, commands[cmd]))
+    except (KeyError, ValueError, TypeError, AttributeError) as exc:
+        return _error(400, f"flowentry/{cmd}: invalid flow entry ({exc})")
+    return Response(status=200)
+
+
+@stats.delete("/stats/flowentry/clear/<dpid>")
+def flowentry_clear(dpid: str) -> Response:
+    dp, ofctl = _datapath(dpid)
+    ofctl.mod_flow_entry(dp, {"table_id": dp.ofproto.OFPTT_ALL}, dp.ofproto.OFPFC_DELETE)
+    return Response(status=200)
+
+
+@state_bp.get("/state")
+def state() -> Response:
+    return jsonify(STATE.snapshot())
+
+
+@state_bp.get("/state/events")
+def events() -> Response:
+    try:
+        since = float(request.args.get("since", "0"))
+    except ValueError:
+        return _error(400, f"since={request.args.get('since')!r}: not a number (seconds since the epoch)")
+    return jsonify(STATE.events(since))
+
+
+def create_app() -> Flask:
+    """The API's Flask app: ofctl_rest routes, /state, and every registered blueprint."""
+    app = Flask("picloud-controller")
+    app.json.sort_keys = False
+    app.register_blueprint(stats)
+    app.register_blueprint(state_bp)
+    with _extra_lock:
+        for bp in _extra_blueprints:
+            app.register_blueprint(bp)
+    return app
+
+
+class ApiServer:
+    """The Flask app served by werkzeug in a daemon thread (stopped by `stop()`)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.server: BaseWSGIServer = make_server(host, port, create_app(), threaded=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, name="picloud-api", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.server.host}:{self.server.port}"
+
+    def start(self) -> ApiServer:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -1,0 +1,74 @@
+"""A learning switch: the teaching example, doing what Ryu's simple_switch_13 does.
+
+The algorithm, per switch:
+1. When the switch connects, install a table-miss rule: anything unmatched goes to the controller.
+2. On each packet-in, learn that the source MAC lives behind the port it came in on.
+3. If the destination MAC has been learnt, send the packet out of that port and install a flow
+   (in_port, eth_src, eth_dst) -> that port, so later packets of the conversation stay in the
+   switch; otherwise flood it.
+
+It uses one table and no pipeline, like the apps users bring. It only reads the Ethernet header
+(the rest of the packet is irrelevant to an L2 switch), which is what makes it cheaper per
+packet-in than simple_switch_13's full parse (bench/cbench.py measures it).
+Loops: like simple_switch_13 it floods, so run it on loop-free topologies only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from os_ken.base import app_manager
+from os_ken.controller import ofp_event
+from os_ken.controller.handler import CONFIG_DISPATCHER, MAIN_DISPATCHER, set_ev_cls
+from os_ken.lib.packet import ether_types, ethernet
+from os_ken.ofproto import ofproto_v1_3
+
+from controller_apps.pipeline import COOKIE_L2
+
+
+class L2Learning(app_manager.OSKenApp):
+    OFP_VERSIONS = [ofproto_v1_3.OFP_VERSION]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.mac_to_port: dict[int, dict[str, int]] = {}  # dpid -> {mac: port}
+
+    @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)
+    def switch_features_handler(self, ev: Any) -> None:
+        dp = ev.msg.datapath
+        ofp, parser = dp.ofproto, dp.ofproto_parser
+        self.mac_to_port[dp.id] = {}
+        to_controller = [parser.OFPActionOutput(ofp.OFPP_CONTROLLER, ofp.OFPCML_NO_BUFFER)]
+        self.add_flow(dp, 0, parser.OFPMatch(), to_controller)
+
+    def add_flow(self, dp: Any, priority: int, match: Any, actions: list[Any], buffer_id: int | None = None) -> None:
+        ofp, parser = dp.ofproto, dp.ofproto_parser
+        inst = [parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, actions)]
+        dp.send_msg(parser.OFPFlowMod(
+            datapath=dp, cookie=COOKIE_L2, priority=priority, match=match, instructions=inst,
+            buffer_id=ofp.OFP_NO_BUFFER if buffer_id is None else buffer_id))
+
+    @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
+    def packet_in_handler(self, ev: Any) -> None:
+        msg = ev.msg
+        dp = msg.datapath
+        ofp, parser = dp.ofproto, dp.ofproto_parser
+        in_port = msg.match["in_port"]
+        eth, _, _ = ethernet.ethernet.parser(msg.data)
+        if eth.ethertype == ether_types.ETH_TYPE_LLDP:
+            return  # link discovery's business, never forwarded
+
+        table = self.mac_to_port.setdefault(dp.id, {})
+        table[eth.src] = in_port
+        out_port = table.get(eth.dst, ofp.OFPP_FLOOD)
+        actions = [parser.OFPActionOutput(out_port)]
+
+        if out_port != ofp.OFPP_FLOOD:
+            match = parser.OFPMatch(in_port=in_port, eth_dst=eth.dst, eth_src=eth.src)
+            if msg.buffer_id != ofp.OFP_NO_BUFFER:
+                self.add_flow(dp, 1, match, actions, msg.buffer_id)
+                return  # the switch releases the buffered packet through the new flow
+            self.add_flow(dp, 1, match, actions)
+        data = msg.data if msg.buffer_id == ofp.OFP_NO_BUFFER else None
+        dp.send_msg(parser.OFPPacketOut(datapath=dp, buffer_id=msg.buffer_id, in_port=in_port,
+                                        actions=actions, data=data))

@@ -1,0 +1,296 @@
+"""The controller process: os-ken apps (ours, os-ken's or unmodified Ryu apps) plus the REST API.
+
+    python -m controller_apps.runner [APP ...] --listen 127.0.0.1:OFPORT --api 127.0.0.1:APIPORT
+        [--topology STATE_JSON] [--tenants TENANTS_YAML] [--config FILE]
+
+Why our own runner instead of `ryu-manager`/`osken-manager`: os-ken 4.2.2 ships no manager CLI,
+Ryu apps need the `ryu` import alias installed before they are imported, and the REST API (Ryu's
+lived in its WSGI app, gone from os-ken) must run in the same process to reach the datapaths.
+
+APP is a built-in name (see BUILTIN), a dotted module, or a .py file. Every app is imported and
+checked before any socket is opened, so a bad name or a broken file costs one line and exit 2.
+Then: `cfg.CONF(...)` with the listen address, os-ken's AppManager loads and instantiates the apps
+(what `AppManager.run_apps` does, split so the Flask API starts after apps have registered their
+blueprints), the API thread starts, and one ready line is logged. SIGTERM or SIGINT closes the
+apps and the API and exits 0. os-ken's hub runs native threads here (OSKEN_HUB_TYPE unset), which
+cannot be killed, so the process ends with `os._exit` once everything is closed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import inspect
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from controller_apps import ryu_compat
+from picloud.errors import ControllerError, PiCloudError
+
+LOG = logging.getLogger("picloud.controller")
+
+BUILTIN: dict[str, str] = {
+    "l2_learning": "controller_apps.l2_learning",
+    "discovery": "controller_apps.discovery",
+    "routing": "controller_apps.routing",
+    "monitor": "controller_apps.monitor",
+    "tenancy": "controller_apps.tenancy",
+}
+DEFAULT_APPS = ["discovery", "routing", "monitor"]
+API_APP = "controller_apps.api"
+DEFAULT_LISTEN = "127.0.0.1:6653"
+DEFAULT_API = "127.0.0.1:8200"  # docs/CONTRACTS.md "Ports per run": 8200+N for run pcN
+READY_TIMEOUT = 10.0
+
+
+@dataclass
+class Options:
+    """Validated command line: everything the run needs, checked before any side effect."""
+
+    apps: list[str]  # module names, importable (files are already imported under a module name)
+    listen: tuple[str, int]
+    api: tuple[str, int] | None
+    topology: dict[str, Any] | None = None
+    topology_file: str | None = None
+    tenants_file: str | None = None
+    config: str | None = None
+    labels: list[str] = field(default_factory=list)  # what the user typed, for the ready line
+
+
+def parse_endpoint(text: str, option: str) -> tuple[str, int]:
+    """'IP:PORT' -> (ip, port); the port must be 1..65535."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ControllerError(f"{option} {text!r}: expected IP:PORT (for example 127.0.0.1:6653)")
+    try:
+        socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host.strip("[]"))
+    except OSError:
+        raise ControllerError(f"{option} {text!r}: {host!r} is not an IP address") from None
+    return host.strip("[]"), int(port)
+
+
+def _check_free(endpoint: tuple[str, int], option: str) -> None:
+    family = socket.AF_INET6 if ":" in endpoint[0] else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(endpoint)
+        except OSError as exc:
+            raise ControllerError(
+                f"{option} {endpoint[0]}:{endpoint[1]}: cannot listen ({exc.strerror}; pick a free port)"
+            ) from None
+
+
+def _is_app_class(obj: Any, module: Any) -> bool:
+    from os_ken.base.app_manager import OSKenApp
+
+    return inspect.isclass(obj) and issubclass(obj, OSKenApp) and obj.__module__ == module.__name__
+
+
+def _import_file(path: Path) -> str:
+    """Import a .py app file under a module name of its own and return that name."""
+    name = "picloud_app_" + "".join(c if c.isalnum() else "_" for c in path.stem)
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    sys.path.insert(0, str(path.parent))  # an app may import a helper module next to it, as in Ryu
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    finally:
+        sys.path.remove(str(path.parent))
+    return name
+
+
+def resolve_app(spec: str) -> str:
+    """Import one APP argument and return its module name; ControllerError (one line) if it is
+    not a loadable app."""
+    ryu_compat.install()
+    try:
+        if spec.endswith(".py") or os.sep in spec:
+            path = Path(spec)
+            if not path.is_file():
+                raise ControllerError(f"app {spec!r}: no such file (APP is a built-in name, a module or a .py file)")
+            name = _import_file(path.resolve())
+        else:
+            name = BUILTIN.get(spec, spec)
+            if importlib.util.find_spec(name) is None and spec in BUILTIN:
+                raise ControllerError(f"app {spec!r}: built-in module {name} is not installed in this checkout")
+            if importlib.util.find_spec(name) is None:
+                known = ", ".join(BUILTIN)
+                raise ControllerError(f"app {spec!r}: no such built-in app or module (built-ins: {known})")
+            importlib.import_module(name)
+    except ryu_compat.RyuPartMissing as exc:
+        raise ControllerError(f"app {spec!r}: {exc}") from None
+    except SyntaxError as exc:
+        raise ControllerError(f"app {spec!r}: {exc.filename}:{exc.lineno}: syntax error ({exc.msg})") from None
+    except ModuleNotFoundError as exc:
+        if spec in BUILTIN and exc.name == BUILTIN[spec]:
+            raise ControllerError(f"app {spec!r}: built-in module {exc.name} is not installed") from None
+        raise ControllerError(f"app {spec!r}: cannot import {exc.name!r} (install it or fix the import)") from None
+    except ImportError as exc:
+        raise ControllerError(f"app {spec!r}: import failed ({exc})") from None
+    except PiCloudError:
+        raise
+    except Exception as exc:  # the user's module raised while importing: their bug, one line
+        raise ControllerError(f"app {spec!r}: importing it raised {type(exc).__name__}: {exc}") from None
+    module = sys.modules[name]
+    if not any(_is_app_class(obj, module) for _, obj in inspect.getmembers(module)):
+        raise ControllerError(f"app {spec!r}: defines no app class (subclass ryu's RyuApp or os-ken's OSKenApp)")
+    return name
+
+
+def load_topology(path: str) -> dict[str, Any]:
+    """The intended topology from a RunState JSON (its `topology` key) or a bare topology file."""
+    from topology.model import Topology
+
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except OSError as exc:
+        raise ControllerError(f"--topology {path}: cannot read ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        raise ControllerError(f"--topology {path}: not JSON or YAML ({str(exc).splitlines()[0]})") from None
+    if isinstance(data, dict) and isinstance(data.get("topology"), dict):
+        data = data["topology"]
+    Topology.from_dict(data, where=f"--topology {path}")  # validate now, before any side effect
+    return data
+
+
+def parse_args(argv: list[str] | None = None) -> Options:
+    parser = argparse.ArgumentParser(prog="python -m controller_apps.runner", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return options_from(parser.parse_args(argv))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The runner's options; `picloud controller` reuses them."""
+    parser.add_argument("apps", nargs="*", metavar="APP",
+                        help=f"built-in app ({', '.join(BUILTIN)}), dotted module or .py file "
+                             f"(default: {' '.join(DEFAULT_APPS)}, + tenancy with --tenants)")
+    parser.add_argument("--listen", default=DEFAULT_LISTEN, metavar="IP:PORT", help="OpenFlow listen address")
+    parser.add_argument("--api", default=DEFAULT_API, metavar="IP:PORT",
+                        help="REST API listen address ('none' to disable)")
+    parser.add_argument("--topology", metavar="STATE_JSON", help="intended topology (run state or topology file)")
+    parser.add_argument("--tenants", metavar="TENANTS_YAML", help="tenants file for the tenancy app")
+    parser.add_argument("--config", metavar="FILE", help="oslo.config file for the apps (as ryu-manager --config-file)")
+
+
+def options_from(args: argparse.Namespace) -> Options:
+    """Validate parsed arguments, importing every app (no sockets yet)."""
+    listen = parse_endpoint(args.listen, "--listen")
+    api = None if args.api == "none" else parse_endpoint(args.api, "--api")
+    if args.config and not Path(args.config).is_file():
+        raise ControllerError(f"--config {args.config}: no such file")
+    if args.tenants and not Path(args.tenants).is_file():
+        raise ControllerError(f"--tenants {args.tenants}: no such file")
+    topology = load_topology(args.topology) if args.topology else None
+    labels = list(args.apps) or DEFAULT_APPS + (["tenancy"] if args.tenants else [])
+    apps = [resolve_app(spec) for spec in labels]
+    _check_free(listen, "--listen")
+    if api is not None:
+        _check_free(api, "--api")
+    return Options(apps=apps, listen=listen, api=api, topology=topology, topology_file=args.topology,
+                   tenants_file=args.tenants, config=args.config, labels=labels)
+
+
+def _wait_listening(endpoint: tuple[str, int], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(endpoint, timeout=0.5):
+                return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+def run(options: Options, stop: threading.Event | None = None) -> int:
+    """Run the controller until `stop` is set (SIGTERM/SIGINT set it when run from main)."""
+    from os_ken import cfg
+    from os_ken.base.app_manager import AppManager
+    from os_ken.controller import controller  # noqa: F401  (registers the ofp-listen options)
+
+    from controller_apps import api
+    from controller_apps.state import STATE
+
+    stop = stop or threading.Event()
+    cfg.CONF(args=[], project="os_ken", default_config_files=[options.config] if options.config else [])
+    cfg.CONF.set_override("ofp_listen_host", options.listen[0])
+    cfg.CONF.set_override("ofp_tcp_listen_port", options.listen[1])
+    if options.topology is not None:
+        STATE.set_intended(options.topology)
+    STATE.options.update(topology_file=options.topology_file, tenants_file=options.tenants_file,
+                         listen=f"tcp:{options.listen[0]}:{options.listen[1]}")
+
+    manager = AppManager.get_instance()
+    manager.load_apps(options.apps + [API_APP])
+    contexts = manager.create_contexts()
+    manager.instantiate_apps(**contexts)
+    server = None
+    if options.api is not None:
+        server = api.ApiServer(*options.api).start()
+        STATE.options["api"] = server.url
+    if not _wait_listening(options.listen, READY_TIMEOUT):
+        LOG.error("controller: OpenFlow server did not start listening on %s:%d", *options.listen)
+        _shutdown(manager, server)
+        return 1
+    LOG.info("picloud controller ready: openflow tcp:%s:%d, api %s, apps %s", options.listen[0],
+             options.listen[1], server.url if server else "off", " ".join(options.labels))
+    stop.wait()
+    LOG.info("picloud controller stopping")
+    _shutdown(manager, server)
+    return 0
+
+
+def _shutdown(manager: Any, server: Any) -> None:
+    if server is not None:
+        server.stop()
+    try:
+        manager.close()
+    except Exception:  # closing is best effort: we are exiting anyway
+        LOG.exception("closing apps failed")
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        options = parse_args(argv)
+    except ControllerError as exc:
+        print(f"picloud controller: error: {exc}", file=sys.stderr)
+        return 2
+    return serve(options)
+
+
+def serve(options: Options) -> int:
+    """Run in the foreground with signal handling, then end the process (see the module docstring
+    on native threads)."""
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    code = run(options, stop)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
