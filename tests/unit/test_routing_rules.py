@@ -1,0 +1,334 @@
+"""Routing rules, pure: paths, ECMP groups, failover buckets and diff minimality on real builder
+topologies, checked with a fake flow table that answers "where does this packet go" over every
+ECMP choice, and asserts the negatives: never out of another port, never a loop, never flooded."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+from controller_apps import pipeline
+from controller_apps import routing_rules as rr
+from topology.builders import build
+from topology.model import Topology
+
+
+@dataclass(frozen=True)
+class Delivery:
+    dpid: int
+    port: int
+
+
+class FakeFabric:
+    """Executes routing's desired state like OVS would, for one packet (eth_dst, eth_type), over
+    all select-bucket choices. Returns every place the packet ends up: a Delivery (out of a
+    non-fabric port), "controller", "drop", "lost" (out of a dead link) or "loop"."""
+
+    def __init__(self, topo: Topology, state: dict[int, rr.SwitchRules], dead: set[frozenset[str]] = frozenset()):
+        self.topo, self.state = topo, state
+        self.peer: dict[tuple[int, int], tuple[int, int]] = {}
+        self.dead_ports: set[tuple[int, int]] = set()
+        for ln in topo.fabric_links():
+            a, b = (topo.dpid(ln.a), ln.port_a), (topo.dpid(ln.b), ln.port_b)
+            self.peer[a], self.peer[b] = b, a
+            if frozenset((ln.a, ln.b)) in dead:
+                self.dead_ports |= {a, b}
+
+    def lookup(self, dpid: int, table: int, pkt: dict) -> rr.Flow | None:
+        best = None
+        for flow in self.state[dpid].flows.values():
+            if flow.table != table or not all(self._matches(k, v, pkt) for k, v in flow.match):
+                continue
+            if best is None or flow.priority > best.priority:
+                best = flow
+        return best
+
+    @staticmethod
+    def _matches(field: str, value, pkt: dict) -> bool:
+        if field == "eth_dst" and isinstance(value, tuple):
+            return bool(int(pkt["eth_dst"].split(":")[0], 16) & 1)
+        if field == "vlan_vid":
+            return value == rr.OFPVID_NONE and pkt.get("vlan") is None
+        return pkt.get(field) == value
+
+    def send(self, dpid: int, in_port: int, pkt: dict) -> list:
+        return self._run(dpid, in_port, pkt, frozenset())
+
+    def _run(self, dpid: int, in_port: int, pkt: dict, seen: frozenset) -> list:
+        if (dpid, in_port) in seen:
+            return ["loop"]
+        seen = seen | {(dpid, in_port)}
+        table = pipeline.TABLE_CLASSIFY
+        while True:
+            flow = self.lookup(dpid, table, pkt)
+            if flow is None:
+                miss = pipeline.TABLES[table].miss
+                if miss == "next":
+                    table += 1
+                    continue
+                return ["controller" if miss == "controller" else "drop"]
+            outs: list = []
+            for action in flow.actions:
+                outs += self._act(dpid, in_port, pkt, action, seen)
+            if flow.goto is None:
+                return outs or ["drop"]
+            table = flow.goto
+
+    def _act(self, dpid: int, in_port: int, pkt: dict, action: tuple, seen: frozenset) -> list:
+        if action[0] == "output":
+            return self._output(dpid, in_port, action[1], pkt, seen)
+        if action[0] == "group":
+            group = self.state[dpid].groups[action[1]]
+            live = [b for b in group.buckets if (dpid, b.watch_port) not in self.dead_ports]
+            if not live:
+                return ["drop"]
+            chosen = live[:1] if group.type == "ff" else sorted(set(live), key=lambda b: b.port)
+            return [r for b in chosen for r in self._output(dpid, in_port, b.port, pkt, seen)]
+        return []  # set_field / move: not needed for unicast walks
+
+    def _output(self, dpid: int, in_port: int, port, pkt: dict, seen: frozenset) -> list:
+        if port == "controller":
+            return ["controller"]
+        if port == "in_port":
+            port = in_port
+        elif port == in_port:
+            return ["drop"]  # OpenFlow never sends back out of the in_port unless told IN_PORT
+        if (dpid, port) in self.dead_ports:
+            return ["lost"]
+        if (dpid, port) in self.peer:
+            return self._run(*self.peer[(dpid, port)], pkt, seen)
+        return [Delivery(dpid, port)]
+
+
+def container_end(topo: Topology, name: str) -> Delivery:
+    pi = topo.node(name).pi
+    return Delivery(topo.dpid(pi), topo.port(pi, name))
+
+
+def assert_all_pairs_delivered(topo: Topology, fabric: FakeFabric) -> int:
+    """Every container reaches every other one on every ECMP choice, and only there."""
+    checked = 0
+    for src in topo.containers:
+        start = container_end(topo, src)
+        for dst in topo.containers:
+            if dst == src:
+                continue
+            pkt = {"eth_dst": topo.node(dst).mac, "eth_type": 0x0800}
+            results = fabric.send(start.dpid, start.port, pkt)
+            assert results and set(results) == {container_end(topo, dst)}, (src, dst, results)
+            checked += 1
+    return checked
+
+
+def state_for(topo: Topology, down=()) -> dict[int, rr.SwitchRules]:
+    return rr.desired_state(rr.graph_from_topology(topo, down), rr.hosts_from_topology(topo))
+
+
+@pytest.mark.parametrize("spec", ["fattree:4", "leafspine:2,4,2", "picloud:2,3", "tree:2,2"])
+def test_every_pair_is_delivered_only_to_its_destination(spec):
+    topo = build(spec)
+    n = len(topo.containers)
+    assert assert_all_pairs_delivered(topo, FakeFabric(topo, state_for(topo))) == n * (n - 1)
+
+
+def test_fattree_edge_spreads_over_both_aggregations_and_aggregation_over_both_cores():
+    topo = build("fattree:4")
+    state = state_for(topo)
+    dst_pi = topo.node(topo.containers[-1]).pi  # pod 4
+    gid = rr.group_ids([topo.dpid(dst_pi)])[topo.dpid(dst_pi)]
+    edge = topo.node(topo.containers[0]).pi and "edge1-1"
+    group = state[topo.dpid(edge)].groups[gid]
+    assert group.type == "select"
+    assert {topo.ports(edge)[b.port] for b in group.buckets} == {"agg1-1", "agg1-2"}
+    agg = state[topo.dpid("agg1-1")].groups[gid]
+    assert len({topo.ports("agg1-1")[b.port] for b in agg.buckets}) == 2
+    assert all(topo.node(topo.ports("agg1-1")[b.port]).role == "core" for b in agg.buckets)
+    # downstream, in the destination pod, there is exactly one way down
+    core = state[topo.dpid("core1")].groups[gid]
+    assert len({b.port for b in core.buckets}) == 1
+
+
+def test_consecutive_ecmp_hops_read_different_hash_bits():
+    """Edge and aggregation must not make the same choice from the same hash (polarisation):
+    over the 16 hash slots, all 4 (aggregation, core) combinations occur equally often."""
+    topo = build("fattree:4")
+    state = state_for(topo)
+    dst = topo.dpid(topo.node(topo.containers[-1]).pi)
+    gid = rr.group_ids([dst])[dst]
+    edge_buckets = state[topo.dpid("edge1-1")].groups[gid].buckets
+    combos = {}
+    for slot in range(rr.HASH_SLOTS):
+        agg = topo.ports("edge1-1")[edge_buckets[slot].port]
+        agg_buckets = state[topo.dpid(agg)].groups[gid].buckets
+        core = topo.ports(agg)[agg_buckets[slot].port]
+        combos[(agg, core)] = combos.get((agg, core), 0) + 1
+    assert len(combos) == 4 and set(combos.values()) == {4}
+
+
+def test_stale_rules_survive_any_upward_link_failure_in_the_data_plane():
+    """Fast failover: with the rules computed before the failure, cutting any edge-aggregation
+    or aggregation-core link still delivers the traffic that climbs through it (dead buckets are
+    skipped), before the controller recomputes anything."""
+    topo = build("fattree:4")
+    state = state_for(topo)
+    src = topo.containers[0]  # pod 1
+    start = container_end(topo, src)
+    for link in [("edge1-1", "agg1-1"), ("agg1-1", "core1"), ("agg1-2", "core3")]:
+        fabric = FakeFabric(topo, state, dead={frozenset(link)})
+        for dst in topo.containers[4:]:  # other pods: upward traffic from pod 1
+            pkt = {"eth_dst": topo.node(dst).mac, "eth_type": 0x0800}
+            assert set(fabric.send(start.dpid, start.port, pkt)) == {container_end(topo, dst)}, (link, dst)
+
+
+def test_recomputation_routes_around_a_downward_failure():
+    topo = build("fattree:4")
+    cut = frozenset(("core1", "agg4-1"))
+    stale = FakeFabric(topo, state_for(topo), dead={cut})
+    dst = topo.containers[-1]
+    pkt = {"eth_dst": topo.node(dst).mac, "eth_type": 0x0800}
+    start = container_end(topo, topo.containers[0])
+    # bipartite: core1 has no loop-free alternate, its only bucket is dead, so it drops
+    assert "drop" in stale.send(start.dpid, start.port, pkt)
+    fresh = FakeFabric(topo, state_for(topo, down=[tuple(cut)]), dead={cut})
+    assert assert_all_pairs_delivered(topo, fresh) == 16 * 15
+
+
+def test_single_next_hop_gets_a_loop_free_alternate_where_one_exists():
+    """A triangle a-b-c with hosts on c: a's only shortest hop is c; b is as far from c as a, so it
+    is a loop-free alternate, and cutting a-c in the data plane still delivers via b."""
+    topo = Topology()
+    for name in ("a", "b", "c"):
+        topo.add_switch(name)
+    topo.add_pi("pa")
+    topo.add_pi("pc")
+    topo.add_link("a", "b")
+    topo.add_link("b", "c")
+    topo.add_link("a", "c")
+    topo.add_link("pa", "a")
+    topo.add_link("pc", "c")
+    topo.add_container("x", "pa")
+    topo.add_container("y", "pc")
+    state = state_for(topo)
+    dst = topo.dpid("pc")
+    group = state[topo.dpid("a")].groups[rr.group_ids([dst])[dst]]
+    assert group.type == "ff"
+    assert [b.port for b in group.buckets] == [topo.port("a", "c"), topo.port("a", "b")]
+    fabric = FakeFabric(topo, state, dead={frozenset(("a", "c"))})
+    start = container_end(topo, "x")
+    pkt = {"eth_dst": topo.node("y").mac, "eth_type": 0x0800}
+    assert fabric.send(start.dpid, start.port, pkt) == [container_end(topo, "y")]
+
+
+def test_unknown_unicast_goes_to_the_controller_and_broadcast_is_never_forwarded():
+    topo = build("leafspine:2,4,2")
+    fabric = FakeFabric(topo, state_for(topo))
+    start = container_end(topo, topo.containers[0])
+    assert fabric.send(start.dpid, start.port, {"eth_dst": "02:99:00:00:00:01", "eth_type": 0x0800}) == ["controller"]
+    assert fabric.send(start.dpid, start.port, {"eth_dst": "ff:ff:ff:ff:ff:ff", "eth_type": 0x0800}) == ["drop"]
+    assert fabric.send(start.dpid, start.port, {"eth_dst": "33:33:00:00:00:01", "eth_type": 0x86DD}) == ["drop"]
+
+
+def test_arp_requests_are_answered_in_place_for_known_hosts_only():
+    topo = build("leafspine:2,4,2")
+    fabric = FakeFabric(topo, state_for(topo))
+    start = container_end(topo, topo.containers[0])
+    target = topo.containers[5]
+    ip = topo.node(target).ip.split("/")[0]
+    request = {"eth_dst": "ff:ff:ff:ff:ff:ff", "eth_type": 0x0806, "arp_op": 1, "arp_tpa": ip}
+    assert fabric.send(start.dpid, start.port, request) == [start]  # the reply goes back in_port
+    flow = fabric.lookup(start.dpid, pipeline.TABLE_ARP, request)
+    assert ("set_field", "eth_src", topo.node(target).mac) in flow.actions
+    assert ("set_field", "arp_spa", ip) in flow.actions
+    unknown = dict(request, arp_tpa="10.9.9.9")
+    assert fabric.send(start.dpid, start.port, unknown) == ["controller"]
+    tagged = dict(request, vlan=5)  # tenancy's: routing neither answers nor floods it
+    assert fabric.lookup(start.dpid, pipeline.TABLE_ARP, tagged) is None
+
+
+def test_tenant_hosts_are_routed_but_egress_and_arp_are_left_to_tenancy():
+    topo = build("leafspine:2,2,1")
+    graph = rr.graph_from_topology(topo)
+    pi = topo.dpid(topo.pis[1])
+    member = rr.Host("0a:00:00:00:00:07", "10.1.0.7", pi, 9, tenant=7)
+    state = rr.desired_state(graph, [*rr.hosts_from_topology(topo), member])
+    assert state[pi].flows[(pipeline.TABLE_FORWARD, rr.PRIORITY_HOST, (("eth_dst", member.mac),))].goto \
+        == pipeline.TABLE_EGRESS
+    assert not any(f.table == pipeline.TABLE_EGRESS and ("eth_dst", member.mac) in f.match
+                   for f in state[pi].flows.values())
+    assert not any(("arp_tpa", "10.1.0.7") in f.match for rules in state.values() for f in rules.flows.values())
+    other = topo.dpid(topo.pis[0])
+    assert state[other].flows[(pipeline.TABLE_FORWARD, rr.PRIORITY_HOST, (("eth_dst", member.mac),))].actions \
+        == (("group", rr.group_ids([pi])[pi]),)
+
+
+def test_hosts_learned_on_fabric_ports_are_ignored():
+    topo = build("leafspine:2,2,1")
+    graph = rr.graph_from_topology(topo)
+    leaf = topo.dpid("leaf1")
+    bogus = rr.Host("02:aa:00:00:00:01", "10.7.7.7", leaf, topo.port("leaf1", "spine1"))
+    assert bogus not in rr.usable_hosts(graph, [bogus])
+
+
+def test_recomputation_is_idempotent_and_a_link_failure_only_modifies_groups():
+    topo = build("fattree:4")
+    before = state_for(topo)
+    assert all(len(rr.diff(before[d], rules)) == 0 for d, rules in state_for(topo).items())
+    after = state_for(topo, down=[("core1", "agg4-1")])
+    changes = {d: rr.diff(before[d], after[d]) for d in before}
+    touched = {topo.by_dpid()[d] for d, c in changes.items() if len(c)}
+    for change in changes.values():
+        assert not (change.add_flows or change.modify_flows or change.delete_flows)
+        assert not (change.add_groups or change.delete_groups)
+    # only bridges whose choices towards pod 4 (or towards core1/agg4-1's own sides) changed
+    assert "core1" in touched and "agg4-1" in touched
+    assert not any(n.startswith("pi") for n in touched)
+    total = sum(len(c) for c in changes.values())
+    assert total <= 40, total  # ~ groups towards the 4 Pis of pod 4 and pods 1-3 via agg4-1
+
+
+def test_a_new_host_adds_only_its_own_flows():
+    topo = build("leafspine:2,2,1")
+    graph = rr.graph_from_topology(topo)
+    hosts = rr.hosts_from_topology(topo)
+    before = rr.desired_state(graph, hosts)
+    pi = topo.dpid(topo.pis[0])
+    newcomer = rr.Host("02:00:00:00:00:63", "10.0.0.99", pi, 7)
+    after = rr.desired_state(graph, [*hosts, newcomer])
+    for dpid in before:
+        change = rr.diff(before[dpid], after[dpid])
+        assert not (change.modify_flows or change.delete_flows or change.modify_groups or change.delete_groups)
+        assert all(("eth_dst", newcomer.mac) in f.match or ("arp_tpa", newcomer.ip) in f.match
+                   for f in change.add_flows)
+    assert len(rr.diff(before[pi], after[pi]).add_flows) == 3  # forward, egress, ARP answer
+
+
+def test_group_ids_are_stable_when_bridges_join_and_unique_on_collision():
+    ids = rr.group_ids([5, 9])
+    assert rr.group_ids([5, 9, 77])[5] == ids[5]
+    clash = rr.group_ids([3, 3 + rr.GROUP_SPAN])
+    assert len(set(clash.values())) == 2
+    assert all(rr.GROUP_BASE <= g < rr.GROUP_BASE + rr.GROUP_SPAN for g in clash.values())
+
+
+def test_encode_orders_groups_before_flows_and_deletes_last():
+    from os_ken.ofproto import ofproto_v1_3 as ofp
+    from os_ken.ofproto import ofproto_v1_3_parser as parser
+
+    class Dp:
+        ofproto, ofproto_parser, id = ofp, parser, 1
+
+    topo = build("leafspine:2,2,1")
+    desired = state_for(topo)[topo.dpid("leaf1")]
+    change = rr.diff(None, desired)
+    change.delete_groups = [rr.GROUP_BASE + 1]
+    change.delete_flows = [rr.Flow(2, 100, (("eth_dst", "02:00:00:00:00:77"),), (("output", 1),))]
+    msgs = rr.encode(Dp(), change)
+    kinds = [type(m).__name__ for m in msgs]
+    first_flow = kinds.index("OFPFlowMod")
+    assert all(k == "OFPGroupMod" for k in kinds[:first_flow])
+    assert msgs[-1].command == ofp.OFPGC_DELETE and msgs[-2].command == ofp.OFPFC_DELETE_STRICT
+    for msg in msgs:  # every message serialises (real os-ken encoding, no mock)
+        msg.datapath = Dp()
+        msg.xid = 1
+        msg.serialize()
