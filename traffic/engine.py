@@ -1,0 +1,303 @@
+"""Run a traffic experiment on a running testbed and collect per-flow results.
+
+`run(testbed, workload, load, pattern, duration, seed, ...)`:
+1. validates everything and computes the trace (pure, seeded) before touching the fabric;
+2. starts one `traffic.agent` per participating container with `testbed.fabric.popen` (server and
+   client in one process) and hands each its flows on stdin, all keyed to one CLOCK_MONOTONIC t0;
+3. gathers JSON-line reports until every client has settled its flows or the deadline
+   (t0 + duration + drain) passes; flows still running then are reported as unfinished;
+4. writes trace.csv, flows.csv, summary.json, meta.json into the run directory and returns Results.
+
+The nominal link rate C (for load and ideal FCT) is the container's access-link bandwidth in the
+topology, else `link_mbps`, else 100 Mbit/s: the Raspberry Pi Cloud's Pis had 100 Mbit/s Ethernet,
+and it keeps a 2-core host able to carry the offered load.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import platform
+import queue
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from picloud.errors import TrafficError
+from traffic import arrivals, workloads
+from traffic.results import FlowRecord, Results
+from traffic.trace import Trace, generate
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LINK_MBPS = 100.0
+AGENT_PORT = 5301
+READY_TIMEOUT = 20.0
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def resolve_hosts(testbed: Any, tenant: str | None) -> tuple[list[str], dict[str, str]]:
+    """Participating containers and the address each is reached at (default network or tenant)."""
+    if tenant is None:
+        hosts = list(testbed.topology.containers)
+        return hosts, {h: testbed.container_ip(h) for h in hosts}
+    try:
+        from tenants import store
+    except ImportError:
+        raise TrafficError(f"tenant {tenant!r}: the tenants package is not installed (run without --tenant)") from None
+    state = testbed.state
+    path = Path(state.tenants_file) if getattr(state, "tenants_file", None) else store.run_tenants_path(state)
+    plan = store.load(path)
+    if not plan.has(tenant):
+        known = ", ".join(t.name for t in plan.tenants) or "none"
+        raise TrafficError(f"tenant {tenant!r}: unknown in run {state.prefix} (tenants: {known})")
+    members = plan.tenant(tenant).members
+    return [m.name for m in members], {m.name: m.ip.split("/")[0] for m in members}
+
+
+def link_rate_bps(testbed: Any, hosts: list[str], link_mbps: float | None) -> float:
+    """The nominal access-link rate: explicit, else the slowest shaped container link, else 100 Mbit/s."""
+    if link_mbps is not None:
+        if not link_mbps > 0:
+            raise TrafficError(f"link_mbps: {link_mbps} (must be positive)")
+        return float(link_mbps) * 1e6
+    rates = []
+    topo = testbed.topology
+    for h in hosts:
+        if h in topo and topo.kind(h) == "container":
+            bw = topo.link(h, topo.node(h).pi).bw
+            if bw:
+                rates.append(float(bw))
+    return (min(rates) if rates else DEFAULT_LINK_MBPS) * 1e6
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for dist in ("picloud", "os-ken", "numpy"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            out[dist] = metadata.version(dist)
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        text = subprocess.run(["ovs-vsctl", "--version"], capture_output=True, text=True, timeout=5).stdout
+        out["openvswitch"] = text.splitlines()[0].split()[-1] if text else "unknown"
+    return out
+
+
+def _run_meta(testbed: Any, tenant: str | None) -> dict[str, Any]:
+    state = testbed.state
+    meta: dict[str, Any] = {
+        "run_prefix": getattr(state, "prefix", None), "backend": getattr(state, "backend", None),
+        "topology": testbed.topology.to_dict(), "controller": getattr(state, "controller", None),
+        "tenant": tenant, "versions": _versions(), "command_line": sys.argv,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    tenants_file = getattr(state, "tenants_file", None)
+    if tenants_file and Path(tenants_file).is_file():
+        with contextlib.suppress(Exception):
+            from tenants import store
+
+            meta["tenants"] = store.load(tenants_file).to_dict()
+    return meta
+
+
+class _Agent:
+    """One agent process and the thread that turns its stdout into queued records."""
+
+    def __init__(self, testbed: Any, container: str, port: int, log_path: Path, events: queue.Queue) -> None:
+        self.container = container
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+        self.log = log_path.open("w")
+        self.proc: subprocess.Popen = testbed.fabric.popen(
+            container, [sys.executable, "-m", "traffic.agent", "--port", str(port)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True, env=env,
+            cwd=str(REPO_ROOT),
+        )
+        self.thread = threading.Thread(target=self._read, args=(events,), daemon=True)
+        self.thread.start()
+
+    def _read(self, events: queue.Queue) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            try:
+                events.put((self.container, json.loads(line)))
+            except json.JSONDecodeError:
+                log.debug("agent %s: %s", self.container, line.rstrip())
+        events.put((self.container, {"ev": "exit"}))
+
+    def send(self, text: str) -> None:
+        assert self.proc.stdin is not None
+        with contextlib.suppress(BrokenPipeError, OSError, ValueError):
+            self.proc.stdin.write(text + "\n")
+            self.proc.stdin.flush()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self.send("stop")
+        with contextlib.suppress(BrokenPipeError, OSError, ValueError):
+            self.proc.stdin.close()  # type: ignore[union-attr]
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+        self.thread.join(timeout=5)
+        self.log.close()
+
+
+class _Progress:
+    def __init__(self, total: int, duration: float, enabled: bool) -> None:
+        self.total, self.duration, self.enabled = total, duration, enabled
+        self.last = 0.0
+
+    def show(self, settled: int, elapsed: float, force: bool = False) -> None:
+        if not self.enabled or (not force and time.monotonic() - self.last < 0.5):
+            return
+        self.last = time.monotonic()
+        frac = min(1.0, max(elapsed / self.duration if self.duration else 1.0, settled / max(1, self.total)))
+        bar = "#" * int(frac * 30)
+        sys.stderr.write(f"\r[{bar:<30}] {elapsed:6.1f}s  {settled}/{self.total} flows settled")
+        if force:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+def default_out(workload: str, pattern: str) -> Path:
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    return Path("results") / f"traffic-{stamp}-{Path(workload).stem}-{pattern}"
+
+
+def run(
+    testbed: Any, workload: str = "websearch", load: float = 0.1, pattern: str = "all-to-all",
+    duration: float = 10.0, seed: int = 1, tenant: str | None = None, out: str | Path | None = None,
+    progress: bool = False, warmup: float | None = None, scale_size: float = 1.0, scale_time: float = 1.0,
+    arrival: str = "poisson", link_mbps: float | None = None, drain: float = 10.0, port: int = AGENT_PORT,
+    concurrency: int = 1, think: float = 0.0, **pattern_args: Any,
+) -> Results:
+    """Replay a seeded trace on the testbed; see the module docstring. Returns the run's Results."""
+    # --- everything that can be wrong with the request, before any side effect -----------------
+    wl = workloads.get(workload)
+    arrivals.check_load(load)
+    if not (isinstance(duration, int | float) and duration > 0):
+        raise TrafficError(f"duration: {duration!r} s (must be positive)")
+    warmup = 0.1 * duration if warmup is None else float(warmup)
+    if not 0 <= warmup < duration:
+        raise TrafficError(f"warmup: {warmup} s with duration {duration} s (0 <= warmup < duration)")
+    if drain < 0:
+        raise TrafficError(f"drain: {drain} s (must be >= 0)")
+    if getattr(testbed, "fabric", None) is None or getattr(testbed, "state", None) is None:
+        raise TrafficError("testbed: not up (start it first: 'with Testbed(...) as tb' or 'picloud up')")
+    hosts, ips = resolve_hosts(testbed, tenant)
+    if tenant is not None and len(hosts) < 2:
+        raise TrafficError(f"tenant {tenant!r}: {len(hosts)} member(s) (pattern {pattern!r} needs at least 2)")
+    link_bps = link_rate_bps(testbed, hosts, link_mbps)
+    trace = generate(hosts, wl, load, pattern, duration, seed, link_bps, arrival=arrival,
+                     scale_size=scale_size, scale_time=scale_time, concurrency=concurrency, think=think,
+                     **pattern_args)
+    trace.meta.update(warmup=warmup, drain=drain, tenant=tenant)
+    directory = Path(out) if out is not None else default_out(wl.name, pattern)
+    directory.mkdir(parents=True, exist_ok=True)
+    trace.to_csv(directory / "trace.csv")
+    meta = {**trace.meta, **_run_meta(testbed, tenant), "addresses": ips}
+    (directory / "meta.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
+    records = _replay(testbed, trace, ips, directory, port, progress)
+    flows = _records(trace, records, tenant or "", warmup, link_bps)
+    meta["lateness_p99_by_agent_us"] = records.get("_late", {})
+    return Results.save(directory, flows, meta)
+
+
+def _replay(testbed: Any, trace: Trace, ips: dict[str, str], directory: Path, port: int,
+            progress: bool) -> dict[Any, Any]:
+    """Run the agents; returns {"t0", flow id -> client record, ("recv", id) -> server record}."""
+    events: queue.Queue = queue.Queue()
+    logs = directory / "agents"
+    logs.mkdir(exist_ok=True)
+    participants = trace.meta["hosts"]
+    agents: dict[str, _Agent] = {}
+    out: dict[Any, Any] = {"_late": {}}
+    duration, drain = float(trace.meta["duration"]), float(trace.meta["drain"])
+    try:
+        for c in participants:
+            agents[c] = _Agent(testbed, c, port, logs / f"{c}.log", events)
+        ready: set[str] = set()
+        limit = time.monotonic() + READY_TIMEOUT
+        while len(ready) < len(agents):
+            try:
+                container, rec = events.get(timeout=max(0.01, limit - time.monotonic()))
+            except queue.Empty:
+                missing = sorted(set(agents) - ready)
+                raise TrafficError(f"agents: {', '.join(missing)} not ready after {READY_TIMEOUT:.0f}s "
+                                   f"(see {logs})") from None
+            if rec["ev"] == "ready":
+                ready.add(container)
+            elif rec["ev"] == "exit":
+                raise TrafficError(f"agent {container}: exited at start (see {logs / (container + '.log')})")
+        by_source = trace.by_source()
+        # Time for every agent to parse its flows before the first one is due.
+        t0 = time.monotonic() + 0.5 + len(trace.flows) / 50_000
+        deadline = t0 + duration + drain
+        out["t0"] = t0
+        for c, agent in agents.items():
+            flows = [{"id": f.id, "dst": ips[f.dst], "port": port, "size": f.size, "start": f.start,
+                      "after": f.after} for f in by_source.get(c, [])]
+            agent.send(json.dumps({"t0": t0, "deadline": deadline, "flows": flows}, separators=(",", ":")))
+        bar = _Progress(len(trace.flows), duration, progress)
+        clients_done: set[str] = set()
+        settled = 0
+        while len(clients_done) < len(agents) and time.monotonic() < deadline + 15:
+            try:
+                container, rec = events.get(timeout=0.2)
+            except queue.Empty:
+                bar.show(settled, time.monotonic() - t0)
+                continue
+            if rec["ev"] == "flow":
+                out[rec["id"]] = rec
+                settled += 1
+            elif rec["ev"] == "recv":
+                out[("recv", rec["id"])] = rec
+            elif rec["ev"] == "client_done":
+                clients_done.add(container)
+                out["_late"][container] = rec.get("late_p99_us")
+            elif rec["ev"] == "exit":
+                clients_done.add(container)
+                log.warning("agent %s exited early (see %s)", container, logs / f"{container}.log")
+            bar.show(settled, max(0.0, time.monotonic() - t0))
+        bar.show(settled, max(0.0, time.monotonic() - t0), force=True)
+    finally:
+        for agent in agents.values():
+            agent.stop()
+    while True:  # server records flushed at stop
+        try:
+            _container, rec = events.get_nowait()
+        except queue.Empty:
+            break
+        if rec["ev"] == "recv":
+            out[("recv", rec["id"])] = rec
+        elif rec["ev"] == "flow":
+            out[rec["id"]] = rec
+    return out
+
+
+def _records(trace: Trace, got: dict[Any, Any], tenant: str, warmup: float, link_bps: float) -> list[FlowRecord]:
+    t0 = got.get("t0", 0.0)
+    overhead = float(trace.meta.get("overhead", arrivals.OVERHEAD))
+    records = []
+    for f in trace.flows:
+        rec = got.get(f.id) or {"status": "not_started", "start": None, "lateness_us": None, "fct_us": None,
+                                "sent": 0, "error": "no report from the agent"}
+        recv = got.get(("recv", f.id), {})
+        start = None if rec.get("start") is None else float(rec["start"]) - t0
+        began = f.start if f.after < 0 else start
+        records.append(FlowRecord(
+            id=f.id, src=f.src, dst=f.dst, tenant=tenant, size=f.size, scheduled=f.start, job=f.job,
+            status=rec["status"], start=start, lateness_us=rec.get("lateness_us"), fct_us=rec.get("fct_us"),
+            sent=int(rec.get("sent") or 0), bytes_received=int(recv.get("bytes", 0)),
+            warmup=began is not None and began < warmup,
+            ideal_us=f.size * 8 * overhead / link_bps * 1e6, error=rec.get("error", ""),
+        ))
+    return records
