@@ -166,6 +166,7 @@ def run_container(
     nano_cpus: int | None = None,
     mem_limit_mb: int | None = None,
     extra_labels: dict[str, str] | None = None,
+    cgroup_parent: str | None = None,
 ) -> Any:
     """Start one container with no network, our label, and the given limits; returns the SDK object.
 
@@ -176,6 +177,8 @@ def run_container(
     kwargs: dict[str, Any] = {}
     if nano_cpus:
         kwargs["nano_cpus"] = int(nano_cpus)
+    if cgroup_parent:
+        kwargs["cgroup_parent"] = cgroup_parent
     if mem_limit_mb:
         kwargs["mem_limit"] = f"{int(mem_limit_mb)}m"
         kwargs["memswap_limit"] = f"{int(mem_limit_mb)}m"  # no swap beyond the Pi's RAM
@@ -249,3 +252,60 @@ def exec_run(name: str, argv: list[str], timeout: float | None = None) -> tuple[
         out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
         return 124, out
     return done.returncode, done.stdout + done.stderr
+
+
+# --- one cgroup per emulated Pi ----------------------------------------------------------------
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def _cgroup_v2() -> bool:
+    return (CGROUP_ROOT / "cgroup.controllers").exists()
+
+
+def pi_cgroup_create(parent: str, cpus: float, memory_mb: int) -> str:
+    """A cgroup that all containers of one Pi share (Docker's `cgroup_parent`), limited to the
+    Pi's cores and RAM: 80 servers on a Pi B+ then share 512 MB, as on the real board, instead of
+    each getting 512 MB. Returns the parent path to pass to Docker."""
+    quota_period = 100_000
+    quota = max(1000, int(cpus * quota_period))
+    limit = int(memory_mb) * 1024 * 1024
+    rel = parent.strip("/")
+    if _cgroup_v2():
+        path = CGROUP_ROOT / rel
+        path.mkdir(parents=True, exist_ok=True)
+        for ancestor in [CGROUP_ROOT, *(CGROUP_ROOT / p for p in reversed(Path(rel).parents[:-1]))]:
+            with contextlib.suppress(OSError):  # already enabled, or delegated by systemd
+                (ancestor / "cgroup.subtree_control").write_text("+cpu +memory")
+        (path / "memory.max").write_text(str(limit))
+        (path / "cpu.max").write_text(f"{quota} {quota_period}")
+    else:
+        memory, cpu = CGROUP_ROOT / "memory" / rel, CGROUP_ROOT / "cpu" / rel
+        memory.mkdir(parents=True, exist_ok=True)
+        cpu.mkdir(parents=True, exist_ok=True)
+        (memory / "memory.limit_in_bytes").write_text(str(limit))
+        with contextlib.suppress(OSError):  # absent when the kernel has no swap accounting
+            (memory / "memory.memsw.limit_in_bytes").write_text(str(limit))
+        (cpu / "cpu.cfs_period_us").write_text(str(quota_period))
+        (cpu / "cpu.cfs_quota_us").write_text(str(quota))
+    return "/" + rel
+
+
+def pi_cgroup_usage(parent: str) -> int:
+    """Bytes of memory the Pi's containers use now (page cache included, as the kernel counts it)."""
+    rel = parent.strip("/")
+    if _cgroup_v2():
+        return int((CGROUP_ROOT / rel / "memory.current").read_text())
+    return int((CGROUP_ROOT / "memory" / rel / "memory.usage_in_bytes").read_text())
+
+
+def pi_cgroup_remove(parent: str) -> None:
+    """Remove the Pi cgroup and its empty ancestors below the root; idempotent. Docker removes
+    the containers' own cgroups when they go."""
+    rel = Path(parent.strip("/"))
+    bases = [CGROUP_ROOT] if _cgroup_v2() else [CGROUP_ROOT / c for c in ("memory", "cpu", "cpuacct",
+                                                                           "cpuset", "pids", "blkio",
+                                                                           "devices", "freezer")]
+    for base in bases:
+        for path in [rel, *rel.parents[:-1]]:
+            with contextlib.suppress(FileNotFoundError, OSError):
+                (base / path).rmdir()

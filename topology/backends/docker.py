@@ -1,0 +1,183 @@
+"""The Docker fabric: the local fabric with every container a real Docker container.
+
+Bridges, fabric links and addressing are exactly the local backend's; only the namespace behind
+each container differs. Each container is started with `network_mode=none`, and its network
+namespace is then given the name the local backend would have created (`ip netns attach NAME
+PID`, the bind mount `ip netns add` makes too). From there the local backend's veth, address and
+OVS port code runs unchanged, which is what `ovs-docker add-port` does by hand. Processes are
+started with `docker exec`, so they run inside the container's cgroup (its Pi's CPU and memory)
+and filesystem; the `ip netns` name stays for tools that only need the network.
+
+Limits: all containers of one Pi share a cgroup limited to that Pi model's cores and RAM
+(`pi_model`, presets in topology.inventory.PI_MODELS), and each container is also capped at the
+whole Pi, so the engine reports the limit on every container.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from picloud.errors import FabricError
+from picloud.runstate import RunState
+from topology.backends.local import CONTAINER_IFACE, LocalFabric
+from topology.effects import docker_engine, ethtool, ip, ovs
+from topology.effects.proc import CommandError
+from topology.inventory import PiModel, pi_model
+from topology.model import Topology, ifname
+
+log = logging.getLogger(__name__)
+
+
+class DockerFabric(LocalFabric):
+    def __init__(self, topology: Topology, state: RunState, controllers: list[str] | None = None,
+                 image: str = docker_engine.DEFAULT_IMAGE, pi_model: str | None = "b+",
+                 datapath: str | None = None):
+        super().__init__(topology, state, controllers, datapath=datapath)
+        self.image = image
+        self.model: PiModel | None = _model(pi_model)
+        self._engine: Any = None
+
+    # --- names --------------------------------------------------------------------------------
+    def container_name(self, container: str) -> str:
+        """Docker's name for a model container: PREFIX-<container>, readable in `docker ps`."""
+        return f"{self.prefix}-{container}"
+
+    def cgroup_parent(self, pi: str) -> str:
+        return f"/picloud/{self.prefix}-{self.topology.short_id(pi)}"
+
+    @property
+    def engine(self) -> Any:
+        if self._engine is None:
+            self._engine = docker_engine.client()
+        return self._engine
+
+    def limits(self) -> dict[str, int]:
+        """Per-container limits handed to Docker (nano_cpus, memory in MB); empty without a model."""
+        if self.model is None:
+            return {}
+        return {"nano_cpus": int(self.model.cpus(os.cpu_count() or 1) * 1e9), "memory_mb": self.model.memory_mb}
+
+    # --- build --------------------------------------------------------------------------------
+    def check(self) -> None:
+        super().check()
+        if not docker_engine.image_exists(self.engine, self.image):
+            raise FabricError(f"image {self.image!r}: not found in the local Docker engine "
+                              "(run 'picloud image build'; no registry is assumed)")
+        if docker_engine.list_run(self.engine, self.prefix):
+            raise FabricError(f"run {self.prefix}: Docker containers labelled {docker_engine.LABEL}={self.prefix} "
+                              f"already exist (a crashed run's: 'picloud clean --run {self.prefix}')")
+
+    def _build(self, namespaces, bridge_ends, container_ends) -> None:
+        self._start_containers(self.topology.containers)
+        super()._build([], bridge_ends, container_ends)
+
+    def _start_containers(self, containers: list[str], netns_names: dict[str, str] | None = None) -> None:
+        """Start the Docker containers and name their network namespaces; intent recorded first."""
+        names = {c: (netns_names or {}).get(c) or self.netns(c) for c in containers}
+        self.state.intend("containers", [self.container_name(c) for c in containers])
+        limits = self.limits()
+        pis = sorted({self.topology.node(c).pi if c in self.topology else self._extra()[c]["pi"]
+                      for c in containers})
+        parents = {}
+        for pi in pis:
+            if self.model is not None:
+                parents[pi] = self.cgroup_parent(pi)
+                self.state.extra.setdefault("cgroups", [])
+                if parents[pi] not in self.state.extra["cgroups"]:
+                    self.state.extra["cgroups"].append(parents[pi])
+                    self.state.save()
+                docker_engine.pi_cgroup_create(parents[pi], self.model.cpus(os.cpu_count() or 1),
+                                               self.model.memory_mb)
+
+        def start(container: str) -> tuple[str, int]:
+            pi = self.topology.node(container).pi if container in self.topology else self._extra()[container]["pi"]
+            docker_engine.run_container(
+                self.engine, self.container_name(container), self.image, self.prefix, hostname=container,
+                nano_cpus=limits.get("nano_cpus"), mem_limit_mb=limits.get("memory_mb"),
+                extra_labels={"picloud.container": container, "picloud.pi": pi},
+                cgroup_parent=parents.get(pi),
+            )
+            return container, docker_engine.container_pid(self.engine, self.container_name(container))
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            pids = dict(pool.map(start, containers))
+        ip.batch([f"netns attach {names[c]} {pids[c]}" for c in containers])
+
+    # --- run-time containers ------------------------------------------------------------------
+    def add_container(self, name: str, pi: str, ip_addr: str, mac: str, prefixlen: int,
+                      gateway: str | None) -> int:
+        """A tenant member as a Docker container. Same names, port allocation and state entry as
+        the local backend (whose netns would be made with `ip netns add`); here the namespace is
+        the new Docker container's, attached under that name before the veth goes in."""
+        if pi not in self.topology or self.topology.kind(pi) != "pi":
+            raise FabricError(f"container {name!r}: unknown pi {pi!r}")
+        extra = self._extra()
+        if name in extra or name in self.topology:
+            raise FabricError(f"container {name!r}: already exists in run {self.prefix}")
+        counter = int(self.state.extra.get("next_container", 0))
+        used = [int(c["port"]) for c in extra.values() if c["pi"] == pi]
+        port = max([*self.topology.ports(pi), *used, int(self.state.extra.get("max_port", {}).get(pi, 0))]) + 1
+        ns = ifname(self.prefix, f"t{counter}")
+        host_iface = ifname(self.prefix, self.topology.short_id(pi), port)
+        extra[name] = {"pi": pi, "port": port, "ip": ip_addr, "mac": mac, "prefixlen": prefixlen,
+                       "gateway": gateway, "netns": ns, "iface": host_iface}
+        self.state.extra["next_container"] = counter + 1
+        self.state.extra.setdefault("max_port", {})[pi] = port
+        self.state.objects["netns"].append(ns)
+        self.state.intend("veth", [host_iface])
+        try:
+            self._start_containers([name], {name: ns})
+            ip.batch([f"link add {host_iface} type veth peer name {CONTAINER_IFACE} address {mac} netns {ns}",
+                      f"link set {host_iface} up"])
+            ip.batch(self._container_lines(f"{ip_addr}/{prefixlen}", gateway), netns=ns)
+            if self.offload_off:
+                ethtool.tx_offload_off([(None, host_iface), (ns, CONTAINER_IFACE)])
+            ovs.Transaction().add("add-port", self.bridge(pi), host_iface).add(
+                "set", "Interface", host_iface, f"ofport_request={port}").commit()
+        except (CommandError, OSError) as exc:
+            self._remove_extra(name)
+            raise FabricError(f"container {name!r}: could not be created on {pi!r}: {exc}") from exc
+        except FabricError:
+            self._remove_extra(name)
+            raise
+        return port
+
+    def _remove_extra(self, name: str) -> None:
+        super()._remove_extra(name)
+        docker_engine.remove(self.engine, self.container_name(name))
+        self.state.forget("containers", [self.container_name(name)])
+
+    # --- processes inside containers ----------------------------------------------------------
+    def exec(self, container: str, argv: list[str], timeout: float | None = None) -> tuple[int, str]:
+        self.netns(container)  # unknown names fail the same way as in the local backend
+        return docker_engine.exec_run(self.container_name(container), list(argv), timeout=timeout)
+
+    def popen(self, container: str, argv: list[str], **popen_kwargs) -> subprocess.Popen:
+        self.netns(container)
+        return docker_engine.popen(self.container_name(container), list(argv), **popen_kwargs)
+
+    # --- tear down ----------------------------------------------------------------------------
+    def down(self) -> None:
+        """Containers first (by label, so a crashed run's are found too), then the local objects."""
+        try:
+            docker_engine.remove_run(self.engine, self.prefix)
+        except FabricError as exc:
+            log.warning("%s (its containers are left; 'picloud clean' retries)", exc)
+        else:
+            self.state.objects["containers"] = []
+        for parent in self.state.extra.pop("cgroups", []):
+            docker_engine.pi_cgroup_remove(parent)
+        super().down()
+
+
+def _model(key: str | None) -> PiModel | None:
+    if key in (None, "", "none"):
+        return None
+    try:
+        return pi_model(key)
+    except Exception as exc:  # ClusterError: same message, but a fabric option was wrong
+        raise FabricError(f"--pi-model: {exc}") from None
