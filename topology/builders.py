@@ -242,7 +242,7 @@ def picloud(spec: str, per_pi: int, racks: int, pis: int) -> Topology:
     return topo
 
 
-_TWO_TIER = "exact: best cut over how many top switches sit on each side (racks all-or-nothing but one)"
+_TWO_TIER = "exact: best split of the top switches, every rack whole but one"
 FAMILIES: dict[str, Family] = {
     f.name: f
     for f in (
