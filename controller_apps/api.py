@@ -51,10 +51,10 @@ _extra_lock = threading.Lock()
 
 def register_blueprint(bp: Blueprint) -> None:
     """Serve `bp` from the controller API too. Call it from an app's constructor: the runner
-    builds the Flask app after every app is constructed."""
+    builds the Flask app after every app is constructed. A later blueprint of the same name
+    replaces the earlier one (a re-created app serves its own state)."""
     with _extra_lock:
-        if all(b.name != bp.name for b in _extra_blueprints):
-            _extra_blueprints.append(bp)
+        _extra_blueprints[:] = [b for b in _extra_blueprints if b.name != bp.name] + [bp]
 
 
 class RestStatsApp(app_manager.OSKenApp):

@@ -49,7 +49,7 @@ MISSING: dict[str, str] = {
     "ryu.app.simple_switch": "PiCloud's built-in app 'l2_learning'",
     "ryu.app.simple_monitor_13": "PiCloud's built-in app 'monitor'",
     "ryu.app.simple_switch_stp_13": "PiCloud's built-in app 'routing' (loop-free without STP)",
-    "ryu.cmd": "'picloud controller APP' or 'python -m controller_apps.runner APP' instead of ryu-manager",
+    "ryu.cmd": "'picloud controller APP' or 'python -m controller_apps.runner APP' (for ryu-manager)",
 }
 
 # Ryu names os-ken renamed: (module, Ryu name, os-ken name).
