@@ -133,5 +133,10 @@ def save(plan: TenantPlan, path: str | Path) -> None:
 
 def run_tenants_path(state: Any) -> Path:
     """Where a run keeps its plan: beside its RunState file, `STATE_DIR/PREFIX.tenants.yaml`, so
-    `picloud clean` and `Testbed.down()` find it with the rest of the run."""
-    return Path(state.path).parent / f"{state.prefix}.tenants.yaml"
+    `picloud clean` and `Testbed.down()` find it with the rest of the run. An empty plan is
+    written there if there is no file yet: the controller is pointed at it (and checks that it
+    exists) before the first tenant is created."""
+    path = Path(state.path).parent / f"{state.prefix}.tenants.yaml"
+    if not path.exists():
+        save(TenantPlan(), path)
+    return path

@@ -66,4 +66,8 @@ def test_run_tenants_path_sits_beside_the_state_file(tmp_path):
         prefix = "pc3"
         path = tmp_path / "pc3.json"
 
-    assert store.run_tenants_path(State()) == tmp_path / "pc3.tenants.yaml"
+    path = store.run_tenants_path(State())
+    assert path == tmp_path / "pc3.tenants.yaml"
+    assert store.load(path) == TenantPlan() and path.exists()  # the controller may read it at once
+    store.save(sample(), path)
+    assert store.run_tenants_path(State()) == path and store.load(path) == sample()  # never overwritten

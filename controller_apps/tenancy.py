@@ -1,0 +1,311 @@
+"""The tenancy app: isolates tenants on the shared fabric; the rules come from `tenancy_rules`.
+
+Handlers stay thin: they read the plan (the run's tenants YAML), ask the pure module what each Pi
+should hold, and send the difference. Three moments send rules:
+
+- a switch connects (also after a controller restart): read back what the switch already holds
+  under tenancy's cookie (meters, then flows), then modify what is kept, add what is missing and
+  delete only stale entries. OVS keeps flows while the controller is away (fail_mode=secure), so
+  established tenant flows never see a gap: nothing is deleted and re-added.
+- `POST /tenants/reload`: re-read the YAML and send the difference against what was installed;
+  the call returns after a barrier on every switch, so the rules are in place when it answers.
+- a tagged ARP request reaches the controller: answered from the plan, only inside the tenant.
+
+Members are registered in `STATE` as hosts (with their tenant), so routing installs paths to them.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from flask import Blueprint, jsonify
+from os_ken.base import app_manager
+from os_ken.controller import ofp_event
+from os_ken.controller.handler import CONFIG_DISPATCHER, DEAD_DISPATCHER, MAIN_DISPATCHER, set_ev_cls
+from os_ken.lib.packet import arp, ethernet, packet, vlan
+from os_ken.ofproto import ether, ofproto_v1_3
+
+from controller_apps import api, pipeline
+from controller_apps import tenancy_rules as rules_mod
+from controller_apps.state import STATE
+from controller_apps.tenancy_rules import Meter, Rule
+from picloud.errors import PiCloudError
+from tenants import store
+from tenants.model import TenantPlan
+from topology.model import Topology, dpid
+
+LOG = logging.getLogger(__name__)
+BARRIER_TIMEOUT = 10.0
+
+
+def rule_from_stats(dp_id: int, stat: Any) -> Rule:
+    """The key-relevant part of a flow read back from a switch (instructions are not compared:
+    after a restart every kept rule is modified in place anyway)."""
+    match = rules_mod.make_match(**{k: v for k, v in stat.match.items()})
+    return Rule(dp_id, stat.table_id, stat.priority, match, cookie=stat.cookie)
+
+
+class Tenancy(app_manager.OSKenApp):
+    OFP_VERSIONS = [ofproto_v1_3.OFP_VERSION]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lock = threading.RLock()
+        self.path: str | None = STATE.options.get("tenants_file")
+        self.topology: Topology = STATE.intended or Topology()
+        self.plan = TenantPlan()
+        self.datapaths: dict[int, Any] = {}
+        self.installed: dict[int, dict[tuple, Rule]] = {}  # dpid -> key -> rule, once synced
+        self.installed_meters: dict[int, dict[int, Meter]] = {}
+        self.syncing: dict[int, dict[str, Any]] = {}  # dpid -> {"xid", "stats"} during a connect sync
+        self.barriers: dict[tuple[int, int], threading.Event] = {}
+        if self.path:
+            self.plan = store.load(self.path)
+        self.wanted, self.wanted_meters = rules_mod.compute(self.plan, self.topology)
+        self._register_hosts(TenantPlan(), self.plan)
+        api.register_blueprint(self._blueprint())
+
+    # --- the REST side ----------------------------------------------------------------------------
+    def _blueprint(self) -> Blueprint:
+        bp = Blueprint("tenancy", __name__)
+
+        @bp.post("/tenants/reload")
+        def reload_route() -> Any:
+            try:
+                summary = self.reload()
+            except PiCloudError as exc:
+                return jsonify({"error": str(exc)}), 400
+            return jsonify(summary)
+
+        @bp.get("/tenants")
+        def tenants_route() -> Any:
+            with self.lock:
+                data = self.plan.to_dict()
+                data["rules"] = {str(k): v for k, v in sorted(rules_mod.counts(self.wanted).items())}
+            return jsonify(data)
+
+        return bp
+
+    def reload(self) -> dict[str, Any]:
+        """Re-read the plan and apply only the difference; returns what changed."""
+        if not self.path:
+            raise PiCloudError("tenancy: no tenants file (start the controller with --tenants FILE)")
+        new_plan = store.load(self.path)  # validates; a bad file changes nothing
+        with self.lock:
+            old_plan = self.plan
+            self.plan = new_plan
+            self.wanted, self.wanted_meters = rules_mod.compute(new_plan, self.topology)
+            sent: dict[str, int] = {"add": 0, "modify": 0, "delete": 0, "meters": 0}
+            events = []
+            for dp_id, dp in list(self.datapaths.items()):
+                if dp_id not in self.installed:
+                    continue  # still syncing after connect: that sync reads self.wanted when it lands
+                counts = self._apply(dp, list(self.installed[dp_id].values()), assume_same=True)
+                for k, v in counts.items():
+                    sent[k] += v
+                events.append(self._barrier(dp))
+        self._register_hosts(old_plan, new_plan)
+        for event in events:
+            if not event.wait(BARRIER_TIMEOUT):
+                raise PiCloudError("tenancy: a switch did not confirm the new rules within "
+                                   f"{BARRIER_TIMEOUT:.0f}s (see the controller log)")
+        STATE.event("tenancy", f"tenants reloaded: {len(new_plan.tenants)} tenants, "
+                               f"{sent['add']} rules added, {sent['delete']} deleted")
+        return {"tenants": len(new_plan.tenants), "members": len(new_plan.members), **sent}
+
+    def _register_hosts(self, old: TenantPlan, new: TenantPlan) -> None:
+        now = {m.mac: (t, m) for t, m in new.members if m.port is not None}
+        for _, m in old.members:
+            if m.mac not in now:
+                STATE.remove_host(m.mac)
+        for mac, (tenant, m) in now.items():
+            STATE.add_host(mac, m.ip, dpid(m.pi), m.port, name=m.name, tenant=tenant.name)
+
+    # --- sending ----------------------------------------------------------------------------------
+    def _apply(self, dp: Any, installed: list[Rule], assume_same: bool,
+               meters_present: set[int] | None = None) -> dict[str, int]:
+        """Send meters, then flows (adds and modifies before deletes, so a changed member is never
+        unprotected), then delete meters no flow uses any more. Caller holds the lock."""
+        wanted = self.wanted.get(dp.id, [])
+        meters = {m.meter_id: m for m in self.wanted_meters.get(dp.id, [])}
+        have_meters = self.installed_meters.get(dp.id, {}) if meters_present is None else {
+            i: None for i in meters_present}
+        for meter_id, meter in meters.items():
+            if meter_id not in have_meters:
+                dp.send_msg(self._meter_mod(dp, dp.ofproto.OFPMC_ADD, meter))
+            elif have_meters[meter_id] != meter:
+                dp.send_msg(self._meter_mod(dp, dp.ofproto.OFPMC_MODIFY, meter))
+        change = rules_mod.diff(installed, wanted, assume_same=assume_same)
+        for rule in change.add:
+            dp.send_msg(self._flow_mod(dp, rule, dp.ofproto.OFPFC_ADD))
+        for rule in change.modify:
+            dp.send_msg(self._flow_mod(dp, rule, dp.ofproto.OFPFC_MODIFY_STRICT))
+        for rule in change.delete:
+            dp.send_msg(self._flow_mod(dp, rule, dp.ofproto.OFPFC_DELETE_STRICT))
+        stale_meters = [i for i in have_meters if i not in meters]
+        for meter_id in stale_meters:
+            dp.send_msg(dp.ofproto_parser.OFPMeterMod(dp, dp.ofproto.OFPMC_DELETE, 0, meter_id, []))
+        self.installed[dp.id] = {r.key: r for r in wanted}
+        self.installed_meters[dp.id] = dict(meters)
+        return {"add": len(change.add), "modify": len(change.modify), "delete": len(change.delete),
+                "meters": len(meters) + len(stale_meters)}
+
+    @staticmethod
+    def _meter_mod(dp: Any, command: int, meter: Meter) -> Any:
+        ofp, parser = dp.ofproto, dp.ofproto_parser
+        band = parser.OFPMeterBandDrop(rate=meter.rate_kbps, burst_size=meter.burst_kbit)
+        return parser.OFPMeterMod(dp, command, ofp.OFPMF_KBPS | ofp.OFPMF_BURST, meter.meter_id, [band])
+
+    @staticmethod
+    def _actions(dp: Any, rule: Rule) -> list[Any]:
+        ofp, parser = dp.ofproto, dp.ofproto_parser
+        out = []
+        for action in rule.actions:
+            kind = action[0]
+            if kind == "push_vlan":
+                out.append(parser.OFPActionPushVlan(ether.ETH_TYPE_8021Q))
+            elif kind == "set_vlan":
+                out.append(parser.OFPActionSetField(vlan_vid=rules_mod.vid(action[1])))
+            elif kind == "pop_vlan":
+                out.append(parser.OFPActionPopVlan())
+            elif kind == "output":
+                out.append(parser.OFPActionOutput(action[1]))
+            elif kind == "controller":
+                out.append(parser.OFPActionOutput(ofp.OFPP_CONTROLLER, ofp.OFPCML_NO_BUFFER))
+            elif kind == "set_eth_src":
+                out.append(parser.OFPActionSetField(eth_src=action[1]))
+            elif kind == "set_eth_dst":
+                out.append(parser.OFPActionSetField(eth_dst=action[1]))
+            elif kind == "dec_ttl":
+                out.append(parser.OFPActionDecNwTtl())
+            else:
+                raise ValueError(f"tenancy: unknown action {action!r}")
+        return out
+
+    def _flow_mod(self, dp: Any, rule: Rule, command: int) -> Any:
+        ofp, parser = dp.ofproto, dp.ofproto_parser
+        instructions = []
+        if rule.meter is not None:
+            instructions.append(parser.OFPInstructionMeter(rule.meter, ofp.OFPIT_METER))
+        actions = self._actions(dp, rule)
+        if actions:
+            instructions.append(parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, actions))
+        if rule.goto is not None:
+            instructions.append(parser.OFPInstructionGotoTable(rule.goto))
+        strict_delete = command == ofp.OFPFC_DELETE_STRICT
+        return parser.OFPFlowMod(
+            datapath=dp, cookie=rule.cookie, cookie_mask=0xFFFFFFFFFFFFFFFF if strict_delete else 0,
+            table_id=rule.table, command=command, priority=rule.priority, buffer_id=ofp.OFP_NO_BUFFER,
+            out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY, match=parser.OFPMatch(**dict(rule.match)),
+            instructions=[] if strict_delete else instructions)
+
+    def _barrier(self, dp: Any) -> threading.Event:
+        msg = dp.ofproto_parser.OFPBarrierRequest(dp)
+        dp.set_xid(msg)
+        event = threading.Event()
+        self.barriers[(dp.id, msg.xid)] = event
+        dp.send_msg(msg)
+        return event
+
+    # --- switch lifecycle -------------------------------------------------------------------------
+    @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)
+    def features_handler(self, ev: Any) -> None:
+        pipeline.ensure_installed(ev.msg.datapath)
+
+    @set_ev_cls(ofp_event.EventOFPStateChange, [MAIN_DISPATCHER, DEAD_DISPATCHER])
+    def state_change_handler(self, ev: Any) -> None:
+        dp = ev.datapath
+        if dp.id is None:
+            return
+        with self.lock:
+            if ev.state == MAIN_DISPATCHER:
+                self.datapaths[dp.id] = dp
+                self.installed.pop(dp.id, None)
+                if dp.id not in self.wanted:
+                    self.installed[dp.id] = {}  # a switch, not a Pi: tenancy has nothing for it
+                    return
+                parser, ofp = dp.ofproto_parser, dp.ofproto
+                req = parser.OFPMeterConfigStatsRequest(dp, 0, ofp.OFPM_ALL)
+                dp.set_xid(req)
+                self.syncing[dp.id] = {"xid": req.xid, "stats": [], "stage": "meters"}
+                dp.send_msg(req)
+            elif self.datapaths.get(dp.id) is dp:
+                del self.datapaths[dp.id]
+                self.installed.pop(dp.id, None)
+                self.syncing.pop(dp.id, None)
+
+    def _collect(self, msg: Any) -> list[Any] | None:
+        """Accumulate a multipart reply we asked for; the whole body once the last part arrives."""
+        sync = self.syncing.get(msg.datapath.id)
+        if sync is None or sync["xid"] != msg.xid:
+            return None
+        sync["stats"].extend(msg.body)
+        if msg.flags & msg.datapath.ofproto.OFPMPF_REPLY_MORE:
+            return None
+        return sync["stats"]
+
+    @set_ev_cls(ofp_event.EventOFPMeterConfigStatsReply, MAIN_DISPATCHER)
+    def meter_config_handler(self, ev: Any) -> None:
+        dp = ev.msg.datapath
+        with self.lock:
+            body = self._collect(ev.msg)
+            if body is None:
+                return
+            present = {m.meter_id for m in body}
+            self.syncing[dp.id] = {"meters": present, "stats": [], "stage": "flows"}
+            parser, ofp = dp.ofproto_parser, dp.ofproto
+            req = parser.OFPFlowStatsRequest(dp, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY,
+                                             pipeline.COOKIE_TENANCY, pipeline.COOKIE_APP_MASK, parser.OFPMatch())
+            dp.set_xid(req)
+            self.syncing[dp.id]["xid"] = req.xid
+            dp.send_msg(req)
+
+    @set_ev_cls(ofp_event.EventOFPFlowStatsReply, MAIN_DISPATCHER)
+    def flow_stats_handler(self, ev: Any) -> None:
+        dp = ev.msg.datapath
+        with self.lock:
+            body = self._collect(ev.msg)
+            if body is None:
+                return
+            sync = self.syncing.pop(dp.id)
+            have = [rule_from_stats(dp.id, s) for s in body]
+            counts = self._apply(dp, have, assume_same=False, meters_present=sync["meters"])
+        LOG.info("tenancy: %s synced: %s", STATE.name_of(dp.id), counts)
+
+    @set_ev_cls(ofp_event.EventOFPBarrierReply, MAIN_DISPATCHER)
+    def barrier_handler(self, ev: Any) -> None:
+        event = self.barriers.pop((ev.msg.datapath.id, ev.msg.xid), None)
+        if event is not None:
+            event.set()
+
+    @set_ev_cls(ofp_event.EventOFPErrorMsg, MAIN_DISPATCHER)
+    def error_handler(self, ev: Any) -> None:
+        msg = ev.msg
+        LOG.warning("tenancy: switch %s error type=%d code=%d", STATE.name_of(msg.datapath.id), msg.type,
+                    msg.code)
+
+    # --- ARP from the plan ------------------------------------------------------------------------
+    @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
+    def packet_in_handler(self, ev: Any) -> None:
+        msg = ev.msg
+        if msg.cookie & pipeline.COOKIE_APP_MASK != pipeline.COOKIE_TENANCY:
+            return  # untagged traffic and other apps' packet-ins are not ours
+        pkt = packet.Packet(msg.data)
+        eth, tag, req = pkt.get_protocol(ethernet.ethernet), pkt.get_protocol(vlan.vlan), pkt.get_protocol(arp.arp)
+        if eth is None or tag is None or req is None or req.opcode != arp.ARP_REQUEST:
+            return
+        with self.lock:
+            mac = rules_mod.arp_answer(self.plan, tag.vid, req.src_ip, req.dst_ip)
+        if mac is None:
+            return  # silence: another tenant's address, or nobody
+        reply = packet.Packet()
+        reply.add_protocol(ethernet.ethernet(dst=req.src_mac, src=mac, ethertype=ether.ETH_TYPE_ARP))
+        reply.add_protocol(arp.arp(opcode=arp.ARP_REPLY, src_mac=mac, src_ip=req.dst_ip, dst_mac=req.src_mac,
+                                   dst_ip=req.src_ip))
+        reply.serialize()
+        dp, ofp, parser = msg.datapath, msg.datapath.ofproto, msg.datapath.ofproto_parser
+        out = parser.OFPPacketOut(datapath=dp, buffer_id=ofp.OFP_NO_BUFFER, in_port=ofp.OFPP_CONTROLLER,
+                                  actions=[parser.OFPActionOutput(msg.match["in_port"])], data=reply.data)
+        dp.send_msg(out)

@@ -1,0 +1,311 @@
+"""`TenantHandle`: tenants on a running testbed (what `Testbed.tenant()` returns).
+
+    blue = tb.tenant("blue", subnet="10.0.0.0/24", rate=20)
+    blue.add(8, placement="spread")
+    blue.remove("blue-3")
+    blue.delete()
+
+Every change is: compute the new plan (pure, validated: a bad request raises before anything
+happens), realise it on the fabric, save the YAML atomically, and `POST /tenants/reload` so the
+controller applies only the difference. Additions create containers first (their Pi port goes into
+the plan), then rules; removals withdraw the rules first, then the containers. A lock file beside
+the YAML serialises changes from concurrent CLI calls.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from picloud.errors import PiCloudError, TenantError
+from tenants import plan as planner
+from tenants import store
+from tenants.model import Member, Tenant, TenantPlan
+
+log = logging.getLogger(__name__)
+RELOAD_TIMEOUT = 60.0
+
+
+def plan_path(testbed: Any) -> Path:
+    """The run's tenants YAML, recorded in RunState `tenants_file` the first time it is needed."""
+    state = testbed.state
+    if not state.tenants_file:
+        state.tenants_file = str(store.run_tenants_path(state))
+        state.save()
+    return Path(state.tenants_file)
+
+
+@contextmanager
+def locked_plan(testbed: Any) -> Iterator[Path]:
+    path = plan_path(testbed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield path
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _controller(testbed: Any) -> str:
+    api = testbed.controller_api
+    if not api:
+        raise TenantError(f"run {testbed.prefix}: tenants need PiCloud's controller with the tenancy app "
+                          "(this run has none or an external one)")
+    return api
+
+
+def check_tenancy(testbed: Any) -> None:
+    """Fail before any side effect when the controller cannot apply tenant rules."""
+    import requests
+
+    api = _controller(testbed)
+    try:
+        resp = requests.get(api + "/tenants", timeout=5)
+    except requests.RequestException as exc:
+        raise TenantError(f"controller API {api}: unreachable ({type(exc).__name__})") from None
+    if resp.status_code == 404:
+        raise TenantError(f"run {testbed.prefix}: the controller runs without the tenancy app "
+                          "(start the run with a tenants file, e.g. 'picloud up SPEC --tenants FILE')")
+    if resp.status_code != 200:
+        raise TenantError(f"controller API {api}/tenants: HTTP {resp.status_code}")
+
+
+def reload(testbed: Any) -> dict[str, Any]:
+    """Ask the controller to apply the saved plan; returns its summary of what changed."""
+    import requests
+
+    api = _controller(testbed)
+    try:
+        resp = requests.post(api + "/tenants/reload", timeout=RELOAD_TIMEOUT)
+    except requests.RequestException as exc:
+        raise TenantError(f"controller API {api}/tenants/reload: unreachable ({type(exc).__name__})") from None
+    if resp.status_code != 200:
+        try:
+            detail = resp.json().get("error", resp.text)
+        except ValueError:
+            detail = resp.text
+        raise TenantError(f"controller API /tenants/reload: HTTP {resp.status_code}: {str(detail)[:200]}")
+    return resp.json()
+
+
+def current_plan(testbed: Any) -> TenantPlan:
+    return store.load(plan_path(testbed))
+
+
+def _create_members(testbed: Any, plan: TenantPlan, tenant: Tenant, members: Sequence[Member]) -> TenantPlan:
+    """Create the containers; on any failure remove the ones made so far and re-raise."""
+    made: list[str] = []
+    try:
+        for m in members:
+            subnet = tenant.subnet_of(m.ip)
+            assert subnet is not None
+            port = testbed.fabric.add_container(m.name, m.pi, m.ip, m.mac, subnet.prefixlen, subnet.gateway)
+            made.append(m.name)
+            plan = planner.set_port(plan, m.name, int(port))
+    except BaseException:
+        for name in reversed(made):
+            try:
+                testbed.fabric.remove_container(name)
+            except PiCloudError:
+                log.warning("could not remove half-created member %s", name)
+        raise
+    return plan
+
+
+class TenantHandle:
+    """One tenant of a running testbed. Creating the handle creates the tenant if it does not
+    exist yet (then `subnet` is required); for an existing tenant a given `rate` replaces its
+    limit and a given `subnet` must be one of its subnets."""
+
+    def __init__(self, testbed: Any, name: str, subnet: str | Sequence[str] | None = None,
+                 rate: float | None = None) -> None:
+        self.testbed = testbed
+        self.name = name
+        with locked_plan(testbed) as path:
+            plan = store.load(path)
+            if plan.has(name):
+                new = plan
+                if subnet is not None:
+                    wanted = [subnet] if isinstance(subnet, str) else list(subnet)
+                    have = {s.cidr for s in plan.tenant(name).subnets}
+                    for cidr in wanted:
+                        if planner.make_subnet(cidr, where=f"tenant {name!r}").cidr not in have:
+                            raise TenantError(f"tenant {name!r}: exists without subnet {cidr} "
+                                              f"(its subnets: {', '.join(sorted(have))})")
+                if rate is not None:
+                    new = planner.set_rate(plan, name, rate)
+            else:
+                if subnet is None:
+                    raise TenantError(f"tenant {name!r}: no such tenant (give subnet= to create it)")
+                new = planner.create_tenant(plan, name, subnet, rate=rate, topology=testbed.topology)
+            if new != plan:
+                check_tenancy(testbed)
+                store.save(new, path)
+                reload(testbed)
+
+    # --- reading ----------------------------------------------------------------------------------
+    @property
+    def tenant(self) -> Tenant:
+        return current_plan(self.testbed).tenant(self.name)
+
+    @property
+    def members(self) -> list[Member]:
+        return list(self.tenant.members)
+
+    @property
+    def id(self) -> int:
+        return self.tenant.id
+
+    def __repr__(self) -> str:
+        return f"TenantHandle({self.name!r})"
+
+    # --- changing ---------------------------------------------------------------------------------
+    def add(self, count: int, placement: str | Sequence[str] = "spread", subnet: str | None = None,
+            capacity: int = planner.DEFAULT_CAPACITY) -> list[Member]:
+        """Add `count` members (containers `<tenant>-<n>`) placed by `placement`; returns them."""
+        with locked_plan(self.testbed) as path:
+            plan = store.load(path)
+            new_plan, new = planner.add_members(plan, self.testbed.topology, self.name, count, placement,
+                                                subnet=subnet, capacity=capacity)
+            check_tenancy(self.testbed)
+            tenant = new_plan.tenant(self.name)
+            new_plan = _create_members(self.testbed, new_plan, tenant, new)
+            try:
+                store.save(new_plan, path)
+                reload(self.testbed)
+            except BaseException:
+                for m in new:
+                    self.testbed.fabric.remove_container(m.name)
+                store.save(plan, path)
+                raise
+            return [new_plan.tenant(self.name).member(m.name) for m in new]
+
+    def add_subnet(self, cidr: str, gateway: str | None = None) -> None:
+        with locked_plan(self.testbed) as path:
+            plan = planner.add_subnet(store.load(path), self.name, cidr, gateway)
+            check_tenancy(self.testbed)
+            store.save(plan, path)
+            reload(self.testbed)
+
+    def peer(self, other: str) -> None:
+        """Allow traffic between this tenant and `other` through their gateways (explicit rule)."""
+        with locked_plan(self.testbed) as path:
+            plan = planner.add_peering(store.load(path), self.name, other)
+            check_tenancy(self.testbed)
+            store.save(plan, path)
+            reload(self.testbed)
+
+    def remove(self, *members: str | Member) -> list[Member]:
+        """Remove the named members (all of them when none are named): rules first, then containers."""
+        names = [m.name if isinstance(m, Member) else m for m in members]
+        with locked_plan(self.testbed) as path:
+            plan = store.load(path)
+            new_plan, gone = planner.remove_members(plan, self.name, names)
+            if not gone:
+                return []
+            check_tenancy(self.testbed)
+            store.save(new_plan, path)
+            reload(self.testbed)
+            for m in gone:
+                if m.port is not None:
+                    self.testbed.fabric.remove_container(m.name)
+            return gone
+
+    def delete(self) -> None:
+        """Remove every member and the tenant itself."""
+        with locked_plan(self.testbed) as path:
+            plan = store.load(path)
+            gone = plan.tenant(self.name).members
+            new_plan = planner.delete_tenant(plan, self.name)
+            check_tenancy(self.testbed)
+            store.save(new_plan, path)
+            reload(self.testbed)
+            for m in gone:
+                if m.port is not None:
+                    self.testbed.fabric.remove_container(m.name)
+
+
+SPEC_KEYS = {"name", "id", "subnet", "subnets", "rate", "count", "placement"}
+
+
+def load_tenants_file(testbed: Any, source: str | Path) -> TenantPlan:
+    """Realise a tenants file on a freshly built run (`Testbed(..., tenants=FILE)`).
+
+    The file is either a saved plan (`picloud tenant show --json` / the run's YAML: members with
+    Pis, addresses and MACs) or a short spec, each tenant with `count` and `placement`:
+
+        tenants:
+          - {name: blue, subnet: 10.0.0.0/24, count: 8, placement: spread, rate: 20}
+        peerings: [[blue, green]]
+    """
+    source = Path(source)
+    try:
+        data = yaml.safe_load(source.read_text()) or {}
+    except OSError as exc:
+        raise TenantError(f"{source}: cannot read ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        raise TenantError(f"{source}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    entries = data.get("tenants") if isinstance(data, dict) else None
+    is_spec = isinstance(entries, list) and any(isinstance(e, dict) and ("count" in e or "id" not in e)
+                                                for e in entries)
+    if is_spec:
+        plan = _plan_from_spec(testbed, data, str(source))
+    else:
+        plan = store.plan_from_dict(data, where=str(source))
+        planner.validate(plan, testbed.topology, where=str(source))
+        plan = TenantPlan(tuple(t.with_members(tuple(_detached(m) for m in t.members)) for t in plan.tenants),
+                          plan.peerings)
+    with locked_plan(testbed) as path:
+        check_tenancy(testbed)
+        for tenant in plan.tenants:
+            plan = _create_members(testbed, plan, plan.tenant(tenant.name), plan.tenant(tenant.name).members)
+        store.save(plan, path)
+        reload(testbed)
+    return plan
+
+
+def _detached(member: Member) -> Member:
+    from dataclasses import replace
+
+    return replace(member, port=None)  # ports belong to a run; this run assigns its own
+
+
+def _plan_from_spec(testbed: Any, data: dict[str, Any], where: str) -> TenantPlan:
+    unknown = set(data) - {"tenants", "peerings", "version"}
+    if unknown:
+        raise TenantError(f"{where}: unknown key {sorted(unknown)[0]!r} (allowed: tenants, peerings)")
+    plan = TenantPlan()
+    for i, entry in enumerate(data["tenants"]):
+        if not isinstance(entry, dict) or "name" not in entry:
+            raise TenantError(f"{where}: tenants[{i}]: expected a mapping with at least 'name' and 'subnet'")
+        extra = set(entry) - SPEC_KEYS
+        if extra:
+            raise TenantError(f"{where}: tenant {entry['name']!r}: unknown key {sorted(extra)[0]!r} "
+                              f"(allowed: {', '.join(sorted(SPEC_KEYS))})")
+        name = entry["name"]
+        subnets = entry.get("subnets", entry.get("subnet"))
+        try:
+            plan = planner.create_tenant(plan, name, subnets, rate=entry.get("rate"), tenant_id=entry.get("id"),
+                                         topology=testbed.topology)
+            placement = entry.get("placement", "spread")
+            if isinstance(placement, str) and "," in placement:
+                placement = [p.strip() for p in placement.split(",")]
+            if entry.get("count"):
+                plan, _ = planner.add_members(plan, testbed.topology, name, entry["count"], placement)
+        except TenantError as exc:
+            raise TenantError(f"{where}: {exc}") from None
+    for pair in data.get("peerings") or []:
+        if not (isinstance(pair, list) and len(pair) == 2):
+            raise TenantError(f"{where}: peering {pair!r} must be a pair of tenant names")
+        try:
+            plan = planner.add_peering(plan, pair[0], pair[1])
+        except TenantError as exc:
+            raise TenantError(f"{where}: {exc}") from None
+    return plan
