@@ -1,0 +1,294 @@
+"""The JSON API: everything the pages show, and the few actions that change the fabric.
+
+Reads are open (the UI binds to loopback by default). Actions need the token printed when the
+UI starts, in the `X-PiCloud-Token` header or a `token` form field: a page someone opens on a
+shared projector must not be able to cut links by accident. Every body is validated before the
+action runs, so a bad request changes nothing. Documented in docs/API.md.
+"""
+
+from __future__ import annotations
+
+import functools
+import hmac
+from collections.abc import Callable
+from typing import Any
+
+from flask import Blueprint, abort, current_app, jsonify, request, send_file
+
+from picloud.errors import UIError
+from topology.model import Topology, dpid_str
+from webui import catalog, tables
+from webui.layout import link_id
+from webui.live import LiveView
+
+bp = Blueprint("api", __name__, url_prefix="/api")
+PLACEMENTS = ("spread", "pack")
+MAX_MEMBERS = 64
+MAX_BULK_SECONDS = 3600
+
+
+def view() -> LiveView:
+    return current_app.extensions["picloud"]
+
+
+def requires_token(func: Callable[..., Any]) -> Callable[..., Any]:
+    """401 without a token, 403 with a wrong one; checked before the body is even parsed."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        given = request.headers.get("X-PiCloud-Token") or request.form.get("token")
+        if not given:
+            return jsonify(error="unauthorized",
+                           message="actions need the token printed when the UI started "
+                                   "(header X-PiCloud-Token or form field token)"), 401
+        if not hmac.compare_digest(given.encode(), current_app.config["TOKEN"].encode()):
+            return jsonify(error="forbidden", message="wrong token"), 403
+        return func(*args, **kwargs)
+
+    return wrapper
+
+
+def body() -> dict[str, Any]:
+    """The request's JSON object, or its form fields; 400 for anything else."""
+    if request.is_json:
+        data = request.get_json(silent=True)
+        if not isinstance(data, dict):
+            raise UIError(f"{request.path}: body is not a JSON object")
+        return data
+    return {k: v for k, v in request.form.items() if k != "token"}
+
+
+def _node(ident: str) -> tuple[Topology, str]:
+    """A bridge by name, 16-hex DPID or decimal DPID; JSON 404 otherwise."""
+    topo, _, _ = view().display()
+    if ident in topo and topo.kind(ident) != "container":
+        return topo, ident
+    by_dpid = topo.by_dpid()
+    for base in (16, 10):
+        try:
+            value = int(ident, base)
+        except ValueError:
+            continue
+        if value in by_dpid:
+            return topo, by_dpid[value]
+    abort(404, description=f"switch {ident!r}: no such switch or Pi (use a name or a DPID from /api/switches)")
+
+
+def _switch_record(topo: Topology, name: str, connected: dict[str, bool]) -> dict[str, Any]:
+    node = topo.node(name)
+    return {
+        "name": name, "kind": node.kind, "role": node.role if node.kind == "switch" else "pi",
+        "dpid": dpid_str(topo.dpid(name)), "ports": len(topo.ports(name)),
+        "connected": connected.get(name),
+    }
+
+
+@bp.get("/topology")
+def topology() -> Any:
+    _, _, drawn = view().display()
+    tenants = [{"name": t["name"], "colour": t["colour"]} for t in view().tenants()]
+    return jsonify(drawn | {"tenants": tenants})
+
+
+@bp.get("/switches")
+def switches() -> Any:
+    topo, _, _ = view().display()
+    connected = view().latest().get("switches", {})
+    return jsonify(switches=[_switch_record(topo, n, connected) for n in topo.bridges])
+
+
+@bp.get("/switches/<ident>")
+def switch(ident: str) -> Any:
+    topo, name = _node(ident)
+    _, pi_ports, _ = view().display()
+    record = _switch_record(topo, name, view().latest().get("switches", {}))
+    counters = {}
+    for ln in view().latest().get("links", []):
+        for end in ln.get("ends", []):
+            if end.get("node") == name:
+                counters[end["port"]] = end
+    ports = []
+    for port, peer in topo.ports(name).items():
+        port = pi_ports.get(peer, port)
+        ports.append({"port": port, "peer": peer, "counters": counters.get(port)})
+    return jsonify(record | {"ports": ports})
+
+
+@bp.get("/switches/<ident>/flows")
+def flows(ident: str) -> Any:
+    query, limit, offset = tables.page_args(request.args)
+    topo, name = _node(ident)
+    rows = tables.flow_rows(view().source.flows(name))
+    return jsonify({"switch": name, "dpid": dpid_str(topo.dpid(name))} | tables.filter_page(rows, query, limit, offset))
+
+
+@bp.get("/switches/<ident>/groups")
+def groups(ident: str) -> Any:
+    topo, name = _node(ident)
+    rows = [tables.group_row(g) for g in tables.unwrap(view().source.groups(name))]
+    return jsonify(switch=name, dpid=dpid_str(topo.dpid(name)), groups=rows)
+
+
+@bp.get("/switches/<ident>/meters")
+def meters(ident: str) -> Any:
+    topo, name = _node(ident)
+    rows = [tables.meter_row(m) for m in tables.unwrap(view().source.meters(name))]
+    return jsonify(switch=name, dpid=dpid_str(topo.dpid(name)), meters=rows)
+
+
+def current_links() -> list[dict[str, Any]]:
+    """Layout links joined with the latest sample; takes a first sample if none exists yet."""
+    live = view()
+    live.start()
+    snap = live.latest()
+    if snap["seq"] == 0:
+        snap = live.sample()
+    sampled = {ln["id"]: ln for ln in snap["links"]}
+    _, _, drawn = live.display()
+    out = []
+    for ln in drawn["links"]:
+        s = sampled.get(ln["id"], {})
+        out.append({k: ln[k] for k in ("id", "a", "b", "kind", "a_port", "b_port", "bw")}
+                   | {"up": s.get("up", True), "bps": s.get("bps", 0.0), "util": s.get("util", 0.0),
+                      "ends": s.get("ends", [])})
+    return out
+
+
+@bp.get("/links")
+def links() -> Any:
+    return jsonify(links=current_links(), seq=view().latest()["seq"])
+
+
+@bp.post("/links/<a>/<b>")
+@requires_token
+def set_link(a: str, b: str) -> Any:
+    data = body()
+    up = data.get("up")
+    if isinstance(up, str) and up in ("true", "false"):
+        up = up == "true"
+    if not isinstance(up, bool):
+        raise UIError(f"link {a}-{b}: body needs \"up\": true or false")
+    topo, _, _ = view().display()
+    if not topo.graph.has_edge(a, b) or "container" in (topo.kind(a), topo.kind(b)):
+        abort(404, description=f"link {a}-{b}: no such fabric link (see /api/links)")
+    view().source.set_link(a, b, up)
+    ln = topo.link(a, b)
+    view().events.add("link", f"link {ln.a}-{ln.b} set {'up' if up else 'down'} from the web UI")
+    return jsonify(id=link_id(ln.a, ln.b), up=up)
+
+
+@bp.get("/tenants")
+def tenants() -> Any:
+    topo, _, _ = view().display()
+    out = []
+    for t in view().tenants():
+        members = []
+        for m in t["members"]:
+            pi = m.get("pi") or (topo.node(m["name"]).pi if m["name"] in topo else None)
+            rack = m.get("rack")
+            if rack is None and pi in topo:
+                rack = topo.node(pi).rack
+            ip = m.get("ip") or (topo.node(m["name"]).ip if m["name"] in topo else None)
+            members.append(m | {"pi": pi, "rack": rack, "ip": ip})
+        out.append(t | {"members": members})
+    return jsonify(tenants=out)
+
+
+@bp.post("/tenants/<name>/members")
+@requires_token
+def add_members(name: str) -> Any:
+    data = body()
+    count, placement = data.get("count", 1), data.get("placement", "spread")
+    try:
+        count = int(count)
+    except (TypeError, ValueError):
+        raise UIError(f"tenant {name}: count {count!r} is not a whole number") from None
+    if not 1 <= count <= MAX_MEMBERS:
+        raise UIError(f"tenant {name}: count {count} (add 1..{MAX_MEMBERS} members at a time)")
+    if placement not in PLACEMENTS:
+        raise UIError(f"tenant {name}: placement {placement!r} (one of {', '.join(PLACEMENTS)})")
+    added = view().source.add_members(name, count, placement)
+    view().events.add("tenant", f"tenant {name}: added {', '.join(added) or 'no members'} from the web UI")
+    return jsonify(tenant=name, added=added), 201
+
+
+@bp.delete("/tenants/<name>/members/<member>")
+@requires_token
+def remove_member(name: str, member: str) -> Any:
+    tenant = next((t for t in view().tenants() if t["name"] == name), None)
+    if tenant is None:
+        abort(404, description=f"tenant {name!r}: no such tenant")
+    if not any(m["name"] == member for m in tenant["members"]):
+        abort(404, description=f"tenant {name!r}: no member {member!r}")
+    view().source.remove_member(name, member)
+    view().events.add("tenant", f"tenant {name}: removed {member} from the web UI")
+    return jsonify(tenant=name, removed=member)
+
+
+@bp.get("/experiments")
+def experiments() -> Any:
+    return jsonify(experiments=catalog.find_experiments(view().source.results_dir()))
+
+
+def _experiment(eid: str) -> Any:
+    root = view().source.results_dir()
+    directory = catalog.resolve_experiment(root, eid)
+    if directory is None or root is None:
+        abort(404, description=f"experiment {eid!r}: no such result directory (see /api/experiments)")
+    return root, directory
+
+
+@bp.get("/experiments/<path:eid>/files/<fname>")
+def experiment_file(eid: str, fname: str) -> Any:
+    _, directory = _experiment(eid)
+    path = directory / fname
+    if "/" in fname or path.suffix not in catalog.EXPERIMENT_FILES or not path.is_file():
+        abort(404, description=f"experiment {eid!r}: no file {fname!r}")
+    return send_file(path)
+
+
+@bp.get("/experiments/<path:eid>")
+def experiment(eid: str) -> Any:
+    root, directory = _experiment(eid)
+    record = catalog.experiment_summary(root, directory)
+    if record["flows_csv"]:
+        record["flows"] = catalog.read_flows_csv(directory / "flows.csv")
+    return jsonify(record)
+
+
+@bp.get("/traffic")
+def traffic() -> Any:
+    return jsonify(flows=view().source.bulk_flows())
+
+
+@bp.post("/traffic")
+@requires_token
+def start_traffic() -> Any:
+    data = body()
+    src, dst, seconds = data.get("src"), data.get("dst"), data.get("seconds", 30)
+    if not isinstance(src, str) or not isinstance(dst, str) or src == dst:
+        raise UIError("traffic: body needs \"src\" and \"dst\", two different container names")
+    try:
+        seconds = float(seconds)
+    except (TypeError, ValueError):
+        raise UIError(f"traffic: seconds {seconds!r} is not a number") from None
+    if not 1 <= seconds <= MAX_BULK_SECONDS:
+        raise UIError(f"traffic: seconds {seconds:g} (a bulk flow lasts 1..{MAX_BULK_SECONDS} s)")
+    topo, _, _ = view().display()
+    for c in (src, dst):
+        if c not in topo or topo.kind(c) != "container":
+            raise UIError(f"traffic: {c!r} is not a container (see /api/topology)")
+    flow = view().source.start_bulk(src, dst, seconds)
+    view().events.add("traffic", f"bulk flow {flow['id']} {src} -> {dst} for {seconds:g} s from the web UI")
+    return jsonify(flow), 201
+
+
+@bp.delete("/traffic/<flow_id>")
+@requires_token
+def stop_traffic(flow_id: str) -> Any:
+    try:
+        flow = view().source.stop_bulk(flow_id)
+    except KeyError:
+        abort(404, description=f"traffic {flow_id!r}: no such bulk flow (see /api/traffic)")
+    view().events.add("traffic", f"bulk flow {flow_id} stopped from the web UI")
+    return jsonify(flow)

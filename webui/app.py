@@ -1,0 +1,65 @@
+"""The Flask application factory: configuration in, app out (Flask tutorial's `flaskr` shape).
+
+Config keys: `SOURCE` (a `webui.sources.DataSource`, required), `TOKEN` (the action token; a
+random one when absent), `INTERVAL` (seconds between live samples, default 1.0).
+Blueprints: `api` (JSON), `stream` (Server-Sent Events and the event log), `pages` (HTML).
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from picloud.errors import PiCloudError, UIError
+from webui.live import LiveView
+
+EXTENSION = "picloud"
+
+
+def create_app(config: Mapping[str, Any]) -> Flask:
+    if config.get("SOURCE") is None:
+        raise UIError("web UI: no data source configured (pass SOURCE, for example a TestbedSource)")
+    interval = float(config.get("INTERVAL", 1.0))
+    if not 0.05 <= interval <= 60:
+        raise UIError(f"web UI: interval {interval} s (must be 0.05..60 seconds)")
+    app = Flask(__name__, static_folder="static", template_folder="templates")
+    app.config.update({k: v for k, v in config.items() if k != "SOURCE"})
+    app.config["TOKEN"] = config.get("TOKEN") or secrets.token_urlsafe(18)
+    app.config["JSON_SORT_KEYS"] = False
+    app.extensions[EXTENSION] = LiveView(config["SOURCE"], interval=interval)
+
+    from webui import api, pages, stream
+
+    app.register_blueprint(api.bp)
+    app.register_blueprint(stream.bp)
+    app.register_blueprint(pages.bp)
+
+    def _wants_json() -> bool:
+        return request.path.startswith("/api/")
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Any:
+        if not _wants_json():
+            return exc
+        return jsonify(error=exc.name.lower(), message=exc.description), exc.code
+
+    @app.errorhandler(PiCloudError)
+    def user_error(exc: PiCloudError) -> Any:
+        # A user's mistake (bad body, a fabric refusing an action): one line, no traceback.
+        return jsonify(error="bad request", message=str(exc)), 400
+
+    @app.after_request
+    def no_sniff(response: Any) -> Any:
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
+    return app
+
+
+def live(app: Flask) -> LiveView:
+    return app.extensions[EXTENSION]

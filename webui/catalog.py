@@ -1,0 +1,164 @@
+"""Tenants and experiments as the UI lists them: normalisation of files other packages write.
+
+Tenants come from the run's tenants YAML (written by `tenants.store`), experiments from traffic
+result directories (`summary.json`, `flows.csv`, `*.png`, written by `traffic.results`). Both
+formats belong to other packages, so this module reads them defensively: it accepts the shapes
+those packages document and ignores keys it does not know, so a new field there never breaks
+the UI. Functions here read files but change nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+# High-contrast colours that read on a dark projector background. A tenant named after one of
+# them gets it (the demo's "red" and "blue" tenants are red and blue); others get one by hash.
+PALETTE = {
+    "red": "#ef4444", "blue": "#3b82f6", "green": "#22c55e", "orange": "#f97316",
+    "purple": "#a855f7", "yellow": "#eab308", "cyan": "#06b6d4", "pink": "#ec4899",
+    "teal": "#14b8a6", "lime": "#84cc16", "indigo": "#6366f1", "amber": "#f59e0b",
+}
+_COLOURS = list(PALETTE.values())
+EXPERIMENT_FILES = (".png", ".csv", ".json", ".txt", ".svg")
+
+
+def tenant_colour(name: str) -> str:
+    if name in PALETTE:
+        return PALETTE[name]
+    return _COLOURS[int(hashlib.sha256(name.encode()).hexdigest(), 16) % len(_COLOURS)]
+
+
+def _members(raw: Any) -> list[dict[str, Any]]:
+    if isinstance(raw, Mapping):
+        raw = [{"name": k, **(v if isinstance(v, Mapping) else {})} for k, v in raw.items()]
+    out = []
+    for m in raw or []:
+        if isinstance(m, str):
+            m = {"name": m}
+        if not isinstance(m, Mapping) or "name" not in m:
+            continue
+        out.append({k: m.get(k) for k in ("name", "pi", "ip", "mac", "rack", "port")} | {"name": str(m["name"])})
+    return out
+
+
+def normalise_tenants(data: Any) -> list[dict[str, Any]]:
+    """Tenants YAML (`{"tenants": [...]}`, `{"tenants": {name: ...}}`, or a bare list/mapping)
+    to a list of {name, id, subnet, rate, colour, members, verify}, sorted by name."""
+    if isinstance(data, Mapping) and "tenants" in data:
+        data = data["tenants"]
+    if isinstance(data, Mapping):
+        data = [{"name": k, **(v if isinstance(v, Mapping) else {})} for k, v in data.items()]
+    tenants = []
+    for t in data or []:
+        if not isinstance(t, Mapping) or "name" not in t:
+            continue
+        name = str(t["name"])
+        verify = t.get("verify", t.get("last_verify"))
+        subnets = t.get("subnets") or ([t["subnet"]] if t.get("subnet") else [])
+        tenants.append({
+            "name": name,
+            "id": t.get("id", t.get("vlan", t.get("tid"))),
+            "subnet": ", ".join(str(s.get("cidr")) if isinstance(s, Mapping) else str(s) for s in subnets) or None,
+            "rate": t.get("rate"),
+            "colour": tenant_colour(name),
+            "members": _members(t.get("members")),
+            "verify": dict(verify) if isinstance(verify, Mapping) else None,
+        })
+    tenants.sort(key=lambda t: t["name"])
+    return tenants
+
+
+def membership(tenants: list[dict[str, Any]]) -> dict[str, str]:
+    """Container name -> tenant name."""
+    return {m["name"]: t["name"] for t in tenants for m in t["members"]}
+
+
+def experiment_id(root: Path, directory: Path) -> str:
+    """The directory relative to the results root, '/'-separated: stable and readable in URLs."""
+    return directory.relative_to(root).as_posix()
+
+
+def find_experiments(root: Path | None, max_depth: int = 3) -> list[dict[str, Any]]:
+    """Every directory under `root` (to `max_depth`) holding a `summary.json`, newest first."""
+    if root is None or not root.is_dir():
+        return []
+    found = []
+    frontier = [(root, 0)]
+    while frontier:
+        directory, depth = frontier.pop()
+        if (directory / "summary.json").is_file() and directory != root:
+            found.append(directory)
+        if depth < max_depth:
+            frontier.extend((d, depth + 1) for d in directory.iterdir() if d.is_dir() and not d.is_symlink())
+    found.sort(key=lambda d: (d / "summary.json").stat().st_mtime, reverse=True)
+    return [experiment_summary(root, d) for d in found]
+
+
+def experiment_summary(root: Path, directory: Path) -> dict[str, Any]:
+    try:
+        summary = json.loads((directory / "summary.json").read_text())
+    except (OSError, ValueError) as exc:
+        summary = {"error": f"summary.json unreadable: {exc}"}
+    files = sorted(p.name for p in directory.iterdir() if p.is_file() and p.suffix in EXPERIMENT_FILES)
+    eid = experiment_id(root, directory)
+    return {
+        "id": eid,
+        "name": directory.name,
+        "modified": (directory / "summary.json").stat().st_mtime,
+        "summary": summary,
+        "headline": headline(summary),
+        "files": files,
+        "plots": [f for f in files if f.endswith(".png")],
+        "flows_csv": "flows.csv" if "flows.csv" in files else None,
+    }
+
+
+HEADLINE = (
+    ("workload", ("workload",)), ("pattern", ("pattern",)), ("flows", ("flows",)),
+    ("unfinished", ("unfinished",)), ("goodput Mbit/s", ("goodput_mbps",)),
+    ("target load", ("target_load",)), ("achieved load", ("achieved_load",)),
+    ("FCT p50 us", ("all", "fct_us", "p50")), ("FCT p99 us", ("all", "fct_us", "p99")),
+    ("slowdown p99", ("all", "slowdown", "p99")),
+)
+
+
+def headline(summary: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """The few numbers an experiment card shows, from `traffic.results.summarize` output;
+    absent keys are skipped, so older or partial summaries still show what they have."""
+    out = []
+    for label, path in HEADLINE:
+        value: Any = summary
+        for key in path:
+            value = value.get(key) if isinstance(value, Mapping) else None
+        if value is not None and not isinstance(value, Mapping | list):
+            out.append((label, round(value, 3) if isinstance(value, float) else value))
+    return out
+
+
+def resolve_experiment(root: Path | None, eid: str) -> Path | None:
+    """The directory for an id, or None if unknown or outside the root (no `..` escapes)."""
+    if root is None or not eid:
+        return None
+    directory = (root / eid).resolve()
+    if not directory.is_relative_to(root.resolve()) or not (directory / "summary.json").is_file():
+        return None
+    return directory
+
+
+def read_flows_csv(path: Path, limit: int = 200) -> dict[str, Any]:
+    """The first `limit` rows of flows.csv, for the experiment page's table."""
+    import csv
+
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        rows = []
+        total = 0
+        for row in reader:
+            total += 1
+            if len(rows) < limit:
+                rows.append(row)
+        return {"columns": reader.fieldnames or [], "rows": rows, "total": total}

@@ -1,0 +1,83 @@
+"""Live updates: a Server-Sent Events stream of link utilisation and state, and the event log.
+
+Why SSE rather than WebSockets: updates flow one way, browsers reconnect by themselves (with
+`Last-Event-ID`), it is plain HTTP that Werkzeug serves without extra packages, and a test can
+read it with any HTTP client.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from picloud.errors import UIError
+from webui.live import LiveView
+
+bp = Blueprint("stream", __name__, url_prefix="/api")
+KEEPALIVE = 15.0  # seconds without a sample before a comment line keeps proxies from closing
+EVENT_KINDS = ("link", "switch", "tenant", "traffic", "controller", "host", "ui")
+
+
+def frame(snapshot: dict[str, Any], events: list[dict[str, Any]]) -> str:
+    """One SSE message: `id` is the sample number, `data` the links plus new events."""
+    data = {
+        "seq": snapshot["seq"],
+        "time": snapshot.get("time"),
+        "controller": snapshot.get("controller"),
+        "totals": snapshot.get("totals", {}),
+        "switches": snapshot.get("switches", {}),
+        "links": [{"id": ln["id"], "up": ln["up"], "bps": ln["bps"], "util": ln["util"], "ends": ln["ends"]}
+                  for ln in snapshot.get("links", [])],
+        "events": events,
+    }
+    return f"id: {snapshot['seq']}\nevent: links\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+
+@bp.get("/stream")
+def stream() -> Response:
+    live: LiveView = current_app.extensions["picloud"]
+    live.start()
+    try:
+        last = int(request.headers.get("Last-Event-ID", "0"))
+    except ValueError:
+        last = 0
+    once = request.args.get("once") == "1"
+
+    def generate() -> Iterator[str]:
+        seq = last
+        # A reconnecting browser (Last-Event-ID) has the older events already.
+        seen_t = (live.latest().get("time") or 0.0) if last else 0.0
+        yield "retry: 2000\n\n"
+        while live.running:
+            snap = live.wait_newer(seq, KEEPALIVE)
+            if snap["seq"] <= seq:
+                yield ": keepalive\n\n"
+                continue
+            seq = snap["seq"]
+            events = live.events.since(seen_t)
+            if events:
+                seen_t = events[-1]["t"]
+            yield frame(snap, events)
+            if once:
+                return
+
+    return Response(generate(), mimetype="text/event-stream",
+                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+@bp.get("/events")
+def events() -> Any:
+    try:
+        since = float(request.args.get("since", 0))
+    except ValueError:
+        raise UIError("events: since must be a number of seconds since the epoch (for example ?since=0)") from None
+    kind = request.args.get("kind")
+    if kind is not None and kind not in EVENT_KINDS:
+        raise UIError(f"events: kind {kind!r} (one of {', '.join(EVENT_KINDS)})")
+    live: LiveView = current_app.extensions["picloud"]
+    if not live.running:
+        live.sample()  # no sampler yet: pull the controller's events once
+    return jsonify(events=live.events.since(since, kind))
