@@ -179,6 +179,9 @@ class Client:
                 n = min(CHUNK, size - state["sent"])
                 await loop.sock_sendall(sock, self.payload[:n])
                 state["sent"] += n
+                # sock_sendall returns without yielding when the kernel takes the whole chunk; yield
+                # so one fast bulk flow cannot starve the scheduler and the other flows.
+                await asyncio.sleep(0)
             ack = b""
             while len(ack) < ACK.size:
                 chunk = await loop.sock_recv(sock, ACK.size - len(ack))

@@ -200,13 +200,35 @@ def run(
                      scale_size=scale_size, scale_time=scale_time, concurrency=concurrency, think=think,
                      **pattern_args)
     trace.meta.update(warmup=warmup, drain=drain, tenant=tenant)
-    directory = Path(out) if out is not None else default_out(wl.name, pattern)
+    return replay(testbed, trace, out if out is not None else default_out(wl.name, pattern), tenant=tenant,
+                  progress=progress, port=port, addresses=(hosts, ips))
+
+
+def replay(testbed: Any, trace: Trace, out: str | Path, tenant: str | None = None, progress: bool = False,
+           port: int = AGENT_PORT, addresses: tuple[list[str], dict[str, str]] | None = None) -> Results:
+    """Replay a given trace (from `generate`, a saved trace.csv, or built by hand, as the benchmark
+    does) and write the run directory. Missing metadata gets the engine's defaults."""
+    hosts, ips = addresses if addresses is not None else resolve_hosts(testbed, tenant)
+    unknown = sorted({h for f in trace.flows for h in (f.src, f.dst)} - set(ips))
+    if unknown:
+        raise TrafficError(f"trace: host(s) {', '.join(unknown)} not in the run{' tenant ' + tenant if tenant else ''}")
+    meta0 = trace.meta
+    duration = float(meta0.get("duration") or max((f.start for f in trace.flows), default=0.0) + 1e-3)
+    meta0.setdefault("duration", duration)
+    meta0.setdefault("warmup", 0.0)
+    meta0.setdefault("drain", 10.0)
+    meta0.setdefault("hosts", sorted({h for f in trace.flows for h in (f.src, f.dst)}))
+    meta0.setdefault("link_bps", link_rate_bps(testbed, hosts, None))
+    meta0.setdefault("overhead", arrivals.OVERHEAD)
+    meta0.setdefault("load", None)
+    meta0["tenant"] = tenant
+    directory = Path(out)
     directory.mkdir(parents=True, exist_ok=True)
     trace.to_csv(directory / "trace.csv")
-    meta = {**trace.meta, **_run_meta(testbed, tenant), "addresses": ips}
+    meta = {**meta0, **_run_meta(testbed, tenant), "addresses": ips}
     (directory / "meta.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
     records = _replay(testbed, trace, ips, directory, port, progress)
-    flows = _records(trace, records, tenant or "", warmup, link_bps)
+    flows = _records(trace, records, tenant or "", float(meta0["warmup"]), float(meta0["link_bps"]))
     meta["lateness_p99_by_agent_us"] = records.get("_late", {})
     return Results.save(directory, flows, meta)
 

@@ -1,0 +1,111 @@
+"""The traffic engine on a real fabric: complete result directories, and FCTs a packet capture confirms."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from picloud.errors import TrafficError
+from picloud.testbed import Testbed
+from topology.builders import build
+from traffic.engine import AGENT_PORT, replay
+from traffic.results import Results
+from traffic.trace import Flow, Trace
+
+pytestmark = pytest.mark.root
+
+
+@pytest.fixture(scope="module")
+def testbed():
+    """single:4 without a controller: four containers behind one switch (loop-free, quick to build)."""
+    with Testbed(build("single:4"), controller="none") as tb:
+        yield tb
+
+
+def test_run_at_ten_percent_writes_every_file_and_finishes_every_flow(testbed, tmp_path: Path) -> None:
+    results = testbed.traffic(workload="websearch", load=0.1, pattern="all-to-all", duration=6, seed=3,
+                              out=tmp_path / "run", link_mbps=100)
+    for name in ("trace.csv", "flows.csv", "summary.json", "meta.json"):
+        assert (results.directory / name).is_file(), name
+    trace_rows = (results.directory / "trace.csv").read_text().splitlines()
+    assert len(results.flows) == len(trace_rows) - 1 > 5  # every planned flow has a record
+    assert {r.status for r in results.flows} == {"done"}, [r.error for r in results.flows if r.error]
+    assert results.summary["unfinished"] == 0
+    assert all(r.bytes_received == r.size for r in results.flows)
+    meta = json.loads((results.directory / "meta.json").read_text())
+    assert meta["seed"] == 3 and meta["topology"]["name"] == "single:4" and "python" in meta["versions"]
+    # The run reads back identically, and plots are real PNG files.
+    again = Results.load(results.directory)
+    assert again.summary == json.loads((results.directory / "summary.json").read_text())
+    for path in results.plots():
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "FCT < 100 KB" in results.report()
+
+
+def test_unfinished_flows_are_reported_not_dropped(testbed, tmp_path: Path) -> None:
+    """A flow far too big for its drain time must appear as unfinished, with its partial bytes."""
+    a, b = testbed.containers[:2]
+    trace = Trace([Flow(0, a, b, 50_000, 0.0), Flow(1, a, b, 20_000_000_000, 0.1)],
+                  {"duration": 0.5, "drain": 1.0})
+    results = replay(testbed, trace, tmp_path / "cut")
+    status = {r.id: r for r in results.flows}
+    assert status[0].status == "done"
+    assert status[1].status == "unfinished" and 0 < status[1].bytes_received < 20_000_000_000
+    assert results.summary["unfinished"] == 1
+
+
+def test_unknown_tenant_is_refused_before_anything_runs(testbed, tmp_path: Path) -> None:
+    with pytest.raises(TrafficError, match=r"tenant 'nobody': unknown in run"):
+        testbed.traffic(workload="websearch", load=0.1, pattern="all-to-all", duration=2, seed=1,
+                        tenant="nobody", out=tmp_path / "t")
+    assert not (tmp_path / "t").exists()
+
+
+def _capture_fcts(pcap: Path, server_ip: str) -> list[float]:
+    """FCT per TCP connection seen in a capture: client SYN to the server's last payload packet (the
+    application-level acknowledgement), in microseconds, in connection order."""
+    from scapy.layers.inet import IP, TCP
+    from scapy.utils import rdpcap
+
+    first: dict[int, float] = {}
+    last: dict[int, float] = {}
+    for pkt in rdpcap(str(pcap)):
+        if IP not in pkt or TCP not in pkt:
+            continue
+        tcp, ip = pkt[TCP], pkt[IP]
+        if ip.dst == server_ip and tcp.dport == AGENT_PORT and tcp.flags & 0x02 and not tcp.flags & 0x10:
+            first.setdefault(tcp.sport, float(pkt.time))
+        if ip.src == server_ip and tcp.sport == AGENT_PORT and len(tcp.payload) > 0:
+            last[tcp.dport] = float(pkt.time)
+    ports = sorted(first, key=first.get)  # type: ignore[arg-type]
+    return [(last[p] - first[p]) * 1e6 for p in ports if p in last]
+
+
+def test_fct_agrees_with_a_packet_capture_within_one_millisecond(testbed, tmp_path: Path) -> None:
+    src, dst = testbed.containers[0], testbed.containers[1]
+    pcap = tmp_path / "client.pcap"
+    # Resolve ARP first: the capture matches SYN to reply, the engine counts from connect().
+    assert testbed.exec(src, ["ping", "-c", "1", "-W", "2", testbed.container_ip(dst)])[0] == 0
+    dump = testbed.fabric.popen(src, ["tcpdump", "-i", "eth0", "-U", "-n", "-s", "128", "-B", "8192", "-w",
+                                      str(pcap), "tcp", "port", str(AGENT_PORT)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                text=True)
+    try:
+        assert dump.stderr is not None
+        assert "listening" in dump.stderr.readline()
+        time.sleep(0.5)  # "listening" comes a moment before the capture filter is attached
+        sizes = [2_000, 100_000, 1_000_000, 3_000_000]
+        flows = [Flow(i, src, dst, size, 0.4 * i) for i, size in enumerate(sizes)]
+        results = replay(testbed, Trace(flows, {"duration": 1.6, "drain": 10.0}), tmp_path / "cap")
+        time.sleep(0.3)
+    finally:
+        dump.terminate()
+        dump.wait(timeout=10)
+    engine = [r.fct_us for r in sorted(results.flows, key=lambda r: r.start or 0)]
+    captured = _capture_fcts(pcap, testbed.container_ip(dst))
+    assert len(captured) == len(sizes) and None not in engine, (engine, captured)
+    for ours, theirs in zip(engine, captured, strict=True):
+        assert abs(ours - theirs) < 1000, (engine, captured)  # type: ignore[operator]
