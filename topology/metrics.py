@@ -203,7 +203,8 @@ def bisection(topo: Topology, spec: str | None = None) -> Bisection:
 def summary(topo: Topology, spec: str | None = None) -> dict[str, Any]:
     """Everything `picloud topo show` prints, as JSON-ready data."""
     attachments = len(topo.links) - len(topo.fabric_links())
-    per_pi = Counter(len(topo.containers_on(p)) for p in topo.pis)
+    on_pi = Counter(topo.node(c).pi for c in topo.containers)
+    per_pi = Counter(on_pi[p] for p in topo.pis)
     cut = bisection(topo, spec)
     return {
         "name": topo.name,

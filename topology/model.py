@@ -104,6 +104,7 @@ class Topology:
     _order: dict[str, list[str]] = field(default_factory=lambda: {k: [] for k in KINDS})
     _links: list[tuple[str, str]] = field(default_factory=list)
     _next_port: dict[str, int] = field(default_factory=dict)
+    _index: dict[str, int] = field(default_factory=dict)  # position within its kind: short ids in O(1)
 
     # --- building -----------------------------------------------------------------------------
     def _add_node(self, node: Node) -> str:
@@ -111,6 +112,7 @@ class Topology:
         if node.name in self.graph:
             raise TopologyError(f"{node.kind} {node.name!r}: duplicate name (node names must be unique)")
         self.graph.add_node(node.name, node=node)
+        self._index[node.name] = len(self._order[node.kind])
         self._order[node.kind].append(node.name)
         self._next_port[node.name] = 1
         return node.name
@@ -267,7 +269,7 @@ class Topology:
 
     def short_id(self, name: str) -> str:
         kind = self.kind(name)
-        return f"{_KIND_LETTER[kind]}{self._order[kind].index(name)}"
+        return f"{_KIND_LETTER[kind]}{self._index[name]}"
 
     def dpid(self, name: str) -> int:
         if self.kind(name) == "container":
