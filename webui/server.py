@@ -68,6 +68,8 @@ class UIServer:
             self._server = make_server(host, port, self.app, threaded=True)
         except (OSError, socket.gaierror) as exc:
             raise UIError(f"web UI: cannot listen on {host}:{port}: {exc} (pick another --port)") from None
+        except SystemExit:  # Werkzeug exits the process when the port is taken; we are a library
+            raise UIError(f"web UI: cannot listen on {host}:{port}: address in use (pick another --port)") from None
         self.host, self.port = host, self._server.server_port
         shown = f"[{host}]" if ":" in host else host
         self.url = f"http://{shown}:{self.port}/"

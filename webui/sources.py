@@ -194,13 +194,10 @@ class TestbedSource:
         handle.up() if up else handle.down()
 
     def _ip(self, container: str) -> str:
-        extra = self.runtime_containers().get(container)
-        if extra:
-            return str(extra["ip"]).split("/")[0]
-        topo = self.testbed.topology
-        if container not in topo or topo.kind(container) != "container":
-            raise UIError(f"traffic: unknown container {container!r} (pick one from /api/topology)")
-        return str(topo.node(container).ip).split("/")[0]
+        try:
+            return str(self.testbed.container_ip(container))
+        except PiCloudError:
+            raise UIError(f"traffic: unknown container {container!r} (pick one from /api/topology)") from None
 
     def start_bulk(self, src: str, dst: str, seconds: float) -> dict[str, Any]:
         dst_ip = self._ip(dst)
@@ -214,8 +211,7 @@ class TestbedSource:
         return self._bulk.list()
 
     def add_members(self, tenant: str, count: int, placement: str) -> list[str]:
-        added = self.testbed.tenant(tenant).add(count, placement=placement)
-        return [getattr(m, "name", str(m)) for m in (added or [])]
+        return [m.name for m in self.testbed.tenant(tenant).add(count, placement=placement)]
 
     def remove_member(self, tenant: str, member: str) -> None:
         self.testbed.tenant(tenant).remove(member)

@@ -152,7 +152,7 @@ const PiCloud = (() => {
         const racks = new Set(t.members.map((m) => m.rack ?? m.pi));
         return `<div class="card tenant" data-tenant="${esc(t.name)}">
           <h2><span class="swatch" style="background:${esc(t.colour)}"></span>${esc(t.name)}
-            <span class="dim">${t.id != null ? `id ${esc(t.id)} · ` : ""}${esc(t.subnet || "")}</span></h2>
+            <span class="dim">${esc([t.id != null ? `id ${t.id}` : "", t.subnet || ""].filter(Boolean).join(" · "))}</span></h2>
           <p class="dim">${t.members.length} members on ${racks.size} racks${t.rate ? ` · rate ${esc(t.rate)}` : ""}</p>
           ${verify}
           <table class="grid"><thead><tr><th>member</th><th>address</th><th>Pi</th><th>rack</th><th></th></tr></thead><tbody>
@@ -191,6 +191,7 @@ const PiCloud = (() => {
     });
   }
 
-  document.addEventListener("DOMContentLoaded", initToken);
+  // Every page shows whether the live stream is connected.
+  document.addEventListener("DOMContentLoaded", () => { initToken(); onLive(() => {}); });
   return {$, esc, fmtBps, fmtNum, toast, getJSON, act, onLive, switchList, switchPage, tenantsPage, eventsPage};
 })();
