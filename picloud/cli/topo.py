@@ -81,7 +81,7 @@ def _export(args: argparse.Namespace) -> int:
     from topology.formats import dumps, format_by_extension, write_file
     from topology.loader import load_topology
 
-    fmt = args.format or (format_by_extension(args.output) if args.output else None) or "yaml"
+    fmt = args.format or (format_by_extension(args.output) if args.output else "yaml")
     if fmt not in ("yaml", "json"):
         from picloud.errors import TopologyError
 
