@@ -12,7 +12,10 @@ import ipaddress
 import logging
 import os
 import socket
+import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +57,7 @@ class UIServer:
     """Start at construction; `.url`, `.token`, `.stop()`. Port 0 picks a free port (tests)."""
 
     def __init__(self, target: Any, host: str = "127.0.0.1", port: int = 8080, *, token: str | None = None,
-                 results: Path | str | None = "results", interval: float = 1.0) -> None:
+                 results: Path | str | None = "results", interval: float = 1.0, record: bool = True) -> None:
         if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
             raise UIError(f"web UI: port {port!r} (must be 0..65535)")
         if not is_loopback(host):
@@ -76,22 +79,62 @@ class UIServer:
         self._thread = threading.Thread(target=self._server.serve_forever, name="webui-server", daemon=True)
         self._thread.start()
         self._token_file: Path | None = None
-        self._record()
+        self._results, self._interval = results, interval
+        if record:
+            self._record()
 
     def _record(self) -> None:
         """Name the UI in the run state (url + a 0600 token file) so `picloud status` can show it."""
         state = getattr(self.testbed, "state", None)
-        if state is None or not hasattr(state, "save"):
-            return
+        if state is not None and hasattr(state, "save"):
+            self._token_file = self._record_as(state, self.url, self.token)
+
+    def detach(self, timeout: float = 15.0) -> int:
+        """Keep the UI up after this process leaves (`picloud up --detach`): hand the same host,
+        port and token to a `picloud ui --run PREFIX` process in its own session, recorded in the
+        run state's PIDs so `picloud down` and `picloud clean` stop it. Returns its PID."""
+        from picloud.cli.ui import TOKEN_ENV
+        from topology.effects import proc as proc_effects
+
+        state = getattr(self.testbed, "state", None)
+        if state is None:
+            raise UIError("web UI: only a UI serving a Testbed run can be detached")
+        host, port, token, url = self.host, self.port, self.token, self.url
+        self.stop()
+        argv = [sys.executable, "-m", "picloud", "ui", "--run", state.prefix, "--host", host, "--port", str(port),
+                "--interval", str(self._interval), "--no-record"]
+        if self._results is not None:
+            argv += ["--results", str(Path(self._results).resolve())]
+        log_path = state.path.with_suffix(".ui.log")
+        with open(log_path, "ab") as logf:
+            child = subprocess.Popen(argv, env={**os.environ, TOKEN_ENV: token}, stdout=logf,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        state.intend("pids", [proc_effects.record(child, "webui").to_dict()])
+        self._record_as(state, url, token)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if child.poll() is not None:
+                raise UIError(f"web UI: the detached UI exited at once (see {log_path})")
+            try:
+                with socket.create_connection((host, port), timeout=0.5):
+                    return child.pid
+            except OSError:
+                time.sleep(0.1)
+        child.terminate()
+        raise UIError(f"web UI: the detached UI did not listen on {host}:{port} within {timeout:g} s "
+                      f"(see {log_path})")
+
+    @staticmethod
+    def _record_as(state: Any, url: str, token: str) -> Path:
         from picloud.runstate import state_dir
 
         path = state_dir() / f"{state.prefix}.ui-token"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
-            f.write(self.token + "\n")
-        self._token_file = path
-        state.ui = {"url": self.url, "token_file": str(path)}
+            f.write(token + "\n")
+        state.ui = {"url": url, "token_file": str(path)}
         state.save()
+        return path
 
     def stop(self) -> None:
         """Idempotent: stop streams and the sampler, then the server; forget the run-state entry."""

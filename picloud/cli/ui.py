@@ -1,0 +1,46 @@
+"""`picloud ui`: serve the web UI for a run that is up (the only one, or `--run PREFIX`)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import threading
+
+TOKEN_ENV = "PICLOUD_UI_TOKEN"  # how a detached UI inherits its token without showing it in `ps`
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("ui", help="serve the web UI (live topology, flows, tenants, experiments) for a run")
+    p.add_argument("--run", default=None, metavar="PREFIX", help="the run to show (default: the only one up)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default loopback; anything else exposes the UI, with a warning)")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--results", default="results", metavar="DIR", help="where traffic result directories are")
+    p.add_argument("--interval", type=float, default=1.0, metavar="S", help="seconds between live samples")
+    p.add_argument("--no-record", action="store_true", help=argparse.SUPPRESS)  # set by UIServer.detach()
+    p.set_defaults(func=_ui)
+
+
+def _ui(args: argparse.Namespace) -> int:
+    from picloud.testbed import Testbed
+    from webui.server import UIServer, is_loopback
+
+    testbed = Testbed.attach(args.run)
+    server = UIServer(testbed, host=args.host, port=args.port, token=os.environ.get(TOKEN_ENV),
+                      results=args.results, interval=args.interval, record=not args.no_record)
+    if not is_loopback(args.host):
+        print(f"picloud: warning: the UI listens on {args.host}: anyone who can reach it can read the run; "
+              "actions still need the token", flush=True)
+    print(f"picloud: web UI for run {testbed.prefix} at {server.url}  (token for actions: {server.token})",
+          flush=True)
+    done = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: done.set())
+    try:
+        done.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        server.stop()
+    return 0
