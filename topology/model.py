@@ -324,7 +324,7 @@ class Topology:
         def items(key: str) -> list[dict[str, Any]]:
             value = data.get(key) or []
             if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
-                raise TopologyError(f"{where}: {key!r} must be a list of mappings")
+                raise TopologyError(f"{key!r} must be a list of mappings")  # the except below adds where
             return value
 
         try:
