@@ -458,7 +458,7 @@ def from_mininet(mn: Topo, where: str, name: str | None = None) -> Topology:
                                 "(node names must be unique)")
         owners[clean], renamed[original] = original, clean
     pis = {switch for switch, _ in attached.values()}
-    topo = Topology(name=sanitise(name, "topology", where) if name else Path(where).stem)
+    topo = Topology(name=name or Path(where).stem)  # display only: any text will do
     try:
         for switch in switches:
             opts = mn.nodeInfo(switch)

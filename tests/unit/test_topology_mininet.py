@@ -132,7 +132,7 @@ def test_topo_built_in_init_and_the_only_class_without_topos(tmp_path: Path) -> 
             Mininet(topo=Old()).start()
     """)
     topo = load_file(path)
-    assert topo.name == "old"
+    assert topo.name == "Old"
     assert topo.switches == ["spine1"] and topo.node("spine1").role == "spine"
     assert topo.pis == ["leaf0", "leaf1"]
     assert topo.link("h1", "leaf1").bw == 10.0
