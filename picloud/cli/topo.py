@@ -70,11 +70,15 @@ def render(data: dict) -> str:
         f"pis          {data['pis']}" + (f"  (in {data['racks']} racks)" if data["racks"] else ""),
         f"containers   {data['containers']}" + (f"  ({per_pi})" if per_pi else ""),
         f"links        {data['fabric_links']} fabric + {data['container_links']} container attachments",
-        f"diameter     {'unreachable Pis' if diameter is None else f'{diameter} links'} (longest shortest "
+        f"diameter     {'unreachable Pis' if diameter is None else _links(diameter)} (longest shortest "
         "path between two Pis)",
-        f"bisection    {cut['links']} links ({cut['method']})",
+        f"bisection    {_links(cut['links'])} ({cut['method']})",
     ]
     return "\n".join(lines)
+
+
+def _links(n: int) -> str:
+    return f"{n} link" if n == 1 else f"{n} links"
 
 
 def _export(args: argparse.Namespace) -> int:
