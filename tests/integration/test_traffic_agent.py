@@ -1,0 +1,70 @@
+"""The agent and the web client on loopback (no root): protocol, closed loop, deadlines, errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _agent() -> tuple[subprocess.Popen, int]:
+    proc = subprocess.Popen([sys.executable, "-m", "traffic.agent", "--port", "0"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True, cwd=REPO)
+    assert proc.stdout is not None
+    ready = json.loads(proc.stdout.readline())
+    assert ready["ev"] == "ready"
+    return proc, ready["port"]
+
+
+def _finish(proc: subprocess.Popen) -> list[dict]:
+    out, _ = proc.communicate("stop\n", timeout=30)
+    return [json.loads(line) for line in out.splitlines()]
+
+
+def test_flows_closed_loop_successors_and_deadline() -> None:
+    server, port = _agent()
+    client, _ = _agent()
+    try:
+        t0 = time.monotonic() + 0.3
+        flows = [
+            {"id": 0, "dst": "127.0.0.1", "port": port, "size": 1, "start": 0.0, "after": -1},
+            {"id": 1, "dst": "127.0.0.1", "port": port, "size": 5_000_000, "start": 0.05, "after": -1},
+            {"id": 2, "dst": "127.0.0.1", "port": port, "size": 1000, "start": 0.01, "after": 0},  # after 0
+            {"id": 3, "dst": "127.0.0.1", "port": 1, "size": 10, "start": 0.1, "after": -1},  # refused
+            {"id": 4, "dst": "127.0.0.1", "port": port, "size": 10, "start": 5.0, "after": -1},  # past deadline
+        ]
+        assert client.stdin is not None and client.stdout is not None
+        client.stdin.write(json.dumps({"t0": t0, "deadline": t0 + 2.0, "flows": flows}) + "\n")
+        client.stdin.flush()
+        records = []
+        while True:
+            rec = json.loads(client.stdout.readline())
+            records.append(rec)
+            if rec["ev"] == "client_done":
+                break
+    finally:
+        client_rest = _finish(client)
+        server_records = _finish(server)
+    by_id = {r["id"]: r for r in records if r["ev"] == "flow"}
+    assert by_id[0]["status"] == by_id[1]["status"] == by_id[2]["status"] == "done"
+    assert by_id[3]["status"] == "error" and "ConnectionRefused" in by_id[3]["error"]
+    assert by_id[4]["status"] == "not_started"
+    # The successor started after its predecessor finished, plus its think time.
+    assert by_id[2]["start"] >= by_id[0]["start"] + by_id[0]["fct_us"] / 1e6 + 0.01
+    assert all(r["lateness_us"] < 50_000 for r in by_id.values() if r["lateness_us"] is not None)
+    received = {r["id"]: r["bytes"] for r in server_records if r["ev"] == "recv"}
+    assert received == {0: 1, 1: 5_000_000, 2: 1000}
+    assert client_rest[-1]["ev"] == "bye"
+
+
+def test_web_client_counts_refused_connections_as_errors() -> None:
+    out = subprocess.run([sys.executable, "-m", "traffic.web", "client", "--targets", "127.0.0.1:1",
+                          "--rate", "50", "--duration", "0.5"], capture_output=True, text=True, cwd=REPO,
+                         timeout=30, check=True).stdout
+    result = json.loads(out.splitlines()[-1])
+    assert result["requests"] == 25 and result["replies"] == 0
+    assert result["errors"] == {"refused": 25}
