@@ -165,7 +165,8 @@ def _run(run: DemoRun, Testbed: Any, ui_port: int) -> int:
         ("create tenants", tenants),
         ("verify tenant isolation", verify),
         ("start the web UI", ui),
-        (f"run {DEMO_WORKLOAD} at {DEMO_LOAD:.0%} load for {run.traffic_seconds:.0f}s, cutting an aggregation link", traffic),
+        (f"run {DEMO_WORKLOAD} at {DEMO_LOAD:.0%} load for {run.traffic_seconds:.0f}s, "
+         "cutting an aggregation link", traffic),
         ("summarise flow completion times", summary),
     ]
     try:

@@ -122,7 +122,7 @@ def list_runs() -> list[str]:
     return sorted(runs, key=lambda p: int(p[2:]))
 
 
-def allocate_prefix(backend: str = "local", wanted: str | None = None) -> RunState:
+def allocate_prefix(backend: str = "local", wanted: str | None = None, owner: dict | None = None) -> RunState:
     """Claim a prefix and write its state file at once, under a lock, so two runs never share one."""
     with _locked() as directory:
         if wanted is not None:
@@ -140,5 +140,7 @@ def allocate_prefix(backend: str = "local", wanted: str | None = None) -> RunSta
                 raise FabricError("run prefixes: all 999 in use (run 'picloud clean')")
             prefix = f"pc{n}"
         state = RunState(prefix=prefix, backend=backend)
+        if owner:
+            state.extra["owner"] = owner  # who uses the run: clean leaves live owners alone
         state.save()
         return state

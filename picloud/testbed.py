@@ -60,6 +60,7 @@ class LinkHandle:
 
 
 class Testbed:
+    __test__ = False  # not a pytest test class, despite the name
     def __init__(self, topology: str | Path | Topology, *, containers_per_pi: int = 1,
                  controller: str | list[str] | None = None, tenants: str | Path | None = None,
                  backend: str = "local", prefix: str | None = None, **backend_options: Any):
@@ -105,8 +106,7 @@ class Testbed:
         if self.state is not None:
             raise FabricError(f"run {self.state.prefix}: already up")
         t0 = time.monotonic()
-        self.state = allocate_prefix(self.backend, self._wanted_prefix)
-        self.state.extra["owner"] = proc.own_record("testbed").to_dict()
+        self.state = allocate_prefix(self.backend, self._wanted_prefix, proc.own_record("testbed").to_dict())
         # SIGTERM tears down like Ctrl-C does, so `kill PID` never leaves a half fabric behind.
         previous = _sigterm_as_interrupt()
         try:

@@ -273,9 +273,11 @@ def remove_objects(state: RunState) -> None:
     if bridges and ovs.running():
         ovs.delete_bridges(sorted(bridges))
     state.objects["bridges"] = []
-    ip.delete_links(state.objects.get("veth", []))
-    state.objects["veth"] = []
+    # Namespaces before veths: deleting a namespace removes its veth ends (and their peers) in one
+    # kernel batch, far faster than one `link del` each.
     ip.delete_netns(state.objects.get("netns", []))
     state.objects["netns"] = []
+    ip.delete_links(state.objects.get("veth", []))
+    state.objects["veth"] = []
     state.extra.pop("containers", None)
     state.save()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -52,21 +53,28 @@ def links(netns: str | None = None) -> set[str]:
     return {entry["ifname"] for entry in json.loads(out)} if out else set()
 
 
+def _delete_until_gone(names: Iterable[str], present, line: str, what: str) -> None:
+    """Delete, then check; namespace teardown in the kernel is asynchronous, so a name can linger
+    a moment after its namespace went: look again before calling it a failure."""
+    names = set(names)
+    for _ in range(20):
+        todo = names & present()
+        if not todo:
+            return
+        batch([line.format(n) for n in sorted(todo)], force=True)
+        time.sleep(0.05)
+    left = names & present()
+    if left:
+        raise CommandError(["ip", what, "del"], 1, f"could not delete {', '.join(sorted(left))}")
+
+
 def delete_links(names: Iterable[str]) -> None:
     """Deleting one veth end deletes its peer; missing names are fine (idempotent clean-up)."""
-    names = set(names)
-    batch([f"link del {n}" for n in names & links()], force=True)
-    left = names & links()
-    if left:
-        raise CommandError(["ip", "link", "del"], 1, f"could not delete {', '.join(sorted(left))}")
+    _delete_until_gone(names, links, "link del {}", "link")
 
 
 def delete_netns(names: Iterable[str]) -> None:
-    names = set(names)
-    batch([f"netns del {n}" for n in names & netns_list()], force=True)
-    left = names & netns_list()
-    if left:
-        raise CommandError(["ip", "netns", "del"], 1, f"could not delete {', '.join(sorted(left))}")
+    _delete_until_gone(names, netns_list, "netns del {}", "netns")
 
 
 def set_link(name: str, up: bool, netns: str | None = None) -> None:

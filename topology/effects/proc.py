@@ -8,6 +8,7 @@ before it signals it: PIDs are reused, and ending a stranger's process is the wo
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import signal
@@ -30,10 +31,21 @@ class CommandError(RuntimeError):
         super().__init__(f"{argv[0]}: {first}")
 
 
+_PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def die_with_parent() -> None:
+    """preexec_fn: the kernel kills this child when its parent dies. Without it a `kill -9` of
+    PiCloud leaves an `ip -batch` running that keeps creating objects while `clean` removes them."""
+    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 def run(argv: Sequence[str], *, check: bool = True, input: str | None = None,
         timeout: float | None = 60) -> subprocess.CompletedProcess[str]:
     log.debug("run %s", " ".join(argv[:8]) + (" ..." if len(argv) > 8 else ""))
-    result = subprocess.run(list(argv), input=input, capture_output=True, text=True, timeout=timeout)
+    result = subprocess.run(list(argv), input=input, capture_output=True, text=True, timeout=timeout,
+                            preexec_fn=die_with_parent)
     if check and result.returncode != 0:
         raise CommandError(argv, result.returncode, result.stderr or result.stdout)
     return result
