@@ -31,6 +31,7 @@ CONTAINER_GAP = 4.0
 CONTAINERS_PER_ROW = 3
 RACK_PAD = 10.0
 RACK_LABEL_H = 26.0
+ASPECT = 0.4  # switch layers take up to this share of the width in height: near a projector's 16:9
 
 
 def link_id(a: str, b: str) -> str:
@@ -62,30 +63,34 @@ def compute_layout(topo: Topology, members: Mapping[str, str] | None = None) -> 
     rack_order = sorted(racks, key=lambda k: (k[0], k[1] if k[0] == 0 else pis.index(racks[k][0])))
 
     roles_present = [r for r in ROLE_LAYERS if any(topo.node(s).role == r for s in topo.switches)]
-    layer_y = {role: MARGIN + SWITCH_H / 2 + i * LAYER_GAP for i, role in enumerate(roles_present)}
-    pi_y = MARGIN + SWITCH_H / 2 + len(roles_present) * LAYER_GAP
-
     x: dict[str, float] = {}
-    rack_boxes = []
+    spans = []
     cursor = MARGIN
-    max_rows = max((_rows(len(topo.containers_on(p))) for p in pis), default=0)
-    containers_h = max_rows * (CONTAINER + CONTAINER_GAP)
     for key in rack_order:
         start = cursor
         for pi in racks[key]:
             x[pi] = cursor + SLOT_W / 2
             cursor += SLOT_W
-        rack_boxes.append({
-            "id": f"rack-{key[1]}",
-            "label": f"rack {key[1]}",
-            "x": start - RACK_PAD / 2,
-            "y": pi_y - PI_H / 2 - RACK_LABEL_H - RACK_PAD,
-            "w": cursor - start + RACK_PAD,
-            "h": PI_H + containers_h + RACK_LABEL_H + 2 * RACK_PAD + CONTAINER_GAP,
-            "pis": list(racks[key]),
-        })
+        spans.append((key, start, cursor))
         cursor += RACK_GAP
     width = max(cursor - RACK_GAP + MARGIN, 2 * MARGIN + SWITCH_W)
+
+    # Wide fabrics get taller layers, so the drawing keeps roughly a screen's proportions
+    # instead of becoming a thin strip (fattree:8 is 128 Pis across).
+    gap = max(LAYER_GAP, ASPECT * width / max(len(roles_present), 1))
+    layer_y = {role: MARGIN + SWITCH_H / 2 + i * gap for i, role in enumerate(roles_present)}
+    pi_y = MARGIN + SWITCH_H / 2 + len(roles_present) * gap
+    max_rows = max((_rows(len(topo.containers_on(p))) for p in pis), default=0)
+    containers_h = max_rows * (CONTAINER + CONTAINER_GAP)
+    rack_boxes = [{
+        "id": f"rack-{key[1]}",
+        "label": f"rack {key[1]}",
+        "x": start - RACK_PAD / 2,
+        "y": pi_y - PI_H / 2 - RACK_LABEL_H - RACK_PAD,
+        "w": end - start + RACK_PAD,
+        "h": PI_H + containers_h + RACK_LABEL_H + 2 * RACK_PAD + CONTAINER_GAP,
+        "pis": list(racks[key]),
+    } for key, start, end in spans]
 
     # Switches whose role layer is known, bottom-up so each layer sees its placed neighbours.
     for role in reversed(roles_present):
