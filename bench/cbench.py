@@ -1,0 +1,423 @@
+"""A cbench-style controller benchmark: fake OpenFlow 1.3 switches flood a controller with
+packet-ins and count the flow-mods and packet-outs it answers with.
+
+    python bench/cbench.py [--quick] [--switches 16] [--outstanding 1000] [--loops 10] [--ms 1000]
+                           [--controllers simple_switch_13,l2_learning,pipeline,ovs-testcontroller]
+
+Why our own: cbench (from the oflops suite) speaks OpenFlow 1.0 only and is no longer packaged.
+This one does what it does, in OpenFlow 1.3: each fake switch connects over TCP, says hello,
+answers the features request, port-description, echo, barrier and other multipart requests, and
+then sends buffered packet-ins from a set of per-switch hosts (MACs behind ports 1..4, each
+packet-in from host i to host i+1, like cbench's MAC ring). Two modes:
+
+- throughput: every switch keeps OUTSTANDING packet-ins unanswered (the defaults are cbench's: 16
+  switches, 1,000 outstanding each); answers/s measures how fast the controller can decide.
+- latency: one outstanding packet-in per switch; answers/s is the reciprocal of the round trip.
+
+An answer is a flow-mod or a packet-out not sourced by the controller itself (LLDP probes carry
+in_port CONTROLLER and are not answers). Each mode runs LOOPS windows of MS milliseconds after a
+warm-up window; the median window is reported, as cbench's summary line does.
+
+Controllers, each started as its own process on a free port and stopped after its run:
+- simple_switch_13: Ryu's sample (tests/fixtures/ryu_apps, unmodified) on plain os-ken, the
+  baseline; it runs through PiCloud's runner only for the ryu -> os_ken import alias.
+- l2_learning: PiCloud's teaching app.
+- pipeline: PiCloud's default app set (discovery, routing, monitor).
+- ovs-testcontroller: Open vSwitch's C learning switch, the ceiling.
+Results print as a table with ratios to the baseline; --record appends them to bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import os
+import platform
+import re
+import shutil
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "RESULTS.md"
+SECTION = "## Controller (cbench)"
+
+OFP_VERSION = 0x04
+OFPT_HELLO, OFPT_ERROR, OFPT_ECHO_REQUEST, OFPT_ECHO_REPLY = 0, 1, 2, 3
+OFPT_FEATURES_REQUEST, OFPT_FEATURES_REPLY = 5, 6
+OFPT_GET_CONFIG_REQUEST, OFPT_GET_CONFIG_REPLY = 7, 8
+OFPT_PACKET_IN, OFPT_PACKET_OUT, OFPT_FLOW_MOD = 10, 13, 14
+OFPT_MULTIPART_REQUEST, OFPT_MULTIPART_REPLY = 18, 19
+OFPT_BARRIER_REQUEST, OFPT_BARRIER_REPLY = 20, 21
+OFPT_ROLE_REQUEST, OFPT_ROLE_REPLY = 24, 25
+OFPMP_DESC, OFPMP_PORT_DESC = 0, 13
+OFPP_CONTROLLER = 0xFFFFFFFD
+HEADER = struct.Struct("!BBHI")
+N_PORTS = 4
+HOSTS_PER_SWITCH = 1000
+
+
+def header(msg_type: int, length: int, xid: int) -> bytes:
+    return HEADER.pack(OFP_VERSION, msg_type, length, xid)
+
+
+def mac(switch: int, host: int) -> bytes:
+    """A locally administered unicast MAC unique to (switch, host)."""
+    return bytes([0x02, 0xCB, switch & 0xFF, (host >> 16) & 0xFF, (host >> 8) & 0xFF, host & 0xFF])
+
+
+def host_port(host: int) -> int:
+    return host % N_PORTS + 1
+
+
+def checksum(data: bytes) -> int:
+    """The Internet checksum (RFC 1071)."""
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def ipv4_udp(switch: int, src_host: int, dst_host: int) -> bytes:
+    """A valid 46-byte IPv4/UDP packet (apps that parse the whole packet must not choke on it)."""
+    payload = b"cbench-picloud-xx"[:18].ljust(18, b"\x00")
+    udp = struct.pack("!HHHH", 10000 + src_host, 9, 8 + len(payload), 0) + payload
+    src = bytes([10, switch & 0xFF, src_host >> 8, src_host & 0xFF])
+    dst = bytes([10, switch & 0xFF, dst_host >> 8, dst_host & 0xFF])
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), src_host, 0, 64, 17, 0, src, dst)
+    ip = ip[:10] + struct.pack("!H", checksum(ip)) + ip[12:]
+    return ip + udp
+
+
+def packet_in(switch: int, host: int, buffer_id: int) -> bytes:
+    """OFPT_PACKET_IN (OF1.3 section 7.4.1): buffered, match {in_port}, a 60-byte IPv4/UDP frame
+    from `host` to `host + 1`."""
+    dst_host = (host + 1) % HOSTS_PER_SWITCH
+    frame = mac(switch, dst_host) + mac(switch, host) + b"\x08\x00" + ipv4_udp(switch, host, dst_host)
+    oxm_in_port = struct.pack("!HBBI", 0x8000, 0 << 1, 4, host_port(host))  # OFPXMC_OPENFLOW_BASIC, IN_PORT
+    match = struct.pack("!HH", 1, 4 + len(oxm_in_port)) + oxm_in_port  # OFPMT_OXM, length 12
+    match += bytes((8 - len(match) % 8) % 8)  # padded to 16
+    body = struct.pack("!IHBBQ", buffer_id, len(frame), 0, 0, 0) + match + b"\x00\x00" + frame
+    return header(OFPT_PACKET_IN, 8 + len(body), 0) + body
+
+
+def features_reply(xid: int, dpid: int) -> bytes:
+    body = struct.pack("!QIBB2xII", dpid, 256, 254, 0, 0x4F, 0)
+    return header(OFPT_FEATURES_REPLY, 8 + len(body), xid) + body
+
+
+def port_desc(switch: int) -> bytes:
+    """N_PORTS ofp_port records (64 bytes each), all up, 1 Gbit/s."""
+    out = b""
+    for port in range(1, N_PORTS + 1):
+        name = f"cb{switch}p{port}".encode().ljust(16, b"\x00")
+        out += struct.pack("!I4x6s2x16sIIIIIIII", port, bytes([0x06, 0, 0, switch & 0xFF, 0, port]), name,
+                           0, 0x4, 0x20, 0x20, 0x20, 0, 1_000_000, 1_000_000)
+    return out
+
+
+DESC_BODY = b"".join(s.encode().ljust(n, b"\x00") for s, n in
+                     (("PiCloud", 256), ("cbench fake switch", 256), ("1", 256), ("0", 32), ("fake", 256)))
+
+
+@dataclass
+class SwitchCounters:
+    flow_mods: int = 0
+    packet_outs: int = 0
+    sent: int = 0
+    ready: bool = False
+    latencies: list[float] = field(default_factory=list)
+
+
+class FakeSwitch:
+    """One OpenFlow 1.3 switch over an asyncio stream: handshake, then packet-ins on demand."""
+
+    def __init__(self, index: int, outstanding: int) -> None:
+        self.index = index
+        self.dpid = 0xCB00_0000_0000 + index + 1
+        self.outstanding = outstanding
+        self.counters = SwitchCounters()
+        self.messages = [packet_in(index, h, 0x100 + h) for h in range(HOSTS_PER_SWITCH)]
+        self.next_host = 0
+        self.running = False
+        self.sent_at: float = 0.0
+        self.writer: asyncio.StreamWriter | None = None
+
+    @property
+    def answered(self) -> int:
+        return self.counters.flow_mods + self.counters.packet_outs
+
+    def _fill(self) -> None:
+        """Send packet-ins until `outstanding` are unanswered (one write for the batch)."""
+        missing = self.outstanding - (self.counters.sent - self.answered)
+        if missing <= 0 or not self.running or self.writer is None:
+            return
+        batch = []
+        for _ in range(missing):
+            batch.append(self.messages[self.next_host])
+            self.next_host = (self.next_host + 1) % HOSTS_PER_SWITCH
+        self.counters.sent += missing
+        self.sent_at = time.perf_counter()
+        self.writer.write(b"".join(batch))
+
+    def start_load(self) -> None:
+        self.running = True
+        self.counters.sent = self.answered  # forget answers to anything sent before the load
+        self._fill()
+
+    def stop_load(self) -> None:
+        self.running = False
+
+    async def run(self, host: str, port: int) -> None:
+        reader, writer = await asyncio.open_connection(host, port)
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.writer = writer
+        writer.write(header(OFPT_HELLO, 8, 1))
+        buf = b""
+        try:
+            while True:
+                data = await reader.read(1 << 18)
+                if not data:
+                    return
+                buf += data
+                offset, answers = 0, 0
+                while len(buf) - offset >= 8:
+                    _, msg_type, length, xid = HEADER.unpack_from(buf, offset)
+                    if length < 8:
+                        raise ConnectionError(f"switch {self.index}: bad OpenFlow length {length}")
+                    if len(buf) - offset < length:
+                        break
+                    if msg_type == OFPT_FLOW_MOD:
+                        self.counters.flow_mods += 1
+                        answers += 1
+                    elif msg_type == OFPT_PACKET_OUT:
+                        in_port = struct.unpack_from("!I", buf, offset + 12)[0]
+                        if in_port != OFPP_CONTROLLER:
+                            self.counters.packet_outs += 1
+                            answers += 1
+                    else:
+                        self._control(msg_type, xid, buf[offset + 8:offset + length])
+                    offset += length
+                buf = buf[offset:]
+                if answers and self.running:
+                    if self.outstanding == 1:
+                        self.counters.latencies.append(time.perf_counter() - self.sent_at)
+                    self._fill()
+        finally:
+            writer.close()
+
+    def _control(self, msg_type: int, xid: int, body: bytes) -> None:
+        """Answer what a real switch must answer for the controller to move on."""
+        assert self.writer is not None
+        if msg_type == OFPT_FEATURES_REQUEST:
+            self.writer.write(features_reply(xid, self.dpid))
+            self.counters.ready = True
+        elif msg_type == OFPT_ECHO_REQUEST:
+            self.writer.write(header(OFPT_ECHO_REPLY, 8 + len(body), xid) + body)
+        elif msg_type == OFPT_BARRIER_REQUEST:
+            self.writer.write(header(OFPT_BARRIER_REPLY, 8, xid))
+        elif msg_type == OFPT_GET_CONFIG_REQUEST:
+            self.writer.write(header(OFPT_GET_CONFIG_REPLY, 12, xid) + struct.pack("!HH", 0, 0xFFFF))
+        elif msg_type == OFPT_ROLE_REQUEST:
+            self.writer.write(header(OFPT_ROLE_REPLY, 8 + len(body), xid) + body)
+        elif msg_type == OFPT_MULTIPART_REQUEST:
+            mp_type = struct.unpack_from("!H", body)[0]
+            if mp_type == OFPMP_PORT_DESC:
+                payload = port_desc(self.index)
+            elif mp_type == OFPMP_DESC:
+                payload = DESC_BODY
+            else:
+                payload = b""  # no flows, groups, meters, stats: an empty but well-formed reply
+            reply = struct.pack("!HH4x", mp_type, 0) + payload
+            self.writer.write(header(OFPT_MULTIPART_REPLY, 8 + len(reply), xid) + reply)
+
+
+@dataclass
+class ModeResult:
+    windows: list[float]  # answers/s per measured window
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.windows) if self.windows else 0.0
+
+
+async def measure(host: str, port: int, switches: int, outstanding: int, loops: int, window_ms: int,
+                  settle: float) -> ModeResult:
+    """Connect the fake switches, wait for their handshakes, then count answers per window."""
+    fakes = [FakeSwitch(i, outstanding) for i in range(switches)]
+    tasks = [asyncio.create_task(f.run(host, port)) for f in fakes]
+    try:
+        deadline = time.monotonic() + 20
+        while not all(f.counters.ready for f in fakes):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"only {sum(f.counters.ready for f in fakes)} of {switches} switches "
+                                   "got a features request (controller not speaking OpenFlow 1.3?)")
+            for t in tasks:
+                if t.done():
+                    t.result()  # re-raise a connection failure
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(settle)  # let connect-time flow-mods and probes pass
+        for f in fakes:
+            f.start_load()
+        windows = []
+        for loop in range(loops + 1):  # the first window warms up (MAC learning, caches)
+            before = sum(f.answered for f in fakes)
+            t0 = time.perf_counter()
+            await asyncio.sleep(window_ms / 1000)
+            elapsed = time.perf_counter() - t0
+            if loop:
+                windows.append((sum(f.answered for f in fakes) - before) / elapsed)
+        for f in fakes:
+            f.stop_load()
+        return ModeResult(windows)
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+# --- controllers ---------------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+CONTROLLERS = {
+    "simple_switch_13": [str(ROOT / "tests" / "fixtures" / "ryu_apps" / "simple_switch_13.py")],
+    "l2_learning": ["l2_learning"],
+    "pipeline": [],  # the runner's default app set
+}
+BASELINE = "simple_switch_13"
+
+
+def start_controller(name: str, port: int) -> subprocess.Popen:
+    if name == "ovs-testcontroller":
+        exe = shutil.which("ovs-testcontroller")
+        if exe is None:
+            raise SystemExit("cbench: ovs-testcontroller not found (apt-get install openvswitch-testcontroller)")
+        argv = [exe, "-O", "OpenFlow13", "-vconsole:off", "-vsyslog:off", f"ptcp:{port}:127.0.0.1"]
+    else:
+        argv = [sys.executable, "-m", "controller_apps.runner", *CONTROLLERS[name],
+                "--listen", f"127.0.0.1:{port}", "--api", "none"]
+    # The log goes to a file: a pipe nobody reads would fill up and stall a controller that logs
+    # every packet-in (simple_switch_13 does).
+    log = tempfile.TemporaryFile()  # noqa: SIM115 (the controller process writes it until stopped)
+    proc = subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            log.seek(0)
+            raise SystemExit(f"cbench: controller {name} exited: {log.read().decode(errors='replace')[-400:]}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return proc
+        except OSError:
+            time.sleep(0.1)
+    stop_controller(proc)
+    raise SystemExit(f"cbench: controller {name} did not listen on {port}")
+
+
+def stop_controller(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def bench_one(name: str, args: argparse.Namespace) -> dict[str, ModeResult]:
+    results = {}
+    for mode, outstanding in (("throughput", args.outstanding), ("latency", 1)):
+        port = free_port()
+        proc = start_controller(name, port)  # a fresh controller per mode: no state carried over
+        try:
+            results[mode] = asyncio.run(measure("127.0.0.1", port, args.switches, outstanding, args.loops,
+                                                args.ms, args.settle))
+        finally:
+            stop_controller(proc)
+        print(f"  {name:20} {mode:10} median {results[mode].median:10,.0f} answers/s "
+              f"(windows: {', '.join(f'{w:,.0f}' for w in results[mode].windows)})", flush=True)
+    return results
+
+
+def table(results: dict[str, dict[str, ModeResult]], args: argparse.Namespace) -> str:
+    base = results.get(BASELINE)
+    lines = ["| controller | throughput (answers/s) | ratio | latency mode (answers/s) | ratio | mean RTT |",
+             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for name, modes in results.items():
+        thr, lat = modes["throughput"].median, modes["latency"].median
+        r_thr = f"{thr / base['throughput'].median:.2f}x" if base and base["throughput"].median else "-"
+        r_lat = f"{lat / base['latency'].median:.2f}x" if base and base["latency"].median else "-"
+        rtt = f"{args.switches / lat * 1e3:.2f} ms" if lat else "-"
+        lines.append(f"| {name} | {thr:,.0f} | {r_thr} | {lat:,.0f} | {r_lat} | {rtt} |")
+    return "\n".join(lines)
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (f"{platform.system()} {platform.release()}, {os.cpu_count()} cores ({cpu}), "
+            f"Python {platform.python_version()}")
+
+
+def record(text: str) -> None:
+    """Replace this benchmark's section of bench/RESULTS.md (other sections belong to others)."""
+    existing = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
+    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
+    block = f"{SECTION}\n\n{text.strip()}\n\n"
+    updated = pattern.sub(lambda _: block, existing) if pattern.search(existing) else \
+        existing.rstrip("\n") + "\n\n" + block
+    RESULTS.write_text(updated)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="3 windows of 1 s per mode (a smoke run)")
+    parser.add_argument("--switches", type=int, default=16)
+    parser.add_argument("--outstanding", type=int, default=1000, help="packet-ins in flight per switch")
+    parser.add_argument("--loops", type=int, default=10, help="measured windows per mode")
+    parser.add_argument("--ms", type=int, default=1000, help="window length in milliseconds")
+    parser.add_argument("--settle", type=float, default=2.0, help="seconds between handshake and load")
+    parser.add_argument("--controllers", default="simple_switch_13,l2_learning,pipeline,ovs-testcontroller")
+    parser.add_argument("--record", action="store_true", help=f"write the results into {RESULTS}")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.loops, args.ms, args.settle = 3, 1000, 1.0
+    names = [n.strip() for n in args.controllers.split(",") if n.strip()]
+    unknown = [n for n in names if n not in CONTROLLERS and n != "ovs-testcontroller"]
+    if unknown:
+        parser.error(f"unknown controller {unknown[0]!r} (one of {', '.join([*CONTROLLERS, 'ovs-testcontroller'])})")
+    print(f"cbench: {args.switches} switches, {args.outstanding} outstanding (throughput) / 1 (latency), "
+          f"{args.loops} x {args.ms} ms windows", flush=True)
+    results = {name: bench_one(name, args) for name in names}
+    summary = table(results, args)
+    print(summary)
+    if args.record:
+        stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+        record(f"Run {stamp} on {machine()}; `python bench/cbench.py{' --quick' if args.quick else ''}`: "
+               f"{args.switches} fake OpenFlow 1.3 switches, {args.outstanding} outstanding packet-ins each "
+               f"in throughput mode, 1 in latency mode; median of {args.loops} windows of {args.ms} ms "
+               f"after one warm-up window. Ratios are to {BASELINE} (Ryu's sample on plain os-ken).\n\n"
+               + summary)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
