@@ -8,7 +8,9 @@ to artifacts/ (gitignored) so a failing run can be looked at."""
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -34,10 +36,16 @@ def _wait(predicate, timeout: float, what: str):
 
 
 @pytest.fixture(scope="module")
-def testbed():
+def testbed(tmp_path_factory):
+    import yaml
+
     from picloud.testbed import Testbed
 
-    tb = Testbed("fattree:4")
+    # One tenant, no members yet: the run starts with the tenancy app, members come from the UI.
+    tenants = tmp_path_factory.mktemp("ui") / "tenants.yaml"
+    tenants.write_text(yaml.safe_dump({"version": 1, "tenants": [
+        {"name": "red", "id": 1, "subnets": [{"cidr": "10.9.0.0/24"}]}]}))
+    tb = Testbed("fattree:4", tenants=tenants)
     try:
         tb.up()
         # Routing has paths once discovery matches the intended fabric; traffic needs both.
@@ -218,3 +226,69 @@ def test_bulk_traffic_started_from_the_ui_lights_the_path(ui, testbed):
                                      headers={"X-PiCloud-Token": TOKEN})
         with urllib.request.urlopen(req, timeout=10) as resp:
             assert json.loads(resp.read())["running"] is False
+
+
+def test_tenant_members_from_the_ui_in_tenant_colours(page, ui, testbed):
+    status, body = _post(ui, "/api/tenants/red/members", {"count": 2, "placement": "spread"})
+    assert status == 201, body
+    added = body["added"]
+    assert len(added) == 2 and set(added) <= set(testbed.state.extra["containers"])
+    _open_topology(page, ui)
+    assert page.inner_text("#n-containers") == "18"
+    red = page.eval_on_selector_all("#topo .node.container rect",
+                                    "rs => rs.filter(r => r.getAttribute('fill') === '#ef4444').length")
+    assert red == 2
+    page.screenshot(path=str(ARTIFACTS / "ui-tenants-topology.png"))
+
+    page.goto(ui.url + "tenants")
+    card = page.locator("[data-tenant='red']")
+    card.wait_for(timeout=10_000)
+    assert card.locator("tbody tr").count() == 2
+    page.fill("#token", TOKEN)
+    page.dispatch_event("#token", "change")
+    card.locator(f"button[data-remove='{added[0]}']").click()
+    page.wait_for_function("document.querySelectorAll(\"[data-tenant='red'] tbody tr\").length === 1", timeout=15_000)
+    assert added[0] not in testbed.state.extra.get("containers", {}), "the member's container is gone"
+    page.screenshot(path=str(ARTIFACTS / "ui-tenants.png"))
+
+
+def test_picloud_ui_command_serves_a_run_and_stops_on_sigterm(testbed):
+    child = subprocess.Popen([sys.executable, "-m", "picloud", "ui", "--run", testbed.prefix, "--port", "0"],
+                             stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[2])
+    try:
+        line = child.stdout.readline()
+        assert f"web UI for run {testbed.prefix} at http://127.0.0.1:" in line and "token" in line, line
+        url = line.split(" at ")[1].split()[0]
+        with urllib.request.urlopen(url + "api/topology", timeout=10) as resp:
+            assert json.loads(resp.read())["counts"]["switches"] == 20
+        child.send_signal(signal.SIGTERM)
+        assert child.wait(timeout=10) == 0
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+
+
+def test_detached_ui_outlives_its_server_and_is_recorded(testbed):
+    from topology.effects import proc
+    from webui.server import UIServer
+
+    server = UIServer(testbed, port=0, token=TOKEN)
+    url = server.url
+    pid = server.detach()
+    rec = next(proc.ProcessRecord.from_dict(r) for r in testbed.state.objects["pids"] if r["pid"] == pid)
+    try:
+        assert rec.role == "webui" and proc.is_ours(rec)
+        assert testbed.state.ui["url"] == url
+        assert Path(testbed.state.ui["token_file"]).read_text().strip() == TOKEN
+        with urllib.request.urlopen(url + "api/switches", timeout=10) as resp:
+            assert len(json.loads(resp.read())["switches"]) == 36
+        status, _ = _post(type("U", (), {"url": url})(), "/api/links/core1/agg1-1", {"up": "maybe"})
+        assert status == 400, "the detached UI kept the token: a valid token reaches body validation"
+    finally:
+        assert proc.terminate(rec)
+        testbed.state.forget("pids", [rec.to_dict()])
+        token_file = testbed.state.ui.get("token_file")
+        if token_file:
+            Path(token_file).unlink(missing_ok=True)
+        testbed.state.path.with_suffix(".ui.log").unlink(missing_ok=True)
