@@ -203,8 +203,23 @@ def options_from(args: argparse.Namespace) -> Options:
     _check_free(listen, "--listen")
     if api is not None:
         _check_free(api, "--api")
+    _parse_config(args.config)
     return Options(apps=apps, listen=listen, api=api, topology=topology, topology_file=args.topology,
                    tenants_file=args.tenants, config=args.config, labels=labels)
+
+
+def _parse_config(path: str | None) -> None:
+    """Load os-ken's configuration (and the apps' options) from `path`, as ryu-manager's
+    --config-file did; after the apps are imported, since they may register options."""
+    from os_ken import cfg
+    from os_ken.controller import controller  # noqa: F401  (registers the ofp-listen options)
+    from oslo_config import cfg as oslo_cfg
+
+    try:
+        cfg.CONF(args=[], project="os_ken", default_config_files=[path] if path else [])
+    except oslo_cfg.Error as exc:
+        message = str(exc).replace("\n", " ")
+        raise ControllerError(f"--config {path}: {message} (an oslo.config INI file)") from None
 
 
 def _wait_listening(endpoint: tuple[str, int], timeout: float) -> bool:
@@ -222,13 +237,11 @@ def run(options: Options, stop: threading.Event | None = None) -> int:
     """Run the controller until `stop` is set (SIGTERM/SIGINT set it when run from main)."""
     from os_ken import cfg
     from os_ken.base.app_manager import AppManager
-    from os_ken.controller import controller  # noqa: F401  (registers the ofp-listen options)
 
     from controller_apps import api
     from controller_apps.state import STATE
 
     stop = stop or threading.Event()
-    cfg.CONF(args=[], project="os_ken", default_config_files=[options.config] if options.config else [])
     cfg.CONF.set_override("ofp_listen_host", options.listen[0])
     cfg.CONF.set_override("ofp_tcp_listen_port", options.listen[1])
     if options.topology is not None:

@@ -207,6 +207,12 @@ class ControllerState:
         with self._lock:
             return [dict(h) for h in self._hosts.values()]
 
+    def host(self, mac: str) -> dict[str, Any] | None:
+        """One host record by MAC (O(1): discovery asks on every packet-in)."""
+        with self._lock:
+            record = self._hosts.get(mac.lower())
+            return dict(record) if record is not None else None
+
     def links(self) -> list[dict[str, Any]]:
         """Discovered fabric links as dicts with a, a_port, b, b_port, up (ends as names)."""
         with self._lock:

@@ -89,8 +89,9 @@ def test_hosts_get_names_from_topology_and_moves_are_events():
     assert hosts == [{"mac": mac, "ip": "10.0.0.1", "dpid": dpid_str(dpid("p2")), "port": 2, "name": "c1"}]
     host_events = [e["text"] for e in state.events() if e["kind"] == "host"]
     assert len(host_events) == 2 and "moved to p2:2" in host_events[1]
+    assert state.host(mac.upper())["dpid"] == dpid("p2")
     state.remove_host(mac)
-    assert state.snapshot()["hosts"] == []
+    assert state.snapshot()["hosts"] == [] and state.host(mac) is None
 
 
 def test_events_since_pages_without_repeats():
