@@ -107,8 +107,9 @@ class Testbed:
             raise FabricError(f"run {self.state.prefix}: already up")
         t0 = time.monotonic()
         self.state = allocate_prefix(self.backend, self._wanted_prefix, proc.own_record("testbed").to_dict())
-        # SIGTERM tears down like Ctrl-C does, so `kill PID` never leaves a half fabric behind.
-        previous = _sigterm_as_interrupt()
+        # SIGTERM tears down like Ctrl-C does, for the whole life of the run, so `kill PID` of an
+        # experiment script never leaves a fabric behind (restored by down()).
+        self._previous_sigterm = _sigterm_as_interrupt()
         try:
             self.state.topology = self.topology.to_dict()
             self.state.save()
@@ -124,8 +125,6 @@ class Testbed:
         except BaseException:
             self.down()
             raise
-        finally:
-            _restore_sigterm(previous)
         self.build_seconds = time.monotonic() - t0
         return self
 
@@ -153,6 +152,8 @@ class Testbed:
             if self._controller_proc is not None:
                 self._controller_proc.poll()
             self.state = None
+            _restore_sigterm(getattr(self, "_previous_sigterm", None))
+            self._previous_sigterm = None
 
     @classmethod
     def attach(cls, prefix: str | None = None) -> Testbed:
@@ -383,10 +384,13 @@ def _tail(path: str | None, lines: int = 3) -> str:
 
 
 def _sigterm_as_interrupt():
+    """Only where nobody else handles SIGTERM yet (a web server, a test runner may)."""
     def handler(signum, frame):  # noqa: ARG001
         raise KeyboardInterrupt
 
     try:
+        if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+            return None
         return signal.signal(signal.SIGTERM, handler)
     except ValueError:  # not the main thread: leave signals alone
         return None
