@@ -1,0 +1,401 @@
+"""Topology discovery: LLDP links, port status and host learning, written into STATE.
+
+The algorithm:
+1. On connect, every bridge gets a rule in table 0 that traps LLDP to the controller (above any
+   classification rule, so tenancy's anti-spoofing cannot eat it).
+2. Once a bridge's ports are known, the controller sends an LLDP frame out of every live port
+   (a packet-out), naming the sending bridge (chassis id `dpid:<16 hex>`) and port (port id, 4
+   bytes). A frame arriving at another bridge comes back as a packet-in: sender (dpid, port) to
+   receiver (dpid, in_port) is one end-to-end observation of a link. Each new bridge also
+   triggers a re-probe of all bridges, since frames sent before the newcomer's trap rule existed
+   were lost; so a fat-tree is known within a few round trips of its last bridge connecting.
+3. Probes repeat every LLDP_INTERVAL seconds; a link not confirmed for LINK_TIMEOUT seconds is
+   gone (a silent failure). A port going down removes its links at once (the port-status
+   message), which is what routing's fast recomputation hangs on; a port coming up is probed at
+   once.
+4. Hosts: the intended topology's containers are declared up front (MAC, IP, Pi port), so routing
+   can install paths before any traffic; others are learned from untagged packet-ins that arrive
+   on non-fabric ports (tagged ones are tenancy's).
+
+The result goes into STATE: `set_links` (its events say "link ... up/down"), `add_host`, and an
+event when the discovered fabric first matches the intended one. STATE computes the intended
+versus discovered difference for the API. `LinkTable` and the LLDP codec are pure and unit tested.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import struct
+import threading
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from os_ken.base import app_manager
+from os_ken.controller import ofp_event
+from os_ken.controller.handler import CONFIG_DISPATCHER, DEAD_DISPATCHER, MAIN_DISPATCHER, set_ev_cls
+from os_ken.lib import hub
+from os_ken.lib.packet import arp, ether_types, ethernet, ipv4, lldp, packet, vlan
+from os_ken.ofproto import ofproto_v1_3
+
+from controller_apps import pipeline
+from controller_apps.state import STATE, ControllerState
+
+LOG = logging.getLogger(__name__)
+
+LLDP_INTERVAL = 1.0  # seconds between probe rounds
+LINK_TIMEOUT = 3.5  # a link unconfirmed this long is gone (three lost probes and a margin)
+LLDP_TTL = 5  # seconds, the TTL TLV (informative: we expire links ourselves)
+SYSTEM_NAME = b"picloud"  # marks our probes, so frames from other LLDP speakers are ignored
+PRIORITY_LLDP = pipeline.PRIORITY_SECURITY + 100
+CHASSIS_PREFIX = b"dpid:"
+
+Endpoint = tuple[int, int]  # (dpid, port)
+
+
+# --- LLDP codec (pure) ----------------------------------------------------------------------------
+def lldp_frame(dpid: int, port: int, hw_addr: str) -> bytes:
+    """The probe sent out of (dpid, port): destination 01:80:c2:00:00:0e, which bridges never
+    forward, so a frame can only ever reach the directly attached neighbour."""
+    pkt = packet.Packet()
+    pkt.add_protocol(ethernet.ethernet(dst=lldp.LLDP_MAC_NEAREST_BRIDGE, src=hw_addr,
+                                       ethertype=ether_types.ETH_TYPE_LLDP))
+    tlvs = (
+        lldp.ChassisID(subtype=lldp.ChassisID.SUB_LOCALLY_ASSIGNED, chassis_id=CHASSIS_PREFIX + b"%016x" % dpid),
+        lldp.PortID(subtype=lldp.PortID.SUB_PORT_COMPONENT, port_id=struct.pack("!I", port)),
+        lldp.TTL(ttl=LLDP_TTL),
+        lldp.SystemName(system_name=SYSTEM_NAME),
+        lldp.End(),
+    )
+    pkt.add_protocol(lldp.lldp(tlvs))
+    pkt.serialize()
+    return bytes(pkt.data)
+
+
+def parse_lldp(data: bytes) -> Endpoint | None:
+    """(dpid, port) of the sender if `data` is one of our probes, else None."""
+    try:
+        pkt = packet.Packet(data)
+    except Exception:  # a truncated or odd frame is simply not ours
+        return None
+    frame = pkt.get_protocol(lldp.lldp)
+    if frame is None:
+        return None
+    tlvs = frame.tlvs
+    chassis = next((t for t in tlvs if isinstance(t, lldp.ChassisID)), None)
+    port = next((t for t in tlvs if isinstance(t, lldp.PortID)), None)
+    name = next((t for t in tlvs if isinstance(t, lldp.SystemName)), None)
+    if chassis is None or port is None or name is None or name.system_name != SYSTEM_NAME:
+        return None
+    cid = chassis.chassis_id
+    if chassis.subtype != lldp.ChassisID.SUB_LOCALLY_ASSIGNED or not cid.startswith(CHASSIS_PREFIX):
+        return None
+    if port.subtype != lldp.PortID.SUB_PORT_COMPONENT or len(port.port_id) != 4:
+        return None
+    try:
+        dpid = int(cid[len(CHASSIS_PREFIX):], 16)
+    except ValueError:
+        return None
+    return dpid, struct.unpack("!I", port.port_id)[0]
+
+
+# --- the link table (pure) ------------------------------------------------------------------------
+class LinkTable:
+    """Directed LLDP observations (sender end -> receiver end) with the time last seen, folded into
+    undirected links. Either direction is enough to believe a link; a down port removes its links
+    at once and keeps late probes through it from resurrecting them."""
+
+    def __init__(self) -> None:
+        self.seen: dict[tuple[Endpoint, Endpoint], float] = {}
+        self.down: set[Endpoint] = set()
+
+    def observe(self, sender: Endpoint, receiver: Endpoint, now: float) -> bool:
+        """Record one probe; True when the set of links changed."""
+        if sender in self.down or receiver in self.down or sender[0] == receiver[0]:
+            return False
+        before = self.links()
+        # a port has one neighbour: an observation contradicting an older one replaces it
+        for key in [k for k in self.seen if (sender in k or receiver in k) and k != (sender, receiver)
+                    and k != (receiver, sender)]:
+            del self.seen[key]
+        self.seen[(sender, receiver)] = now
+        return self.links() != before
+
+    def port_down(self, end: Endpoint) -> bool:
+        self.down.add(end)
+        return self._drop(lambda k: end in k)
+
+    def port_up(self, end: Endpoint) -> None:
+        self.down.discard(end)
+
+    def switch_gone(self, dpid: int) -> bool:
+        self.down = {e for e in self.down if e[0] != dpid}
+        return self._drop(lambda k: dpid in (k[0][0], k[1][0]))
+
+    def expire(self, now: float, timeout: float = LINK_TIMEOUT) -> bool:
+        return self._drop(lambda k: now - self.seen[k] > timeout)
+
+    def _drop(self, doomed: Any) -> bool:
+        before = self.links()
+        for key in [k for k in self.seen if doomed(k)]:
+            del self.seen[key]
+        return self.links() != before
+
+    def links(self) -> list[tuple[Endpoint, Endpoint]]:
+        """Undirected links, each as (lower end, higher end), sorted."""
+        return sorted({(min(s, r), max(s, r)) for s, r in self.seen})
+
+    def fabric_ports(self) -> set[Endpoint]:
+        return {end for key in self.seen for end in key}
+
+
+# --- host learning (pure) -------------------------------------------------------------------------
+def host_from_packet(data: bytes) -> tuple[str, str | None] | None:
+    """(mac, ip) of an untagged unicast sender worth learning, or None (LLDP, tagged, multicast
+    source, or not an Ethernet frame). The IP comes from ARP or IPv4 when present."""
+    try:
+        pkt = packet.Packet(data)
+    except Exception:
+        return None
+    eth = pkt.get_protocol(ethernet.ethernet)
+    if eth is None or eth.ethertype == ether_types.ETH_TYPE_LLDP or pkt.get_protocol(vlan.vlan) is not None:
+        return None
+    if int(eth.src.split(":")[0], 16) & 1 or eth.src == "00:00:00:00:00:00":
+        return None
+    ip = None
+    if (a := pkt.get_protocol(arp.arp)) is not None:
+        ip = a.src_ip
+    elif (v4 := pkt.get_protocol(ipv4.ipv4)) is not None:
+        ip = v4.src
+    if ip in (None, "0.0.0.0") or ipaddress.ip_address(ip).is_multicast:
+        ip = None
+    return eth.src.lower(), ip
+
+
+def intended_hosts(state: ControllerState) -> list[dict[str, Any]]:
+    """The intended topology's containers as add_host keyword arguments."""
+    topo = state.intended
+    if topo is None:
+        return []
+    out = []
+    for name in topo.containers:
+        node = topo.node(name)
+        assert node.pi is not None and node.mac is not None
+        ip = str(ipaddress.ip_interface(node.ip).ip) if node.ip else None
+        out.append({"mac": node.mac, "ip": ip, "dpid": topo.dpid(node.pi), "port": topo.port(node.pi, name),
+                    "name": name})
+    return out
+
+
+def intended_fabric_ports(state: ControllerState) -> set[Endpoint]:
+    topo = state.intended
+    if topo is None:
+        return set()
+    return {(topo.dpid(end), port) for ln in topo.fabric_links()
+            for end, port in ((ln.a, ln.port_a), (ln.b, ln.port_b))}
+
+
+# --- the app --------------------------------------------------------------------------------------
+class Discovery(app_manager.OSKenApp):
+    OFP_VERSIONS = [ofproto_v1_3.OFP_VERSION]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.state: ControllerState = kwargs.get("state", STATE)
+        self.lock = threading.RLock()
+        self.table = LinkTable()
+        self.datapaths: dict[int, Any] = {}
+        self.ports: dict[int, dict[int, dict[str, Any]]] = {}  # dpid -> port_no -> {hw_addr, up}
+        self.wake = threading.Event()
+        self.probe_all = False
+        self.running = False
+        self.matched_intended = False
+        self.published: list[tuple[Endpoint, Endpoint]] = []
+        self.intended_ports: set[Endpoint] = set()
+        self.state.subscribe(self._state_changed)
+        self.declare_intended_hosts()
+
+    # --- lifecycle --------------------------------------------------------------------------------
+    def start(self) -> Any:
+        thread = super().start()
+        self.running = True
+        self.threads.append(hub.spawn(self._prober))
+        return thread
+
+    def stop(self) -> None:
+        self.running = False
+        self.wake.set()
+        super().stop()
+
+    def _prober(self) -> None:
+        """Periodic probes and expiry; also wakes at once when a new bridge asks for a re-probe."""
+        next_round = time.monotonic()
+        while self.running:
+            self.wake.wait(max(0.0, next_round - time.monotonic()))
+            self.wake.clear()
+            if not self.running:
+                break
+            now = time.monotonic()
+            if self.probe_all or now >= next_round:
+                self.probe_all = False
+                next_round = now + LLDP_INTERVAL
+                for dpid in list(self.datapaths):
+                    self.probe(dpid)
+                with self.lock:
+                    self.table.expire(now)
+                self.publish(force=True)
+
+    def _state_changed(self, kind: str) -> None:
+        if kind == "intended":
+            self.declare_intended_hosts()
+
+    def declare_intended_hosts(self) -> None:
+        self.intended_ports = intended_fabric_ports(self.state)
+        for host in intended_hosts(self.state):
+            self.state.add_host(**host)
+
+    # --- OpenFlow handlers ------------------------------------------------------------------------
+    @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)
+    def switch_features(self, ev: Any) -> None:
+        dp = ev.msg.datapath
+        pipeline.ensure_installed(dp)
+        parser, ofp = dp.ofproto_parser, dp.ofproto
+        trap = [parser.OFPActionOutput(ofp.OFPP_CONTROLLER, ofp.OFPCML_NO_BUFFER)]
+        dp.send_msg(pipeline.flow_mod(dp, pipeline.TABLE_CLASSIFY, PRIORITY_LLDP,
+                                      {"eth_type": ether_types.ETH_TYPE_LLDP}, actions=trap,
+                                      cookie_value=pipeline.COOKIE_DISCOVERY))
+        with self.lock:
+            self.datapaths[dp.id] = dp
+            self.table.switch_gone(dp.id)  # a reconnect starts from what LLDP says now
+
+    @set_ev_cls(ofp_event.EventOFPStateChange, [MAIN_DISPATCHER, DEAD_DISPATCHER])
+    def state_change(self, ev: Any) -> None:
+        dp = ev.datapath
+        if ev.state != DEAD_DISPATCHER or dp.id is None:
+            return
+        with self.lock:
+            if self.datapaths.get(dp.id) is not dp:
+                return
+            del self.datapaths[dp.id]
+            self.ports.pop(dp.id, None)
+            changed = self.table.switch_gone(dp.id)
+        if changed:
+            self.publish()
+
+    @set_ev_cls(ofp_event.EventOFPPortDescStatsReply, MAIN_DISPATCHER)
+    def port_desc(self, ev: Any) -> None:
+        dp = ev.msg.datapath
+        ofp = dp.ofproto
+        ports = {p.port_no: {"hw_addr": p.hw_addr, "up": _port_up(ofp, p)}
+                 for p in ev.msg.body if p.port_no <= ofp.OFPP_MAX}
+        LOG.debug("port desc %s %s", self.state.name_of(dp.id), {p: i["up"] for p, i in ports.items()})
+        with self.lock:
+            self.ports[dp.id] = ports
+            for port_no, info in ports.items():
+                if not info["up"]:
+                    self.table.port_down((dp.id, port_no))
+        self.probe(dp.id)
+        self.probe_all = True  # the others' earlier probes to this bridge hit no trap rule
+        self.wake.set()
+
+    @set_ev_cls(ofp_event.EventOFPPortStatus, MAIN_DISPATCHER)
+    def port_status(self, ev: Any) -> None:
+        msg = ev.msg
+        dp, ofp, desc = msg.datapath, msg.datapath.ofproto, msg.desc
+        end = (dp.id, desc.port_no)
+        LOG.debug("port status %s:%s reason %s state %s config %s", self.state.name_of(dp.id), desc.port_no,
+                  msg.reason, desc.state, desc.config)
+        up = msg.reason != ofp.OFPPR_DELETE and _port_up(ofp, desc)
+        with self.lock:
+            ports = self.ports.setdefault(dp.id, {})
+            was = ports.get(desc.port_no, {}).get("up")
+            if msg.reason == ofp.OFPPR_DELETE:
+                ports.pop(desc.port_no, None)
+            else:
+                ports[desc.port_no] = {"hw_addr": desc.hw_addr, "up": up}
+            if up:
+                self.table.port_up(end)
+                changed = False
+            else:
+                changed = self.table.port_down(end)
+        if was != up:
+            self.state.event("port", f"port {self.state.name_of(dp.id)}:{desc.port_no} {'up' if up else 'down'}")
+        if changed:
+            self.publish()
+        if up:
+            self.probe(dp.id, [desc.port_no])
+
+    @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
+    def packet_in(self, ev: Any) -> None:
+        msg = ev.msg
+        dp = msg.datapath
+        in_port = msg.match["in_port"]
+        sender = parse_lldp(msg.data)
+        if sender is not None:
+            with self.lock:
+                changed = self.table.observe(sender, (dp.id, in_port), time.monotonic())
+            if changed:
+                self.publish()
+            return
+        self.learn(dp.id, in_port, msg.data)
+
+    # --- actions ----------------------------------------------------------------------------------
+    def probe(self, dpid: int, port_nos: Iterable[int] | None = None) -> None:
+        """Send our LLDP probe out of the given (default: all live) ports of one bridge."""
+        with self.lock:
+            dp = self.datapaths.get(dpid)
+            ports = self.ports.get(dpid, {})
+            chosen = [(p, ports[p]) for p in (port_nos if port_nos is not None else sorted(ports)) if p in ports]
+        if dp is None:
+            return
+        parser, ofp = dp.ofproto_parser, dp.ofproto
+        for port_no, info in chosen:
+            if not info["up"]:
+                continue
+            dp.send_msg(parser.OFPPacketOut(
+                datapath=dp, buffer_id=ofp.OFP_NO_BUFFER, in_port=ofp.OFPP_CONTROLLER,
+                actions=[parser.OFPActionOutput(port_no)], data=lldp_frame(dpid, port_no, info["hw_addr"])))
+
+    def publish(self, force: bool = False) -> None:
+        """Hand the current links to STATE (it emits the up/down events and wakes routing only on
+        a change). `force` re-sends even when our table did not change: STATE also drops links on
+        its own when a bridge disconnects, and a probe round must restore what LLDP still sees."""
+        with self.lock:
+            links = self.table.links()
+            if links == self.published and not force:
+                return
+            self.published = links
+        self.state.set_links([{"a": a[0], "a_port": a[1], "b": b[0], "b_port": b[1]} for a, b in links])
+        self._check_intended(links)
+
+    def _check_intended(self, links: list[tuple[Endpoint, Endpoint]]) -> None:
+        topo = self.state.intended
+        if topo is None:
+            return
+        want = {tuple(sorted(((topo.dpid(ln.a), ln.port_a), (topo.dpid(ln.b), ln.port_b))))
+                for ln in topo.fabric_links()}
+        matched = want == set(links)
+        if matched and not self.matched_intended:
+            self.state.event("discovery", f"fabric matches the intended topology ({len(want)} links)")
+        self.matched_intended = matched
+
+    def learn(self, dpid: int, port: int, data: bytes) -> None:
+        """Learn an untagged sender on a non-fabric port; keeps what others declared about it."""
+        seen = host_from_packet(data)
+        if seen is None:
+            return
+        mac, ip = seen
+        with self.lock:
+            fabric = self.table.fabric_ports() | self.intended_ports
+        if (dpid, port) in fabric:
+            return
+        known = next((h for h in self.state.hosts() if h["mac"] == mac), None)
+        if known is not None and (known["dpid"], known["port"]) == (dpid, port) and (known["ip"] or not ip):
+            return
+        self.state.add_host(mac, ip or (known or {}).get("ip"), dpid, port,
+                            name=(known or {}).get("name"), tenant=(known or {}).get("tenant"))
+
+
+def _port_up(ofp: Any, desc: Any) -> bool:
+    return not (desc.state & ofp.OFPPS_LINK_DOWN or desc.config & ofp.OFPPC_PORT_DOWN)
