@@ -13,6 +13,7 @@ port offer; veths and OVS's userspace ports report no meaningful speed). Results
 
 Flow counters are kept per switch with their byte rates and served at `/monitor/flows` (matches
 in ofctl_rest's notation; port rates at `/monitor/ports`) for the web UI and scripts.
+
 """
 
 from __future__ import annotations
@@ -207,9 +208,17 @@ class Monitor(app_manager.OSKenApp):
 
     @set_ev_cls(ofp_event.EventOFPPortStatus, MAIN_DISPATCHER)
     def port_status_handler(self, ev: Any) -> None:
+        """A port changed: its counters may restart, so forget its last sample; and, unless the
+        discovery app runs (it reports port changes itself), record the change as an event."""
         msg = ev.msg
         ofp = msg.datapath.ofproto
         desc = msg.desc
+        key = (self.state.name_of(msg.datapath.id), desc.port_no)
+        with self._lock:
+            self.samples.pop(key, None)
+            self.rates.pop(key, None)
+        if app_manager.lookup_service_brick("Discovery") is not None:
+            return
         reason = {ofp.OFPPR_ADD: "added", ofp.OFPPR_DELETE: "deleted", ofp.OFPPR_MODIFY: "modified"}.get(
             msg.reason, f"reason {msg.reason}")
         down = desc.state & ofp.OFPPS_LINK_DOWN or desc.config & ofp.OFPPC_PORT_DOWN

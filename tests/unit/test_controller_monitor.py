@@ -91,14 +91,18 @@ def test_two_port_replies_give_link_utilisation_against_topology_bw(app):
     assert all(key[0] != "p1" or key[1] != ofp.OFPP_LOCAL for key in app.rates)
 
 
-def test_port_status_becomes_a_state_event(app):
+def test_port_status_becomes_a_state_event_and_restarts_the_rate(app):
     dp = RecordingDatapath(dpid("s1"))
+    app.port_stats_handler(port_reply(dp, {1: (0, 0)}))
+    app.port_stats_handler(port_reply(dp, {1: (1000, 0)}))
+    assert ("s1", 1) in app.rates
     desc = parser.OFPPort(port_no=1, hw_addr="02:00:00:00:00:09", name=b"pc1s0p1", config=0,
                           state=ofp.OFPPS_LINK_DOWN, curr=0, advertised=0, supported=0, peer=0,
                           curr_speed=0, max_speed=0)
     app.port_status_handler(ofp_event.EventOFPPortStatus(parser.OFPPortStatus(dp, ofp.OFPPR_MODIFY, desc)))
     (event,) = [e for e in STATE.events() if e["kind"] == "port"]
     assert event["text"] == "port s1:1 (pc1s0p1) modified, down"
+    assert ("s1", 1) not in app.rates and ("s1", 1) not in app.samples
 
 
 def test_flow_stats_across_multipart_reply_served_with_rates(app):
