@@ -9,11 +9,11 @@ what a's port transmitted, or, when a is not a switch we poll (a container), wha
 received. Utilisation is that load over the link's capacity: the topology's `bw` (Mbit/s) when
 given, else DEFAULT_CAPACITY_BPS (1 Gbit/s, what a Raspberry Pi 4's port and a typical top-of-rack
 port offer; veths and OVS's userspace ports report no meaningful speed). Results go to
-`STATE.set_link_util`; port status changes become state events.
+`STATE.set_link_util`; port status changes become state events (unless discovery runs and
+reports them itself).
 
 Flow counters are kept per switch with their byte rates and served at `/monitor/flows` (matches
 in ofctl_rest's notation; port rates at `/monitor/ports`) for the web UI and scripts.
-
 """
 
 from __future__ import annotations
