@@ -102,6 +102,8 @@ class LocalFabric:
 
     def up(self) -> None:
         self.check()
+        if self.datapath == "netdev":
+            log.info("notice: no openvswitch kernel module: using the OVS userspace datapath (datapath_type=netdev)")
         topo = self.topology
         namespaces = [self.netns(c) for c in topo.containers]
         bridge_ends, container_ends = [], []
