@@ -54,7 +54,8 @@ class ControllerState:
             self._names: dict[int, str] = {}  # dpid -> node name, from the intended topology
             self._switches: dict[int, dict[str, Any]] = {}  # dpid -> {"connected", "ports"}
             self._links: dict[LinkKey, dict[str, Any]] = {}  # discovered fabric links
-            self._hosts: dict[str, dict[str, Any]] = {}  # mac -> host record
+            self._hosts: dict[str, dict[str, Any]] = {}  # mac -> host record, replaced never mutated
+            self._hosts_list: list[dict[str, Any]] | None = None  # hosts() cache, None when stale
             self._util: dict[LinkKey, dict[str, float]] = {}
             self._events: collections.deque[dict[str, Any]] = collections.deque(maxlen=EVENTS_KEPT)
             self.datapaths.clear()
@@ -172,6 +173,7 @@ class ControllerState:
             if old == record:
                 return
             self._hosts[mac] = record
+            self._hosts_list = None
         where = f"{self.name_of(dpid)}:{port}"
         verb = "moved to" if old and (old["dpid"], old["port"]) != (dpid, int(port)) else "at"
         self.event("host", f"host {record['name'] or mac} ({ip or '-'}) {verb} {where}")
@@ -180,6 +182,7 @@ class ControllerState:
     def remove_host(self, mac: str) -> None:
         with self._lock:
             old = self._hosts.pop(mac.lower(), None)
+            self._hosts_list = None
         if old is not None:
             self.event("host", f"host {old['name'] or old['mac']} removed")
             self._changed("host")
@@ -203,9 +206,13 @@ class ControllerState:
 
     # --- readers --------------------------------------------------------------------------------
     def hosts(self) -> list[dict[str, Any]]:
-        """Host records with `dpid` as int (for apps; the snapshot shows 16-hex)."""
+        """Host records with `dpid` as int (for apps; the snapshot shows 16-hex). The records are
+        shared and read-only: routing reads all of them on every recompute, and copying thousands
+        of dicts each time was the cost that showed in the benchmark. Use host(mac) for one."""
         with self._lock:
-            return [dict(h) for h in self._hosts.values()]
+            if self._hosts_list is None:
+                self._hosts_list = list(self._hosts.values())
+            return list(self._hosts_list)
 
     def host(self, mac: str) -> dict[str, Any] | None:
         """One host record by MAC (O(1): discovery asks on every packet-in)."""
