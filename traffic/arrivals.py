@@ -30,7 +30,8 @@ def poisson_rate(load: float, link_bps: float, mean_size: float, overhead: float
     """Flows per second that offer `load` of a `link_bps` link with flows of mean `mean_size` bytes."""
     check_load(load)
     if link_bps <= 0 or mean_size <= 0:
-        raise TrafficError(f"arrivals: link {link_bps} bit/s, mean size {mean_size} B (both must be positive)")
+        raise TrafficError(f"arrivals: link {link_bps} bit/s, mean size {mean_size} B (both must be "
+                           "positive)")
     return load * link_bps / (8.0 * mean_size * overhead)
 
 
@@ -57,7 +58,8 @@ def on_off(
     found lognormal ON/OFF periods at the edge). The rate inside ON periods is raised by
     (on_mean + off_mean) / on_mean so the long-run rate, hence the load, stays `rate`."""
     if on_mean <= 0 or off_mean <= 0 or sigma <= 0:
-        raise TrafficError(f"on/off: on_mean {on_mean}, off_mean {off_mean}, sigma {sigma} (all must be positive)")
+        raise TrafficError(f"on/off: on_mean {on_mean}, off_mean {off_mean}, sigma {sigma} (all must be "
+                           "positive)")
     burst_rate = rate * (on_mean + off_mean) / on_mean
     # Lognormal with the requested mean: mu = ln(mean) - sigma^2 / 2.
     mu_on, mu_off = np.log(on_mean) - sigma**2 / 2, np.log(off_mean) - sigma**2 / 2

@@ -51,7 +51,8 @@ def resolve_hosts(testbed: Any, tenant: str | None) -> tuple[list[str], dict[str
     try:
         from tenants import store
     except ImportError:
-        raise TrafficError(f"tenant {tenant!r}: the tenants package is not installed (run without --tenant)") from None
+        raise TrafficError(f"tenant {tenant!r}: the tenants package is not installed (run without "
+                           "--tenant)") from None
     state = testbed.state
     path = Path(state.tenants_file) if getattr(state, "tenants_file", None) else store.run_tenants_path(state)
     plan = store.load(path)
@@ -194,7 +195,8 @@ def run(
         raise TrafficError("testbed: not up (start it first: 'with Testbed(...) as tb' or 'picloud up')")
     hosts, ips = resolve_hosts(testbed, tenant)
     if tenant is not None and len(hosts) < 2:
-        raise TrafficError(f"tenant {tenant!r}: {len(hosts)} member(s) (pattern {pattern!r} needs at least 2)")
+        raise TrafficError(f"tenant {tenant!r}: {len(hosts)} member(s) (pattern {pattern!r} needs at "
+                           "least 2)")
     link_bps = link_rate_bps(testbed, hosts, link_mbps)
     trace = generate(hosts, wl, load, pattern, duration, seed, link_bps, arrival=arrival,
                      scale_size=scale_size, scale_time=scale_time, concurrency=concurrency, think=think,
@@ -211,7 +213,8 @@ def replay(testbed: Any, trace: Trace, out: str | Path, tenant: str | None = Non
     hosts, ips = addresses if addresses is not None else resolve_hosts(testbed, tenant)
     unknown = sorted({h for f in trace.flows for h in (f.src, f.dst)} - set(ips))
     if unknown:
-        raise TrafficError(f"trace: host(s) {', '.join(unknown)} not in the run{' tenant ' + tenant if tenant else ''}")
+        raise TrafficError(f"trace: host(s) {', '.join(unknown)} not in the "
+                           f"run{' tenant ' + tenant if tenant else ''}")
     meta0 = trace.meta
     duration = float(meta0.get("duration") or max((f.start for f in trace.flows), default=0.0) + 1e-3)
     meta0.setdefault("duration", duration)
@@ -305,7 +308,8 @@ def _replay(testbed: Any, trace: Trace, ips: dict[str, str], directory: Path, po
     return out
 
 
-def _records(trace: Trace, got: dict[Any, Any], tenant: str, warmup: float, link_bps: float) -> list[FlowRecord]:
+def _records(trace: Trace, got: dict[Any, Any], tenant: str, warmup: float,
+             link_bps: float) -> list[FlowRecord]:
     t0 = got.get("t0", 0.0)
     overhead = float(trace.meta.get("overhead", arrivals.OVERHEAD))
     records = []

@@ -30,7 +30,8 @@ def bulk(testbed: Any, src: str, dst: str, duration: float = 10.0, parallel: int
     if src == dst:
         raise TrafficError(f"iperf: source and destination are both {src!r} (needs two containers)")
     if not 0 < duration <= 3600 or not 1 <= parallel <= 128:
-        raise TrafficError(f"iperf: duration {duration} s, parallel {parallel} (0 < duration <= 3600, 1..128 streams)")
+        raise TrafficError(f"iperf: duration {duration} s, parallel {parallel} (0 < duration <= 3600, "
+                           "1..128 streams)")
     dst_ip = _ip(testbed, dst)
     _ip(testbed, src)
     server = testbed.fabric.popen(dst, ["iperf3", "-s", "-1", "-p", str(port)],

@@ -147,7 +147,8 @@ def make(name: str, hosts: list[str], rng: np.random.Generator, **args: object) 
         count = _int(name, "hotspots", args.get("hotspots", 1))
         fraction = float(args.get("fraction", 0.5))  # type: ignore[arg-type]
         if not 1 <= count < n:
-            raise TrafficError(f"pattern 'hotspot': hotspots {count} with {n} hosts (needs 1 <= hotspots < {n})")
+            raise TrafficError(f"pattern 'hotspot': hotspots {count} with {n} hosts (needs 1 <= "
+                               f"hotspots < {n})")
         if not 0.0 <= fraction <= 1.0:
             raise TrafficError(f"pattern 'hotspot': fraction {fraction} (a share in [0, 1])")
         p._hot = [hosts[int(k)] for k in sorted(rng.choice(n, size=count, replace=False))]

@@ -66,9 +66,11 @@ def render(results: list[Results]) -> str:
     heads = [str(r.directory) for r in results]
     width_label = max(len(s) for s in labels)
     widths = [max(len(h), *(len(v) for _, v in col)) for h, col in zip(heads, columns, strict=True)]
-    lines = ["  ".join([" " * width_label] + [h.ljust(w) for h, w in zip(heads, widths, strict=True)]).rstrip()]
+    head = [h.ljust(w) for h, w in zip(heads, widths, strict=True)]
+    lines = ["  ".join([" " * width_label] + head).rstrip()]
     for i, label in enumerate(labels):
-        cells = [col[i][1].ljust(w) if i < len(col) else "".ljust(w) for col, w in zip(columns, widths, strict=True)]
+        cells = [col[i][1].ljust(w) if i < len(col) else "".ljust(w)
+                 for col, w in zip(columns, widths, strict=True)]
         lines.append("  ".join([label.ljust(width_label)] + cells).rstrip())
     return "\n".join(lines)
 
@@ -93,7 +95,8 @@ def plots(results: Results) -> list[Path]:
     ax.set_xscale("log")
     ax.set_xlabel("flow completion time (ms)")
     ax.set_ylabel("CDF")
-    ax.set_title(f"{results.meta.get('workload')} at load {results.meta.get('load')}, {results.meta.get('pattern')}")
+    ax.set_title(f"{results.meta.get('workload')} at load {results.meta.get('load')}, "
+                 f"{results.meta.get('pattern')}")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="lower right")
     path = results.directory / "fct_cdf.png"

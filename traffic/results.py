@@ -147,7 +147,8 @@ def read_flows(path: Path) -> list[FlowRecord]:
                     int(row["bytes_received"]), row["warmup"] in ("1", "True"), float(row["ideal_us"]),
                     row.get("error") or ""))
             except (KeyError, TypeError, ValueError):
-                raise TrafficError(f"{path}:{line}: malformed flow record (written by another version?)") from None
+                raise TrafficError(f"{path}:{line}: malformed flow record (written by another "
+                                   "version?)") from None
     return records
 
 

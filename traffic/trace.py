@@ -75,13 +75,15 @@ class Trace:
         with path.open(newline="") as fh:
             reader = csv.DictReader(fh)
             if tuple(reader.fieldnames or ()) != FIELDS:
-                raise TrafficError(f"{path}:1: header {reader.fieldnames} (a trace has columns {', '.join(FIELDS)})")
+                raise TrafficError(f"{path}:1: header {reader.fieldnames} (a trace has columns "
+                                   f"{', '.join(FIELDS)})")
             for line, row in enumerate(reader, start=2):
                 try:
                     flows.append(Flow(int(row["id"]), row["src"], row["dst"], int(row["size"]),
                                       float(row["start"]), int(row["job"]), int(row["after"])))
                 except (TypeError, ValueError):
-                    raise TrafficError(f"{path}:{line}: malformed trace row (columns {', '.join(FIELDS)})") from None
+                    raise TrafficError(f"{path}:{line}: malformed trace row (columns "
+                                       f"{', '.join(FIELDS)})") from None
         return cls(flows, dict(meta or {}))
 
 

@@ -221,7 +221,8 @@ def run(testbed: Any, servers: int | None = None, client: str | None = None, rat
         wall = time.monotonic() - t_start
         lines = [ln for ln in stdout.splitlines() if ln.startswith("{")]
         if client_proc.returncode != 0 or not lines:
-            raise TrafficError(f"web: client in {client} failed ({stderr.strip().splitlines()[-1:] or 'no output'})")
+            raise TrafficError(f"web: client in {client} failed "
+                               f"({stderr.strip().splitlines()[-1:] or 'no output'})")
         result = json.loads(lines[-1])
         result.pop("ev", None)
         cpu = {c: {"mean": float(np.mean(v)) if v else None, "max": float(np.max(v)) if v else None,
@@ -248,8 +249,10 @@ def render(result: dict[str, Any]) -> str:
         return "-" if v is None else f"{v:.2f} ms"
 
     return "\n".join([
-        f"servers            {len(result['servers'])} ({', '.join(result['servers'])}), client {result['client']}",
-        f"requests           {result['requests']} at {result['request_rate']:.1f}/s, {result['size']} B replies",
+        f"servers            {len(result['servers'])} ({', '.join(result['servers'])}), client "
+        f"{result['client']}",
+        f"requests           {result['requests']} at {result['request_rate']:.1f}/s, {result['size']} B "
+        "replies",
         f"replies/s          {result['reply_rate']:.1f}",
         f"response time      mean {ms(r['mean'])}  p50 {ms(r['p50'])}  p99 {ms(r['p99'])}",
         f"connect time       mean {ms(c['mean'])}  p99 {ms(c['p99'])}",

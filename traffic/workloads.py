@@ -61,18 +61,18 @@ CATALOGUE: dict[str, WorkloadInfo] = {
             5117 * 1460, "pFabric/PIAS meanFlowSize = 5117 x 1460 B (interpolated)"),
         WorkloadInfo(
             "fb_hadoop", "fb_hadoop.cdf", "Facebook Hadoop",
-            "Roy et al., Inside the Social Network's (Datacenter) Network, SIGCOMM 2015; digitised by the Homa "
-            "authors (same table as homa_w4)",
+            "Roy et al., Inside the Social Network's (Datacenter) Network, SIGCOMM 2015; digitised by "
+            "the Homa authors (same table as homa_w4)",
             127797, "HomaSimulation Facebook_HadoopDist_All.txt (step)"),
         WorkloadInfo(
             "fb_webserver", "fb_webserver.cdf", "Facebook web server, intra-cluster",
-            "Roy et al., Inside the Social Network's (Datacenter) Network, SIGCOMM 2015; digitised by the Homa "
-            "authors",
+            "Roy et al., Inside the Social Network's (Datacenter) Network, SIGCOMM 2015; digitised by "
+            "the Homa authors",
             62874, "HomaSimulation Facebook_WebServerDist_IntraCluster.txt (step)"),
         WorkloadInfo(
             "fb_cachefollower", "fb_cachefollower.cdf", "Facebook cache follower, intra-cluster",
-            "Roy et al., Inside the Social Network's (Datacenter) Network, SIGCOMM 2015; digitised by the Homa "
-            "authors",
+            "Roy et al., Inside the Social Network's (Datacenter) Network, SIGCOMM 2015; digitised by "
+            "the Homa authors",
             692976, "HomaSimulation Facebook_CacheFollowerDist_IntraCluster.txt (step)"),
         WorkloadInfo(
             "homa_w1", "homa_w1.cdf", "Homa W1: Facebook memcached",
@@ -155,20 +155,24 @@ def parse_cdf(text: str, where: str) -> tuple[tuple[float, ...], tuple[float, ..
         fields = line.replace(",", " ").split()
         at = f"{where}:{number}"
         if len(fields) != 2:
-            raise TrafficError(f"{at}: expected 2 columns, got {len(fields)} (SIZE_BYTES CDF_FRACTION per line)")
+            raise TrafficError(f"{at}: expected 2 columns, got {len(fields)} (SIZE_BYTES CDF_FRACTION "
+                               "per line)")
         try:
             size, frac = float(fields[0]), float(fields[1])
         except ValueError:
-            raise TrafficError(f"{at}: {line!r} is not two numbers (SIZE_BYTES CDF_FRACTION per line)") from None
+            raise TrafficError(f"{at}: {line!r} is not two numbers (SIZE_BYTES CDF_FRACTION per "
+                               "line)") from None
         if not (np.isfinite(size) and size > 0):
             raise TrafficError(f"{at}: size {fields[0]} (sizes are positive bytes)")
         if not 0.0 <= frac <= 1.0:
             hint = "; percent? divide by 100" if frac <= 100 else ""
             raise TrafficError(f"{at}: CDF {fields[1]} outside [0, 1] (the CDF is a fraction{hint})")
         if sizes and size < sizes[-1]:
-            raise TrafficError(f"{at}: size {fields[0]} below the previous {sizes[-1]:g} (sizes non-decreasing)")
+            raise TrafficError(f"{at}: size {fields[0]} below the previous {sizes[-1]:g} (sizes "
+                               "non-decreasing)")
         if cdf and frac < cdf[-1]:
-            raise TrafficError(f"{at}: CDF {fields[1]} below the previous {cdf[-1]:g} (the CDF is non-decreasing)")
+            raise TrafficError(f"{at}: CDF {fields[1]} below the previous {cdf[-1]:g} (the CDF is "
+                               "non-decreasing)")
         sizes.append(size)
         cdf.append(frac)
     if len(sizes) < 2:

@@ -25,11 +25,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--duration", type=float, default=10.0, help="seconds of flow arrivals")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--tenant", default=None, help="only this tenant's members, at their tenant addresses")
-    p.add_argument("--out", default=None, metavar="DIR", help="results directory (default results/traffic-...)")
+    p.add_argument("--out", default=None, metavar="DIR", help="results directory (default "
+                                                              "results/traffic-...)")
     p.add_argument("--run", default=None, metavar="PREFIX", help="which run, when several are up")
     p.add_argument("--arrival", default="poisson", choices=["poisson", "onoff", "closed"])
     p.add_argument("--concurrency", type=int, default=1, help="flows in flight per sender (closed loop)")
-    p.add_argument("--warmup", type=float, default=None, help="seconds excluded from statistics (10%% default)")
+    p.add_argument("--warmup", type=float, default=None, help="seconds excluded from statistics (10%% "
+                                                              "default)")
     p.add_argument("--drain", type=float, default=10.0, help="seconds allowed after the last arrival")
     p.add_argument("--link-mbps", type=float, default=None,
                    help="nominal link rate for load and slowdown (default: the topology's, else 100)")
@@ -39,7 +41,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--hotspots", type=int, default=None, help="hotspot pattern: number of hot hosts")
     p.add_argument("--fraction", type=float, default=None, help="hotspot pattern: share of flows to them")
     p.add_argument("--fanin", type=int, default=None, help="incast: senders per request")
-    p.add_argument("--response", type=int, default=None, help="incast: response bytes (default: the workload)")
+    p.add_argument("--response", type=int, default=None, help="incast: response bytes (default: the "
+                                                              "workload)")
     p.add_argument("--aggregator", default=None, help="incast: fixed aggregator container")
     p.add_argument("--mappers", type=int, default=None, help="shuffle: M")
     p.add_argument("--reducers", type=int, default=None, help="shuffle: R")
@@ -65,8 +68,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_iperf)
 
-    p = tsub.add_parser("web", help="the Raspberry Pi Cloud web experiment: httperf-style load on web servers")
-    p.add_argument("--servers", type=int, default=None, help="number of server containers (default: all but one)")
+    p = tsub.add_parser("web", help="the Raspberry Pi Cloud web experiment: httperf-style load on web "
+                                    "servers")
+    p.add_argument("--servers", type=int, default=None, help="number of server containers (default: all "
+                                                             "but one)")
     p.add_argument("--client", default=None, help="client container (default: the last one)")
     p.add_argument("--rate", type=float, default=100.0, help="new requests per second, open loop")
     p.add_argument("--duration", type=float, default=10.0)

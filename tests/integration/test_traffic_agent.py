@@ -35,7 +35,7 @@ def test_flows_closed_loop_successors_and_deadline() -> None:
             {"id": 1, "dst": "127.0.0.1", "port": port, "size": 5_000_000, "start": 0.05, "after": -1},
             {"id": 2, "dst": "127.0.0.1", "port": port, "size": 1000, "start": 0.01, "after": 0},  # after 0
             {"id": 3, "dst": "127.0.0.1", "port": 1, "size": 10, "start": 0.1, "after": -1},  # refused
-            {"id": 4, "dst": "127.0.0.1", "port": port, "size": 10, "start": 5.0, "after": -1},  # past deadline
+            {"id": 4, "dst": "127.0.0.1", "port": port, "size": 10, "start": 5.0, "after": -1},  # late
         ]
         assert client.stdin is not None and client.stdout is not None
         client.stdin.write(json.dumps({"t0": t0, "deadline": t0 + 2.0, "flows": flows}) + "\n")

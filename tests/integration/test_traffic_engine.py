@@ -102,7 +102,8 @@ def test_fct_agrees_with_a_packet_capture_within_one_millisecond(testbed, tmp_pa
     # Resolve ARP first: the capture matches SYN to reply, the engine counts from connect().
     assert testbed.exec(src, ["ping", "-c", "1", "-W", "2", testbed.container_ip(dst)])[0] == 0
     dump = testbed.fabric.popen(src, ["tcpdump", "-i", "eth0", "-U", "-n", "-s", "128", "-B", "8192", "-w",
-                                      str(pcap), "tcp", "port", str(AGENT_PORT)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                      str(pcap), "tcp", "port", str(AGENT_PORT)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                 text=True)
     try:
         assert dump.stderr is not None

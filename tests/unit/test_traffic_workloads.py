@@ -13,7 +13,8 @@ from traffic import workloads
 REFERENCE = Path(__file__).resolve().parents[3] / "shared" / "workloads" / "derived" / "normalized"
 # Our workload name -> the reference copy it must reproduce.
 REFERENCE_FILES = {
-    "websearch": "websearch_dctcp.txt", "datamining": "datamining_vl2.txt", "fb_hadoop": "homa_w4_fb_hadoop.txt",
+    "websearch": "websearch_dctcp.txt", "datamining": "datamining_vl2.txt",
+    "fb_hadoop": "homa_w4_fb_hadoop.txt",
     "fb_webserver": "fb_webserver_intracluster.txt", "fb_cachefollower": "fb_cachefollower_intracluster.txt",
     "homa_w1": "homa_w1_fb_keyvalue.txt", "homa_w2": "homa_w2_google_search.txt",
     "homa_w3": "homa_w3_google_allrpc.txt", "homa_w4": "homa_w4_fb_hadoop.txt",
@@ -24,7 +25,8 @@ N = 100_000
 
 def _reference(name: str) -> tuple[np.ndarray, np.ndarray]:
     if not REFERENCE.is_dir():
-        pytest.skip(f"reference workloads folder {REFERENCE} is absent (it ships with the team's shared files)")
+        pytest.skip(f"reference workloads folder {REFERENCE} is absent (it ships with the team's shared "
+                    "files)")
     rows = [line.split() for line in (REFERENCE / REFERENCE_FILES[name]).read_text().splitlines()
             if line.strip() and not line.startswith("#")]
     return np.array([float(r[0]) for r in rows]), np.array([float(r[1]) for r in rows])
@@ -98,7 +100,8 @@ def test_linear_interpolation_between_points(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("text", "message"), [
-    ("100 0\n200 50\n300 100\n", "t.cdf:2: CDF 50 outside [0, 1] (the CDF is a fraction; percent? divide by 100)"),
+    ("100 0\n200 50\n300 100\n", "t.cdf:2: CDF 50 outside [0, 1] (the CDF is a fraction; percent? "
+                                 "divide by 100)"),
     ("100 0\n50 1\n", "t.cdf:2: size 50 below the previous 100 (sizes non-decreasing)"),
     ("100 0.5\n200 0.4\n300 1\n", "t.cdf:2: CDF 0.4 below the previous 0.5 (the CDF is non-decreasing)"),
     ("# header\n100 0\n\n200 0.9\n", "t.cdf:4: last CDF value 0.9 (the CDF must end at 1)"),
