@@ -13,6 +13,7 @@ Inventory file (YAML)::
         management: 172.29.0.11     # what `cluster check` pings / connects to
         ovsdb: tcp:172.29.0.11:6640 # or ssl:HOST:PORT (needs tls)
         docker: ssh://pi@172.29.0.11  # or tcp://HOST:2376 (needs tls), or none (emulated Pi)
+        netns: pce1e0               # docker none only: the emulated Pi's namespace on this machine
         underlay: 172.29.0.11       # VXLAN tunnel endpoint
         model: "3"                  # optional, a key of PI_MODELS
         tls: {ca: ca.pem, cert: cert.pem, key: key.pem}
@@ -96,6 +97,7 @@ class InventoryPi:
     underlay: str
     model: str | None = None
     tls: dict[str, str] = field(default_factory=dict)
+    netns: str | None = None
 
 
 @dataclass(frozen=True)
@@ -167,7 +169,7 @@ def inventory_problems(data: Any, source: str = "inventory") -> list[str]:
         return problems
     names: Counter[str] = Counter()
     addresses: dict[str, list[str]] = {}
-    allowed = {"name", "management", "ovsdb", "docker", "underlay", "model", "tls"}
+    allowed = {"name", "management", "ovsdb", "docker", "underlay", "model", "tls", "netns"}
     for index, entry in enumerate(pis):
         where = f"{source}: pis[{index}]"
         if not isinstance(entry, dict):
@@ -206,6 +208,10 @@ def inventory_problems(data: Any, source: str = "inventory") -> list[str]:
             docker = parse_docker(entry.get("docker", "none"))
             if docker.scheme == "tcp":
                 needs_tls.append("docker tcp://")
+            if docker.scheme == "none" and not entry.get("netns"):
+                problems.append(f"{where}: docker none needs netns (the emulated Pi's namespace here)")
+            if docker.scheme != "none" and entry.get("netns"):
+                problems.append(f"{where}: netns is only for emulated Pis (docker: none)")
         except ValueError as exc:
             problems.append(f"{where}: docker {exc}")
         if needs_tls and not all(tls.get(k) for k in ("ca", "cert", "key")):
@@ -239,6 +245,7 @@ def parse_inventory(data: Any, source: str = "inventory") -> Inventory:
             underlay=_address(e["underlay"]),
             model=str(e["model"]).lower() if e.get("model") is not None else None,
             tls=dict(e.get("tls") or {}),
+            netns=e.get("netns"),
         )
         for e in data["pis"]
     )

@@ -25,6 +25,7 @@ def pi(name: str, n: int, **extra) -> dict:
         "management": f"172.29.0.{n}",
         "ovsdb": f"tcp:172.29.0.{n}:6640",
         "docker": "none",
+        "netns": f"emu{n}",
         "underlay": f"172.29.0.{n}",
     }
     entry.update(extra)
@@ -69,10 +70,21 @@ def test_every_bad_field_is_reported_not_just_the_first():
 
 def test_tls_is_required_for_ssl_and_tcp_docker():
     data = {"pis": [pi("pi1", 11, ovsdb="ssl:172.29.0.11:6640", docker="tcp://172.29.0.11:2376")]}
+    del data["pis"][0]["netns"]
     (problem,) = inventory_problems(data)
     assert "ovsdb ssl: and docker tcp:// need tls" in problem
     data["pis"][0]["tls"] = {"ca": "ca.pem", "cert": "c.pem", "key": "k.pem"}
     assert inventory_problems(data) == []
+
+
+def test_emulated_pis_need_their_namespace_and_real_ones_must_not_have_one():
+    data = {"pis": [pi("pi1", 11), pi("pi2", 12, docker="ssh://pi@172.29.0.12")]}
+    del data["pis"][0]["netns"]
+    problems = inventory_problems(data)
+    assert problems == [
+        "inventory: pi 'pi1': docker none needs netns (the emulated Pi's namespace here)",
+        "inventory: pi 'pi2': netns is only for emulated Pis (docker: none)",
+    ]
 
 
 def test_endpoint_parsing():

@@ -1,0 +1,654 @@
+"""Cluster mode: the topology on a rack of Pis, driven only through their OVSDB endpoints.
+
+Every bridge (switch or Pi of the model) is placed on one inventory Pi (topology.inventory.place);
+a link between bridges on one Pi is a pair of OVS patch ports, a link between Pis a pair of VXLAN
+ports (one VNI per model link, see topology.inventory.wiring). Bridges and ports are created with
+one OVSDB transaction per Pi (topology.effects.ovsdb_remote), so the controller sees the same
+datapath ids and port numbers as on the local fabric and its apps run unchanged.
+
+`up` connects to every Pi and checks its OVS before changing any of them: a cluster with one Pi
+unreachable is refused whole, never started by half.
+
+Containers: on an emulated Pi (inventory `docker: none`, with the Pi's network namespace on this
+machine) each container is a network namespace whose veth's other end sits in the Pi's namespace
+and is added to the Pi's bridge through OVSDB. Containers through a remote Pi's Docker engine are
+not implemented (wiring a container's veth on a remote Pi needs a privileged helper there); `up`
+refuses such an inventory with a clear line, and `cluster check` still reports the engine.
+
+`EmulatedCluster` builds the test bed for all this on one machine: N Pis as network namespaces,
+each with its own ovsdb-server and ovs-vswitchd (own database, sockets and pidfiles, userspace
+datapath), reachable only over TCP on its underlay address, joined by a Linux bridge.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import os
+import re
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from picloud.errors import ClusterError, FabricError, TopologyError
+from picloud.runstate import RunState
+from topology.effects import ethtool, ip, netns, ovs, proc
+from topology.effects.ovsdb_remote import BridgeSpec, PortSpec, Remote
+from topology.effects.proc import CommandError
+from topology.inventory import Inventory, Wire, check_underlay, parse_inventory, place, wiring
+from topology.model import Topology, dpid_str, ifname
+
+log = logging.getLogger(__name__)
+
+CONTAINER_IFACE = "eth0"
+OVERLAY_MTU = 1450  # 1500 minus the 50 bytes of VXLAN/UDP/IP/Ethernet headers (RFC 7348)
+REQUIRED_IFACE_TYPES = ("vxlan", "patch")
+
+
+def load_inventory(source: str | Path | Inventory) -> Inventory:
+    if isinstance(source, Inventory):
+        return source
+    path = Path(source)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ClusterError(f"{path}: cannot read ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        raise ClusterError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    return parse_inventory(data, str(path))
+
+
+# --- cluster check -----------------------------------------------------------------------------
+@dataclass
+class PiReport:
+    name: str
+    problems: list[str] = field(default_factory=list)
+    facts: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def check_pi(pi: Any, controller: str | None = None, timeout: float = 5.0) -> PiReport:
+    """What `picloud cluster check` reports for one Pi. Every problem is one line naming the Pi.
+
+    The controller check runs on the Pi itself, through OVSDB only: a short-lived probe bridge
+    gets the controller as target, and the Pi's own OVS reports whether it connected."""
+    report = PiReport(pi.name)
+    where = f"pi {pi.name!r}"
+    try:
+        with Remote(pi.ovsdb.raw, tls=pi.tls or None, timeout=timeout) as remote:
+            info = remote.info()
+            report.facts.update(info, reachable=True)
+            missing = [t for t in REQUIRED_IFACE_TYPES if t not in info["iface_types"]]
+            if missing:
+                report.problems.append(f"{where}: OVS {info['ovs_version']} lacks interface types "
+                                       f"{', '.join(missing)} (PiCloud needs vxlan tunnels and patch ports)")
+            if not {"system", "netdev"} & set(info["datapath_types"]):
+                report.problems.append(f"{where}: OVS offers no system or netdev datapath "
+                                       f"({', '.join(info['datapath_types']) or 'none'})")
+            if controller:
+                connected = _probe_controller(remote, controller, info["datapath_types"], timeout)
+                report.facts["controller"] = "connected" if connected else "unreachable"
+                if not connected:
+                    report.problems.append(f"{where}: controller {controller} not reachable from the Pi "
+                                           "(check its listen address and the Pi's route to it)")
+    except ClusterError as exc:
+        report.facts["reachable"] = False
+        report.problems.append(f"{where}: {exc}")
+    if pi.docker.scheme == "none":
+        report.facts["docker"] = "none (emulated Pi: containers are namespaces)"
+    else:
+        try:
+            from topology.effects import docker_engine
+
+            engine = docker_engine.client(pi.docker.raw, tls=pi.tls or None, timeout=int(timeout))
+            report.facts["docker"] = docker_engine.engine_version(engine)
+        except FabricError as exc:
+            report.problems.append(f"{where}: {exc}")
+    return report
+
+
+def _probe_controller(remote: Remote, target: str, datapath_types: list[str], timeout: float) -> bool:
+    prefix = "probe"
+    bridge = BridgeSpec("pcprobe", dpid_str(0xFFFF00000001), "netdev" if "netdev" in datapath_types else "system",
+                        controllers=[target])
+    remote.apply(prefix, [bridge])
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            remote.refresh()
+            row = remote.bridges(prefix).get("pcprobe")
+            if row is not None and any(c.is_connected for c in row.controller):
+                return True
+            time.sleep(0.2)
+        return False
+    finally:
+        remote.remove_run(prefix)
+
+
+def check_cluster(inventory: Inventory, controller: str | None = None, timeout: float = 5.0) -> list[PiReport]:
+    """One Pi after the other: the `ovs` library keeps process-wide state (poller, SSL settings)
+    and is not safe to drive from several threads."""
+    return [check_pi(p, controller, timeout) for p in inventory.pis]
+
+
+# --- the fabric --------------------------------------------------------------------------------
+class ClusterFabric:
+    """The Fabric protocol over a cluster of Pis (see the module docstring)."""
+
+    def __init__(self, topology: Topology, state: RunState, controllers: list[str] | None = None,
+                 inventory: str | Path | Inventory | None = None, image: str | None = None,
+                 pi_model: str | None = None, timeout: float = 10.0):
+        if inventory is None:
+            inventory = state.extra.get("cluster", {}).get("inventory")
+        if inventory is None:
+            raise FabricError("cluster backend: no inventory (picloud up SPEC --cluster INVENTORY)")
+        if image or pi_model:
+            raise FabricError("cluster backend: --image/--pi-model apply to Docker containers, which cluster "
+                              "mode does not run yet (emulated Pis use namespaces)")
+        self.topology = topology
+        self.state = state
+        self.prefix = state.prefix
+        self.inventory = load_inventory(inventory)
+        self.inventory_source = str(inventory) if not isinstance(inventory, Inventory) else None
+        self.timeout = timeout
+        self.placement = place(topology, self.inventory)
+        self.wires = wiring(topology, self.placement, self.inventory, self.prefix)
+        self.controllers = [self._pi_reachable_target(t) for t in (controllers or [])]
+        self._remotes: dict[str, Remote] = {}
+
+    # --- names --------------------------------------------------------------------------------
+    def bridge(self, node: str) -> str:
+        if self.topology.kind(node) == "container":
+            raise FabricError(f"{node!r}: a container has no bridge")
+        return ifname(self.prefix, self.topology.short_id(node))
+
+    def host(self, node: str) -> str:
+        """The inventory Pi a bridge (or a container's Pi) runs on."""
+        if self.topology.kind(node) == "container":
+            node = self.topology.node(node).pi
+        return self.placement[node]
+
+    def ofctl_target(self, node: str) -> str:
+        """A passive OpenFlow listener on the Pi's underlay address, so ovs-ofctl works remotely."""
+        pi = self.inventory.pi(self.host(node))
+        return f"tcp:{pi.underlay}:{self._ofctl_port(node)}"
+
+    def _ofctl_port(self, node: str) -> int:
+        run_number = int(self.prefix[2:]) if self.prefix[2:].isdigit() else 0
+        return 16640 + (run_number % 64) * 256 + self.topology.bridges.index(node) % 256
+
+    def netns(self, container: str) -> str:
+        if container not in self.topology or self.topology.kind(container) != "container":
+            raise FabricError(f"container {container!r}: no such container in run {self.prefix}")
+        return ifname(self.prefix, self.topology.short_id(container))
+
+    def _pi_reachable_target(self, target: str) -> str:
+        """Our controller listens on loopback; a Pi reaches it at the inventory's controller address."""
+        m = re.match(r"^(tcp|ssl):([^:]+):(\d+)$", target)
+        if m and ipaddress.ip_address(m.group(2)).is_loopback:
+            if not self.inventory.controller:
+                raise FabricError(f"{self.inventory.source}: no 'controller' address, and the Pis cannot reach "
+                                  f"{m.group(2)} (add 'controller: ADDRESS-THE-PIS-REACH')")
+            return f"{m.group(1)}:{self.inventory.controller}:{m.group(3)}"
+        return target
+
+    # --- connections --------------------------------------------------------------------------
+    def remote(self, pi: str) -> Remote:
+        if pi not in self._remotes:
+            entry = self.inventory.pi(pi)
+            self._remotes[pi] = Remote(entry.ovsdb.raw, tls=entry.tls or None, timeout=self.timeout)
+        return self._remotes[pi]
+
+    def close(self) -> None:
+        for remote in self._remotes.values():
+            remote.close()
+        self._remotes.clear()
+
+    def used_pis(self) -> list[str]:
+        return [p.name for p in self.inventory.pis if p.name in set(self.placement.values())]
+
+    # --- build --------------------------------------------------------------------------------
+    def check(self) -> None:
+        """Refuse before the first change: every Pi reachable, with the OVS features we need."""
+        for pi in self.used_pis():
+            entry = self.inventory.pi(pi)
+            if entry.docker.scheme != "none" and any(self.host(c) == pi for c in self.topology.containers):
+                raise FabricError(f"pi {pi!r}: containers through a remote Docker engine are not supported "
+                                  "yet (list the Pi with docker: none and netns for emulation)")
+            if entry.netns and entry.netns not in ip.netns_list():
+                raise FabricError(f"pi {pi!r}: namespace {entry.netns!r} does not exist on this machine")
+        problems = []
+        for pi in self.used_pis():
+            try:
+                info = self.remote(pi).info()
+            except ClusterError as exc:
+                problems.append(str(exc))
+                continue
+            missing = [t for t in REQUIRED_IFACE_TYPES if t not in info["iface_types"]]
+            if missing:
+                problems.append(f"pi {pi!r}: OVS lacks {', '.join(missing)}")
+        if problems:
+            more = f" (+{len(problems) - 1} more: run 'picloud cluster check')" if len(problems) > 1 else ""
+            raise FabricError(f"cluster: refusing to start half a cluster: {problems[0]}{more}")
+
+    def up(self) -> None:
+        self.check()
+        self.state.extra["cluster"] = {"inventory": self.inventory_source, "placement": self.placement}
+        self.state.intend("bridges", [self.bridge(n) for n in self.topology.bridges])
+        self.state.intend("netns", [self.netns(c) for c in self.topology.containers])
+        try:
+            self._make_containers(self.topology.containers)
+            self._apply(self.used_pis())
+            self._wait_attached(self.used_pis())
+        except (CommandError, OSError, ClusterError) as exc:
+            self.down()
+            raise FabricError(f"run {self.prefix}: building the cluster fabric failed: {exc}") from exc
+        except BaseException:
+            self.down()
+            raise
+
+    def _container_host_iface(self, container: str) -> str:
+        pi = self.topology.node(container).pi
+        return ifname(self.prefix, self.topology.short_id(pi), self.topology.port(pi, container))
+
+    def _make_containers(self, containers: list[str]) -> None:
+        topo = self.topology
+        ip.batch([f"netns add {self.netns(c)}" for c in containers])
+        by_pi_ns: dict[str, list[str]] = {}
+        lines = []
+        for c in containers:
+            node = topo.node(c)
+            host_iface = self._container_host_iface(c)
+            pi_ns = self.inventory.pi(self.host(c)).netns
+            lines += [f"link add {host_iface} type veth peer name {CONTAINER_IFACE} address {node.mac} "
+                      f"netns {self.netns(c)}", f"link set {host_iface} netns {pi_ns}"]
+            by_pi_ns.setdefault(pi_ns, []).append(f"link set {host_iface} up")
+        ip.batch(lines)
+        ip.batch_in_namespaces(by_pi_ns)
+        ip.batch_in_namespaces({
+            self.netns(c): ["link set lo up", f"link set {CONTAINER_IFACE} mtu {OVERLAY_MTU}",
+                            f"addr add {topo.node(c).ip} dev {CONTAINER_IFACE}", f"link set {CONTAINER_IFACE} up",
+                            f"route add default dev {CONTAINER_IFACE}"]
+            for c in containers})
+        # The Pis' userspace datapath does not segment TCP for tunnels: hand it finished frames.
+        ethtool.tx_offload_off([(self.netns(c), CONTAINER_IFACE) for c in containers]
+                               + [(self.inventory.pi(self.host(c)).netns, self._container_host_iface(c))
+                                  for c in containers])
+
+    def bridge_specs(self, pi: str) -> list[BridgeSpec]:
+        """What Pi `pi` should hold for this run: its bridges with all their ports."""
+        topo = self.topology
+        datapath = "netdev" if self.inventory.pi(pi).netns else "system"
+        specs = {}
+        for node in topo.bridges:
+            if self.placement[node] != pi:
+                continue
+            listener = f"ptcp:{self._ofctl_port(node)}:{self.inventory.pi(pi).underlay}"
+            specs[node] = BridgeSpec(self.bridge(node), dpid_str(topo.dpid(node)), datapath,
+                                     controllers=list(self.controllers), listeners=[listener],
+                                     external_ids={"picloud-node": node})
+        for wire in self.wires:
+            if wire.host == pi:
+                specs[wire.node].ports.append(self._wire_port(wire))
+        for c in topo.containers:
+            node = topo.node(c)
+            if self.placement[node.pi] == pi:
+                specs[node.pi].ports.append(PortSpec(self._container_host_iface(c), topo.port(node.pi, c)))
+        return list(specs.values())
+
+    @staticmethod
+    def _wire_port(wire: Wire) -> PortSpec:
+        if wire.kind == "patch":
+            return PortSpec(wire.ifname, wire.port, "patch", {"peer": wire.peer_ifname})
+        return PortSpec(wire.ifname, wire.port, "vxlan", {"remote_ip": wire.remote_ip, "key": str(wire.key)})
+
+    def _apply(self, pis: list[str]) -> None:
+        for pi in pis:
+            self.remote(pi).apply(self.prefix, self.bridge_specs(pi))
+
+    def _wait_attached(self, pis: list[str]) -> None:
+        """Until the Pis' vswitchd has given every port its requested OpenFlow number."""
+        deadline = time.monotonic() + self.timeout
+        while True:
+            missing = self.health(pis)
+            if not any(missing.values()):
+                return
+            if time.monotonic() > deadline:
+                pi, problems = next((p, v) for p, v in missing.items() if v)
+                raise ClusterError(f"pi {pi!r}: {problems[0]}")
+            time.sleep(0.2)
+
+    # --- health and repair ----------------------------------------------------------------------
+    def health(self, pis: list[str] | None = None) -> dict[str, list[str]]:
+        """Per Pi, what differs from the plan: unreachable, bridges or ports missing, ports with
+        the wrong OpenFlow number. An OVS restarted with an empty database shows up here."""
+        out: dict[str, list[str]] = {}
+        for pi in pis or self.used_pis():
+            problems: list[str] = []
+            self._drop_remote(pi)  # a fresh session: a replica may not have seen a restart yet
+            try:
+                remote = self.remote(pi)
+                present = remote.bridges(self.prefix)
+                for spec in self.bridge_specs(pi):
+                    if spec.name not in present:
+                        problems.append(f"bridge {spec.name} missing")
+                        continue
+                    ofports = remote.ofports(spec.name)
+                    for port in spec.ports:
+                        if ofports.get(port.name) != port.ofport:
+                            problems.append(f"port {port.name} on {spec.name}: OpenFlow port "
+                                            f"{ofports.get(port.name, 'missing')}, want {port.ofport}")
+            except ClusterError as exc:
+                self._drop_remote(pi)
+                problems.append(str(exc))
+            out[pi] = problems
+        return out
+
+    def repair(self) -> list[str]:
+        """Re-apply the plan to every Pi whose state differs; returns the Pis repaired."""
+        broken = [pi for pi, problems in self.health().items() if problems]
+        for pi in broken:
+            self._drop_remote(pi)
+            self.remote(pi).apply(self.prefix, self.bridge_specs(pi))
+        if broken:
+            self._wait_attached(broken)
+        return broken
+
+    def _drop_remote(self, pi: str) -> None:
+        remote = self._remotes.pop(pi, None)
+        if remote is not None:
+            remote.close()
+
+    # --- run-time changes ---------------------------------------------------------------------
+    def _link_wires(self, a: str, b: str) -> list[Wire]:
+        try:
+            link = self.topology.link(a, b)
+        except TopologyError:
+            raise FabricError(f"link {a!r}-{b!r}: no such link in run {self.prefix}") from None
+        if "container" in (self.topology.kind(a), self.topology.kind(b)):
+            raise FabricError(f"link {a!r}-{b!r}: container links cannot be set down in cluster mode")
+        return [w for w in self.wires if (w.node, w.port) in ((link.a, link.port_a), (link.b, link.port_b))]
+
+    def set_link(self, a: str, b: str, up: bool) -> None:
+        """Down: both ends' ports leave their bridges (the controller sees port-delete); up: back."""
+        for wire in self._link_wires(a, b):
+            self.remote(wire.host).set_port(self.bridge(wire.node), self._wire_port(wire), up)
+
+    def shape_link(self, a: str, b: str, bw: float | None) -> None:
+        raise FabricError(f"link {a!r}-{b!r}: shaping is not available in cluster mode (no tc over OVSDB)")
+
+    def add_container(self, name: str, pi: str, ip: str, mac: str, prefixlen: int, gateway: str | None) -> int:
+        raise FabricError(f"container {name!r}: run-time containers are not available in cluster mode yet")
+
+    def remove_container(self, name: str) -> None:
+        raise FabricError(f"container {name!r}: run-time containers are not available in cluster mode yet")
+
+    def container_port(self, container: str) -> int:
+        return self.topology.port(self.topology.node(container).pi, container)
+
+    # --- processes ------------------------------------------------------------------------------
+    def exec(self, container: str, argv: list[str], timeout: float | None = None) -> tuple[int, str]:
+        try:
+            result = subprocess.run(netns.exec_argv(self.netns(container), list(argv)), capture_output=True,
+                                    text=True, timeout=timeout)
+        except subprocess.TimeoutExpired as exc:
+            out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+            return 124, out
+        return result.returncode, result.stdout + result.stderr
+
+    def popen(self, container: str, argv: list[str], **popen_kwargs: Any) -> subprocess.Popen:
+        return subprocess.Popen(netns.exec_argv(self.netns(container), list(argv)), **popen_kwargs)
+
+    # --- tear down ------------------------------------------------------------------------------
+    def down(self) -> None:
+        """Remove this run's bridges from every reachable Pi, then the local namespaces. A Pi that
+        cannot be reached is named in the log; its bridges carry the run label for a later clean."""
+        for pi in self.used_pis():
+            try:
+                self.remote(pi).remove_run(self.prefix)
+            except ClusterError as exc:
+                log.warning("pi %s: bridges of run %s not removed: %s", pi, self.prefix, exc)
+        self.close()
+        ip.delete_netns(self.state.objects.get("netns", []))  # their veths (in the Pis' netns) go too
+        self.state.objects["netns"] = []
+        self.state.objects["bridges"] = []
+        self.state.save()
+
+
+# --- a cluster of emulated Pis on one machine ------------------------------------------------------
+DEFAULT_UNDERLAY = "172.29.0.0/24"
+OVSDB_PORT = 6640
+VSWITCH_SCHEMA = "/usr/share/openvswitch/vswitch.ovsschema"
+EMU_NAME_RE = re.compile(r"^[a-z][a-z0-9]{1,7}$")
+
+
+def _ovs_version() -> str:
+    """What ovs-ctl records in the database on a real Pi (ovs-vswitchd itself does not)."""
+    out = proc.run(["ovs-vswitchd", "--version"]).stdout.splitlines()[0]
+    return out.split()[-1]
+
+
+class EmulatedCluster:
+    """N Pis as network namespaces, each with a private OVS reachable only over TCP.
+
+    Per Pi `NAMEe<i>`: a namespace; a veth to the underlay bridge in the hub namespace `NAMEh`;
+    ovsdb-server and ovs-vswitchd with their own database, sockets, pidfiles and run directory
+    under WORKDIR (so they never meet the system OVS); the userspace datapath. As on a DPDK host,
+    the underlay address lives on an OVS bridge (`underlay`) holding the Pi's NIC, because the
+    userspace datapath sends VXLAN only out of its own ports. OVSDB listens on ptcp:6640 on that
+    address (a Manager row, as `ovs-vsctl set-manager` makes), nowhere else reachable from outside.
+    The underlay subnet is checked against the host's routes and refused when it overlaps one.
+    """
+
+    def __init__(self, name: str, count: int = 3, subnet: str = DEFAULT_UNDERLAY,
+                 workdir: str | Path | None = None):
+        if not EMU_NAME_RE.match(name):
+            raise ClusterError(f"emulated cluster {name!r}: invalid name (2-8 of [a-z0-9], starting with a letter)")
+        if not 1 <= count <= 16:
+            raise ClusterError(f"emulated cluster {name!r}: {count} pis (1 to 16)")
+        self.name = name
+        self.count = count
+        self.subnet = ipaddress.IPv4Network(subnet, strict=False)
+        self.workdir = Path(workdir or f"/run/picloud/emu-{name}")
+        self.records: dict[str, dict[str, dict]] = {}
+
+    # --- names and addresses ------------------------------------------------------------------
+    @property
+    def hub_netns(self) -> str:
+        return f"{self.name}h"
+
+    @property
+    def gateway_iface(self) -> str:
+        return f"{self.name}g"
+
+    @property
+    def gateway(self) -> str:
+        return str(self.subnet.network_address + 1)
+
+    def pi_name(self, i: int) -> str:
+        return f"pi{i + 1}"
+
+    def pi_netns(self, i: int) -> str:
+        return f"{self.name}e{i}"
+
+    def address(self, i: int) -> str:
+        return str(self.subnet.network_address + 11 + i)
+
+    def ovsdb_endpoint(self, i: int) -> str:
+        return f"tcp:{self.address(i)}:{OVSDB_PORT}"
+
+    def pi_dir(self, i: int) -> Path:
+        return self.workdir / f"e{i}"
+
+    def inventory(self) -> dict[str, Any]:
+        return {"controller": self.gateway, "pis": [
+            {"name": self.pi_name(i), "management": self.address(i), "ovsdb": self.ovsdb_endpoint(i),
+             "docker": "none", "netns": self.pi_netns(i), "underlay": self.address(i), "model": "3"}
+            for i in range(self.count)]}
+
+    def write_inventory(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.write_text(yaml.safe_dump(self.inventory(), sort_keys=False))
+        return path
+
+    # --- lifecycle ------------------------------------------------------------------------------
+    def __enter__(self) -> EmulatedCluster:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        routes = [str(n) for n in ip.host_routes() if n.version == 4]
+        check_underlay(str(self.subnet), routes, where=f"emulated cluster {self.name}: underlay")
+        if self.subnet.num_addresses < 16 + self.count:
+            raise ClusterError(f"emulated cluster {self.name}: underlay {self.subnet} too small for {self.count} pis")
+        for binary in ("ovsdb-server", "ovs-vswitchd", "ovsdb-tool"):
+            if shutil.which(binary) is None:
+                raise ClusterError(f"emulated cluster: {binary} not installed (run 'make setup')")
+        existing = ip.netns_list()
+        if self.gateway_iface in ip.links() or {self.hub_netns, *map(self.pi_netns, range(self.count))} & existing:
+            raise ClusterError(f"emulated cluster {self.name}: already exists (stop it first)")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._underlay()
+            for i in range(self.count):
+                self._start_ovs(i, fresh=True)
+            for i in range(self.count):
+                self._wait_reachable(i)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _underlay(self) -> None:
+        """The underlay switch is a Linux bridge inside its own namespace (`NAMEh`), not in the
+        root one: with Docker installed, bridged IPv4 goes through the root namespace's iptables
+        FORWARD chain (br_netfilter), whose policy Docker sets to DROP. The root namespace joins
+        it through one veth (`NAMEg`) holding the gateway address the Pis reach the controller on."""
+        hub = self.hub_netns
+        lines = [f"netns add {hub}"] + [f"netns add {self.pi_netns(i)}" for i in range(self.count)]
+        lines += [f"link add {self.gateway_iface} type veth peer name gw netns {hub}",
+                  f"addr add {self.gateway}/{self.subnet.prefixlen} dev {self.gateway_iface}",
+                  f"link set {self.gateway_iface} up"]
+        lines += [f"link add nic0 netns {self.pi_netns(i)} type veth peer name e{i} netns {hub}"
+                  for i in range(self.count)]
+        ip.batch(lines)
+        hub_lines = ["link set lo up", "link add br0 type bridge", "link set br0 up", "link set gw master br0",
+                     "link set gw up"]
+        for i in range(self.count):
+            hub_lines += [f"link set e{i} master br0", f"link set e{i} up"]
+        ip.batch(hub_lines, netns=hub)
+        ip.batch_in_namespaces({self.pi_netns(i): ["link set lo up", "link set nic0 up"] for i in range(self.count)})
+        ethtool.tx_offload_off([(None, self.gateway_iface), (hub, "gw")]
+                               + [(hub, f"e{i}") for i in range(self.count)])
+
+    def _env(self, i: int) -> dict[str, str]:
+        d = str(self.pi_dir(i))
+        return {**os.environ, "OVS_RUNDIR": d, "OVS_DBDIR": d, "OVS_LOGDIR": d, "OVS_SYSCONFDIR": d}
+
+    def _spawn(self, i: int, role: str, argv: list[str]) -> None:
+        log_file = open(self.pi_dir(i) / f"{role}.out", "ab")  # noqa: SIM115 (owned by the child)
+        child = subprocess.Popen(netns.exec_argv(self.pi_netns(i), argv), stdout=log_file,
+                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self._env(i),
+                                 start_new_session=True)
+        log_file.close()
+        self.records.setdefault(self.pi_netns(i), {})[role] = proc.record(child, role).to_dict()
+        self._save_records()
+
+    def _save_records(self) -> None:
+        (self.workdir / "pids.json").write_text(json.dumps(self.records))
+
+    def _start_ovs(self, i: int, fresh: bool) -> None:
+        d = self.pi_dir(i)
+        d.mkdir(parents=True, exist_ok=True)
+        db, sock = d / "conf.db", d / "db.sock"
+        if fresh or not db.exists():
+            db.unlink(missing_ok=True)
+            proc.run(["ovsdb-tool", "create", str(db), VSWITCH_SCHEMA])
+        sock.unlink(missing_ok=True)
+        self._spawn(i, "ovsdb-server", [
+            "ovsdb-server", str(db), f"--remote=punix:{sock}",
+            "--remote=db:Open_vSwitch,Open_vSwitch,manager_options",
+            f"--pidfile={d / 'ovsdb-server.pid'}", f"--unixctl={d / 'ovsdb-server.ctl'}",
+            f"--log-file={d / 'ovsdb-server.log'}", "-vconsole:off"])
+        deadline = time.monotonic() + 10
+        while not sock.exists():
+            if time.monotonic() > deadline:
+                raise ClusterError(f"emulated pi {self.pi_netns(i)}: ovsdb-server did not start "
+                                   f"(see {d / 'ovsdb-server.log'})")
+            time.sleep(0.05)
+        db_url = f"unix:{sock}"
+        if fresh:
+            # Provisioning, as the playbook does on a real Pi: the underlay bridge holding the NIC
+            # and the address, and the OVSDB listener on that address only.
+            ovs.vsctl("--no-wait", "init", "--", "add-br", "underlay", "--",
+                      "set", "Bridge", "underlay", "datapath_type=netdev", "--",
+                      "add-port", "underlay", "nic0", "--",
+                      "set-manager", f"ptcp:{OVSDB_PORT}:{self.address(i)}", "--",
+                      "set", "Open_vSwitch", ".", f"ovs_version={_ovs_version()}", db=db_url)
+        self._spawn(i, "ovs-vswitchd", [
+            "ovs-vswitchd", db_url, "--disable-system", f"--pidfile={d / 'ovs-vswitchd.pid'}",
+            f"--unixctl={d / 'ovs-vswitchd.ctl'}", f"--log-file={d / 'ovs-vswitchd.log'}", "-vconsole:off"])
+        deadline = time.monotonic() + 15
+        while "underlay" not in ip.links(self.pi_netns(i)):
+            if time.monotonic() > deadline:
+                raise ClusterError(f"emulated pi {self.pi_netns(i)}: ovs-vswitchd did not start "
+                                   f"(see {d / 'ovs-vswitchd.log'})")
+            time.sleep(0.05)
+        ip.batch([f"addr replace {self.address(i)}/{self.subnet.prefixlen} dev underlay", "link set underlay up"],
+                 netns=self.pi_netns(i))
+        # Without userspace TSO (it cannot be used with tunnels in OVS 3.1) the userspace datapath
+        # forwards checksum-offloaded frames unfinished: every veth and tap it touches sends
+        # complete ones instead.
+        ethtool.tx_offload_off([(self.pi_netns(i), "nic0"), (self.pi_netns(i), "underlay")])
+
+    def _wait_reachable(self, i: int, timeout: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with socket.create_connection((self.address(i), OVSDB_PORT), timeout=1):
+                    return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise ClusterError(f"emulated pi {self.pi_netns(i)}: OVSDB not reachable on "
+                                       f"{self.ovsdb_endpoint(i)}") from None
+                time.sleep(0.1)
+
+    def stop_ovs(self, i: int) -> None:
+        for role in ("ovs-vswitchd", "ovsdb-server"):
+            rec = self.records.get(self.pi_netns(i), {}).pop(role, None)
+            if rec:
+                proc.terminate(proc.ProcessRecord.from_dict(rec))
+        self._save_records()
+
+    def restart_ovs(self, i: int, wipe: bool = False) -> None:
+        """Stop and start Pi i's OVS. wipe: with an empty database, as after a re-install; the Pi
+        keeps its provisioning (underlay bridge, listener) but loses every run's bridges."""
+        self.stop_ovs(i)
+        self._start_ovs(i, fresh=wipe)
+        self._wait_reachable(i)
+
+    def stop(self) -> None:
+        """Idempotent: processes we started (checked by start time), namespaces, bridge, files."""
+        pids = self.workdir / "pids.json"
+        if not self.records and pids.exists():
+            self.records = json.loads(pids.read_text())
+        for ns, roles in list(self.records.items()):
+            for role in ("ovs-vswitchd", "ovsdb-server"):
+                if role in roles:
+                    proc.terminate(proc.ProcessRecord.from_dict(roles.pop(role)))
+            self.records.pop(ns, None)
+        ip.delete_netns([self.hub_netns] + [self.pi_netns(i) for i in range(self.count)])
+        ip.delete_links([self.gateway_iface])
+        shutil.rmtree(self.workdir, ignore_errors=True)
