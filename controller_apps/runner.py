@@ -48,6 +48,12 @@ BUILTIN: dict[str, str] = {
     "tenancy": "controller_apps.tenancy",
 }
 DEFAULT_APPS = ["discovery", "routing", "monitor"]
+# Ryu REST apps people put on a ryu-manager command line next to their own app: the API already
+# serves their endpoints, so `picloud controller ryu.app.ofctl_rest my_app.py` works as it did.
+SERVED_BY_API = {
+    "ryu.app.ofctl_rest": "/stats/*",
+    "os_ken.app.ofctl_rest": "/stats/*",
+}
 API_APP = "controller_apps.api"
 DEFAULT_LISTEN = "127.0.0.1:6653"
 DEFAULT_API = "127.0.0.1:8200"  # docs/CONTRACTS.md "Ports per run": 8200+N for run pcN
@@ -199,6 +205,9 @@ def options_from(args: argparse.Namespace) -> Options:
         raise ControllerError(f"--tenants {args.tenants}: no such file")
     topology = load_topology(args.topology) if args.topology else None
     labels = list(args.apps) or DEFAULT_APPS + (["tenancy"] if args.tenants else [])
+    for spec in [s for s in labels if s in SERVED_BY_API]:
+        LOG.info("app %s: served by PiCloud's controller API already (%s); not loaded", spec, SERVED_BY_API[spec])
+    labels = [s for s in labels if s not in SERVED_BY_API]
     apps = [resolve_app(spec) for spec in labels]
     _check_free(listen, "--listen")
     if api is not None:

@@ -45,10 +45,12 @@ def wait_ready(proc: subprocess.Popen, timeout: float = 15.0) -> list[str]:
 
 
 def test_runner_serves_api_and_exits_cleanly_on_sigterm():
-    proc, of_port, api_port = start("l2_learning", str(FIXTURES / "ryu_hub.py"))
+    # As on a ryu-manager command line: Ryu's REST app next to the apps; our API serves it.
+    proc, of_port, api_port = start("ryu.app.ofctl_rest", "l2_learning", str(FIXTURES / "ryu_hub.py"))
     try:
         lines = wait_ready(proc)
         assert f"openflow tcp:127.0.0.1:{of_port}" in lines[-1]
+        assert any("ryu.app.ofctl_rest: served by PiCloud's controller API already" in line for line in lines)
         assert requests.get(f"http://127.0.0.1:{api_port}/stats/switches", timeout=5).json() == []
         assert requests.get(f"http://127.0.0.1:{api_port}/state", timeout=5).json()["switches"] == []
         proc.send_signal(signal.SIGTERM)
