@@ -1,0 +1,153 @@
+"""Cluster mode against three emulated Pis: namespaces with private OVS reachable only over TCP."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from picloud.errors import ClusterError, FabricError
+from picloud.runstate import RunState
+from picloud.testbed import Testbed
+from topology.backends.cluster import ClusterFabric, EmulatedCluster, check_cluster, load_inventory
+from topology.builders import build
+from topology.effects import ip
+from topology.effects.ovsdb_remote import Remote
+from topology.inventory import parse_inventory
+
+pytestmark = pytest.mark.root
+
+NAME = "pcit"
+
+
+@pytest.fixture(scope="module")
+def emulated():
+    emu = EmulatedCluster(NAME, 3)
+    try:
+        emu.start()
+        yield emu
+    finally:
+        emu.stop()
+        left = {emu.hub_netns, *(emu.pi_netns(i) for i in range(3))} & ip.netns_list()
+        assert not left, f"emulated cluster left namespaces {left}"
+
+
+@pytest.fixture
+def inventory(emulated, tmp_path) -> Path:
+    return emulated.write_inventory(tmp_path / "inventory.yaml")
+
+
+@pytest.fixture
+def openflow_listener(emulated):
+    """A real OpenFlow controller on the underlay gateway, where the Pis can reach it."""
+    port = 16971
+    ctl = subprocess.Popen(["ovs-testcontroller", f"ptcp:{port}:{emulated.gateway}"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield f"tcp:{emulated.gateway}:{port}"
+    finally:
+        ctl.terminate()
+        ctl.wait(timeout=10)
+
+
+def _run_bridges(emulated, prefix: str) -> dict[str, list[str]]:
+    out = {}
+    for i in range(emulated.count):
+        with Remote(emulated.ovsdb_endpoint(i)) as remote:
+            out[emulated.pi_name(i)] = sorted(remote.bridges(prefix))
+    return out
+
+
+def test_check_reports_each_pi_and_the_controller_seen_from_the_pi(emulated, openflow_listener):
+    reports = check_cluster(parse_inventory(emulated.inventory()), controller=openflow_listener)
+    assert [r.name for r in reports] == ["pi1", "pi2", "pi3"]
+    for report in reports:
+        assert report.ok, report.problems
+        assert report.facts["ovs_version"][0].isdigit()
+        assert report.facts["datapath_types"] == ["netdev"]
+        assert {"vxlan", "patch"} <= set(report.facts["iface_types"])
+        assert report.facts["controller"] == "connected"
+    # the probe bridge is gone again
+    assert all(not names for names in _run_bridges(emulated, "probe").values())
+
+
+def test_check_gives_one_line_per_problem(emulated):
+    data = emulated.inventory()
+    data["pis"].append({"name": "ghost", "management": "172.29.0.99", "ovsdb": "tcp:172.29.0.99:6640",
+                        "docker": "none", "netns": "pcitghost", "underlay": "172.29.0.99"})
+    reports = check_cluster(parse_inventory(data), controller=f"tcp:{emulated.gateway}:16972", timeout=2)
+    by_name = {r.name: r for r in reports}
+    assert by_name["ghost"].problems and by_name["ghost"].problems[0].startswith(
+        "pi 'ghost': tcp:172.29.0.99:6640: OVSDB not reachable")
+    for name in ("pi1", "pi2", "pi3"):
+        (line,) = by_name[name].problems
+        assert line == (f"pi {name!r}: controller tcp:{emulated.gateway}:16972 not reachable from the Pi "
+                        "(check its listen address and the Pi's route to it)")
+
+
+def test_cluster_run_reaches_across_pis_over_vxlan_and_cleans_up(emulated, inventory):
+    tb = Testbed(build("single:3", 2), controller="none", backend="cluster", inventory=str(inventory))
+    try:
+        tb.up()
+        prefix, fabric = tb.prefix, tb.fabric
+        hosts = {fabric.host(c) for c in tb.containers}
+        assert hosts == {"pi1", "pi2", "pi3"}
+        matrix = tb.ping_all(tcp=True)
+        assert all(loss == 0.0 for row in matrix.values() for loss in row.values()), matrix
+        # links between Pis are VXLAN ports with one VNI per model link, ports numbered as the model
+        with Remote(emulated.ovsdb_endpoint(1)) as remote:
+            bridge = fabric.bridge("pi2")
+            spec = next(s for s in fabric.bridge_specs("pi2") if s.name == bridge)
+            tunnel = next(p for p in spec.ports if p.type == "vxlan")
+            assert tunnel.options["remote_ip"] == emulated.address(0)
+            assert remote.ofports(bridge)[tunnel.name] == tb.topology.port("pi2", "s1")
+    finally:
+        tb.down()
+    assert all(not names for names in _run_bridges(emulated, prefix).values())
+    assert not {fabric.netns(c) for c in tb.topology.containers} & ip.netns_list()
+
+
+def test_restarted_pi_ovs_is_detected_and_repaired(emulated, inventory):
+    with Testbed(build("single:3", 1), controller="none", backend="cluster", inventory=str(inventory)) as tb:
+        assert tb.fabric.health() == {"pi1": [], "pi2": [], "pi3": []}
+        emulated.restart_ovs(2, wipe=True)  # pi3 comes back with an empty database
+        health = tb.fabric.health()
+        assert health["pi3"] == [f"bridge {tb.fabric.bridge('pi3')} missing"]
+        assert health["pi1"] == health["pi2"] == []
+        assert tb.fabric.repair() == ["pi3"]
+        assert tb.fabric.health()["pi3"] == []
+        matrix = tb.ping_all(tcp=True)
+        assert all(loss == 0.0 for row in matrix.values() for loss in row.values()), matrix
+
+
+def test_up_refuses_half_a_cluster_and_touches_no_pi(emulated, inventory):
+    emulated.stop_ovs(1)
+    try:
+        tb = Testbed(build("single:3", 1), controller="none", backend="cluster", inventory=str(inventory))
+        with pytest.raises(FabricError, match=r"refusing to start half a cluster: tcp:172\.29\.0\.12:6640"):
+            tb.up()
+        for i in (0, 2):
+            with Remote(emulated.ovsdb_endpoint(i)) as remote:
+                assert not [b for b in remote.bridges() if b != "underlay"]
+    finally:
+        emulated.restart_ovs(1, wipe=False)
+
+
+def test_our_controller_address_must_be_reachable_from_the_pis(emulated, tmp_path):
+    data = emulated.inventory()
+    del data["controller"]
+    path = tmp_path / "inv.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(FabricError, match="no 'controller' address"):
+        ClusterFabric(build("single:3", 1), RunState(prefix="pc99"), ["tcp:127.0.0.1:6799"],
+                      inventory=load_inventory(path))
+
+
+def test_underlay_overlapping_a_host_route_is_refused_before_anything_exists():
+    route = next(str(n) for n in ip.host_routes() if n.version == 4)
+    emu = EmulatedCluster("pcov", 2, subnet=route)
+    with pytest.raises(ClusterError, match=r"overlaps the host route .* \(pick a subnet no route covers\)"):
+        emu.start()
+    assert not {"pcovh", "pcove0", "pcove1"} & ip.netns_list()
