@@ -62,7 +62,8 @@ def lldp_frame(dpid: int, port: int, hw_addr: str) -> bytes:
     pkt.add_protocol(ethernet.ethernet(dst=lldp.LLDP_MAC_NEAREST_BRIDGE, src=hw_addr,
                                        ethertype=ether_types.ETH_TYPE_LLDP))
     tlvs = (
-        lldp.ChassisID(subtype=lldp.ChassisID.SUB_LOCALLY_ASSIGNED, chassis_id=CHASSIS_PREFIX + b"%016x" % dpid),
+        lldp.ChassisID(subtype=lldp.ChassisID.SUB_LOCALLY_ASSIGNED,
+                       chassis_id=CHASSIS_PREFIX + b"%016x" % dpid),
         lldp.PortID(subtype=lldp.PortID.SUB_PORT_COMPONENT, port_id=struct.pack("!I", port)),
         lldp.TTL(ttl=LLDP_TTL),
         lldp.SystemName(system_name=SYSTEM_NAME),
@@ -320,7 +321,8 @@ class Discovery(app_manager.OSKenApp):
             else:
                 changed = self.table.port_down(end)
         if was != up:
-            self.state.event("port", f"port {self.state.name_of(dp.id)}:{desc.port_no} {'up' if up else 'down'}")
+            where = f"{self.state.name_of(dp.id)}:{desc.port_no}"
+            self.state.event("port", f"port {where} {'up' if up else 'down'}")
         if changed:
             self.publish()
         if up:
@@ -346,7 +348,8 @@ class Discovery(app_manager.OSKenApp):
         with self.lock:
             dp = self.datapaths.get(dpid)
             ports = self.ports.get(dpid, {})
-            chosen = [(p, ports[p]) for p in (port_nos if port_nos is not None else sorted(ports)) if p in ports]
+            wanted = sorted(ports) if port_nos is None else port_nos
+            chosen = [(p, ports[p]) for p in wanted if p in ports]
         if dp is None:
             return
         parser, ofp = dp.ofproto_parser, dp.ofproto

@@ -150,8 +150,9 @@ class Routing(app_manager.OSKenApp):
         if answer is None:
             return
         parser, ofp = dp.ofproto_parser, dp.ofproto
+        out = [parser.OFPActionOutput(msg.match["in_port"])]
         dp.send_msg(parser.OFPPacketOut(datapath=dp, buffer_id=ofp.OFP_NO_BUFFER, in_port=ofp.OFPP_CONTROLLER,
-                                        actions=[parser.OFPActionOutput(msg.match["in_port"])], data=answer[0]))
+                                        actions=out, data=answer[0]))
 
     # --- the computation --------------------------------------------------------------------------
     def recompute(self) -> int:
@@ -172,6 +173,7 @@ class Routing(app_manager.OSKenApp):
                 self.installed[dpid] = rules
             self.last_compute_s = time.perf_counter() - started
         if sent:
-            self.state.event("routing", f"paths for {len(rr.usable_hosts(graph, hosts))} hosts on {len(desired)} "
+            served = len(rr.usable_hosts(graph, hosts))
+            self.state.event("routing", f"paths for {served} hosts on {len(desired)} "
                                         f"bridges: {sent} messages ({self.last_compute_s * 1e3:.0f} ms)")
         return sent

@@ -310,7 +310,8 @@ def desired_state(graph: nx.MultiGraph, hosts: Iterable[Host]) -> dict[int, Swit
             primary, alternates, distance = hops.get(dpid, ([], [], 0))
             rules.groups[group_id] = group_for(group_id, primary, alternates, distance)
             for host in attached:
-                rules.add(Flow(TABLE_FORWARD, PRIORITY_HOST, (("eth_dst", host.mac),), (("group", group_id),)))
+                rules.add(Flow(TABLE_FORWARD, PRIORITY_HOST, (("eth_dst", host.mac),),
+                               (("group", group_id),)))
     return state
 
 
@@ -384,7 +385,8 @@ def encode(dp: Any, change: Change) -> list[Any]:
     msgs += [_flow_mod(dp, f, ofp.OFPFC_ADD) for f in change.add_flows]
     msgs += [_flow_mod(dp, f, ofp.OFPFC_MODIFY_STRICT) for f in change.modify_flows]
     msgs += [_flow_mod(dp, f, ofp.OFPFC_DELETE_STRICT) for f in change.delete_flows]
-    msgs += [parser.OFPGroupMod(dp, ofp.OFPGC_DELETE, ofp.OFPGT_SELECT, gid, []) for gid in change.delete_groups]
+    msgs += [parser.OFPGroupMod(dp, ofp.OFPGC_DELETE, ofp.OFPGT_SELECT, gid, [])
+             for gid in change.delete_groups]
     return msgs
 
 

@@ -23,6 +23,10 @@ APPS = ["discovery", "routing"]
 POD1 = ["pi1-1-1-c1", "pi1-1-2-c1", "pi1-2-1-c1", "pi1-2-2-c1"]
 POD3 = ["pi3-1-1-c1", "pi3-1-2-c1", "pi3-2-1-c1", "pi3-2-2-c1"]
 CORES = ["core1", "core2", "core3", "core4"]
+RATE = 1000  # packets/s of the failover stream
+FAILOVER_WINDOW = 0.5  # seconds after a cut in which losses are the cut's
+ATTEMPTS = 6
+SO_RCVBUFFORCE = 33  # Linux; not exported by Python's socket module
 
 
 def _wait(predicate, timeout: float, what: str, interval: float = 0.05, context=lambda: ""):
@@ -154,17 +158,20 @@ def test_sixteen_flows_between_two_pods_cross_all_four_cores(fattree):
     assert all(v >= per_flow * 0.9 for v in carried.values()), f"bytes sent per core switch: {carried}"
 
 
-def _stream_and_cut(tb: Testbed, src: str, dst: str, cut: tuple[str, str], rate: int = 1000,
-                    seconds: float = 3.0) -> tuple[int, int, list[int]]:
-    """Send `rate` UDP packets/s from src to dst for `seconds`, cutting link `cut` after 1 s;
-    returns (sent, received, missing sequence numbers)."""
+def _stream_and_cut(tb: Testbed, src: str, dst: str, cut: tuple[str, str], rate: int = RATE,
+                    seconds: float = 2.0, cut_at: float = 0.5) -> tuple[int, list[int], int]:
+    """Send `rate` UDP packets/s from src to dst for `seconds`, cutting link `cut` after `cut_at`
+    seconds; returns (sent, missing sequence numbers, sequence number sent when the cut began)."""
     endpoints = _endpoints(tb, [src, dst])
     rx = netns_effects.socket_in(endpoints[dst][0], type=socket.SOCK_DGRAM)
+    rx.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 8 << 20)  # this process may be starved, not the fabric
     rx.bind((endpoints[dst][1], 5402))
     rx.settimeout(0.5)
     tx = netns_effects.socket_in(endpoints[src][0], type=socket.SOCK_DGRAM)
     seen: set[int] = set()
     stop = threading.Event()
+    counter = [0]
+    cut_seq: list[int] = []
 
     def receive() -> None:
         while not stop.is_set():
@@ -174,17 +181,20 @@ def _stream_and_cut(tb: Testbed, src: str, dst: str, cut: tuple[str, str], rate:
                 continue
             seen.add(struct.unpack("!I", data[:4])[0])
 
+    def cut_link() -> None:
+        cut_seq.append(counter[0])
+        tb.link(*cut).down()
+
     receiver = threading.Thread(target=receive)
     receiver.start()
-    cutter = threading.Timer(1.0, lambda: tb.link(*cut).down())  # off the sender's thread: steady pace
-    sent = 0
+    cutter = threading.Timer(cut_at, cut_link)  # off the sender's thread, so the pace stays steady
     try:
         start = time.monotonic()
         cutter.start()
         while time.monotonic() - start < seconds:
-            tx.sendto(struct.pack("!I", sent) + b"p" * 60, (endpoints[dst][1], 5402))
-            sent += 1
-            time.sleep(max(0.0, start + sent / rate - time.monotonic()))
+            tx.sendto(struct.pack("!I", counter[0]) + b"p" * 60, (endpoints[dst][1], 5402))
+            counter[0] += 1
+            time.sleep(max(0.0, start + counter[0] / rate - time.monotonic()))
         time.sleep(0.5)
     finally:
         stop.set()
@@ -193,8 +203,7 @@ def _stream_and_cut(tb: Testbed, src: str, dst: str, cut: tuple[str, str], rate:
         rx.close()
         tx.close()
         tb.link(*cut).up()
-    missing = sorted(set(range(sent)) - seen)
-    return sent, len(seen), missing
+    return counter[0], sorted(set(range(counter[0])) - seen), cut_seq[0]
 
 
 def _busiest(tb: Testbed, candidates: list[tuple[str, str]], src: str, dst: str) -> tuple[str, str]:
@@ -219,7 +228,14 @@ def _busiest(tb: Testbed, candidates: list[tuple[str, str]], src: str, dst: str)
 def test_cutting_a_link_under_a_1000pps_stream_loses_fewer_than_50_packets(fattree, where):
     """uplink: the aggregation->core hop the stream climbs (a select-group bucket dies in the data
     plane); downlink: the core->aggregation hop it descends (no loop-free alternate on a fat-tree:
-    the controller moves the upstream groups off it after the port-status message)."""
+    the controller moves the upstream groups off it after the port-status message).
+
+    This machine's OVS forwards in its main thread, which other work on the box can stall for a
+    second or more, losing packets on any bridge with or without a controller. An attempt that
+    loses a packet more than FAILOVER_WINDOW after the cut, or before it, is therefore not evidence
+    about failover and is repeated; the assertion on the attempt that counts is unchanged: fewer
+    than 50 packets lost in the whole stream. A failover that never converges loses packets after
+    the window in every attempt and fails."""
     tb = fattree
     _wait(lambda: _routing_settled(tb), 30, "routing to install paths", context=lambda: _why(tb))
     src, dst = POD1[0], POD3[0]
@@ -229,10 +245,19 @@ def test_cutting_a_link_under_a_1000pps_stream_loses_fewer_than_50_packets(fattr
     else:
         candidates = [(core, agg) for agg in ("agg3-1", "agg3-2") for core in CORES
                       if tb.topology.graph.has_edge(agg, core)]
-    link = _busiest(tb, candidates, src, dst)
-    _wait(lambda: _routing_settled(tb), 30, "routing to settle")
-    sent, received, missing = _stream_and_cut(tb, src, dst, link)
-    assert sent >= 2500
-    assert sent - received < 50, \
-        f"cut {link[0]}-{link[1]}: {sent - received} of {sent} packets lost ({missing[:3]}..{missing[-3:]})"
-    _wait(lambda: _routing_settled(tb), 30, "the link to come back")
+    attempts = []
+    for _ in range(ATTEMPTS):
+        link = _busiest(tb, candidates, src, dst)
+        _wait(lambda: _routing_settled(tb), 30, "routing to settle", context=lambda: _why(tb))
+        sent, missing, cut_seq = _stream_and_cut(tb, src, dst, link)
+        assert sent >= 1900
+        window = range(cut_seq, cut_seq + int(FAILOVER_WINDOW * RATE))
+        disturbed = [m for m in missing if m not in window]
+        attempts.append(f"{link[0]}-{link[1]}: {len(missing)} lost, {len(disturbed)} outside the window")
+        if not disturbed:
+            assert len(missing) < 50, f"cut {link[0]}-{link[1]}: {len(missing)} of {sent} packets lost"
+            break
+        _wait(lambda: _routing_settled(tb), 30, "the link to come back", context=lambda: _why(tb))
+    else:
+        pytest.fail(f"every attempt lost packets away from the cut: {attempts}")
+    _wait(lambda: _routing_settled(tb), 30, "the link to come back", context=lambda: _why(tb))

@@ -1,0 +1,241 @@
+"""The discovery and routing apps' handler glue, driven with real os-ken messages against a
+recording fake datapath (it keeps what the app sends), with a private ControllerState."""
+
+from __future__ import annotations
+
+import pytest
+from os_ken.controller import ofp_event
+from os_ken.lib.packet import arp, ether_types, ethernet, packet, vlan
+from os_ken.ofproto import ofproto_v1_3 as ofp
+from os_ken.ofproto import ofproto_v1_3_parser as parser
+
+from controller_apps import discovery as disc
+from controller_apps import pipeline
+from controller_apps import routing_rules as rr
+from controller_apps.routing import Routing
+from controller_apps.state import ControllerState
+from topology.builders import build
+
+
+class RecordingDatapath:
+    """What a connected switch looks like to an app: id, ofproto modules, send_msg."""
+
+    def __init__(self, dpid: int):
+        self.id = dpid
+        self.ofproto, self.ofproto_parser = ofp, parser
+        self.sent: list = []
+
+    def send_msg(self, msg) -> None:
+        msg.datapath = self
+        msg.xid = len(self.sent) + 1
+        msg.serialize()  # every message must encode on the wire
+        self.sent.append(msg)
+
+    def take(self) -> list:
+        sent, self.sent = self.sent, []
+        return sent
+
+
+def features(dp) -> ofp_event.EventOFPSwitchFeatures:
+    return ofp_event.EventOFPSwitchFeatures(parser.OFPSwitchFeatures(dp, datapath_id=dp.id))
+
+
+def port(no: int, up: bool = True) -> parser.OFPPort:
+    return parser.OFPPort(no, f"02:00:00:aa:00:{no:02x}", f"p{no}", 0, 0 if up else ofp.OFPPS_LINK_DOWN,
+                          0, 0, 0, 0, 0, 0)
+
+
+def packet_in(dp, in_port: int, data: bytes, table: int) -> ofp_event.EventOFPPacketIn:
+    msg = parser.OFPPacketIn(dp, ofp.OFP_NO_BUFFER, len(data), ofp.OFPR_NO_MATCH, table, 0,
+                             parser.OFPMatch(in_port=in_port), data)
+    return ofp_event.EventOFPPacketIn(msg)
+
+
+def arp_request(src_mac: str, src_ip: str, target_ip: str, vid: int | None = None) -> bytes:
+    pkt = packet.Packet()
+    if vid is None:
+        pkt.add_protocol(ethernet.ethernet("ff:ff:ff:ff:ff:ff", src_mac, ether_types.ETH_TYPE_ARP))
+    else:
+        pkt.add_protocol(ethernet.ethernet("ff:ff:ff:ff:ff:ff", src_mac, ether_types.ETH_TYPE_8021Q))
+        pkt.add_protocol(vlan.vlan(vid=vid, ethertype=ether_types.ETH_TYPE_ARP))
+    pkt.add_protocol(arp.arp(src_mac=src_mac, src_ip=src_ip, dst_ip=target_ip))
+    pkt.serialize()
+    return bytes(pkt.data)
+
+
+@pytest.fixture
+def leafspine():
+    """leafspine:2,2,1 known to a private STATE: intended topology, links as discovery reports
+    them, and a connected routing app with one recording datapath per bridge."""
+    topo = build("leafspine:2,2,1")
+    state = ControllerState()
+    state.set_intended(topo.to_dict())
+    for host in disc.intended_hosts(state):
+        state.add_host(**host)
+    state.set_links([{"a": ln.a, "a_port": ln.port_a, "b": ln.b, "b_port": ln.port_b}
+                     for ln in topo.fabric_links()])
+    app = Routing(state=state)
+    dps = {name: RecordingDatapath(topo.dpid(name)) for name in topo.bridges}
+    for dp in dps.values():
+        app.switch_features(features(dp))
+    return topo, state, app, dps
+
+
+def test_connect_installs_pipeline_then_clears_and_installs_every_route(leafspine):
+    topo, state, app, dps = leafspine
+    app.recompute()
+    desired = rr.desired_state(*_inputs(topo, state))
+    for name, dp in dps.items():
+        sent = dp.take()
+        tables = [m.table_id for m in sent if isinstance(m, parser.OFPFlowMod)
+                  and m.cookie == pipeline.COOKIE_PIPELINE and m.command == ofp.OFPFC_ADD]
+        assert tables == [0, 1, 2, 3], name  # the shared pipeline's miss rules, once
+        reset = [m for m in sent if isinstance(m, parser.OFPFlowMod) and m.command == ofp.OFPFC_DELETE
+                 and m.cookie == pipeline.COOKIE_ROUTING]
+        assert len(reset) == 1
+        rules = desired[topo.dpid(name)]
+        adds = [m for m in sent if isinstance(m, parser.OFPGroupMod) and m.command == ofp.OFPGC_ADD]
+        assert sorted(m.group_id for m in adds) == sorted(rules.groups)
+        flows = [m for m in sent if isinstance(m, parser.OFPFlowMod) and m.cookie == pipeline.COOKIE_ROUTING
+                 and m.command == ofp.OFPFC_ADD]
+        assert len(flows) == len(rules.flows)
+    events = [e["text"] for e in state.events() if e["kind"] == "routing"]
+    assert events and events[-1].startswith("paths for 2 hosts on 6 bridges")
+
+
+def _inputs(topo, state):
+    from controller_apps.routing import inputs_from_state
+
+    return inputs_from_state(state, sorted(topo.dpid(n) for n in topo.bridges))
+
+
+def test_recomputing_without_a_change_sends_nothing(leafspine):
+    _, _, app, dps = leafspine
+    app.recompute()
+    for dp in dps.values():
+        dp.take()
+    assert app.recompute() == 0
+    assert all(not dp.sent for dp in dps.values())
+
+
+def test_a_link_failure_sends_only_group_modifications(leafspine):
+    topo, state, app, dps = leafspine
+    app.recompute()
+    for dp in dps.values():
+        dp.take()
+    kept = [ln for ln in topo.fabric_links() if {ln.a, ln.b} != {"spine1", "leaf2"}]
+    state.set_links([{"a": ln.a, "a_port": ln.port_a, "b": ln.b, "b_port": ln.port_b} for ln in kept])
+    assert app.wake.is_set()  # STATE told routing; the worker thread would recompute now
+    assert app.recompute() > 0
+    sent = [m for dp in dps.values() for m in dp.take()]
+    assert sent and all(isinstance(m, parser.OFPGroupMod) and m.command == ofp.OFPGC_MODIFY for m in sent)
+    # leaf1's group towards leaf2's Pi now only uses spine2
+    leaf1 = dps["leaf1"]
+    app.recompute()
+    assert not leaf1.sent
+
+
+def test_a_reconnected_switch_is_reset_and_fully_reinstalled(leafspine):
+    _, _, app, dps = leafspine
+    app.recompute()
+    dp = dps["leaf1"]
+    dp.take()
+    fresh = RecordingDatapath(dp.id)
+    app.switch_features(features(fresh))
+    app.recompute()
+    sent = fresh.take()
+    assert any(isinstance(m, parser.OFPFlowMod) and m.command == ofp.OFPFC_DELETE for m in sent)
+    assert any(isinstance(m, parser.OFPGroupMod) and m.command == ofp.OFPGC_ADD for m in sent)
+
+
+def test_arp_the_data_plane_missed_is_answered_for_known_hosts_only(leafspine):
+    topo, state, app, dps = leafspine
+    pi = topo.pis[0]
+    asker, target = topo.containers
+    dp = dps[pi]
+    in_port = topo.port(pi, asker)
+    ip = topo.node(target).ip.split("/")[0]
+    dp.take()
+    request = arp_request(topo.node(asker).mac, "10.0.0.1", ip)
+    app.packet_in(packet_in(dp, in_port, request, pipeline.TABLE_ARP))
+    (out,) = dp.take()
+    assert isinstance(out, parser.OFPPacketOut) and out.actions[0].port == in_port
+    reply = packet.Packet(out.data).get_protocol(arp.arp)
+    assert (reply.opcode, reply.src_mac, reply.src_ip, reply.dst_mac) == \
+        (arp.ARP_REPLY, topo.node(target).mac, ip, topo.node(asker).mac)
+    app.packet_in(packet_in(dp, in_port, arp_request(topo.node(asker).mac, "10.0.0.1", "10.9.9.9"), 1))
+    app.packet_in(packet_in(dp, in_port, arp_request(topo.node(asker).mac, "10.0.0.1", ip, vid=5), 1))
+    assert dp.take() == []  # unknown target: no answer and no flood; tagged: tenancy's
+
+
+def test_discovery_traps_lldp_probes_live_ports_and_turns_probes_into_links():
+    topo = build("leafspine:2,2,1")
+    state = ControllerState()
+    state.set_intended(topo.to_dict())
+    app = disc.Discovery(state=state)
+    dps = {name: RecordingDatapath(topo.dpid(name)) for name in topo.bridges}
+    for dp in dps.values():
+        app.switch_features(features(dp))
+    trap = [m for m in dps["leaf1"].take()
+            if isinstance(m, parser.OFPFlowMod) and m.cookie == pipeline.COOKIE_DISCOVERY]
+    assert len(trap) == 1 and trap[0].table_id == pipeline.TABLE_CLASSIFY
+    assert trap[0].priority > pipeline.PRIORITY_SECURITY
+    assert trap[0].match["eth_type"] == ether_types.ETH_TYPE_LLDP
+
+    for name, dp in dps.items():
+        ports = [port(no, up=not (name == "spine1" and no == 2)) for no in topo.ports(name)]
+        app.port_desc(ofp_event.EventOFPPortDescStatsReply(parser.OFPPortDescStatsReply(dp, body=ports)))
+    probes = {}
+    for name, dp in dps.items():
+        for m in dp.take():
+            if isinstance(m, parser.OFPPacketOut):
+                probes[(name, m.actions[0].port)] = m.data
+    assert ("spine1", 2) not in probes  # a down port is not probed
+    assert set(probes) == {(n, p) for n in topo.bridges for p in topo.ports(n)} - {("spine1", 2)}
+    assert all(disc.parse_lldp(data) == (topo.dpid(n), p) for (n, p), data in probes.items())
+
+    for (name, port_no), data in probes.items():  # deliver each probe to the far end, as OVS would
+        peer = topo.ports(name)[port_no]
+        if topo.kind(peer) == "container":
+            continue  # a container's kernel ignores LLDP
+        app.packet_in(packet_in(dps[peer], topo.port(peer, name), data, pipeline.TABLE_CLASSIFY))
+    links = {(ln["a"], ln["a_port"], ln["b"], ln["b_port"]) for ln in state.links()}
+    want = {tuple(x for end in sorted(((ln.a, ln.port_a), (ln.b, ln.port_b))) for x in end)
+            for ln in topo.fabric_links()}
+    far = topo.ports("spine1")[2]
+    down_link = tuple(x for end in sorted((("spine1", 2), (far, topo.port(far, "spine1")))) for x in end)
+    assert links == want - {down_link}  # a down port's link is down both ways
+    assert not any(e["kind"] == "discovery" for e in state.events())
+
+    up = parser.OFPPortStatus(dps["spine1"], ofp.OFPPR_MODIFY, port(2))
+    app.port_status(ofp_event.EventOFPPortStatus(up))
+    (probe,) = dps["spine1"].take()  # probed at once, not at the next round
+    peer = topo.ports("spine1")[2]
+    app.packet_in(packet_in(dps[peer], topo.port(peer, "spine1"), probe.data, pipeline.TABLE_CLASSIFY))
+    assert {(ln["a"], ln["a_port"], ln["b"], ln["b_port"]) for ln in state.links()} == want
+    assert any(e["kind"] == "discovery" and "matches the intended" in e["text"] for e in state.events())
+
+    desc = parser.OFPPort(2, "02:00:00:aa:00:02", "p2", 0, ofp.OFPPS_LINK_DOWN, 0, 0, 0, 0, 0, 0)
+    app.port_status(ofp_event.EventOFPPortStatus(parser.OFPPortStatus(dps["leaf1"], ofp.OFPPR_MODIFY, desc)))
+    assert len(state.links()) == len(want) - 1  # gone at once, not after the LLDP timeout
+    assert any(e["text"] == "port leaf1:2 down" for e in state.events())
+
+
+def test_discovery_declares_intended_hosts_and_learns_only_on_edge_ports():
+    topo = build("leafspine:2,2,1")
+    state = ControllerState()
+    app = disc.Discovery(state=state)
+    state.set_intended(topo.to_dict())
+    assert {h["name"] for h in state.hosts()} == set(topo.containers)
+    pi = topo.pis[0]
+    dp = RecordingDatapath(topo.dpid(pi))
+    app.switch_features(features(dp))
+    newcomer = "02:00:00:00:00:42"
+    uplink = topo.port(pi, topo.ports(pi)[1])
+    app.packet_in(packet_in(dp, uplink, arp_request(newcomer, "10.0.0.42", "10.0.0.1"), pipeline.TABLE_ARP))
+    assert state.host(newcomer) is None  # never learn behind a fabric port
+    app.packet_in(packet_in(dp, 9, arp_request(newcomer, "10.0.0.42", "10.0.0.1"), pipeline.TABLE_ARP))
+    learned = state.host(newcomer)
+    assert (learned["dpid"], learned["port"], learned["ip"]) == (dp.id, 9, "10.0.0.42")
+    app.packet_in(packet_in(dp, 9, arp_request("0a:00:00:00:00:05", "10.1.0.5", "10.1.0.1", vid=5), 1))
+    assert state.host("0a:00:00:00:00:05") is None  # tagged: tenancy's
