@@ -462,6 +462,16 @@ class EmulatedCluster:
         self.workdir = Path(workdir or f"/run/picloud/emu-{name}")
         self.records: dict[str, dict[str, dict]] = {}
 
+    @classmethod
+    def load(cls, name: str, workdir: str | Path | None = None) -> EmulatedCluster:
+        """The emulated cluster `name` started earlier (by another process, e.g. the CLI)."""
+        probe = cls(name, 1, workdir=workdir)
+        meta = probe.workdir / "cluster.json"
+        if not meta.exists():
+            raise ClusterError(f"emulated cluster {name!r}: not running (no {meta})")
+        data = json.loads(meta.read_text())
+        return cls(name, int(data["count"]), data["subnet"], workdir=workdir)
+
     # --- names and addresses ------------------------------------------------------------------
     @property
     def hub_netns(self) -> str:
@@ -521,6 +531,7 @@ class EmulatedCluster:
         if self.gateway_iface in ip.links() or {self.hub_netns, *map(self.pi_netns, range(self.count))} & existing:
             raise ClusterError(f"emulated cluster {self.name}: already exists (stop it first)")
         self.workdir.mkdir(parents=True, exist_ok=True)
+        (self.workdir / "cluster.json").write_text(json.dumps({"count": self.count, "subnet": str(self.subnet)}))
         try:
             self._underlay()
             for i in range(self.count):
