@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
+import requests
 import yaml
 
 from picloud.errors import ClusterError, FabricError
@@ -151,3 +155,62 @@ def test_underlay_overlapping_a_host_route_is_refused_before_anything_exists():
     with pytest.raises(ClusterError, match=r"overlaps the host route .* \(pick a subnet no route covers\)"):
         emu.start()
     assert not {"pcovh", "pcove0", "pcove1"} & ip.netns_list()
+
+
+@pytest.fixture
+def controller_on_underlay(emulated, tmp_path):
+    """PiCloud's own controller (discovery, routing), listening where the Pis reach it."""
+    topo = build("leafspine:2,3,1", 2)
+    topo_file = tmp_path / "topology.json"
+    topo_file.write_text(json.dumps(topo.to_dict()))
+    of_port, api_port = 16980, 16981
+    log = open(tmp_path / "controller.log", "wb")  # noqa: SIM115 (closed in finally)
+    ctl = subprocess.Popen([sys.executable, "-m", "controller_apps.runner", "--listen", f"{emulated.gateway}:{of_port}",
+                            "--api", f"127.0.0.1:{api_port}", "--topology", str(topo_file)],
+                           stdout=log, stderr=subprocess.STDOUT)
+    try:
+        yield topo, f"tcp:{emulated.gateway}:{of_port}", f"http://127.0.0.1:{api_port}"
+    finally:
+        ctl.terminate()
+        ctl.wait(timeout=15)
+        log.close()
+
+
+def test_controller_apps_run_unchanged_on_a_looped_fabric_across_pis(emulated, inventory, controller_on_underlay):
+    topo, target, api = controller_on_underlay
+    with Testbed(topo, controller=target, backend="cluster", inventory=str(inventory)) as tb:
+        want = {topo.dpid(n) for n in topo.bridges}
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if want <= set(requests.get(f"{api}/stats/switches", timeout=2).json()):
+                    break
+            except requests.RequestException:
+                pass
+            time.sleep(0.3)
+        assert want <= set(requests.get(f"{api}/stats/switches", timeout=2).json())
+        assert {tb.fabric.host(n) for n in topo.switches} >= {"pi1", "pi2"}  # the fabric spans Pis
+
+        def all_reach() -> bool:
+            matrix = tb.ping_all(tcp=True)
+            return all(loss == 0.0 for row in matrix.values() for loss in row.values())
+
+        assert _eventually(all_reach, 20)
+        # a spine link goes down (its VXLAN ports leave the bridges): routing finds the other spine
+        spine_link = next(ln for ln in topo.fabric_links() if "spine1" in (ln.a, ln.b)
+                          and tb.fabric.host(ln.a) != tb.fabric.host(ln.b))
+        tb.fabric.set_link(spine_link.a, spine_link.b, up=False)
+        health = tb.fabric.health()
+        assert health[tb.fabric.host(spine_link.a)] and health[tb.fabric.host(spine_link.b)]
+        assert _eventually(all_reach, 20)
+        tb.fabric.set_link(spine_link.a, spine_link.b, up=True)
+        assert tb.fabric.health() == {"pi1": [], "pi2": [], "pi3": []}
+
+
+def _eventually(check, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.5)
+    return check()
