@@ -397,6 +397,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settle", type=float, default=2.0, help="seconds between handshake and load")
     parser.add_argument("--controllers", default="simple_switch_13,l2_learning,pipeline,ovs-testcontroller")
     parser.add_argument("--record", action="store_true", help=f"write the results into {RESULTS}")
+    parser.add_argument("--note", default="", help="a paragraph recorded under the table (with --record)")
     args = parser.parse_args(argv)
     if args.quick:
         args.loops, args.ms, args.settle = 3, 1000, 1.0
@@ -409,13 +410,16 @@ def main(argv: list[str] | None = None) -> int:
     results = {name: bench_one(name, args) for name in names}
     summary = table(results, args)
     print(summary)
+    load = os.getloadavg()
     if args.record:
         stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
         record(f"Run {stamp} on {machine()}; `python bench/cbench.py{' --quick' if args.quick else ''}`: "
                f"{args.switches} fake OpenFlow 1.3 switches, {args.outstanding} outstanding packet-ins each "
                f"in throughput mode, 1 in latency mode; median of {args.loops} windows of {args.ms} ms "
-               f"after one warm-up window. Ratios are to {BASELINE} (Ryu's sample on plain os-ken).\n\n"
-               + summary)
+               f"after one warm-up window. Ratios are to {BASELINE} (Ryu's sample on plain os-ken). "
+               f"Load average when done: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1/5/15 min; the "
+               "box is shared, so compare ratios within one run rather than absolute numbers).\n\n"
+               + summary + (f"\n\n{args.note.strip()}" if args.note.strip() else ""))
     return 0
 
 
