@@ -46,6 +46,7 @@ LOG = logging.getLogger(__name__)
 
 LLDP_INTERVAL = 1.0  # seconds between probe rounds
 LINK_TIMEOUT = 3.5  # a link unconfirmed this long is gone (three lost probes and a margin)
+STALE_DOWN = 1.0  # a probe through a port marked down this long ago proves the mark stale
 LLDP_TTL = 5  # seconds, the TTL TLV (informative: we expire links ourselves)
 SYSTEM_NAME = b"picloud"  # marks our probes, so frames from other LLDP speakers are ignored
 PRIORITY_LLDP = pipeline.PRIORITY_SECURITY + 100
@@ -105,16 +106,23 @@ def parse_lldp(data: bytes) -> Endpoint | None:
 class LinkTable:
     """Directed LLDP observations (sender end -> receiver end) with the time last seen, folded into
     undirected links. Either direction is enough to believe a link; a down port removes its links
-    at once and keeps late probes through it from resurrecting them."""
+    at once and keeps probes that were in flight from resurrecting them. A probe arriving through a
+    port marked down more than STALE_DOWN ago is no longer in flight: it proves the port works (a
+    port-status "up" can be lost between connection and the port-description reply), so it counts."""
 
     def __init__(self) -> None:
         self.seen: dict[tuple[Endpoint, Endpoint], float] = {}
-        self.down: set[Endpoint] = set()
+        self.down: dict[Endpoint, float] = {}  # end -> when it was marked down
 
     def observe(self, sender: Endpoint, receiver: Endpoint, now: float) -> bool:
         """Record one probe; True when the set of links changed."""
-        if sender in self.down or receiver in self.down or sender[0] == receiver[0]:
+        if sender[0] == receiver[0]:
             return False
+        for end in (sender, receiver):
+            if end in self.down:
+                if now - self.down[end] < STALE_DOWN:
+                    return False
+                del self.down[end]
         before = self.links()
         # a port has one neighbour: an observation contradicting an older one replaces it
         for key in [k for k in self.seen if (sender in k or receiver in k) and k != (sender, receiver)
@@ -123,15 +131,15 @@ class LinkTable:
         self.seen[(sender, receiver)] = now
         return self.links() != before
 
-    def port_down(self, end: Endpoint) -> bool:
-        self.down.add(end)
+    def port_down(self, end: Endpoint, now: float) -> bool:
+        self.down[end] = now
         return self._drop(lambda k: end in k)
 
     def port_up(self, end: Endpoint) -> None:
-        self.down.discard(end)
+        self.down.pop(end, None)
 
     def switch_gone(self, dpid: int) -> bool:
-        self.down = {e for e in self.down if e[0] != dpid}
+        self.down = {e: t for e, t in self.down.items() if e[0] != dpid}
         return self._drop(lambda k: dpid in (k[0][0], k[1][0]))
 
     def expire(self, now: float, timeout: float = LINK_TIMEOUT) -> bool:
@@ -295,7 +303,7 @@ class Discovery(app_manager.OSKenApp):
             self.ports[dp.id] = ports
             for port_no, info in ports.items():
                 if not info["up"]:
-                    self.table.port_down((dp.id, port_no))
+                    self.table.port_down((dp.id, port_no), time.monotonic())
         self.probe(dp.id)
         self.probe_all = True  # the others' earlier probes to this bridge hit no trap rule
         self.wake.set()
@@ -319,7 +327,7 @@ class Discovery(app_manager.OSKenApp):
                 self.table.port_up(end)
                 changed = False
             else:
-                changed = self.table.port_down(end)
+                changed = self.table.port_down(end, time.monotonic())
         if was != up:
             where = f"{self.state.name_of(dp.id)}:{desc.port_no}"
             self.state.event("port", f"port {where} {'up' if up else 'down'}")
@@ -344,7 +352,8 @@ class Discovery(app_manager.OSKenApp):
 
     # --- actions ----------------------------------------------------------------------------------
     def probe(self, dpid: int, port_nos: Iterable[int] | None = None) -> None:
-        """Send our LLDP probe out of the given (default: all live) ports of one bridge."""
+        """Send our LLDP probe out of the given (default: all) ports of one bridge. Ports believed
+        down are probed too: if the belief is stale, the probe is what corrects it."""
         with self.lock:
             dp = self.datapaths.get(dpid)
             ports = self.ports.get(dpid, {})
@@ -354,8 +363,6 @@ class Discovery(app_manager.OSKenApp):
             return
         parser, ofp = dp.ofproto_parser, dp.ofproto
         for port_no, info in chosen:
-            if not info["up"]:
-                continue
             dp.send_msg(parser.OFPPacketOut(
                 datapath=dp, buffer_id=ofp.OFP_NO_BUFFER, in_port=ofp.OFPP_CONTROLLER,
                 actions=[parser.OFPActionOutput(port_no)], data=lldp_frame(dpid, port_no, info["hw_addr"])))

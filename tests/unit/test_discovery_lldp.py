@@ -47,11 +47,21 @@ def test_a_port_down_removes_its_link_and_late_probes_do_not_bring_it_back():
     table = disc.LinkTable()
     table.observe((A, 1), (B, 2), 0.0)
     table.observe((A, 3), (C, 1), 0.0)
-    assert table.port_down((B, 2))
+    assert table.port_down((B, 2), 0.1)
     assert table.links() == [((A, 3), (C, 1))]
     assert not table.observe((A, 1), (B, 2), 0.2)  # a probe that was in flight when the port died
     table.port_up((B, 2))
     assert table.observe((A, 1), (B, 2), 0.3)
+
+
+def test_a_probe_long_after_a_down_mark_proves_the_port_up():
+    """The port-status 'up' can be lost (sent before the connection was ready); probes through
+    the port, long after it was marked down, are not in flight and correct the mark."""
+    table = disc.LinkTable()
+    table.port_down((B, 2), 0.0)
+    assert not table.observe((A, 1), (B, 2), disc.STALE_DOWN / 2)
+    assert table.observe((A, 1), (B, 2), disc.STALE_DOWN + 0.1)
+    assert (B, 2) not in table.down
 
 
 def test_links_unconfirmed_for_the_timeout_expire():
