@@ -37,8 +37,8 @@ from typing import Any
 
 HEADER = struct.Struct("!QQ")
 ACK = struct.Struct("!Q")
+# 4 MiB writes: fewer system calls and loop turns per byte (sendfile from a memfd measured costlier).
 CHUNK = 4 << 20
-SENDFILE_MIN = 64 * 1024
 RECV_BUFFER = 1 << 20
 
 
@@ -112,9 +112,6 @@ class Client:
         self.tasks: set[asyncio.Task[None]] = set()
         self.lateness: list[float] = []
         self.payload = memoryview(bytes(CHUNK))
-        fd = os.memfd_create("traffic-payload")
-        os.ftruncate(fd, CHUNK)  # a sparse file of zeros
-        self.payload_file = os.fdopen(fd, "rb")
 
     def _spawn(self, flow: dict[str, Any], scheduled: float) -> None:
         task = asyncio.get_running_loop().create_task(self.run_flow(flow, scheduled))
@@ -181,10 +178,7 @@ class Client:
             await loop.sock_sendall(sock, HEADER.pack(int(flow["id"]), size))
             while state["sent"] < size:
                 n = min(CHUNK, size - state["sent"])
-                if n >= SENDFILE_MIN:  # zero-copy from a memory file: leaves CPU to the datapath
-                    await loop.sock_sendfile(sock, self.payload_file, 0, n, fallback=True)
-                else:
-                    await loop.sock_sendall(sock, self.payload[:n])
+                await loop.sock_sendall(sock, self.payload[:n])
                 state["sent"] += n
                 # sock_sendall returns without yielding when the kernel takes the whole chunk; yield
                 # so one fast bulk flow cannot starve the scheduler and the other flows.
