@@ -99,6 +99,24 @@ def current_plan(testbed: Any) -> TenantPlan:
     return store.load(plan_path(testbed))
 
 
+def drop_counts(testbed: Any) -> dict[str, int]:
+    """Packets each tenant's members sent that the edge dropped (spoofed source, IPv6, 802.1Q...):
+    the packet counters of tenancy's per-member drop rules, summed by the tenant id in the cookie."""
+    from controller_apps.pipeline import COOKIE_APP_MASK, COOKIE_TENANCY, TABLE_CLASSIFY, cookie_tenant
+    from controller_apps.tenancy_rules import PRI_MEMBER_DROP
+
+    plan = current_plan(testbed)
+    by_id = {t.id: t.name for t in plan.tenants}
+    out = {t.name: 0 for t in plan.tenants}
+    for pi in sorted({m.pi for _, m in plan.members}):
+        for flow in testbed.flows(pi):
+            ck = int(flow.get("cookie", 0))
+            if (ck & COOKIE_APP_MASK == COOKIE_TENANCY and flow.get("table_id") == TABLE_CLASSIFY
+                    and flow.get("priority") == PRI_MEMBER_DROP and cookie_tenant(ck) in by_id):
+                out[by_id[cookie_tenant(ck)]] += int(flow.get("packet_count", 0))
+    return out
+
+
 def _create_members(testbed: Any, plan: TenantPlan, tenant: Tenant, members: Sequence[Member]) -> TenantPlan:
     """Create the containers; on any failure remove the ones made so far and re-raise."""
     made: list[str] = []
@@ -143,7 +161,8 @@ class TenantHandle:
                     new = planner.set_rate(plan, name, rate)
             else:
                 if subnet is None:
-                    raise TenantError(f"tenant {name!r}: no such tenant (give subnet= to create it)")
+                    raise TenantError(f"tenant {name!r}: no such tenant (create it first: "
+                                      "'picloud tenant create NAME --subnet CIDR' or tb.tenant(NAME, subnet=CIDR))")
                 new = planner.create_tenant(plan, name, subnet, rate=rate, topology=testbed.topology)
             if new != plan:
                 check_tenancy(testbed)

@@ -45,7 +45,7 @@ ETH_P_ALL = 0x0003
 PACKET_OUTGOING = 4
 SNIFF_MAX_S = 120.0
 SETTLE_S = 1.0  # after the last probe, how long frames may still be in flight
-ROUND_S = 0.2  # pause between probe rounds when probing for a duration
+ROUND_S = 1.0  # pause between probe rounds when probing for a duration (gentle on the datapath)
 PROBE_KINDS = ("unicast", "overlap", "arp", "spoof", "broadcast", "multicast", "ipv6-ns", "vlan")
 
 
