@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
+import json
 import os
 import platform
 import re
@@ -43,6 +44,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,7 +56,7 @@ OFP_VERSION = 0x04
 OFPT_HELLO, OFPT_ERROR, OFPT_ECHO_REQUEST, OFPT_ECHO_REPLY = 0, 1, 2, 3
 OFPT_FEATURES_REQUEST, OFPT_FEATURES_REPLY = 5, 6
 OFPT_GET_CONFIG_REQUEST, OFPT_GET_CONFIG_REPLY = 7, 8
-OFPT_PACKET_IN, OFPT_PACKET_OUT, OFPT_FLOW_MOD = 10, 13, 14
+OFPT_PACKET_IN, OFPT_PACKET_OUT, OFPT_FLOW_MOD, OFPT_GROUP_MOD = 10, 13, 14, 15
 OFPT_MULTIPART_REQUEST, OFPT_MULTIPART_REPLY = 18, 19
 OFPT_BARRIER_REQUEST, OFPT_BARRIER_REPLY = 20, 21
 OFPT_ROLE_REQUEST, OFPT_ROLE_REPLY = 24, 25
@@ -102,10 +104,15 @@ def packet_in(switch: int, host: int, buffer_id: int) -> bytes:
     from `host` to `host + 1`."""
     dst_host = (host + 1) % HOSTS_PER_SWITCH
     frame = mac(switch, dst_host) + mac(switch, host) + b"\x08\x00" + ipv4_udp(switch, host, dst_host)
-    oxm_in_port = struct.pack("!HBBI", 0x8000, 0 << 1, 4, host_port(host))  # OFPXMC_OPENFLOW_BASIC, IN_PORT
+    return packet_in_frame(host_port(host), buffer_id, frame)
+
+
+def packet_in_frame(in_port: int, buffer_id: int, frame: bytes, reason: int = 0) -> bytes:
+    """OFPT_PACKET_IN of `frame` received on `in_port` (reason 0 no match, 1 action)."""
+    oxm_in_port = struct.pack("!HBBI", 0x8000, 0 << 1, 4, in_port)  # OFPXMC_OPENFLOW_BASIC, IN_PORT
     match = struct.pack("!HH", 1, 4 + len(oxm_in_port)) + oxm_in_port  # OFPMT_OXM, length 12
     match += bytes((8 - len(match) % 8) % 8)  # padded to 16
-    body = struct.pack("!IHBBQ", buffer_id, len(frame), 0, 0, 0) + match + b"\x00\x00" + frame
+    body = struct.pack("!IHBBQ", buffer_id, len(frame), reason, 0, 0) + match + b"\x00\x00" + frame
     return header(OFPT_PACKET_IN, 8 + len(body), 0) + body
 
 
@@ -114,10 +121,10 @@ def features_reply(xid: int, dpid: int) -> bytes:
     return header(OFPT_FEATURES_REPLY, 8 + len(body), xid) + body
 
 
-def port_desc(switch: int) -> bytes:
-    """N_PORTS ofp_port records (64 bytes each), all up, 1 Gbit/s."""
+def port_desc(switch: int, ports: list[int] | None = None) -> bytes:
+    """ofp_port records (64 bytes each) for `ports` (default 1..N_PORTS), all up, 1 Gbit/s."""
     out = b""
-    for port in range(1, N_PORTS + 1):
+    for port in ports or range(1, N_PORTS + 1):
         name = f"cb{switch}p{port}".encode().ljust(16, b"\x00")
         out += struct.pack("!I4x6s2x16sIIIIIIII", port, bytes([0x06, 0, 0, switch & 0xFF, 0, port]), name,
                            0, 0x4, 0x20, 0x20, 0x20, 0, 1_000_000, 1_000_000)
@@ -132,6 +139,8 @@ DESC_BODY = b"".join(s.encode().ljust(n, b"\x00") for s, n in
 class SwitchCounters:
     flow_mods: int = 0
     packet_outs: int = 0
+    group_mods: int = 0
+    last_mod: float = 0.0  # perf_counter of the last flow-mod or group-mod
     sent: int = 0
     ready: bool = False
     latencies: list[float] = field(default_factory=list)
@@ -140,12 +149,15 @@ class SwitchCounters:
 class FakeSwitch:
     """One OpenFlow 1.3 switch over an asyncio stream: handshake, then packet-ins on demand."""
 
-    def __init__(self, index: int, outstanding: int) -> None:
+    def __init__(self, index: int, outstanding: int, dpid: int | None = None, ports: list[int] | None = None,
+                 relay: Callable[[FakeSwitch, int, bytes], None] | None = None) -> None:
         self.index = index
-        self.dpid = 0xCB00_0000_0000 + index + 1
+        self.dpid = dpid if dpid is not None else 0xCB00_0000_0000 + index + 1
+        self.ports = ports
+        self.relay = relay  # called with (switch, out_port, frame) for controller-sourced packet-outs
         self.outstanding = outstanding
         self.counters = SwitchCounters()
-        self.messages = [packet_in(index, h, 0x100 + h) for h in range(HOSTS_PER_SWITCH)]
+        self.messages = [packet_in(index, h, 0x100 + h) for h in range(HOSTS_PER_SWITCH)] if outstanding else []
         self.next_host = 0
         self.running = False
         self.sent_at: float = 0.0
@@ -198,12 +210,18 @@ class FakeSwitch:
                         break
                     if msg_type == OFPT_FLOW_MOD:
                         self.counters.flow_mods += 1
+                        self.counters.last_mod = time.perf_counter()
                         answers += 1
+                    elif msg_type == OFPT_GROUP_MOD:
+                        self.counters.group_mods += 1
+                        self.counters.last_mod = time.perf_counter()
                     elif msg_type == OFPT_PACKET_OUT:
                         in_port = struct.unpack_from("!I", buf, offset + 12)[0]
                         if in_port != OFPP_CONTROLLER:
                             self.counters.packet_outs += 1
                             answers += 1
+                        elif self.relay is not None:
+                            self._relay(buf[offset:offset + length])
                     else:
                         self._control(msg_type, xid, buf[offset + 8:offset + length])
                     offset += length
@@ -214,6 +232,23 @@ class FakeSwitch:
                     self._fill()
         finally:
             writer.close()
+
+    def _relay(self, msg: bytes) -> None:
+        """A controller-sourced packet-out (an LLDP probe): hand its frame to the relay for every
+        OUTPUT action, so the peer switch can send it back as a packet-in, as a wire would."""
+        assert self.relay is not None
+        actions_len = struct.unpack_from("!H", msg, 16)[0]
+        offset, end = 24, 24 + actions_len
+        frame = msg[end:]
+        while offset < end:
+            action_type, action_len = struct.unpack_from("!HH", msg, offset)
+            if action_type == 0:  # OFPAT_OUTPUT
+                self.relay(self, struct.unpack_from("!I", msg, offset + 4)[0], frame)
+            offset += max(action_len, 8)
+
+    def send_raw(self, data: bytes) -> None:
+        if self.writer is not None:
+            self.writer.write(data)
 
     def _control(self, msg_type: int, xid: int, body: bytes) -> None:
         """Answer what a real switch must answer for the controller to move on."""
@@ -232,7 +267,7 @@ class FakeSwitch:
         elif msg_type == OFPT_MULTIPART_REQUEST:
             mp_type = struct.unpack_from("!H", body)[0]
             if mp_type == OFPMP_PORT_DESC:
-                payload = port_desc(self.index)
+                payload = port_desc(self.index, self.ports)
             elif mp_type == OFPMP_DESC:
                 payload = DESC_BODY
             else:
@@ -285,6 +320,71 @@ async def measure(host: str, port: int, switches: int, outstanding: int, loops: 
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
+async def install_time(spec: str, port: int, quiet: float = 3.0, limit: float = 110.0) -> dict[str, float]:
+    """Fake switches wired as topology `spec` (LLDP probes relayed to the peer switch, as a wire
+    would); how long after the last switch connected the controller's last flow-mod or group-mod
+    came, i.e. discovery plus proactive installation, and how many messages that took."""
+    from topology.builders import build
+
+    topo = build(spec)
+    names = topo.bridges
+    ports_of = {n: topo.ports(n) for n in names}
+    by_dpid = {topo.dpid(n): n for n in names}
+    fakes: dict[str, FakeSwitch] = {}
+
+    def relay(switch: FakeSwitch, out_port: int, frame: bytes) -> None:
+        name = by_dpid[switch.dpid]
+        peer = ports_of[name].get(out_port)
+        if peer in fakes:
+            fakes[peer].send_raw(packet_in_frame(topo.port(peer, name), 0xFFFFFFFF, frame, reason=1))
+
+    for i, name in enumerate(names):
+        fakes[name] = FakeSwitch(i, 0, dpid=topo.dpid(name), ports=sorted(ports_of[name]), relay=relay)
+    tasks = [asyncio.create_task(f.run("127.0.0.1", port)) for f in fakes.values()]
+    try:
+        start = time.perf_counter()
+        while not all(f.counters.ready for f in fakes.values()):
+            if time.perf_counter() - start > limit:
+                raise TimeoutError(f"{spec}: only {sum(f.counters.ready for f in fakes.values())} of "
+                                   f"{len(fakes)} switches connected")
+            await asyncio.sleep(0.01)
+        connected = time.perf_counter()
+        while time.perf_counter() - connected < limit:
+            await asyncio.sleep(0.25)
+            last = max(f.counters.last_mod for f in fakes.values())
+            if last and time.perf_counter() - last > quiet:
+                break
+        last = max(f.counters.last_mod for f in fakes.values())
+        return {"bridges": len(fakes), "connect_s": connected - start,
+                "install_s": max(0.0, last - connected),
+                "flow_mods": sum(f.counters.flow_mods for f in fakes.values()),
+                "group_mods": sum(f.counters.group_mods for f in fakes.values()),
+                "containers": len(topo.containers)}
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def bench_install(spec: str) -> dict[str, float]:
+    """The default pipeline (with --topology) against fake switches wired as `spec`."""
+    from topology.builders import build
+
+    with tempfile.NamedTemporaryFile("w", suffix=".json", prefix="cbench-topo-") as topo_file:
+        json.dump({"topology": build(spec).to_dict()}, topo_file)
+        topo_file.flush()
+        port = free_port()
+        proc = start_controller("pipeline", port, ["--topology", topo_file.name])
+        try:
+            result = asyncio.run(install_time(spec, port))
+        finally:
+            stop_controller(proc)
+    print(f"  proactive install {spec}: {result['bridges']} bridges, {result['containers']} containers: "
+          f"{result['install_s']:.2f} s after the last switch connected, {result['flow_mods']:,} flow-mods, "
+          f"{result['group_mods']:,} group-mods", flush=True)
+    return result
+
+
 # --- controllers ---------------------------------------------------------------------------------
 def free_port() -> int:
     with socket.socket() as sock:
@@ -300,7 +400,7 @@ CONTROLLERS = {
 BASELINE = "simple_switch_13"
 
 
-def start_controller(name: str, port: int) -> subprocess.Popen:
+def start_controller(name: str, port: int, extra: list[str] | None = None) -> subprocess.Popen:
     if name == "ovs-testcontroller":
         exe = shutil.which("ovs-testcontroller")
         if exe is None:
@@ -308,7 +408,7 @@ def start_controller(name: str, port: int) -> subprocess.Popen:
         argv = [exe, "-O", "OpenFlow13", "-vconsole:off", "-vsyslog:off", f"ptcp:{port}:127.0.0.1"]
     else:
         argv = [sys.executable, "-m", "controller_apps.runner", *CONTROLLERS[name],
-                "--listen", f"127.0.0.1:{port}", "--api", "none"]
+                "--listen", f"127.0.0.1:{port}", "--api", "none", *(extra or [])]
     # The log goes to a file: a pipe nobody reads would fill up and stall a controller that logs
     # every packet-in (simple_switch_13 does).
     log = tempfile.TemporaryFile()  # noqa: SIM115 (the controller process writes it until stopped)
@@ -396,6 +496,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ms", type=int, default=1000, help="window length in milliseconds")
     parser.add_argument("--settle", type=float, default=2.0, help="seconds between handshake and load")
     parser.add_argument("--controllers", default="simple_switch_13,l2_learning,pipeline,ovs-testcontroller")
+    parser.add_argument("--install", metavar="SPEC", default=None,
+                        help="also time the default pipeline's proactive install on fake switches wired as SPEC "
+                             "(e.g. fattree:8)")
     parser.add_argument("--record", action="store_true", help=f"write the results into {RESULTS}")
     parser.add_argument("--note", default="", help="a paragraph recorded under the table (with --record)")
     args = parser.parse_args(argv)
@@ -408,8 +511,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"cbench: {args.switches} switches, {args.outstanding} outstanding (throughput) / 1 (latency), "
           f"{args.loops} x {args.ms} ms windows", flush=True)
     results = {name: bench_one(name, args) for name in names}
-    summary = table(results, args)
+    summary = table(results, args) if results else ""
     print(summary)
+    if args.install:
+        inst = bench_install(args.install)
+        summary += (f"\n\nProactive install, {args.install} ({inst['bridges']:.0f} bridges, "
+                    f"{inst['containers']:.0f} containers; fake switches relaying LLDP like wires, default app set "
+                    f"with the topology): last rule {inst['install_s']:.2f} s after the last switch connected "
+                    f"(LLDP discovery included), {inst['flow_mods']:,.0f} flow-mods and "
+                    f"{inst['group_mods']:,.0f} group-mods.")
     load = os.getloadavg()
     if args.record:
         stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
