@@ -309,3 +309,11 @@ def pi_cgroup_remove(parent: str) -> None:
         for path in [rel, *rel.parents[:-1]]:
             with contextlib.suppress(FileNotFoundError, OSError):
                 (base / path).rmdir()
+
+
+def host_pids(engine: Any, name: str, command: str) -> list[int]:
+    """Host PIDs of the processes in container `name` whose command line contains `command`."""
+    top = engine.containers.get(name).top(ps_args="-eo pid,args")
+    titles = top.get("Titles", [])
+    pid_col, cmd_col = titles.index("PID"), titles.index("COMMAND")
+    return [int(row[pid_col]) for row in top.get("Processes") or [] if command in row[cmd_col]]
