@@ -13,6 +13,7 @@ import collections
 import logging
 import threading
 import time
+from concurrent import futures
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -22,7 +23,8 @@ from webui.sources import DataSource
 
 log = logging.getLogger(__name__)
 EVENTS_KEPT = 1000
-STAT_WORKERS = 4  # parallel port-stats reads; each is a short subprocess or HTTP call
+STAT_WORKERS = 16  # parallel port-stats reads; each is a short HTTP call to the controller
+STALE_INTERVALS = 5  # a bridge unread for this many intervals shows no rate rather than an old one
 
 
 def display_topology(topo: Topology, runtime: dict[str, dict[str, Any]]) -> tuple[Topology, dict[str, int]]:
@@ -87,7 +89,11 @@ class LiveView:
         self._layout_key: Any = None
         self._layout: dict[str, Any] | None = None
         self._display: tuple[Topology, dict[str, int]] | None = None
-        self._prev: dict[str, metrics.Counters] = {}
+        # Each bridge keeps its own last two readings (time, counters): a slow switch delays
+        # only its own links, never the whole picture.
+        self._readings: dict[str, list[tuple[float, metrics.Counters]]] = {}
+        self._in_flight: set[str] = set()
+        self._readings_lock = threading.Lock()
         self._prev_t: float | None = None
         self._snapshot: dict[str, Any] = {"seq": 0, "links": [], "switches": {}, "totals": {}}
         self._down: set[str] | None = None
@@ -121,12 +127,37 @@ class LiveView:
             return self._display[0], self._display[1], self._layout
 
     # --- sampling -----------------------------------------------------------------------------
-    def _read_stats(self, node: str) -> metrics.Counters:
+    def _read_stats(self, node: str) -> None:
+        counters = None
         try:
-            return metrics.counters_by_port(self.source.port_stats(node))
+            counters = metrics.counters_by_port(self.source.port_stats(node))
         except Exception as exc:  # noqa: BLE001 - one unreadable switch must not blank the page
             log.debug("port stats %s: %s", node, exc)
-            return {}
+        t = time.monotonic()
+        with self._readings_lock:
+            self._in_flight.discard(node)
+            if counters is not None:
+                history = self._readings.setdefault(node, [])
+                history.append((t, counters))
+                del history[:-2]
+
+    def _read_all(self, bridges: list[str]) -> tuple[dict, dict, dict[str, float]]:
+        """Start a read of every bridge not still busy with the previous one, wait for them up to
+        most of an interval, and return (now, prev, dt) per bridge from the readings there are."""
+        with self._readings_lock:
+            todo = [b for b in bridges if b not in self._in_flight]
+            self._in_flight.update(todo)
+        futures.wait([self._pool.submit(self._read_stats, b) for b in todo], timeout=0.8 * self.interval)
+        now_t = time.monotonic()
+        now, prev, dt = {}, {}, {}
+        with self._readings_lock:
+            for b in bridges:
+                history = self._readings.get(b, [])
+                if history:
+                    now[b] = history[-1][1]
+                if len(history) == 2 and now_t - history[1][0] < STALE_INTERVALS * self.interval:
+                    prev[b], dt[b] = history[0][1], history[1][0] - history[0][0]
+        return now, prev, dt
 
     def sample(self) -> dict[str, Any]:
         """Read every bridge once, compute rates against the previous sample, publish.
@@ -142,19 +173,18 @@ class LiveView:
         topo, pi_ports, _ = self.display()
         now_t = time.monotonic()
         bridges = topo.bridges
-        counters = dict(zip(bridges, self._pool.map(self._read_stats, bridges), strict=True))
+        counters, prev, dt = self._read_all(bridges)
         state = self.source.controller_state()
         if state is not None:
             self.events.merge(state.get("events"))
         down = metrics.down_links_from_state(topo, state)
-        dt = now_t - self._prev_t if self._prev_t is not None else 0.0
-        links = metrics.link_rates(topo, counters, self._prev, dt, down, pi_ports)
+        links = metrics.link_rates(topo, counters, prev, dt, down, pi_ports)
         connected = {}
         for sw in (state or {}).get("switches") or []:
             if isinstance(sw, dict) and sw.get("name"):
                 connected[str(sw["name"])] = bool(sw.get("connected"))
         self._note_changes(down, connected)
-        fabric = [ln for ln in links if ":" in ln["id"] and not self._is_attach(topo, ln["id"])]
+        fabric = [ln for ln in links if "sent_bps" not in ln]
         snapshot = {
             "time": time.time(),
             "interval": self.interval,
@@ -162,22 +192,19 @@ class LiveView:
             "links": links,
             "switches": connected,
             "totals": {
-                "fabric_bps": round(sum(ln["bps"] for ln in fabric), 1),
+                # Each flow is counted once, where it enters: at its sender's container link.
+                "sent_bps": round(sum(ln.get("sent_bps", 0.0) for ln in links), 1),
+                "busiest_bps": max((ln["bps"] for ln in fabric), default=0.0),
                 "links_up": sum(1 for ln in fabric if ln["up"]),
                 "links_down": sum(1 for ln in fabric if not ln["up"]),
             },
         }
         with self._changed:
-            self._prev, self._prev_t = counters, now_t
+            self._prev_t = now_t
             snapshot["seq"] = self._snapshot["seq"] + 1
             self._snapshot = snapshot
             self._changed.notify_all()
         return snapshot
-
-    @staticmethod
-    def _is_attach(topo: Topology, lid: str) -> bool:
-        a, b = lid.split(":", 1)
-        return topo.kind(a) == "container" or topo.kind(b) == "container"
 
     def _note_changes(self, down: set[str], connected: dict[str, bool]) -> None:
         if self._down is not None:

@@ -50,7 +50,7 @@ def link_rates(
     topo: Topology,
     now: Mapping[str, Counters],
     prev: Mapping[str, Counters],
-    dt: float,
+    dt: float | Mapping[str, float],
     down: Iterable[str] = (),
     pi_ports: Mapping[str, int] | None = None,
 ) -> list[dict[str, Any]]:
@@ -59,8 +59,10 @@ def link_rates(
 
     Each direction of a link is measured where the frames are sent: a bridge's tx on its port
     toward the peer. A container is not a bridge, so its link is measured on the Pi's port
-    (tx toward the container, rx from it). `down` holds link ids known to be down; `pi_ports` the
-    real Pi port of each run-time container (the model's numbering does not apply to them).
+    (tx toward the container, rx from it). `dt` is the time between the two samples, one for all
+    bridges or one per bridge (each bridge is read on its own clock). `down` holds link ids known
+    to be down; `pi_ports` the real Pi port of each run-time container (the model's numbering
+    does not apply to them).
     """
     down = set(down)
     pi_ports = pi_ports or {}
@@ -68,15 +70,18 @@ def link_rates(
     for ln in topo.links:
         ends = []
         directions = []
+        sent = None  # container links: what the container sent (rx on the Pi's port), the offered load
         for node, port, peer in ((ln.a, ln.port_a, ln.b), (ln.b, ln.port_b, ln.a)):
             if topo.kind(node) == "container":
                 continue
             port = pi_ports.get(peer, port)
             ends.append({"node": node, "port": port, **now.get(node, {}).get(port, {})})
             node_now, node_prev = now.get(node, {}), prev.get(node, {})
-            directions.append(_rate(node_now, node_prev, port, "tx_bytes", dt))
+            node_dt = dt.get(node, 0.0) if isinstance(dt, Mapping) else dt
+            directions.append(_rate(node_now, node_prev, port, "tx_bytes", node_dt))
             if "container" in (topo.kind(ln.a), topo.kind(ln.b)):
-                directions.append(_rate(node_now, node_prev, port, "rx_bytes", dt))
+                sent = _rate(node_now, node_prev, port, "rx_bytes", node_dt)
+                directions.append(sent)
         lid = link_id(ln.a, ln.b)
         bps = 8 * max(directions, default=0.0)
         capacity = (ln.bw * 1e6) if ln.bw else DEFAULT_CAPACITY_BPS
@@ -89,6 +94,8 @@ def link_rates(
             "capacity_bps": capacity,
             "ends": ends,
         })
+        if sent is not None:
+            out[-1]["sent_bps"] = round(8 * sent, 1) if is_up else 0.0
     return out
 
 

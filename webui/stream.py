@@ -30,6 +30,7 @@ def frame(snapshot: dict[str, Any], events: list[dict[str, Any]]) -> str:
         "totals": snapshot.get("totals", {}),
         "switches": snapshot.get("switches", {}),
         "links": [{"id": ln["id"], "up": ln["up"], "bps": ln["bps"], "util": ln["util"], "ends": ln["ends"]}
+                  | ({"sent_bps": ln["sent_bps"]} if "sent_bps" in ln else {})
                   for ln in snapshot.get("links", [])],
         "events": events,
     }

@@ -72,6 +72,56 @@ def test_sampler_notices_a_link_going_down_and_up():
         view.stop()
 
 
+def test_totals_count_each_flow_once_where_it_enters():
+    topo = build("fattree:4")
+    source = StaticSource(topo)
+    a, b = topo.containers[0], topo.containers[-1]
+    for c in (a, b):
+        source.set_rate(c, topo.node(c).pi, 2e8)
+    for ln in topo.fabric_links()[:5]:
+        source.set_rate(ln.a, ln.b, 9e8)
+    view = LiveView(source, interval=0.05)
+    try:
+        view.sample()
+        time.sleep(0.2)
+        totals = view.sample()["totals"]
+        assert 3.6e8 < totals["sent_bps"] < 4.4e8, totals
+        assert 8e8 < totals["busiest_bps"] < 1e9, totals
+    finally:
+        view.stop()
+
+
+class SlowSwitch(StaticSource):
+    """One switch answers its port stats slowly, as a busy controller or switch does."""
+
+    slow = "core1"
+
+    def port_stats(self, node):
+        if node == self.slow:
+            time.sleep(1.5)
+        return super().port_stats(node)
+
+
+def test_a_slow_switch_delays_only_its_own_links():
+    topo = build("fattree:4")
+    source = SlowSwitch(topo)
+    busy = next(ln for ln in topo.fabric_links() if "core1" not in (ln.a, ln.b))
+    source.set_rate(busy.a, busy.b, 4e8)
+    view = LiveView(source, interval=0.2)
+    try:
+        durations = []
+        for _ in range(4):
+            t0 = time.monotonic()
+            snap = view.sample()
+            durations.append(time.monotonic() - t0)
+            time.sleep(0.1)
+        assert max(durations) < 0.5, f"sampling waited for the slow switch: {durations}"
+        rates = {x["id"]: x["bps"] for x in snap["links"]}
+        assert 3e8 < rates[f"{busy.a}:{busy.b}"] < 5e8
+    finally:
+        view.stop()
+
+
 def test_samples_too_close_together_are_not_taken():
     view = LiveView(StaticSource(build("single:1")), interval=10)
     try:

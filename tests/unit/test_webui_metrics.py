@@ -47,6 +47,8 @@ def test_container_links_are_measured_on_the_pi_port_both_ways():
     now = {"s1": {1: _c()}, "p1": {1: _c(), 2: _c(rx_bytes=125_000)}}  # the container sends
     rates = {r["id"]: r for r in link_rates(topo, now, prev, 1.0)}
     assert rates["c1:p1"]["bps"] == 1e6
+    assert rates["c1:p1"]["sent_bps"] == 1e6, "what the container sent: the offered load"
+    assert "sent_bps" not in rates["s1:p1"]
     assert rates["c1:p1"]["util"] == 1e6 / 1e9  # no bw: gigabit default
     assert [e["node"] for e in rates["c1:p1"]["ends"]] == ["p1"]
 
@@ -83,3 +85,12 @@ def test_controller_state_down_links_in_topology_orientation():
                        {"a": "s1", "b": "p1", "up": True}]}
     assert down_links_from_state(topo, state) == {"s1:p1"}
     assert down_links_from_state(topo, None) == set()
+
+
+def test_each_bridge_uses_its_own_interval():
+    topo = _topo()
+    prev = {"s1": {1: _c()}, "p1": {1: _c(), 2: _c()}}
+    now = {"s1": {1: _c(tx_bytes=1000)}, "p1": {1: _c(tx_bytes=1000), 2: _c()}}
+    rates = {r["id"]: r for r in link_rates(topo, now, prev, {"s1": 1.0, "p1": 4.0})}
+    assert rates["s1:p1"]["bps"] == 8000, "s1 sent 1000 B in 1 s; p1 the same bytes over 4 s"
+    assert link_rates(topo, now, prev, {})[0]["bps"] == 0, "no interval, no rate"

@@ -101,7 +101,9 @@
       + '<span><i class="ramp"></i>utilisation</span><span><i class="down"></i>down</span>';
   }
 
+  let lastTotals = {};
   function update(data) {
+    lastTotals = data.totals || lastTotals;
     latest = new Map(data.links.map((l) => [l.id, l]));
     for (const l of data.links) {
       const e = linkEls.get(l.id);
@@ -116,8 +118,9 @@
       e.mark.setAttribute("visibility", l.up ? "hidden" : "visible");
     }
     const t = data.totals || {};
-    $("#throughput").textContent = fmtBps(t.fabric_bps || 0);
-    $("#throughput").dataset.bps = String(t.fabric_bps || 0);
+    $("#throughput").textContent = fmtBps(t.sent_bps || 0);
+    $("#throughput").dataset.bps = String(t.sent_bps || 0);
+    $("#busiest").textContent = fmtBps(t.busiest_bps || 0);
     const down = $("#n-down");
     down.textContent = String(t.links_down || 0);
     down.classList.toggle("bad", (t.links_down || 0) > 0);
@@ -126,10 +129,9 @@
 
   const recent = [];
   function ticker(events) {
-    let box = $("#ticker");
-    if (!box) { box = document.createElement("div"); box.id = "ticker"; box.className = "ticker"; $(".canvas").appendChild(box); }
+    const box = $("#ticker");
     for (const e of events || []) recent.push(e);
-    recent.splice(0, Math.max(0, recent.length - 5));
+    recent.splice(0, Math.max(0, recent.length - 3));
     box.innerHTML = recent.map((e) => `<div class="k-${esc(e.kind)}">${new Date(e.t * 1000).toLocaleTimeString()} ${esc(e.text)}</div>`).join("");
   }
 
@@ -209,7 +211,7 @@
       shape = key;
       draw(data);
       svg.dataset.ready = "1";
-      if (latest.size) update({links: [...latest.values()], totals: {}, events: []});
+      if (latest.size) update({links: [...latest.values()], totals: lastTotals, events: []});
     }
   }
   load().then(() => onLive(update));
