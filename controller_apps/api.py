@@ -8,8 +8,8 @@ ofctl_rest kept in its app.
 
 Two halves:
 - `RestStatsApp`, an os-ken app the runner always loads: tracks datapaths in `STATE.datapaths`,
-  asks each new switch for its port descriptions (`STATE.switch_enter`), and hands multipart
-  replies to the Flask thread waiting for them.
+  asks each new switch (and each switch whose ports changed) for its port descriptions
+  (`STATE.switch_enter`), and hands multipart replies to the Flask thread waiting for them.
 - `create_app()`, the Flask application: ofctl_rest's routes, `/state`, `/state/events`, and any
   blueprint another app passed to `register_blueprint()` at construction.
 """
@@ -78,6 +78,14 @@ class RestStatsApp(app_manager.OSKenApp):
         elif self.state.datapaths.get(dp.id) is dp:
             self.state.switch_leave(dp.id)
             WAITERS.pop(dp.id, None)
+
+    @set_ev_cls(ofp_event.EventOFPPortStatus, MAIN_DISPATCHER)
+    def port_status_handler(self, ev: Any) -> None:
+        """Ports come and go at run time (a container added to a Pi): ask for the full list again
+        rather than patching it, so STATE's port list is always what the switch says."""
+        dp = ev.msg.datapath
+        if dp.ofproto.OFP_VERSION >= ofproto_v1_3.OFP_VERSION:
+            dp.send_msg(dp.ofproto_parser.OFPPortDescStatsRequest(dp, 0))
 
     @set_ev_cls(ofp_event.EventOFPPortDescStatsReply, MAIN_DISPATCHER)
     def port_desc_handler(self, ev: Any) -> None:

@@ -167,3 +167,22 @@ def test_registered_blueprints_are_served():
         assert api.create_app().test_client().get("/extra/ping").get_json() == {"pong": True}
     finally:
         api._extra_blueprints[:] = [b for b in api._extra_blueprints if b.name != "extra_test"]
+
+
+def test_port_status_refreshes_the_port_list_in_state():
+    from os_ken.controller import ofp_event
+
+    STATE.reset()
+    app = api.RestStatsApp()
+    dp = AnsweringDatapath(0x42)
+    desc = parser.OFPPort(port_no=3, hw_addr="02:00:00:00:00:09", name=b"pc1p0p3", config=0, state=0,
+                          curr=0, advertised=0, supported=0, peer=0, curr_speed=0, max_speed=0)
+    app.port_status_handler(ofp_event.EventOFPPortStatus(parser.OFPPortStatus(dp, ofp.OFPPR_ADD, desc)))
+    request = dp.sent[-1]
+    assert isinstance(request, parser.OFPPortDescStatsRequest)
+    reply = parser.OFPPortDescStatsReply(dp)
+    reply.body, reply.xid, reply.flags = [desc], 1, 0
+    app.port_desc_handler(ofp_event.EventOFPPortDescStatsReply(reply))
+    (switch,) = STATE.snapshot()["switches"]
+    assert switch["ports"] == [{"port_no": 3, "name": "pc1p0p3", "hw_addr": "02:00:00:00:00:09", "up": True}]
+    STATE.reset()
