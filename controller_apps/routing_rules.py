@@ -41,6 +41,7 @@ unicast misses to the controller (the pipeline's miss rule); broadcast and multi
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -172,18 +173,36 @@ def hosts_from_topology(topo: Topology) -> list[Host]:
     return out
 
 
-def _up_graph(graph: nx.MultiGraph) -> nx.Graph:
-    """Adjacency over links that are up (parallel links collapse: distance only needs one)."""
-    view = nx.Graph()
-    view.add_nodes_from(graph.nodes)
-    view.add_edges_from((a, b) for a, b, data in graph.edges(data=True) if data["up"])
-    return view
+Adjacency = dict[int, dict[int, list[int]]]  # node -> neighbour -> ports on node (links that are up)
 
 
-def _ports_towards(graph: nx.MultiGraph, node: int, neighbour: int) -> list[int]:
-    """Ports on `node` of the up links to `neighbour`, sorted."""
-    data = graph.get_edge_data(node, neighbour) or {}
-    return sorted(edge["ports"][node] for edge in data.values() if edge["up"])
+def up_adjacency(graph: nx.MultiGraph) -> Adjacency:
+    """Who reaches whom over links that are up, and through which ports (parallel links give a
+    neighbour several ports). Built once per computation and shared by every destination."""
+    adjacency: Adjacency = {node: {} for node in graph.nodes}
+    for a, b, data in graph.edges(data=True):
+        if data["up"]:
+            adjacency[a].setdefault(b, []).append(data["ports"][a])
+            adjacency[b].setdefault(a, []).append(data["ports"][b])
+    for neighbours in adjacency.values():
+        for ports in neighbours.values():
+            ports.sort()
+    return adjacency
+
+
+def _distances(adjacency: Adjacency, source: int) -> dict[int, int]:
+    """Hop counts from `source` (breadth-first search)."""
+    dist = {source: 0}
+    frontier = [source]
+    while frontier:
+        following = []
+        for node in frontier:
+            for neighbour in adjacency[node]:
+                if neighbour not in dist:
+                    dist[neighbour] = dist[node] + 1
+                    following.append(neighbour)
+        frontier = following
+    return dist
 
 
 # --- groups --------------------------------------------------------------------------------------
@@ -209,30 +228,35 @@ def _rotate(index: int, salt: int, bits: int = 4) -> int:
 
 def select_buckets(ports: list[int], salt: int) -> tuple[Bucket, ...]:
     """Buckets for an ECMP group over `ports`; see the module docstring for why 16 and the salt."""
-    if len(ports) <= 1:
-        return tuple(Bucket(p) for p in ports)
-    if len(ports) > HASH_SLOTS:
+    return _select_buckets(tuple(ports), salt % 4 if 1 < len(ports) <= HASH_SLOTS else 0)
+
+
+@functools.lru_cache(maxsize=65536)
+def _select_buckets(ports: tuple[int, ...], salt: int) -> tuple[Bucket, ...]:
+    """Shared between groups (a fat-tree:8 has 26,000 groups and a handful of distinct ones)."""
+    if len(ports) <= 1 or len(ports) > HASH_SLOTS:
         return tuple(Bucket(p) for p in ports)
     return tuple(Bucket(ports[_rotate(i, salt) % len(ports)]) for i in range(HASH_SLOTS))
 
 
-def next_hops(graph: nx.MultiGraph, destination: int) -> dict[int, tuple[list[int], list[int], int]]:
+def next_hops(graph: nx.MultiGraph, destination: int,
+              adjacency: Adjacency | None = None) -> dict[int, tuple[list[int], list[int], int]]:
     """For every bridge that can reach `destination` (except itself): (ECMP ports, loop-free
     alternate ports, distance). Alternates are only computed where there is a single next hop."""
-    view = _up_graph(graph)
-    dist = nx.single_source_shortest_path_length(view, destination)
+    adjacency = adjacency if adjacency is not None else up_adjacency(graph)
+    dist = _distances(adjacency, destination)
     out: dict[int, tuple[list[int], list[int], int]] = {}
     for node, d in dist.items():
         if node == destination:
             continue
         primary: list[int] = []
         alternates: list[int] = []
-        for neighbour in view.neighbors(node):
+        for neighbour, ports in adjacency[node].items():
             nd = dist.get(neighbour)
             if nd == d - 1:
-                primary.extend(_ports_towards(graph, node, neighbour))
+                primary.extend(ports)
             elif nd == d:
-                alternates.extend(_ports_towards(graph, node, neighbour))
+                alternates.extend(ports)
         primary.sort()
         out[node] = (primary, sorted(alternates) if len(primary) == 1 else [], d)
     return out
@@ -285,6 +309,7 @@ def desired_state(graph: nx.MultiGraph, hosts: Iterable[Host]) -> dict[int, Swit
     for host in hosts:
         by_bridge.setdefault(host.dpid, []).append(host)
     ids = group_ids(by_bridge)
+    adjacency = up_adjacency(graph)
     arp_hosts = [h for h in hosts if h.tenant is None and h.ip]
     for dpid in by_bridge:
         if dpid not in state:
@@ -303,7 +328,7 @@ def desired_state(graph: nx.MultiGraph, hosts: Iterable[Host]) -> dict[int, Swit
                 if host.tenant is None:
                     rules.add(Flow(TABLE_EGRESS, PRIORITY_HOST, (("eth_dst", host.mac),),
                                    (("output", host.port),)))
-        hops = next_hops(graph, destination) if destination in graph else {}
+        hops = next_hops(graph, destination, adjacency) if destination in graph else {}
         for dpid, rules in state.items():
             if dpid == destination:
                 continue
@@ -327,12 +352,12 @@ def diff(installed: SwitchRules | None, desired: SwitchRules) -> Change:
         elif old.groups[gid] != group:
             change.modify_groups.append(group)
     change.delete_groups = sorted(set(old.groups) - set(desired.groups))
-    for key, flow in sorted(desired.flows.items(), key=lambda kv: repr(kv[0])):
+    for key, flow in desired.flows.items():  # insertion order: deterministic, as desired_state is
         if key not in old.flows:
             change.add_flows.append(flow)
         elif old.flows[key] != flow:
             change.modify_flows.append(flow)
-    change.delete_flows = [old.flows[k] for k in sorted(set(old.flows) - set(desired.flows), key=repr)]
+    change.delete_flows = [flow for key, flow in old.flows.items() if key not in desired.flows]
     return change
 
 

@@ -108,7 +108,7 @@ def test_sixteen_flows_between_two_pods_cross_all_four_cores(fattree):
     _wait(lambda: _routing_settled(tb), 30, "routing to install paths", context=lambda: _why(tb))
     endpoints = _endpoints(tb, POD1 + POD3)
     chunk = b"x" * 65536
-    per_flow = 4 * 1024 * 1024
+    per_flow = 1024 * 1024
     listeners = []
     for dst in POD3:
         sock = netns_effects.socket_in(endpoints[dst][0])
@@ -131,7 +131,7 @@ def test_sixteen_flows_between_two_pods_cross_all_four_cores(fattree):
         sock = netns_effects.socket_in(endpoints[src][0])
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((endpoints[src][1], sport))  # fixed 5-tuples: the hash, and so the test, is repeatable
-        sock.settimeout(20)
+        sock.settimeout(90)  # a busy machine's OVS can stall for seconds; the bytes still arrive
         with sock:
             sock.connect((endpoints[dst][1], 5401))
             sent = 0
@@ -147,7 +147,7 @@ def test_sixteen_flows_between_two_pods_cross_all_four_cores(fattree):
         for t in threads:
             t.start()
         for t in threads:
-            t.join(60)
+            t.join(120)
     finally:
         for sock in listeners:
             sock.close()
