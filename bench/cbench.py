@@ -1,8 +1,9 @@
 """A cbench-style controller benchmark: fake OpenFlow 1.3 switches flood a controller with
 packet-ins and count the flow-mods and packet-outs it answers with.
 
-    python bench/cbench.py [--quick] [--switches 16] [--outstanding 1000] [--loops 10] [--ms 1000]
-                           [--controllers simple_switch_13,l2_learning,pipeline,ovs-testcontroller]
+    python bench/cbench.py [--quick] [--switches 16] [--outstanding 1000] [--loops 5] [--ms 1000]
+                           [--rounds 2] [--controllers simple_switch_13,l2_learning,pipeline,ovs-testcontroller]
+                           [--install fattree:8] [--record [--note TEXT]]
 
 Why our own: cbench (from the oflops suite) speaks OpenFlow 1.0 only and is no longer packaged.
 This one does what it does, in OpenFlow 1.3: each fake switch connects over TCP, says hello,
@@ -16,7 +17,8 @@ packet-in from host i to host i+1, like cbench's MAC ring). Two modes:
 
 An answer is a flow-mod or a packet-out not sourced by the controller itself (LLDP probes carry
 in_port CONTROLLER and are not answers). Each mode runs LOOPS windows of MS milliseconds after a
-warm-up window; the median window is reported, as cbench's summary line does.
+warm-up window, ROUNDS times with the controllers interleaved; the median window is reported, as
+cbench's summary line does.
 
 Controllers, each started as its own process on a free port and stopped after its run:
 - simple_switch_13: Ryu's sample (tests/fixtures/ryu_apps, unmodified) on plain os-ken, the
@@ -24,7 +26,13 @@ Controllers, each started as its own process on a free port and stopped after it
 - l2_learning: PiCloud's teaching app.
 - pipeline: PiCloud's default app set (discovery, routing, monitor).
 - ovs-testcontroller: Open vSwitch's C learning switch, the ceiling.
-Results print as a table with ratios to the baseline; --record appends them to bench/RESULTS.md.
+Results print as a table with ratios to the baseline; --record writes them into this benchmark's
+section of bench/RESULTS.md.
+
+--install SPEC times the default pipeline's proactive installation: fake switches wired as the
+topology SPEC (each LLDP probe the controller sends out of a port comes back as a packet-in on
+the peer's port, as over a wire), the controller given the topology, and the time from the last
+switch connecting to the last flow-mod or group-mod, with the message counts.
 """
 
 from __future__ import annotations
@@ -492,8 +500,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="3 windows of 1 s per mode (a smoke run)")
     parser.add_argument("--switches", type=int, default=16)
     parser.add_argument("--outstanding", type=int, default=1000, help="packet-ins in flight per switch")
-    parser.add_argument("--loops", type=int, default=10, help="measured windows per mode")
+    parser.add_argument("--loops", type=int, default=5, help="measured windows per mode and round")
     parser.add_argument("--ms", type=int, default=1000, help="window length in milliseconds")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds over the controllers")
     parser.add_argument("--settle", type=float, default=2.0, help="seconds between handshake and load")
     parser.add_argument("--controllers", default="simple_switch_13,l2_learning,pipeline,ovs-testcontroller")
     parser.add_argument("--install", metavar="SPEC", default=None,
@@ -503,14 +512,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--note", default="", help="a paragraph recorded under the table (with --record)")
     args = parser.parse_args(argv)
     if args.quick:
-        args.loops, args.ms, args.settle = 3, 1000, 1.0
+        args.loops, args.ms, args.settle, args.rounds = 3, 1000, 1.0, 1
     names = [n.strip() for n in args.controllers.split(",") if n.strip()]
     unknown = [n for n in names if n not in CONTROLLERS and n != "ovs-testcontroller"]
     if unknown:
         parser.error(f"unknown controller {unknown[0]!r} (one of {', '.join([*CONTROLLERS, 'ovs-testcontroller'])})")
     print(f"cbench: {args.switches} switches, {args.outstanding} outstanding (throughput) / 1 (latency), "
-          f"{args.loops} x {args.ms} ms windows", flush=True)
-    results = {name: bench_one(name, args) for name in names}
+          f"{args.rounds} rounds of {args.loops} x {args.ms} ms windows", flush=True)
+    # Rounds interleave the controllers, so a burst of load from elsewhere on the machine hits
+    # all of them alike instead of whichever happened to run at that moment.
+    results: dict[str, dict[str, ModeResult]] = {}
+    for round_no in range(args.rounds):
+        if args.rounds > 1:
+            print(f" round {round_no + 1} of {args.rounds}", flush=True)
+        for name in names:
+            for mode, result in bench_one(name, args).items():
+                results.setdefault(name, {}).setdefault(mode, ModeResult([])).windows.extend(result.windows)
     summary = table(results, args) if results else ""
     print(summary)
     if args.install:
@@ -525,8 +542,9 @@ def main(argv: list[str] | None = None) -> int:
         stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
         record(f"Run {stamp} on {machine()}; `python bench/cbench.py{' --quick' if args.quick else ''}`: "
                f"{args.switches} fake OpenFlow 1.3 switches, {args.outstanding} outstanding packet-ins each "
-               f"in throughput mode, 1 in latency mode; median of {args.loops} windows of {args.ms} ms "
-               f"after one warm-up window. Ratios are to {BASELINE} (Ryu's sample on plain os-ken). "
+               f"in throughput mode, 1 in latency mode; median of {args.rounds * args.loops} windows of "
+               f"{args.ms} ms ({args.rounds} interleaved rounds, each after one warm-up window). "
+               f"Ratios are to {BASELINE} (Ryu's sample on plain os-ken). "
                f"Load average when done: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1/5/15 min; the "
                "box is shared, so compare ratios within one run rather than absolute numbers).\n\n"
                + summary + (f"\n\n{args.note.strip()}" if args.note.strip() else ""))
