@@ -663,3 +663,10 @@ class EmulatedCluster:
         ip.delete_netns([self.hub_netns] + [self.pi_netns(i) for i in range(self.count)])
         ip.delete_links([self.gateway_iface])
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def controller_address(backend_options: dict[str, Any]) -> str | None:
+    """Where a cluster run's controller must listen so the Pis reach it: the inventory's
+    `controller` address (Testbed starts the controller on 127.0.0.1 otherwise)."""
+    source = backend_options.get("inventory")
+    return load_inventory(source).controller if source is not None else None
