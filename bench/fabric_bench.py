@@ -1,0 +1,455 @@
+"""Fabric benchmark: PiCloud's build+teardown, scale and TCP goodput against Mininet 2.3.0, in one run.
+
+    .venv/bin/python -m bench.fabric_bench [--quick] [--runs 3] [--record] [--mininet-graph classic|same]
+
+Needs root and a running Open vSwitch; installs the peer (Debian's `mininet`) on first use. Three parts:
+
+1. Build + teardown of tree:2,4, fattree:4 and linear:200 (quick: the first two), each the median of
+   --runs runs, PiCloud and Mininet alternating. Both on the userspace datapath (OVS netdev), OpenFlow
+   1.3, and both with the same controller, each side starting its own: PiCloud's runner with the
+   default apps (discovery, routing, monitor). Mininet's default controller, ovs-testcontroller,
+   serves at most 16 switches (MAX_SWITCHES), so fattree:4 and linear:200 never become ready with it.
+   Both wait until every switch is connected (Mininet's `--wait`), so "built" means "ready" on both.
+   Each system runs in its own process: "whole" is that process's wall time (interpreter start,
+   imports, build, teardown); the build/teardown split is measured inside it.
+   Mininet builds the classic graph (`mn --topo tree,2,4` shape: switches plus one host per container);
+   PiCloud builds that plus one OVS bridge per Pi, so it does strictly more work
+   (`--mininet-graph same` gives Mininet PiCloud's exact graph, Pis as switches).
+2. Scale: picloud:5,10 with 20 containers per Pi (1,000 containers on 50 Pis, quick: 200 on 10) with
+   the default controller: time to ready, teardown time, and memory per container: the fall of
+   /proc/meminfo MemAvailable (kernel, OVS, controller) and the growth of ovs-vswitchd's RSS.
+3. iperf3 TCP goodput, one stream, across 1 bridge (two containers on one Pi) and 3 bridges
+   (container, Pi, switch, Pi, container), standalone bridges on both sides (the data path alone).
+   PiCloud keeps veth offloads on (OVS userspace TSO); Mininet uses TCULink, TX/RX checksum offload
+   off, as `mn` does for user-space switching; a second Mininet row uses its default Link.
+
+Mininet runs in bench/peers/mininet_build.py under Debian's python3 with names prefixed `mnb` (it
+refuses to start if anything is named so). `mn -c` / mininet.clean.cleanup() is never used: it
+deletes every bridge on the machine. Results print as Markdown; --record writes the "## Fabric"
+section of bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "RESULTS.md"
+SECTION = "## Fabric"
+MININET_SCRIPT = ROOT / "bench" / "peers" / "mininet_build.py"
+MININET_PYTHON = "/usr/bin/python3"
+MININET_PREFIX = "mnb"  # every Mininet bridge, switch port and host is named mnb...
+BUILD_SPECS = ["tree:2,4", "fattree:4", "linear:200"]
+QUICK_SPECS = ["tree:2,4", "fattree:4"]
+SCALE = ("picloud:5,10", 20)
+QUICK_SCALE = ("picloud:2,5", 20)
+CHILD_TIMEOUT = 600.0
+
+
+# --- pure helpers (unit-tested) ---------------------------------------------------------------
+def mininet_graph(topology: dict, prefix: str = MININET_PREFIX, same: bool = False,
+                  controller: dict | None = None) -> dict:
+    """Translate a PiCloud topology dict (`Topology.to_dict()`) into the graph mininet_build.py builds.
+
+    classic: switches stay switches, containers become hosts, and each container hangs off the first
+    switch its Pi is linked to (a Pi is a bridge in PiCloud, not a node in Mininet's own topologies).
+    same: Pis become switches too, so both systems build the identical graph.
+    Names become PREFIX + s/h + index: short (the root-side port `mnbs400-eth12` fits in 15 bytes)
+    and impossible to confuse with anyone else's objects."""
+    switches = [s["name"] for s in topology["switches"]]
+    pis = [p["name"] for p in topology["pis"]]
+    links = [(link["a"], link["b"]) for link in topology["links"]]
+    uplink: dict[str, str] = {}
+    if not same:
+        switch_set = set(switches)
+        for a, b in links:
+            if a in pis and b in switch_set:
+                uplink.setdefault(a, b)
+            elif b in pis and a in switch_set:
+                uplink.setdefault(b, a)
+        kept = [p for p in pis if p not in uplink]  # a Pi with no switch above it stays a bridge
+    else:
+        kept = pis
+    bridge_nodes = switches + kept
+    names = {node: f"{prefix}s{i}" for i, node in enumerate(bridge_nodes, start=1)}
+    hosts = [c["name"] for c in topology["containers"]]
+    names.update({c: f"{prefix}h{i}" for i, c in enumerate(hosts, start=1)})
+    out_links: list[list[str]] = []
+    for a, b in links:
+        if a in uplink or b in uplink:
+            continue  # a Pi's uplink: folded away with the Pi
+        out_links.append([names[a], names[b]])
+    for c in topology["containers"]:
+        pi = c["pi"]
+        out_links.append([names[c["name"]], names[uplink.get(pi, pi)]])
+    return {"prefix": prefix, "switches": [names[n] for n in bridge_nodes],
+            "hosts": [names[h] for h in hosts], "links": out_links, "controller": controller}
+
+
+def controller_spec(of_port: int, api_port: int) -> dict:
+    """How the Mininet child starts the controller both sides share: PiCloud's runner, default apps."""
+    return {"argv": [sys.executable, "-m", "controller_apps.runner", "--listen", f"127.0.0.1:{of_port}",
+                     "--api", f"127.0.0.1:{api_port}"], "cwd": str(ROOT), "port": of_port}
+
+
+def median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def ratio(ours: float | None, theirs: float | None) -> str:
+    """ours/theirs as '0.42x'; '-' when either side is missing."""
+    if not ours or not theirs:
+        return "-"
+    return f"{ours / theirs:.2f}x"
+
+
+def seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f} s"
+
+
+def meminfo_available_kib(text: str) -> int:
+    """MemAvailable from /proc/meminfo text, in KiB."""
+    match = re.search(r"^MemAvailable:\s+(\d+) kB", text, re.M)
+    if not match:
+        raise ValueError("no MemAvailable line in /proc/meminfo")
+    return int(match.group(1))
+
+
+def status_rss_kib(text: str) -> int:
+    """VmRSS from /proc/PID/status text, in KiB."""
+    match = re.search(r"^VmRSS:\s+(\d+) kB", text, re.M)
+    if not match:
+        raise ValueError("no VmRSS line in /proc/PID/status")
+    return int(match.group(1))
+
+
+def replace_section(document: str, section: str, body: str) -> str:
+    """Replace SECTION's block (up to the next '## ' heading) in a Markdown document, or append it.
+    Other sections are other engineers' results and stay byte for byte."""
+    pattern = re.compile(rf"^{re.escape(section)}\n.*?(?=^## |\Z)", re.S | re.M)
+    block = f"{section}\n\n{body.strip()}\n\n"
+    if pattern.search(document):
+        return pattern.sub(lambda _: block, document)
+    return document.rstrip("\n") + "\n\n" + block
+
+
+# --- measurements -----------------------------------------------------------------------------
+def vswitchd_rss_kib() -> int:
+    pid = Path("/var/run/openvswitch/ovs-vswitchd.pid").read_text().strip()
+    return status_rss_kib(Path(f"/proc/{pid}/status").read_text())
+
+
+def available_kib() -> int:
+    return meminfo_available_kib(Path("/proc/meminfo").read_text())
+
+
+def one_picloud(spec: str, containers_per_pi: int, controller: str) -> dict:
+    """Build and tear down one PiCloud run (called in a child process: --one)."""
+    from picloud.testbed import Testbed
+
+    mem0, rss0 = available_kib(), vswitchd_rss_kib()
+    tb = Testbed(spec, containers_per_pi=containers_per_pi,
+                 controller=None if controller == "default" else "none")
+    try:
+        tb.up()
+        build_s = tb.build_seconds
+        mem1, rss1 = available_kib(), vswitchd_rss_kib()
+        counts = {"bridges": len(tb.switches) + len(tb.pis), "containers": len(tb.containers),
+                  "links": len(tb.links), "datapath": tb.fabric.datapath}
+    finally:
+        t1 = time.monotonic()
+        tb.down()
+        down_s = time.monotonic() - t1
+    return {"build_s": build_s, "down_s": down_s, "mem_available_drop_kib": mem0 - mem1,
+            "vswitchd_rss_growth_kib": rss1 - rss0, **counts}
+
+
+def run_child(argv: list[str], timeout: float = CHILD_TIMEOUT) -> tuple[dict, float]:
+    """Run a benchmark child, return (its JSON line, its whole-process wall time). On timeout the
+    child gets SIGTERM (both children unwind through their teardown on it), then SIGKILL."""
+    t0 = time.monotonic()
+    child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                             start_new_session=True)
+    try:
+        out, err = child.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        child.send_signal(signal.SIGTERM)
+        try:
+            out, err = child.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            out, err = child.communicate()
+    whole = time.monotonic() - t0
+    lines = [line for line in out.splitlines() if line.startswith("{")]
+    if child.returncode != 0 or not lines:
+        raise RuntimeError(f"{' '.join(argv[:4])}...: exit {child.returncode}: {(err or out).strip()[-500:]}")
+    return json.loads(lines[-1]), whole
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def mininet_leftovers() -> list[str]:
+    from topology.effects import ip, ovs
+
+    bridges = [b for b in ovs.vsctl("list-br").split() if b.startswith(MININET_PREFIX)]
+    return bridges + sorted(i for i in ip.links() if i.startswith(MININET_PREFIX))
+
+
+def remove_mininet_leftovers(controller: dict | None) -> list[str]:
+    """After a Mininet child: delete exactly our prefixed objects and the controller we told it to
+    start (its exact command line, unique by its ports), in case the child died before net.stop()."""
+    from topology.effects import ip, ovs
+
+    left = mininet_leftovers()
+    bridges = [n for n in left if n in set(ovs.vsctl("list-br").split())]
+    if bridges:
+        ovs.delete_bridges(bridges)
+    ip.delete_links([n for n in left if n not in bridges])
+    if controller:
+        want = controller["argv"]
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    argv = (entry / "cmdline").read_bytes().decode().split("\0")[:-1]
+                except OSError:
+                    continue
+                if argv == want:
+                    os.kill(int(entry.name), signal.SIGTERM)
+                    left.append(f"controller pid {entry.name}")
+    return left
+
+
+def one_mininet(graph: dict, work: Path, iperf_s: float = 0.0, rounds: int = 1,
+                link: str = "tcu") -> tuple[dict, float]:
+    path = work / "graph.json"
+    path.write_text(json.dumps(graph))
+    argv = [MININET_PYTHON, str(MININET_SCRIPT), str(path), "--link", link]
+    if iperf_s:
+        argv += ["--iperf", str(iperf_s), "--rounds", str(rounds)]
+    try:
+        return run_child(argv)
+    finally:
+        left = remove_mininet_leftovers(graph.get("controller"))
+        if left:
+            print(f"  removed Mininet leftovers: {', '.join(left[:8])}", file=sys.stderr)
+
+
+def ensure_mininet() -> None:
+    """Install the peer (bench only, never a PiCloud dependency) if it is missing."""
+    probe = subprocess.run([MININET_PYTHON, "-c", "import mininet.net"], capture_output=True)
+    if probe.returncode == 0 and shutil.which("mnexec"):
+        return
+    print("fabric_bench: installing the peer: apt-get install mininet", file=sys.stderr)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "install", "-y", "--no-upgrade", "mininet"],
+                   check=True, env=env, stdout=subprocess.DEVNULL)
+
+
+def picloud_child(spec: str, containers_per_pi: int = 1, controller: str = "default") -> tuple[dict, float]:
+    return run_child([sys.executable, "-m", "bench.fabric_bench", "--one", spec,
+                      "--containers-per-pi", str(containers_per_pi), "--controller", controller])
+
+
+def build_bench(specs: list[str], runs: int, same: bool, work: Path) -> list[dict]:
+    from topology.builders import build
+
+    rows = []
+    for spec in specs:
+        topo = build(spec).to_dict()
+        ours: dict[str, list[float]] = {"whole": [], "build": [], "down": []}
+        theirs: dict[str, list[float]] = {"whole": [], "build": [], "down": []}
+        row: dict = {"spec": spec}
+        for i in range(runs):
+            res, whole = picloud_child(spec)
+            ours["whole"].append(whole)
+            ours["build"].append(res["build_s"])
+            ours["down"].append(res["down_s"])
+            row["picloud_objects"] = f"{res['bridges']} bridges, {res['containers']} containers"
+            row["datapath"] = res["datapath"]
+            graph = mininet_graph(topo, same=same, controller=controller_spec(free_port(), free_port()))
+            res, whole = one_mininet(graph, work)
+            theirs["whole"].append(whole)
+            theirs["build"].append(res["build_s"])
+            theirs["down"].append(res["down_s"])
+            row["mininet_objects"] = f"{res['switches']} switches, {res['hosts']} hosts"
+            print(f"  {spec} run {i + 1}: PiCloud {ours['whole'][-1]:.2f} s, Mininet {whole:.2f} s",
+                  file=sys.stderr, flush=True)
+        row["picloud"] = {k: median(v) for k, v in ours.items()}
+        row["mininet"] = {k: median(v) for k, v in theirs.items()}
+        row["runs"] = {"picloud": ours, "mininet": theirs}
+        rows.append(row)
+    return rows
+
+
+def scale_bench(spec: str, per_pi: int, runs: int) -> dict:
+    results = []
+    for i in range(runs):
+        res, whole = picloud_child(spec, per_pi)
+        res["whole_s"] = whole
+        results.append(res)
+        print(f"  {spec} x{per_pi} run {i + 1}: up {res['build_s']:.1f} s, down {res['down_s']:.1f} s",
+              file=sys.stderr, flush=True)
+    n = results[0]["containers"]
+    return {"spec": spec, "containers_per_pi": per_pi, "containers": n, "bridges": results[0]["bridges"],
+            "build_s": median([r["build_s"] for r in results]),
+            "down_s": median([r["down_s"] for r in results]),
+            "mem_per_container_kib": median([r["mem_available_drop_kib"] / n for r in results]),
+            "vswitchd_per_container_kib": median([r["vswitchd_rss_growth_kib"] / n for r in results]),
+            "runs": results}
+
+
+def picloud_iperf(tb, src: str, dst: str, seconds_: float) -> float:
+    """One iperf3 TCP run between two PiCloud containers, as the receiver counted it (Mbit/s)."""
+    ip_dst = tb.container_ip(dst)
+    server = tb.popen(dst, ["iperf3", "-s", "-1", "-B", ip_dst], stdout=subprocess.DEVNULL,
+                      stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(0.5)  # iperf3 has no ready signal; a refused connect would fail the round
+        client = tb.popen(src, ["iperf3", "-c", ip_dst, "-t", str(seconds_), "-J"], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+        out, _ = client.communicate(timeout=seconds_ + 30)
+        return json.loads(out)["end"]["sum_received"]["bits_per_second"] / 1e6
+    finally:
+        server.kill()
+        server.wait()
+
+
+def iperf_bench(rounds: int, seconds_: float, work: Path) -> list[dict]:
+    from picloud.testbed import Testbed
+    from topology.builders import build
+
+    paths = [("1 bridge (two containers on one Pi)", build("single:1", containers_per_pi=2)),
+             ("3 bridges (container, Pi, switch, Pi, container)", build("single:2"))]
+    rows = []
+    for label, topo in paths:
+        with Testbed(topo, controller="none") as tb:
+            src, dst = tb.containers[0], tb.containers[-1]
+            ours = [picloud_iperf(tb, src, dst, seconds_) for _ in range(rounds)]
+        graph = mininet_graph(topo.to_dict(), same=True)
+        tcu, _ = one_mininet(graph, work, seconds_, rounds, "tcu")
+        default, _ = one_mininet(graph, work, seconds_, rounds, "default")
+        row = {"path": label, "picloud_mbps": median(ours), "mininet_tcu_mbps": median(tcu["iperf_mbps"]),
+               "mininet_default_mbps": median(default["iperf_mbps"]),
+               "runs": {"picloud": ours, "mininet_tcu": tcu["iperf_mbps"],
+                        "mininet_default": default["iperf_mbps"]}}
+        print(f"  {label}: PiCloud {row['picloud_mbps']:.0f}, Mininet TCULink {row['mininet_tcu_mbps']:.0f}, "
+              f"Mininet Link {row['mininet_default_mbps']:.0f} Mbit/s", file=sys.stderr, flush=True)
+        rows.append(row)
+    return rows
+
+
+# --- report -----------------------------------------------------------------------------------
+def markdown(result: dict) -> str:
+    lines = [f"Run {result['date']}, `{result['command']}`; load average {result['load_before']} before, "
+             f"{result['load_after']} after (the machine is shared: other engineers' tests were running). "
+             f"Datapath: {result['datapath']}. Medians of {result['runs']} run(s); ratio = PiCloud / Mininet "
+             "(target <= 0.5x for time, >= 5x for goodput).", "",
+             "### Build + teardown (userspace datapath, the same controller on both sides, waiting for "
+             "every switch)", "",
+             "| topology | PiCloud builds | Mininet builds | PiCloud whole | Mininet whole | ratio "
+             "| PiCloud build / down | Mininet build / down | build ratio |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for row in result["build"]:
+        p, m = row["picloud"], row["mininet"]
+        lines.append(f"| {row['spec']} | {row['picloud_objects']} | {row['mininet_objects']} | "
+                     f"{seconds(p['whole'])} | {seconds(m['whole'])} | **{ratio(p['whole'], m['whole'])}** | "
+                     f"{seconds(p['build'])} / {seconds(p['down'])} | "
+                     f"{seconds(m['build'])} / {seconds(m['down'])} "
+                     f"| {ratio(p['build'], m['build'])} |")
+    s = result["scale"]
+    lines += ["", "### Scale (default controller)", "",
+              "| run | containers | up (target < 30 s) | teardown | MemAvailable drop / container "
+              "| ovs-vswitchd RSS growth / container |", "| --- | --- | --- | --- | --- | --- |",
+              f"| {s['spec']}, {s['containers_per_pi']} per Pi ({s['bridges']} bridges) | "
+              f"{s['containers']} | "
+              f"{seconds(s['build_s'])} | {seconds(s['down_s'])} | {s['mem_per_container_kib']:.0f} KiB | "
+              f"{s['vswitchd_per_container_kib']:.0f} KiB |"]
+    lines += ["", f"### iperf3 TCP goodput, one stream, {result['iperf_seconds']:.0f} s rounds, "
+              "standalone bridges",
+              "", "| path | PiCloud (offloads on, userspace TSO) | Mininet TCULink (offload off, as `mn` "
+              "does) | ratio | Mininet default Link (offloads on) | ratio |",
+              "| --- | --- | --- | --- | --- | --- |"]
+    for row in result["iperf"]:
+        lines.append(f"| {row['path']} | {row['picloud_mbps']:,.0f} Mbit/s | "
+                     f"{row['mininet_tcu_mbps']:,.0f} Mbit/s "
+                     f"| **{ratio(row['picloud_mbps'], row['mininet_tcu_mbps'])}** | "
+                     f"{row['mininet_default_mbps']:,.0f} Mbit/s | "
+                     f"{ratio(row['picloud_mbps'], row['mininet_default_mbps'])} |")
+    return "\n".join(lines)
+
+
+def load() -> str:
+    return " / ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="1 run, tree:2,4 and fattree:4, 200 containers")
+    parser.add_argument("--runs", type=int, default=3, help="runs per measurement (median reported)")
+    parser.add_argument("--iperf-seconds", type=float, default=5.0)
+    parser.add_argument("--mininet-graph", choices=["classic", "same"], default="classic")
+    parser.add_argument("--record", action="store_true", help=f"write the results into {RESULTS}")
+    parser.add_argument("--json", type=Path, help="also write the raw results to this file")
+    parser.add_argument("--one", metavar="SPEC", help=argparse.SUPPRESS)  # child mode: one PiCloud run
+    parser.add_argument("--containers-per-pi", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--controller", choices=["default", "none"], default="default",
+                        help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if os.geteuid() != 0:
+        print("fabric_bench: needs root and a running Open vSwitch", file=sys.stderr)
+        return 2
+    if args.one:
+        print(json.dumps(one_picloud(args.one, args.containers_per_pi, args.controller)), flush=True)
+        return 0
+    if args.quick:
+        args.runs, args.iperf_seconds = 1, 3.0
+    ensure_mininet()
+    taken = mininet_leftovers()
+    if taken:
+        print(f"fabric_bench: {', '.join(taken[:5])} already exist: names starting {MININET_PREFIX!r} are "
+              "reserved for the Mininet peer; remove them first", file=sys.stderr)
+        return 2
+    result: dict = {"date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+                    "command": "python -m bench.fabric_bench" + (" --quick" if args.quick else ""),
+                    "load_before": load(), "runs": args.runs, "iperf_seconds": args.iperf_seconds}
+    with tempfile.TemporaryDirectory(prefix="fabric-bench-") as tmp:
+        work = Path(tmp)
+        print("fabric_bench: build + teardown", file=sys.stderr, flush=True)
+        result["build"] = build_bench(QUICK_SPECS if args.quick else BUILD_SPECS, args.runs,
+                                      args.mininet_graph == "same", work)
+        result["datapath"] = result["build"][0]["datapath"]
+        spec, per_pi = QUICK_SCALE if args.quick else SCALE
+        print("fabric_bench: scale", file=sys.stderr, flush=True)
+        result["scale"] = scale_bench(spec, per_pi, args.runs)
+        print("fabric_bench: iperf3", file=sys.stderr, flush=True)
+        result["iperf"] = iperf_bench(args.runs, args.iperf_seconds, work)
+    result["load_after"] = load()
+    text = markdown(result)
+    print(text)
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1))
+    if args.record:
+        existing = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
+        RESULTS.write_text(replace_section(existing, SECTION, text))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
