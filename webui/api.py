@@ -180,6 +180,7 @@ def set_link(a: str, b: str) -> Any:
 @bp.get("/tenants")
 def tenants() -> Any:
     topo, _, _ = view().display()
+    verdicts = catalog.tenant_verdicts(view().verification["report"])
     out = []
     for t in view().tenants():
         members = []
@@ -190,7 +191,7 @@ def tenants() -> Any:
                 rack = topo.node(pi).rack
             ip = m.get("ip") or (topo.node(m["name"]).ip if m["name"] in topo else None)
             members.append(m | {"pi": pi, "rack": rack, "ip": ip})
-        out.append(t | {"members": members})
+        out.append(t | {"members": members, "verify": verdicts.get(t["name"], t["verify"])})
     return jsonify(tenants=out)
 
 
@@ -223,6 +224,20 @@ def remove_member(name: str, member: str) -> Any:
     view().source.remove_member(name, member)
     view().events.add("tenant", f"tenant {name}: removed {member} from the web UI")
     return jsonify(tenant=name, removed=member)
+
+
+@bp.get("/verify")
+def verify_state() -> Any:
+    return jsonify(view().verification)
+
+
+@bp.post("/verify")
+@requires_token
+def verify() -> Any:
+    if not view().start_verify():
+        return jsonify(error="conflict", message="an isolation check is already running"), 409
+    view().events.add("tenant", "isolation check started from the web UI")
+    return jsonify(running=True), 202
 
 
 @bp.get("/experiments")

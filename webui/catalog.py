@@ -77,6 +77,25 @@ def membership(tenants: list[dict[str, Any]]) -> dict[str, str]:
     return {m["name"]: t["name"] for t in tenants for m in t["members"]}
 
 
+def tenant_verdicts(report: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """Per tenant, from an isolation report (`tenants.verify.IsolationReport.to_dict()`): leaks out
+    of and into it, intra-tenant pairs reached, and ok when there are neither leaks nor misses."""
+    if not report:
+        return {}
+    matrix = report.get("matrix") or {}
+    reach = report.get("reachability") or {}
+    out = {}
+    for t in report.get("tenants") or []:
+        leaks_out = sum((matrix.get(t) or {}).values())
+        leaks_in = sum((row or {}).get(t, 0) for a, row in matrix.items() if a != t)
+        r = reach.get(t) or {"pairs": 0, "failed": []}
+        failed = len(r.get("failed") or [])
+        out[t] = {"ok": leaks_out == 0 and leaks_in == 0 and failed == 0, "leaks_out": leaks_out,
+                  "leaks_in": leaks_in, "pairs": r.get("pairs", 0), "reached": r.get("pairs", 0) - failed,
+                  "time": report.get("time")}
+    return out
+
+
 def experiment_id(root: Path, directory: Path) -> str:
     """The directory relative to the results root, '/'-separated: stable and readable in URLs."""
     return directory.relative_to(root).as_posix()

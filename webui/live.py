@@ -17,6 +17,7 @@ from concurrent import futures
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from picloud.errors import PiCloudError
 from topology.model import Topology
 from webui import catalog, layout, metrics
 from webui.sources import DataSource
@@ -99,6 +100,7 @@ class LiveView:
         self._down: set[str] | None = None
         self._connected: dict[str, bool] = {}
         self._thread: threading.Thread | None = None
+        self.verification: dict[str, Any] = {"running": False, "report": None, "error": None}
         self._stop = threading.Event()
         self._sampling = threading.Lock()
         self._pool = ThreadPoolExecutor(STAT_WORKERS, thread_name_prefix="webui-stats")
@@ -226,6 +228,33 @@ class LiveView:
         with self._changed:
             self._changed.wait_for(lambda: self._snapshot["seq"] > seq or self._stop.is_set(), timeout)
             return self._snapshot
+
+    # --- isolation checks -----------------------------------------------------------------------
+    def start_verify(self) -> bool:
+        """Run the source's isolation check in the background; False if one is already running.
+        Why in the background: probing every tenant pair takes seconds, longer than a request."""
+        with self._lock:
+            if self.verification["running"]:
+                return False
+            self.verification = {"running": True, "started": time.time(), "report": self.verification["report"],
+                                 "error": None}
+        threading.Thread(target=self._verify, name="webui-verify", daemon=True).start()
+        return True
+
+    def _verify(self) -> None:
+        report, error = None, None
+        try:
+            report = self.source.verify() | {"time": time.time()}
+        except Exception as exc:  # noqa: BLE001 - shown on the page; our bugs also get the log
+            error = str(exc)
+            if not isinstance(exc, PiCloudError):
+                log.exception("isolation check")
+        with self._lock:
+            self.verification = {"running": False, "started": self.verification.get("started"),
+                                 "report": report or self.verification["report"], "error": error}
+        if report is not None:
+            self.events.add("tenant", f"isolation check: {'OK' if report.get('ok') else 'FAILED'} "
+                                      f"({report.get('probes', 0)} probes)")
 
     # --- the sampler thread -------------------------------------------------------------------
     def start(self) -> None:

@@ -65,6 +65,11 @@ class DataSource(Protocol):
 
     def remove_member(self, tenant: str, member: str) -> None: ...
 
+    def verify(self) -> dict[str, Any]:
+        """Probe tenant isolation now (slow: seconds); the report as `IsolationReport.to_dict()`
+        plus its text `summary`."""
+        ...
+
 
 class BulkFlows:
     """iperf3 bulk flows between two containers, started and stopped from the UI.
@@ -216,6 +221,10 @@ class TestbedSource:
     def remove_member(self, tenant: str, member: str) -> None:
         self.testbed.tenant(tenant).remove(member)
 
+    def verify(self) -> dict[str, Any]:
+        report = self.testbed.verify_isolation()
+        return report.to_dict() | {"summary": report.summary()}
+
     def close(self) -> None:
         self._bulk.stop_all()
 
@@ -365,6 +374,14 @@ class StaticSource:
         if entry is None or not any(m.get("name") == member for m in entry["members"]):
             raise UIError(f"tenant {tenant!r}: no member {member!r}")
         entry["members"] = [m for m in entry["members"] if m.get("name") != member]
+
+    def verify(self) -> dict[str, Any]:
+        """A clean report over the tenants it holds: every member pair reached, no leak."""
+        names = [t["name"] for t in self._tenant_list()]
+        pairs = {t["name"]: len(t["members"]) * (len(t["members"]) - 1) for t in self._tenant_list()}
+        return {"ok": True, "tenants": names, "matrix": {a: {b: 0 for b in names if b != a} for a in names},
+                "leaks": [], "reachability": {t: {"pairs": n, "failed": []} for t, n in pairs.items()},
+                "probes": 0, "seconds": 0.0, "summary": "OK: no leak, every intra-tenant pair reached"}
 
     def _tenant_list(self) -> list[dict[str, Any]]:
         if self._tenants is None:

@@ -295,6 +295,9 @@ def test_tenant_members_from_the_ui_in_tenant_colours(browser, tenant_run):
         page.wait_for_function("document.querySelectorAll(\"[data-tenant='red'] tbody tr\").length === 1",
                                timeout=15_000)
         assert added[0] not in testbed.state.extra.get("containers", {}), "the member's container is gone"
+        page.click("#verify-now")  # the real probe run (tenants.verify), in the background
+        card.locator(".verify-ok, .verify-bad").wait_for(timeout=90_000)
+        assert card.locator(".verify-ok").count() == 1, card.inner_text()
         page.screenshot(path=str(ARTIFACTS / "ui-tenants.png"))
     finally:
         context.close()

@@ -172,6 +172,7 @@ def test_wrong_method_is_json_405(client):
 
 # --- the token rule ------------------------------------------------------------------------------
 ACTIONS = [("post", "/api/links/core1/agg1-1", {"up": False}),
+           ("post", "/api/verify", {}),
            ("post", "/api/tenants/red/members", {"count": 1}),
            ("delete", "/api/tenants/red/members/x", None),
            ("post", "/api/traffic", {"src": "a", "dst": "b"}),
@@ -293,3 +294,17 @@ def test_config_is_validated():
         create_app({})
     with pytest.raises(UIError, match="interval"):
         create_app({"SOURCE": object(), "INTERVAL": 0})
+
+
+def test_isolation_check_runs_in_the_background_and_marks_tenants(client):
+    assert client.get("/api/verify").get_json() == {"running": False, "report": None, "error": None}
+    assert client.get("/api/tenants").get_json()["tenants"][0]["verify"] is None
+    assert client.post("/api/verify", **auth(json={})).status_code == 202
+    deadline = time.monotonic() + 5
+    while client.get("/api/verify").get_json()["running"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    state = client.get("/api/verify").get_json()
+    assert state["report"]["ok"] is True and state["error"] is None
+    red = client.get("/api/tenants").get_json()["tenants"][0]
+    assert red["verify"]["ok"] is True and red["verify"]["pairs"] == 2 and red["verify"]["reached"] == 2
+    assert any("isolation check" in e["text"] for e in client.get("/api/events").get_json()["events"])

@@ -14,6 +14,7 @@ from webui.catalog import (
     read_flows_csv,
     resolve_experiment,
     tenant_colour,
+    tenant_verdicts,
 )
 
 
@@ -89,3 +90,15 @@ def test_flows_csv_preview_counts_all_rows(tmp_path):
 def test_headline_skips_missing_and_nested_values():
     assert headline({"flows": 3, "buckets": {"a": 1}, "goodput_mbps": 1.23456}) == [
         ("flows", 3), ("goodput Mbit/s", 1.235)]
+
+
+def test_tenant_verdicts_from_an_isolation_report():
+    report = {"tenants": ["blue", "red"], "matrix": {"blue": {"red": 0}, "red": {"blue": 3}},
+              "reachability": {"blue": {"pairs": 6, "failed": [["b1", "b2"]]}, "red": {"pairs": 2, "failed": []}},
+              "time": 12.0}
+    verdicts = tenant_verdicts(report)
+    assert verdicts["red"] == {"ok": False, "leaks_out": 3, "leaks_in": 0, "pairs": 2, "reached": 2, "time": 12.0}
+    assert verdicts["blue"]["leaks_in"] == 3 and verdicts["blue"]["reached"] == 5 and not verdicts["blue"]["ok"]
+    clean = tenant_verdicts({"tenants": ["a"], "matrix": {"a": {}}, "reachability": {"a": {"pairs": 0, "failed": []}}})
+    assert clean["a"]["ok"] is True
+    assert tenant_verdicts(None) == {}

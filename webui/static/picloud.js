@@ -84,6 +84,7 @@ const PiCloud = (() => {
     source.onerror = () => { live.className = "live off"; text.textContent = "reconnecting"; };
   }
 
+  const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
   function cells(row) { return row.map((c) => `<td${c.num ? ' class="num"' : ""}>${c.html ?? esc(c)}</td>`).join(""); }
   const num = (v) => ({num: true, html: esc(fmtNum(v))});
 
@@ -147,13 +148,15 @@ const PiCloud = (() => {
       if (!data.tenants.length) { root.innerHTML = '<p class="dim">No tenants in this run.</p>'; return; }
       root.innerHTML = data.tenants.map((t) => {
         const v = t.verify;
-        const verify = v ? `<p class="${v.ok ? "verify-ok" : "verify-bad"}">last verify: ${v.ok ? "isolated ✓" : "LEAK ✗"} ${esc(v.summary || "")}</p>`
+        const detail = v && v.pairs !== undefined
+          ? `${v.leaks_out} leaks out, ${v.leaks_in} in, ${v.reached}/${v.pairs} member pairs reached` : (v && v.summary) || "";
+        const verify = v ? `<p class="${v.ok ? "verify-ok" : "verify-bad"}">last verify: ${v.ok ? "isolated ✓" : "FAILED ✗"} · ${esc(detail)}</p>`
           : '<p class="dim">not verified yet</p>';
         const racks = new Set(t.members.map((m) => m.rack ?? m.pi));
         return `<div class="card tenant" data-tenant="${esc(t.name)}">
           <h2><span class="swatch" style="background:${esc(t.colour)}"></span>${esc(t.name)}
             <span class="dim">${esc([t.id != null ? `id ${t.id}` : "", t.subnet || ""].filter(Boolean).join(" · "))}</span></h2>
-          <p class="dim">${t.members.length} members on ${racks.size} racks${t.rate ? ` · rate ${esc(t.rate)}` : ""}</p>
+          <p class="dim">${plural(t.members.length, "member")} on ${plural(racks.size, "rack")}${t.rate ? ` · rate ${esc(t.rate)}` : ""}</p>
           ${verify}
           <table class="grid"><thead><tr><th>member</th><th>address</th><th>Pi</th><th>rack</th><th></th></tr></thead><tbody>
           ${t.members.map((m) => `<tr>${cells([m.name, {html: `<span class="mono">${esc(m.ip || "")}</span>`}, m.pi || "", m.rack ?? "",
@@ -175,7 +178,24 @@ const PiCloud = (() => {
       } else return;
       load();
     });
+    async function loadVerify() {
+      const v = await getJSON("/api/verify");
+      $("#verify-state").textContent = v.running ? "probing…" : v.error ? `failed: ${v.error}`
+        : v.report ? `last run ${new Date(v.report.time * 1000).toLocaleTimeString()}` : "";
+      const pre = $("#verify-summary");
+      pre.hidden = !v.report;
+      if (v.report) pre.textContent = v.report.summary || "";
+      $("#verify-now").disabled = v.running;
+      return v.running;
+    }
+    $("#verify-now").addEventListener("click", async () => {
+      await act("POST", "/api/verify", {});
+      toast("isolation check started");
+      const poll = setInterval(async () => { if (!(await loadVerify())) { clearInterval(poll); load(); } }, 1000);
+      loadVerify();
+    });
     await load();
+    loadVerify();
     setInterval(load, 5000);
   }
 
