@@ -174,7 +174,7 @@ def one_picloud(spec: str, containers_per_pi: int, controller: str) -> dict:
         tb.down()
         down_s = time.monotonic() - t1
     return {"build_s": build_s, "down_s": down_s, "mem_available_drop_kib": mem0 - mem1,
-            "vswitchd_rss_growth_kib": rss1 - rss0, **counts}
+            "vswitchd_rss_growth_kib": rss1 - rss0, "vswitchd_rss_before_kib": rss0, **counts}
 
 
 def run_child(argv: list[str], timeout: float = CHILD_TIMEOUT) -> tuple[dict, float]:
@@ -312,6 +312,7 @@ def scale_bench(spec: str, per_pi: int, runs: int) -> dict:
             "down_s": median([r["down_s"] for r in results]),
             "mem_per_container_kib": median([r["mem_available_drop_kib"] / n for r in results]),
             "vswitchd_per_container_kib": median([r["vswitchd_rss_growth_kib"] / n for r in results]),
+            "vswitchd_rss_before_mib": results[0]["vswitchd_rss_before_kib"] / 1024,
             "runs": results}
 
 
@@ -380,7 +381,11 @@ def markdown(result: dict) -> str:
               f"| {s['spec']}, {s['containers_per_pi']} per Pi ({s['bridges']} bridges) | "
               f"{s['containers']} | "
               f"{seconds(s['build_s'])} | {seconds(s['down_s'])} | {s['mem_per_container_kib']:.0f} KiB | "
-              f"{s['vswitchd_per_container_kib']:.0f} KiB |"]
+              f"{s['vswitchd_per_container_kib']:.0f} KiB |", "",
+              f"ovs-vswitchd was already {s['vswitchd_rss_before_mib']:,.0f} MiB resident before the run "
+              "(Debian starts it with --mlockall; its growth is what new ports and flows took beyond that). "
+              "MemAvailable moves with everything else on the machine too: on a shared machine it is an "
+              "estimate."]
     lines += ["", f"### iperf3 TCP goodput, one stream, {result['iperf_seconds']:.0f} s rounds, "
               "standalone bridges",
               "", "| path | PiCloud (offloads on, userspace TSO) | Mininet TCULink (offload off, as `mn` "

@@ -54,7 +54,8 @@ BENCHES = [
     Bench("tenants", "tenants_bench.py", "## Tenants", "(see its section)", 300, 120),
     Bench("ui", "ui_bench.py", "## Web UI", "(targets)", 300, 120,
           ("--loads", "1", "--requests", "10", "--stream-seconds", "3")),
-    Bench("pi_capacity", "pi_capacity.py", "## Pi capacity", "(see its section)", 300, 120),
+    Bench("pi_capacity", "pi_capacity.py", "## Pi capacity", "bare process, network namespace, Docker",
+          300, 120, ("--servers", "20", "--seconds", "3")),
 ]
 
 
@@ -166,17 +167,18 @@ def run_bench(bench: Bench, quick: bool, budget_left: float, work: Path) -> tupl
     path = ROOT / "bench" / bench.script
     if not path.exists():
         return "skipped: not present", f"Skipped: `bench/{bench.script}` is not in the tree yet."
-    help_run = subprocess.run([sys.executable, str(path), "--help"], cwd=ROOT, capture_output=True, text=True,
-                              timeout=120)
+    module = f"bench.{path.stem}"  # as a module: scripts may import their neighbours (python -m bench.X)
+    help_run = subprocess.run([sys.executable, "-m", module, "--help"], cwd=ROOT, capture_output=True,
+                              text=True, timeout=120)
     options = options_in_help(help_run.stdout)
     args = script_args(bench, options, quick)
-    command = f"python bench/{bench.script} {' '.join(args)}".strip()
+    command = f"python -m {module} {' '.join(args)}".strip()
     timeout = min(bench.quick_timeout if quick else bench.timeout, budget_left)
     if timeout < 30:
         return "skipped: time budget spent", f"Skipped: the run's time budget was spent before `{command}`."
     before = RESULTS.read_text() if RESULTS.exists() else ""
     print(f"run_all: {command} (timeout {timeout:.0f} s)", file=sys.stderr, flush=True)
-    rc, stdout, took = run_script([sys.executable, str(path), *args], timeout, work / f"{bench.name}.out")
+    rc, stdout, took = run_script([sys.executable, "-m", module, *args], timeout, work / f"{bench.name}.out")
     recorded = RESULTS.exists() and RESULTS.read_text() != before
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     if rc == 0:

@@ -96,7 +96,7 @@ def test_markdown_reports_ratios_against_mininet():
                    "mininet": {"whole": 4.0, "build": 2.0, "down": 1.5}}],
         "scale": {"spec": "picloud:5,10", "containers_per_pi": 20, "bridges": 57, "containers": 1000,
                   "build_s": 20.0, "down_s": 15.0, "mem_per_container_kib": 300.0,
-                  "vswitchd_per_container_kib": 50.0},
+                  "vswitchd_per_container_kib": 50.0, "vswitchd_rss_before_mib": 2600.0},
         "iperf": [{"path": "1 bridge", "picloud_mbps": 12000.0, "mininet_tcu_mbps": 600.0,
                    "mininet_default_mbps": 6000.0}],
     }
