@@ -1,7 +1,7 @@
 """The Flask application factory: configuration in, app out (Flask tutorial's `flaskr` shape).
 
 Config keys: `SOURCE` (a `webui.sources.DataSource`, required), `TOKEN` (the action token; a
-random one when absent), `INTERVAL` (seconds between live samples, default 1.0).
+random one when absent), `INTERVAL` (seconds between live samples, default `live.DEFAULT_INTERVAL`).
 Blueprints: `api` (JSON), `stream` (Server-Sent Events and the event log), `pages` (HTML).
 """
 
@@ -15,7 +15,7 @@ from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from picloud.errors import PiCloudError, UIError
-from webui.live import LiveView
+from webui.live import DEFAULT_INTERVAL, LiveView
 
 EXTENSION = "picloud"
 
@@ -23,7 +23,7 @@ EXTENSION = "picloud"
 def create_app(config: Mapping[str, Any]) -> Flask:
     if config.get("SOURCE") is None:
         raise UIError("web UI: no data source configured (pass SOURCE, for example a TestbedSource)")
-    interval = float(config.get("INTERVAL", 1.0))
+    interval = float(config.get("INTERVAL", DEFAULT_INTERVAL))
     if not 0.05 <= interval <= 60:
         raise UIError(f"web UI: interval {interval} s (must be 0.05..60 seconds)")
     app = Flask(__name__, static_folder="static", template_folder="templates")

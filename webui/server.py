@@ -23,6 +23,7 @@ from werkzeug.serving import make_server
 
 from picloud.errors import UIError
 from webui.app import create_app, live
+from webui.live import DEFAULT_INTERVAL
 from webui.sources import DataSource, TestbedSource
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,8 @@ class UIServer:
     """Start at construction; `.url`, `.token`, `.stop()`. Port 0 picks a free port (tests)."""
 
     def __init__(self, target: Any, host: str = "127.0.0.1", port: int = 8080, *, token: str | None = None,
-                 results: Path | str | None = "results", interval: float = 1.0, record: bool = True) -> None:
+                 results: Path | str | None = "results", interval: float = DEFAULT_INTERVAL,
+                 record: bool = True) -> None:
         if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
             raise UIError(f"web UI: port {port!r} (must be 0..65535)")
         if not is_loopback(host):

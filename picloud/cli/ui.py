@@ -17,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="address to listen on (default loopback; anything else exposes the UI, with a warning)")
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--results", default="results", metavar="DIR", help="where traffic result directories are")
-    p.add_argument("--interval", type=float, default=1.0, metavar="S", help="seconds between live samples")
+    p.add_argument("--interval", type=float, default=0.75, metavar="S", help="seconds between live samples")
     p.add_argument("--no-record", action="store_true", help=argparse.SUPPRESS)  # set by UIServer.detach()
     p.set_defaults(func=_ui)
 
