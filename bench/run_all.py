@@ -54,8 +54,8 @@ BENCHES = [
     Bench("tenants", "tenants_bench.py", "## Tenants", "(see its section)", 300, 120),
     Bench("ui", "ui_bench.py", "## Web UI", "(targets)", 300, 120,
           ("--loads", "1", "--requests", "10", "--stream-seconds", "3")),
-    Bench("pi_capacity", "pi_capacity.py", "## Pi capacity", "bare process, network namespace, Docker",
-          300, 120, ("--servers", "20", "--seconds", "3")),
+    Bench("pi_capacity", "pi_capacity.py", "## Containers and clusters",
+          "bare process, network namespace, Docker", 300, 120, ("--servers", "20", "--seconds", "3")),
 ]
 
 
@@ -99,6 +99,22 @@ def replace_section(document: str, section: str, body: str) -> str:
     if pattern.search(document):
         return pattern.sub(lambda _: block, document)
     return document.rstrip("\n") + "\n\n" + block
+
+
+def section_body(document: str, section: str) -> str:
+    """The text of SECTION (without its heading); blank when the document has none."""
+    match = re.search(rf"^{re.escape(section)}\n(.*?)(?=^## |\Z)", document, re.S | re.M)
+    return match.group(1).strip() if match else ""
+
+
+def trailing_notes(body: str) -> str:
+    """What follows a section's last table: notes its owner wrote by hand (for example which test
+    covers what the benchmark cannot), kept when the tables above them are regenerated."""
+    lines = body.strip().splitlines()
+    last_table = max((i for i, line in enumerate(lines) if line.startswith("|")), default=None)
+    if last_table is None:
+        return ""
+    return "\n".join(lines[last_table + 1:]).strip()
 
 
 def cpu_model(cpuinfo: str) -> str:
@@ -233,7 +249,8 @@ def main(argv: list[str] | None = None) -> int:
             statuses.append((bench, status))
             document = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
             if body is not None:
-                document = replace_section(document, bench.section, body)
+                notes = trailing_notes(section_body(document, bench.section))
+                document = replace_section(document, bench.section, body + ("\n\n" + notes if notes else ""))
             RESULTS.write_text(document)
     document = RESULTS.read_text() if RESULTS.exists() else ""
     RESULTS.write_text(replace_header(document, header(date, machine_text, load_before, load(), args.quick,

@@ -85,3 +85,14 @@ def test_every_registered_benchmark_has_a_unique_section():
     sections = [b.section for b in run_all.BENCHES]
     assert len(set(sections)) == len(sections)
     assert all(s.startswith("## ") for s in sections)
+
+
+def test_hand_written_notes_after_the_tables_survive_regeneration():
+    doc = ("# B\n\n## Web UI\n\nold intro, load 7.9\n\n| a | b |\n| --- | --- |\n| 1 | 2 |\n\n"
+           "The live path is checked by tests/browser/test_ui_live.py.\n\n## Fabric\n\nx\n")
+    body = run_all.section_body(doc, "## Web UI")
+    assert body.startswith("old intro") and body.endswith("test_ui_live.py.")
+    assert run_all.trailing_notes(body) == "The live path is checked by tests/browser/test_ui_live.py."
+    assert run_all.trailing_notes("no table here") == ""
+    assert run_all.trailing_notes("| a |\n| - |") == ""
+    assert run_all.section_body(doc, "## Tenants") == ""
