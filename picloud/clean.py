@@ -68,8 +68,6 @@ def clean_state(state: RunState) -> None:
     from topology.backends.local import remove_objects
 
     remove_objects(state)
-    for suffix in (".controller.log", ".tenants.yaml"):
-        state.path.with_suffix(suffix).unlink(missing_ok=True)
     state.delete()
 
 

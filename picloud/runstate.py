@@ -94,8 +94,12 @@ class RunState:
         self.save()
 
     def delete(self) -> None:
-        for path in (self.path, self.path.with_suffix(".tmp")):
-            path.unlink(missing_ok=True)
+        """The state file last, after every other file of the run (`PREFIX.*`: tenants plan,
+        controller log, locks), so a crash here still leaves the record."""
+        for path in state_dir().glob(f"{self.prefix}.*"):
+            if path != self.path:
+                path.unlink(missing_ok=True)
+        self.path.unlink(missing_ok=True)
 
     @classmethod
     def load(cls, prefix: str) -> RunState:

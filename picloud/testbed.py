@@ -144,9 +144,6 @@ class Testbed:
                 from topology.backends.local import remove_objects
 
                 remove_objects(state)
-            for extra_file in (state.tenants_file,):
-                if extra_file and Path(extra_file).parent == state.path.parent:
-                    Path(extra_file).unlink(missing_ok=True)
             state.delete()
         finally:
             if self._controller_proc is not None:
@@ -206,7 +203,9 @@ class Testbed:
         listen, api = f"127.0.0.1:{of_port(prefix)}", f"127.0.0.1:{api_port(prefix)}"
         argv = [sys.executable, "-m", "controller_apps.runner", *(mode or []), "--listen", listen,
                 "--api", api, "--topology", str(self.state.path)]
-        if self.tenants_source is not None:
+        if mode is None or "tenancy" in mode:
+            # Every run of the default app set has a tenants file (empty at first), so tenancy runs
+            # from the start and tenants can be created on the live fabric.
             from tenants.store import run_tenants_path
 
             self.state.tenants_file = str(run_tenants_path(self.state))
