@@ -35,6 +35,7 @@ from topology.effects import docker_engine, netns
 from topology.inventory import PI_MODELS
 
 HTTP_PORT = 8000
+SECTION = "## Containers and clusters"
 WEB_ROOT = "/tmp/www"
 SERVER = ["sh", "-c", f"mkdir -p {WEB_ROOT} && echo picloud > {WEB_ROOT}/index.html && "
           f"exec busybox httpd -f -p {HTTP_PORT} -h {WEB_ROOT}"]
@@ -218,6 +219,74 @@ def _wait(check, seconds: float = 20) -> None:
         time.sleep(0.2)
 
 
+# --- 3. an emulated cluster ------------------------------------------------------------------------
+def cluster(pis: int = 3, per_pi: int = 2) -> dict[str, Any]:
+    """Three emulated Pis: start, `up` over OVSDB/VXLAN, all-pairs TCP, restart + repair."""
+    import tempfile
+
+    from topology.backends.cluster import EmulatedCluster
+
+    emu = EmulatedCluster("pcbench", pis)
+    out: dict[str, Any] = {"pis": pis, "containers": pis * per_pi}
+    t0 = time.monotonic()
+    with emu, tempfile.TemporaryDirectory() as tmp:
+        out["emulate_start_s"] = round(time.monotonic() - t0, 2)
+        inventory = emu.write_inventory(Path(tmp) / "inventory.yaml")
+        t0 = time.monotonic()
+        with Testbed(build(f"single:{pis}", per_pi), controller="none", backend="cluster",
+                     inventory=str(inventory)) as tb:
+            out["up_s"] = round(time.monotonic() - t0, 2)
+            t0 = time.monotonic()
+            matrix = tb.ping_all(tcp=True)
+            out["tcp_pairs_s"] = round(time.monotonic() - t0, 2)
+            out["tcp_pairs_ok"] = sum(1 for row in matrix.values() for loss in row.values() if loss == 0.0)
+            out["tcp_pairs"] = sum(len(row) for row in matrix.values())
+            emu.restart_ovs(pis - 1, wipe=True)
+            t0 = time.monotonic()
+            out["detected"] = bool(tb.fabric.health()[emu.pi_name(pis - 1)])
+            out["repaired"] = tb.fabric.repair()
+            out["repair_s"] = round(time.monotonic() - t0, 2)
+    return out
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The RESULTS.md section body: one table per part, with the load it ran under."""
+    lines: list[str] = []
+    cap = result.get("capacity")
+    if cap:
+        lines += [f"Capacity: one emulated {cap['pi_model']} ({cap['memory_mb']} MB, {cap['cpus']} of a core, "
+                  "one cgroup for all its containers), Docker backend, each container an idle busybox httpd. "
+                  "The Raspberry Pi Cloud talk: 80 on a Pi B+.", "",
+                  "| servers started | answering | OOM-killed | memory per server (in the Pi cgroup) | "
+                  "+ containerd-shim outside it | fit in 512 MB (cgroup only / with shims) |",
+                  "| --- | --- | --- | --- | --- | --- |",
+                  f"| {cap['servers']} | {cap['answered']} | {cap['oom_killed']} | "
+                  f"{cap['per_container_kb_in_cgroup']:.0f} KiB | {cap['per_container_kb_with_shim']:.0f} KiB | "
+                  f"{cap['fit_in_cgroup']} / {cap['fit_with_shim']} |", ""]
+    over = result.get("overhead")
+    if over:
+        lines += ["Overhead: the same busybox httpd, closed-loop client with one request per connection; CPU "
+                  "per reply counted per party (server with its forked children, client, the OVS daemon shared "
+                  "with every run on the machine).", "",
+                  "| server runs as | replies/s | server CPU/reply | client CPU/reply | OVS CPU/reply | "
+                  "load average |", "| --- | --- | --- | --- | --- | --- |"]
+        for label, row in over.items():
+            ovs = f"{row['ovs_cpu_ms_per_reply']} ms" if row["ovs_cpu_ms_per_reply"] is not None else "- (loopback)"
+            lines.append(f"| {label} | {row['replies_per_s']:.0f} | {row['server_cpu_ms_per_reply']} ms | "
+                         f"{row['client_cpu_ms_per_reply']} ms | {ovs} | {row['load_average']} |")
+        lines.append("")
+    clu = result.get("cluster")
+    if clu:
+        lines += [f"Cluster: {clu['pis']} emulated Pis (namespaces, private ovsdb-server + ovs-vswitchd each, "
+                  "OVSDB over TCP only, VXLAN between Pis), single switch, controller none.", "",
+                  "| emulate start | up | all-pairs TCP | TCP pairs ok | OVS wiped on one Pi: detected / repaired in |",
+                  "| --- | --- | --- | --- | --- |",
+                  f"| {clu['emulate_start_s']} s | {clu['up_s']} s | {clu['tcp_pairs_s']} s | "
+                  f"{clu['tcp_pairs_ok']}/{clu['tcp_pairs']} | {'yes' if clu['detected'] else 'no'} / "
+                  f"{clu['repair_s']} s ({', '.join(clu['repaired']) or 'nothing'}) |", ""]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--servers", type=int, default=80)
@@ -225,7 +294,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--skip-capacity", action="store_true")
     parser.add_argument("--skip-overhead", action="store_true")
+    parser.add_argument("--skip-cluster", action="store_true")
     parser.add_argument("--json", default=None, metavar="FILE")
+    parser.add_argument("--record", action="store_true",
+                        help="write the '## Containers and clusters' section of bench/RESULTS.md")
     args = parser.parse_args(argv)
     engine = docker_engine.client()
     if not docker_engine.image_exists(engine, docker_engine.DEFAULT_IMAGE):
@@ -234,12 +306,20 @@ def main(argv: list[str] | None = None) -> int:
     result: dict[str, Any] = {"host_cpus": os.cpu_count()}
     if not args.skip_capacity:
         result["capacity"] = capacity(args.servers)
-        print(json.dumps(result["capacity"], indent=2), flush=True)
     if not args.skip_overhead:
         result["overhead"] = overhead(args.seconds, args.concurrency)
-        print(json.dumps(result["overhead"], indent=2), flush=True)
+    if not args.skip_cluster:
+        result["cluster"] = cluster()
+    body = markdown(result)
+    print(body)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
+    if args.record:
+        from bench.run_all import RESULTS, replace_section
+
+        document = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
+        RESULTS.write_text(replace_section(document, SECTION, f"`python -m bench.pi_capacity --servers "
+                                           f"{args.servers} --seconds {args.seconds:g}`\n\n{body}"))
     return 0
 
 
