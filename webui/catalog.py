@@ -136,12 +136,12 @@ def experiment_summary(root: Path, directory: Path) -> dict[str, Any]:
     }
 
 
-HEADLINE = (
-    ("workload", ("workload",)), ("pattern", ("pattern",)), ("flows", ("flows",)),
-    ("unfinished", ("unfinished",)), ("goodput Mbit/s", ("goodput_mbps",)),
-    ("target load", ("target_load",)), ("achieved load", ("achieved_load",)),
-    ("FCT p50 us", ("all", "fct_us", "p50")), ("FCT p99 us", ("all", "fct_us", "p99")),
-    ("slowdown p99", ("all", "slowdown", "p99")),
+HEADLINE = (  # (label, path into summary.json, scale)
+    ("workload", ("workload",), 1), ("pattern", ("pattern",), 1), ("flows", ("flows",), 1),
+    ("unfinished", ("unfinished",), 1), ("goodput Mbit/s", ("goodput_mbps",), 1),
+    ("target load", ("target_load",), 1), ("achieved load", ("achieved_load",), 1),
+    ("FCT p50 ms", ("all", "fct_us", "p50"), 1e-3), ("FCT p99 ms", ("all", "fct_us", "p99"), 1e-3),
+    ("slowdown p99", ("all", "slowdown", "p99"), 1),
 )
 
 
@@ -149,10 +149,12 @@ def headline(summary: Mapping[str, Any]) -> list[tuple[str, Any]]:
     """The few numbers an experiment card shows, from `traffic.results.summarize` output;
     absent keys are skipped, so older or partial summaries still show what they have."""
     out = []
-    for label, path in HEADLINE:
+    for label, path, scale in HEADLINE:
         value: Any = summary
         for key in path:
             value = value.get(key) if isinstance(value, Mapping) else None
+        if isinstance(value, int | float) and not isinstance(value, bool) and scale != 1:
+            value = value * scale
         if value is not None and not isinstance(value, Mapping | list):
             out.append((label, round(value, 3) if isinstance(value, float) else value))
     return out

@@ -66,7 +66,7 @@ def test_experiments_are_found_with_files_and_headline(tmp_path):
     assert set(found) == {"demo", "sweep/load-0.5"}
     demo = found["demo"]
     assert demo["plots"] == ["fct.png"] and demo["flows_csv"] == "flows.csv"
-    assert ("FCT p99 us", 20.5) in demo["headline"] and ("workload", "websearch") in demo["headline"]
+    assert ("FCT p99 ms", 0.021) in demo["headline"] and ("workload", "websearch") in demo["headline"]
     assert find_experiments(tmp_path / "missing") == [] and find_experiments(None) == []
 
 
