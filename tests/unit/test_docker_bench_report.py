@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from bench.pi_capacity import SECTION, markdown
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # bench/ is scripts, not an installed package
+
+from bench.pi_capacity import SECTION, markdown  # noqa: E402
 
 
 def test_markdown_has_one_table_per_part_and_states_the_load():
