@@ -96,3 +96,11 @@ def test_hand_written_notes_after_the_tables_survive_regeneration():
     assert run_all.trailing_notes("no table here") == ""
     assert run_all.trailing_notes("| a |\n| - |") == ""
     assert run_all.section_body(doc, "## Tenants") == ""
+
+
+def test_run_script_keeps_stdout_and_stops_a_script_that_overruns(tmp_path):
+    rc, out, _ = run_all.run_script([sys.executable, "-c", "print('| a | b |')"], 30, tmp_path / "ok.out")
+    assert rc == 0 and out == "| a | b |\n"
+    slow = [sys.executable, "-c", "import time; print('started', flush=True); time.sleep(60)"]
+    rc, out, took = run_all.run_script(slow, 1.5, tmp_path / "slow.out")
+    assert rc is None and out == "started\n" and took < 20
