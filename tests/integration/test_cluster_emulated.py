@@ -15,7 +15,14 @@ import yaml
 from picloud.errors import ClusterError, FabricError
 from picloud.runstate import RunState
 from picloud.testbed import Testbed
-from topology.backends.cluster import ClusterFabric, EmulatedCluster, check_cluster, load_inventory
+from topology.backends.cluster import (
+    ClusterFabric,
+    EmulatedCluster,
+    check_cluster,
+    issue_certificate,
+    load_inventory,
+    make_ca,
+)
 from topology.builders import build
 from topology.effects import ip
 from topology.effects.ovsdb_remote import Remote
@@ -214,3 +221,26 @@ def _eventually(check, seconds: float) -> bool:
             return True
         time.sleep(0.5)
     return check()
+
+
+def test_tls_pis_accept_our_certificate_and_refuse_a_stranger(tmp_path):
+    emu = EmulatedCluster("pcts", 2, subnet="172.29.1.0/24", tls=True)
+    try:
+        emu.start()
+        assert emu.ovsdb_endpoint(0).startswith("ssl:")
+        good = check_cluster(parse_inventory(emu.inventory()))
+        assert all(r.ok for r in good), [r.problems for r in good]
+        make_ca(tmp_path / "ca.pem", tmp_path / "ca-key.pem", "stranger")
+        issue_certificate(tmp_path / "ca.pem", tmp_path / "ca-key.pem", tmp_path / "c.pem", tmp_path / "k.pem", "x")
+        data = emu.inventory()
+        for pi in data["pis"]:
+            pi["tls"] = {**pi["tls"], "cert": str(tmp_path / "c.pem"), "key": str(tmp_path / "k.pem")}
+        for report in check_cluster(parse_inventory(data), timeout=3):
+            (line,) = report.problems
+            assert line.startswith(f"pi {report.name!r}: ssl:") and "TLS refused" in line
+        inventory = emu.write_inventory(tmp_path / "inventory.yaml")
+        with Testbed(build("single:2", 1), controller="none", backend="cluster", inventory=str(inventory)) as tb:
+            assert tb.ping_all(tcp=True) == {"pi1-c1": {"pi2-c1": 0.0}, "pi2-c1": {"pi1-c1": 0.0}}
+    finally:
+        emu.stop()
+    assert not {"pctsh", "pctse0", "pctse1"} & ip.netns_list()

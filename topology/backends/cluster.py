@@ -432,6 +432,20 @@ VSWITCH_SCHEMA = "/usr/share/openvswitch/vswitch.ovsschema"
 EMU_NAME_RE = re.compile(r"^[a-z][a-z0-9]{1,7}$")
 
 
+def make_ca(cert: Path, key: Path, name: str) -> None:
+    proc.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30", "-subj", f"/CN={name}",
+              "-keyout", str(key), "-out", str(cert)])
+
+
+def issue_certificate(ca: Path, ca_key: Path, cert: Path, key: Path, name: str) -> None:
+    csr = cert.with_suffix(".csr")
+    proc.run(["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}", "-keyout", str(key),
+              "-out", str(csr)])
+    proc.run(["openssl", "x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key),
+              "-CAcreateserial", "-days", "30", "-out", str(cert)])
+    csr.unlink()
+
+
 def _ovs_version() -> str:
     """What ovs-ctl records in the database on a real Pi (ovs-vswitchd itself does not)."""
     out = proc.run(["ovs-vswitchd", "--version"]).stdout.splitlines()[0]
@@ -451,7 +465,7 @@ class EmulatedCluster:
     """
 
     def __init__(self, name: str, count: int = 3, subnet: str = DEFAULT_UNDERLAY,
-                 workdir: str | Path | None = None):
+                 workdir: str | Path | None = None, tls: bool = False):
         if not EMU_NAME_RE.match(name):
             raise ClusterError(f"emulated cluster {name!r}: invalid name (2-8 of [a-z0-9], starting with a letter)")
         if not 1 <= count <= 16:
@@ -460,6 +474,7 @@ class EmulatedCluster:
         self.count = count
         self.subnet = ipaddress.IPv4Network(subnet, strict=False)
         self.workdir = Path(workdir or f"/run/picloud/emu-{name}")
+        self.tls = tls
         self.records: dict[str, dict[str, dict]] = {}
 
     @classmethod
@@ -470,7 +485,7 @@ class EmulatedCluster:
         if not meta.exists():
             raise ClusterError(f"emulated cluster {name!r}: not running (no {meta})")
         data = json.loads(meta.read_text())
-        return cls(name, int(data["count"]), data["subnet"], workdir=workdir)
+        return cls(name, int(data["count"]), data["subnet"], workdir=workdir, tls=bool(data.get("tls")))
 
     # --- names and addresses ------------------------------------------------------------------
     @property
@@ -495,7 +510,16 @@ class EmulatedCluster:
         return str(self.subnet.network_address + 11 + i)
 
     def ovsdb_endpoint(self, i: int) -> str:
-        return f"tcp:{self.address(i)}:{OVSDB_PORT}"
+        return f"{'ssl' if self.tls else 'tcp'}:{self.address(i)}:{OVSDB_PORT}"
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.workdir / "tls"
+
+    def client_tls(self) -> dict[str, str]:
+        """The orchestrator's certificate, signed by this cluster's CA (what the inventory lists)."""
+        return {"ca": str(self.tls_dir / "ca.pem"), "cert": str(self.tls_dir / "client.pem"),
+                "key": str(self.tls_dir / "client-key.pem")}
 
     def pi_dir(self, i: int) -> Path:
         return self.workdir / f"e{i}"
@@ -503,7 +527,8 @@ class EmulatedCluster:
     def inventory(self) -> dict[str, Any]:
         return {"controller": self.gateway, "pis": [
             {"name": self.pi_name(i), "management": self.address(i), "ovsdb": self.ovsdb_endpoint(i),
-             "docker": "none", "netns": self.pi_netns(i), "underlay": self.address(i), "model": "3"}
+             "docker": "none", "netns": self.pi_netns(i), "underlay": self.address(i), "model": "3",
+             **({"tls": self.client_tls()} if self.tls else {})}
             for i in range(self.count)]}
 
     def write_inventory(self, path: str | Path) -> Path:
@@ -531,8 +556,11 @@ class EmulatedCluster:
         if self.gateway_iface in ip.links() or {self.hub_netns, *map(self.pi_netns, range(self.count))} & existing:
             raise ClusterError(f"emulated cluster {self.name}: already exists (stop it first)")
         self.workdir.mkdir(parents=True, exist_ok=True)
-        (self.workdir / "cluster.json").write_text(json.dumps({"count": self.count, "subnet": str(self.subnet)}))
+        (self.workdir / "cluster.json").write_text(json.dumps({"count": self.count, "subnet": str(self.subnet),
+                                                               "tls": self.tls}))
         try:
+            if self.tls:
+                self._certificates()
             self._underlay()
             for i in range(self.count):
                 self._start_ovs(i, fresh=True)
@@ -564,6 +592,15 @@ class EmulatedCluster:
         ethtool.tx_offload_off([(None, self.gateway_iface), (hub, "gw")]
                                + [(hub, f"e{i}") for i in range(self.count)])
 
+    def _certificates(self) -> None:
+        """A CA, one server certificate per Pi and a client certificate, as provisioning/pi.yml makes."""
+        d = self.tls_dir
+        d.mkdir(parents=True, exist_ok=True)
+        make_ca(d / "ca.pem", d / "ca-key.pem", "PiCloud emulated CA")
+        for i in range(self.count):
+            issue_certificate(d / "ca.pem", d / "ca-key.pem", d / f"e{i}.pem", d / f"e{i}-key.pem", self.pi_name(i))
+        issue_certificate(d / "ca.pem", d / "ca-key.pem", d / "client.pem", d / "client-key.pem", "picloud")
+
     def _env(self, i: int) -> dict[str, str]:
         d = str(self.pi_dir(i))
         return {**os.environ, "OVS_RUNDIR": d, "OVS_DBDIR": d, "OVS_LOGDIR": d, "OVS_SYSCONFDIR": d}
@@ -588,9 +625,11 @@ class EmulatedCluster:
             db.unlink(missing_ok=True)
             proc.run(["ovsdb-tool", "create", str(db), VSWITCH_SCHEMA])
         sock.unlink(missing_ok=True)
+        tls = [f"--private-key={self.tls_dir / f'e{i}-key.pem'}", f"--certificate={self.tls_dir / f'e{i}.pem'}",
+               f"--ca-cert={self.tls_dir / 'ca.pem'}"] if self.tls else []
         self._spawn(i, "ovsdb-server", [
             "ovsdb-server", str(db), f"--remote=punix:{sock}",
-            "--remote=db:Open_vSwitch,Open_vSwitch,manager_options",
+            "--remote=db:Open_vSwitch,Open_vSwitch,manager_options", *tls,
             f"--pidfile={d / 'ovsdb-server.pid'}", f"--unixctl={d / 'ovsdb-server.ctl'}",
             f"--log-file={d / 'ovsdb-server.log'}", "-vconsole:off"])
         deadline = time.monotonic() + 10
@@ -606,7 +645,7 @@ class EmulatedCluster:
             ovs.vsctl("--no-wait", "init", "--", "add-br", "underlay", "--",
                       "set", "Bridge", "underlay", "datapath_type=netdev", "--",
                       "add-port", "underlay", "nic0", "--",
-                      "set-manager", f"ptcp:{OVSDB_PORT}:{self.address(i)}", "--",
+                      "set-manager", f"{'pssl' if self.tls else 'ptcp'}:{OVSDB_PORT}:{self.address(i)}", "--",
                       "set", "Open_vSwitch", ".", f"ovs_version={_ovs_version()}", db=db_url)
         self._spawn(i, "ovs-vswitchd", [
             "ovs-vswitchd", db_url, "--disable-system", f"--pidfile={d / 'ovs-vswitchd.pid'}",

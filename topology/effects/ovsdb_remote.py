@@ -74,7 +74,9 @@ def fetch_schema(endpoint: str, timeout: float = 5.0, tls: dict[str, str] | None
         request = ovs_mod.jsonrpc.Message.create_request("get_schema", ["Open_vSwitch"])
         error, reply = rpc.transact_block(request)
         if error or reply is None:
-            raise ClusterError(f"{endpoint}: OVSDB connection failed ({_os_error(error)})")
+            hint = "; TLS refused: are tls cert and key signed by the CA the Pi trusts?" if endpoint.startswith(
+                "ssl:") else ""
+            raise ClusterError(f"{endpoint}: OVSDB connection failed ({_os_error(error)}{hint})")
         if reply.error:
             raise ClusterError(f"{endpoint}: get_schema failed ({reply.error})")
         return reply.result
