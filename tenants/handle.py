@@ -314,7 +314,7 @@ def _plan_from_spec(testbed: Any, data: dict[str, Any], where: str) -> TenantPla
             plan = planner.create_tenant(plan, name, subnets, rate=entry.get("rate"), tenant_id=entry.get("id"),
                                          topology=testbed.topology)
             placement = entry.get("placement", "spread")
-            if isinstance(placement, str) and "," in placement:
+            if isinstance(placement, str) and placement not in planner.PLACEMENTS:  # "pi1,pi2" or one Pi
                 placement = [p.strip() for p in placement.split(",")]
             if entry.get("count"):
                 plan, _ = planner.add_members(plan, testbed.topology, name, entry["count"], placement)
