@@ -244,3 +244,19 @@ def test_tls_pis_accept_our_certificate_and_refuse_a_stranger(tmp_path):
     finally:
         emu.stop()
     assert not {"pctsh", "pctse0", "pctse1"} & ip.netns_list()
+
+
+def test_run_time_container_joins_a_pi_and_leaves_cleanly(emulated, inventory):
+    with Testbed(build("single:3", 1), controller="none", backend="cluster", inventory=str(inventory)) as tb:
+        fabric = tb.fabric
+        port = fabric.add_container("member1", "pi3", "10.0.0.50", "12:00:00:00:00:50", 8, None)
+        assert port == max(tb.topology.ports("pi3")) + 1
+        with Remote(emulated.ovsdb_endpoint(2)) as remote:
+            assert remote.ofports(fabric.bridge("pi3"))[fabric.state.extra["containers"]["member1"]["iface"]] == port
+        assert fabric.health()["pi3"] == []
+        rc, out = fabric.exec("pi1-c1", ["ping", "-c", "1", "-W", "3", "10.0.0.50"])
+        assert rc == 0, out
+        ns = fabric.netns("member1")
+        fabric.remove_container("member1")
+        assert ns not in ip.netns_list()
+        assert fabric.health()["pi3"] == []

@@ -70,3 +70,23 @@ def test_ofctl_listeners_differ_per_bridge_and_run():
 def test_docker_options_are_refused_in_cluster_mode():
     with pytest.raises(FabricError, match="--image/--pi-model"):
         ClusterFabric(build("single:2", 1), RunState(prefix="pc7"), None, inventory=inventory(), pi_model="3")
+
+
+def test_an_ovs_without_tunnels_or_datapath_gets_one_line_per_missing_feature():
+    from topology.backends.cluster import feature_problems
+
+    ok = {"ovs_version": "3.1.0", "iface_types": ["internal", "patch", "vxlan"], "datapath_types": ["system"]}
+    assert feature_problems("pi1", ok) == []
+    old = {"ovs_version": "2.3.0", "iface_types": ["internal", "patch"], "datapath_types": []}
+    assert feature_problems("pi1", old) == [
+        "pi 'pi1': OVS 2.3.0 lacks interface types vxlan (PiCloud needs vxlan tunnels and patch ports)",
+        "pi 'pi1': OVS offers no system or netdev datapath (none)",
+    ]
+
+
+def test_run_time_container_ports_are_part_of_the_plan_so_repair_keeps_them():
+    f = fabric()
+    f.state.extra["containers"] = {"t1": {"pi": "pi2", "port": 9, "iface": "pc7p1p9", "netns": "pc7t0"}}
+    (pi2,) = f.bridge_specs("pi2")
+    assert ("pc7p1p9", 9) in [(p.name, p.ofport) for p in pi2.ports]
+    assert f.netns("t1") == "pc7t0" and f.container_port("t1") == 9

@@ -88,13 +88,7 @@ def check_pi(pi: Any, controller: str | None = None, timeout: float = 5.0) -> Pi
         with Remote(pi.ovsdb.raw, tls=pi.tls or None, timeout=timeout) as remote:
             info = remote.info()
             report.facts.update(info, reachable=True)
-            missing = [t for t in REQUIRED_IFACE_TYPES if t not in info["iface_types"]]
-            if missing:
-                report.problems.append(f"{where}: OVS {info['ovs_version']} lacks interface types "
-                                       f"{', '.join(missing)} (PiCloud needs vxlan tunnels and patch ports)")
-            if not {"system", "netdev"} & set(info["datapath_types"]):
-                report.problems.append(f"{where}: OVS offers no system or netdev datapath "
-                                       f"({', '.join(info['datapath_types']) or 'none'})")
+            report.problems += feature_problems(pi.name, info)
             if controller:
                 connected = _probe_controller(remote, controller, info["datapath_types"], timeout)
                 report.facts["controller"] = "connected" if connected else "unreachable"
@@ -115,6 +109,19 @@ def check_pi(pi: Any, controller: str | None = None, timeout: float = 5.0) -> Pi
         except FabricError as exc:
             report.problems.append(f"{where}: {exc}")
     return report
+
+
+def feature_problems(pi: str, info: dict[str, Any]) -> list[str]:
+    """What a Pi's OVS lacks for PiCloud, one line each: vxlan tunnels, patch ports, a datapath."""
+    problems = []
+    missing = [t for t in REQUIRED_IFACE_TYPES if t not in info["iface_types"]]
+    if missing:
+        problems.append(f"pi {pi!r}: OVS {info['ovs_version']} lacks interface types {', '.join(missing)} "
+                        "(PiCloud needs vxlan tunnels and patch ports)")
+    if not {"system", "netdev"} & set(info["datapath_types"]):
+        problems.append(f"pi {pi!r}: OVS offers no system or netdev datapath "
+                        f"({', '.join(info['datapath_types']) or 'none'})")
+    return problems
 
 
 def _probe_controller(remote: Remote, target: str, datapath_types: list[str], timeout: float) -> bool:
@@ -188,6 +195,9 @@ class ClusterFabric:
         return 16640 + (run_number % 64) * 256 + self.topology.bridges.index(node) % 256
 
     def netns(self, container: str) -> str:
+        extra = self.state.extra.get("containers", {}).get(container)
+        if extra:
+            return extra["netns"]
         if container not in self.topology or self.topology.kind(container) != "container":
             raise FabricError(f"container {container!r}: no such container in run {self.prefix}")
         return ifname(self.prefix, self.topology.short_id(container))
@@ -230,13 +240,9 @@ class ClusterFabric:
         problems = []
         for pi in self.used_pis():
             try:
-                info = self.remote(pi).info()
+                problems += feature_problems(pi, self.remote(pi).info())
             except ClusterError as exc:
                 problems.append(str(exc))
-                continue
-            missing = [t for t in REQUIRED_IFACE_TYPES if t not in info["iface_types"]]
-            if missing:
-                problems.append(f"pi {pi!r}: OVS lacks {', '.join(missing)}")
         if problems:
             more = f" (+{len(problems) - 1} more: run 'picloud cluster check')" if len(problems) > 1 else ""
             raise FabricError(f"cluster: refusing to start half a cluster: {problems[0]}{more}")
@@ -304,6 +310,9 @@ class ClusterFabric:
             node = topo.node(c)
             if self.placement[node.pi] == pi:
                 specs[node.pi].ports.append(PortSpec(self._container_host_iface(c), topo.port(node.pi, c)))
+        for entry in self.state.extra.get("containers", {}).values():  # run-time containers
+            if self.placement[entry["pi"]] == pi:
+                specs[entry["pi"]].ports.append(PortSpec(entry["iface"], int(entry["port"])))
         return list(specs.values())
 
     @staticmethod
@@ -387,13 +396,71 @@ class ClusterFabric:
     def shape_link(self, a: str, b: str, bw: float | None) -> None:
         raise FabricError(f"link {a!r}-{b!r}: shaping is not available in cluster mode (no tc over OVSDB)")
 
-    def add_container(self, name: str, pi: str, ip: str, mac: str, prefixlen: int, gateway: str | None) -> int:
-        raise FabricError(f"container {name!r}: run-time containers are not available in cluster mode yet")
+    def _extra(self) -> dict[str, dict]:
+        return self.state.extra.setdefault("containers", {})
+
+    def add_container(self, name: str, pi: str, ip_addr: str, mac: str, prefixlen: int,
+                      gateway: str | None) -> int:
+        """A run-time container (a tenant member) on an emulated Pi: the same port allocation and
+        state entry as the local backend, the veth's host end in the Pi's namespace, its port
+        added to the Pi's bridge through OVSDB."""
+        if pi not in self.topology or self.topology.kind(pi) != "pi":
+            raise FabricError(f"container {name!r}: unknown pi {pi!r}")
+        extra = self._extra()
+        if name in extra or name in self.topology:
+            raise FabricError(f"container {name!r}: already exists in run {self.prefix}")
+        host = self.inventory.pi(self.host(pi))
+        if not host.netns:
+            raise FabricError(f"container {name!r}: pi {host.name!r} has no namespace here (run-time containers "
+                              "need an emulated Pi)")
+        counter = int(self.state.extra.get("next_container", 0))
+        used = [int(c["port"]) for c in extra.values() if c["pi"] == pi]
+        port = max([*self.topology.ports(pi), *used, int(self.state.extra.get("max_port", {}).get(pi, 0))]) + 1
+        ns = ifname(self.prefix, f"t{counter}")
+        host_iface = ifname(self.prefix, self.topology.short_id(pi), port)
+        extra[name] = {"pi": pi, "port": port, "ip": ip_addr, "mac": mac, "prefixlen": prefixlen,
+                       "gateway": gateway, "netns": ns, "iface": host_iface}
+        self.state.extra["next_container"] = counter + 1
+        self.state.extra.setdefault("max_port", {})[pi] = port
+        self.state.intend("netns", [ns])
+        try:
+            ip.batch([f"netns add {ns}",
+                      f"link add {host_iface} type veth peer name {CONTAINER_IFACE} address {mac} netns {ns}",
+                      f"link set {host_iface} netns {host.netns}"])
+            ip.batch([f"link set {host_iface} up"], netns=host.netns)
+            route = f"route add default via {gateway}" if gateway else f"route add default dev {CONTAINER_IFACE}"
+            ip.batch(["link set lo up", f"link set {CONTAINER_IFACE} mtu {OVERLAY_MTU}",
+                      f"addr add {ip_addr}/{prefixlen} dev {CONTAINER_IFACE}", f"link set {CONTAINER_IFACE} up",
+                      route], netns=ns)
+            ethtool.tx_offload_off([(ns, CONTAINER_IFACE), (host.netns, host_iface)])
+            self.remote(host.name).set_port(self.bridge(pi), PortSpec(host_iface, port), True)
+        except (CommandError, OSError, ClusterError) as exc:
+            self._remove_extra(name)
+            raise FabricError(f"container {name!r}: could not be created on {pi!r}: {exc}") from exc
+        return port
 
     def remove_container(self, name: str) -> None:
-        raise FabricError(f"container {name!r}: run-time containers are not available in cluster mode yet")
+        if name not in self._extra():
+            if name in self.topology:
+                raise FabricError(f"container {name!r}: part of the topology; only run-time containers "
+                                  "can be removed")
+            raise FabricError(f"container {name!r}: no such run-time container in run {self.prefix}")
+        self._remove_extra(name)
+
+    def _remove_extra(self, name: str) -> None:
+        entry = self._extra()[name]
+        try:
+            self.remote(self.host(entry["pi"])).set_port(self.bridge(entry["pi"]), PortSpec(entry["iface"]), False)
+        except ClusterError as exc:
+            log.warning("container %s: port not removed from its Pi: %s", name, exc)
+        ip.delete_netns([entry["netns"]])  # the veth, with its end in the Pi's namespace, goes too
+        del self._extra()[name]
+        self.state.forget("netns", [entry["netns"]])
 
     def container_port(self, container: str) -> int:
+        extra = self._extra().get(container)
+        if extra:
+            return int(extra["port"])
         return self.topology.port(self.topology.node(container).pi, container)
 
     # --- processes ------------------------------------------------------------------------------
@@ -421,6 +488,7 @@ class ClusterFabric:
         self.close()
         ip.delete_netns(self.state.objects.get("netns", []))  # their veths (in the Pis' netns) go too
         self.state.objects["netns"] = []
+        self.state.extra.pop("containers", None)
         self.state.objects["bridges"] = []
         self.state.save()
 
