@@ -4,7 +4,7 @@ PY := .venv/bin/python
 DURATION ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench clean docs
 
 setup:
 	@bash scripts/setup.sh
@@ -24,3 +24,7 @@ bench: setup
 
 clean: setup
 	$(PY) -m picloud clean
+
+# The HTML API reference from docstrings (pdoc) into docs/api/ (not committed).
+docs: setup
+	$(PY) docs/build_api.py --out docs/api
