@@ -40,6 +40,11 @@ ACK = struct.Struct("!Q")
 # 4 MiB writes: fewer system calls and loop turns per byte (sendfile from a memfd measured costlier).
 CHUNK = 4 << 20
 RECV_BUFFER = 1 << 20
+RECV_LOWAT = 128 * 1024
+WARM_UP_ID = (1 << 64) - 1
+SO_TIMESTAMPNS = SCM_TIMESTAMPNS = 35  # Linux asm-generic/socket.h; Python does not export them
+TIMESPEC = struct.Struct("@qq")
+CMSG_SPACE = socket.CMSG_SPACE(TIMESPEC.size)
 
 
 def emit(record: dict[str, Any]) -> None:
@@ -80,7 +85,14 @@ class Server:
                     return
                 header += chunk
             flow_id, size = HEADER.unpack(header)
+            lowat = 1
             while received < size:
+                # Wake only once a good chunk is queued (or the rest of the flow): far fewer loop turns
+                # per byte, which is what a receiver competing for a busy CPU needs to keep up.
+                want = min(RECV_LOWAT, size - received)
+                if want != lowat:
+                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, want)
+                    lowat = want
                 n = await loop.sock_recv_into(conn, view[: min(RECV_BUFFER, size - received)])
                 if n == 0:
                     break
@@ -92,8 +104,44 @@ class Server:
         finally:
             # Also runs when `stop` cancels this task: a partial flow is still reported.
             conn.close()
-            if flow_id >= 0:
+            if 0 <= flow_id != WARM_UP_ID:
                 emit({"ev": "recv", "id": flow_id, "bytes": received, "complete": received >= size})
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+async def recv_ack(sock: socket.socket) -> int:
+    """Read the receiver's 8-byte acknowledgement; returns when it reached this host, in ns.
+
+    The time comes from the kernel's receive timestamp (SO_TIMESTAMPNS), not from when this process
+    got to run: on a busy host the wake-up can lag the packet by milliseconds, and a packet capture
+    (which stamps at the same point) would disagree with us by that much."""
+    loop = asyncio.get_running_loop()
+    fd = sock.fileno()
+    got = b""
+    stamp = 0
+    while len(got) < ACK.size:
+        try:
+            data, ancillary, _flags, _addr = sock.recvmsg(ACK.size - len(got), CMSG_SPACE)
+        except (BlockingIOError, InterruptedError):
+            ready = loop.create_future()
+            loop.add_reader(fd, _wake, ready)
+            try:
+                await ready
+            finally:
+                loop.remove_reader(fd)
+            continue
+        if not data:
+            raise ConnectionError("server closed before acknowledging")
+        got += data
+        for level, kind, payload in ancillary:
+            if level == socket.SOL_SOCKET and kind == SCM_TIMESTAMPNS and len(payload) >= TIMESPEC.size:
+                seconds, nanoseconds = TIMESPEC.unpack(payload[: TIMESPEC.size])
+                stamp = seconds * 1_000_000_000 + nanoseconds
+    return stamp or time.time_ns()
 
 
 class Client:
@@ -169,8 +217,10 @@ class Client:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         try:
             start = time.monotonic()
+            start_ns = time.time_ns()  # the kernel stamps packets with CLOCK_REALTIME
             state["start"], state["lateness"] = start, start - scheduled
             self.lateness.append(start - scheduled)
             await loop.sock_connect(sock, (flow["dst"], int(flow["port"])))
@@ -183,15 +233,9 @@ class Client:
                 # sock_sendall returns without yielding when the kernel takes the whole chunk; yield
                 # so one fast bulk flow cannot starve the scheduler and the other flows.
                 await asyncio.sleep(0)
-            ack = b""
-            while len(ack) < ACK.size:
-                chunk = await loop.sock_recv(sock, ACK.size - len(ack))
-                if not chunk:
-                    raise ConnectionError("server closed before acknowledging")
-                ack += chunk
-            end = time.monotonic()
+            end_ns = await recv_ack(sock)
             self.running.pop(flow["id"], None)
-            self._report(flow, "done", state, fct_us=round((end - start) * 1e6, 1))
+            self._report(flow, "done", state, fct_us=round((end_ns - start_ns) / 1e3, 1))
         except asyncio.CancelledError:
             raise
         except OSError as exc:
@@ -212,10 +256,26 @@ class Client:
         return round(values[min(len(values) - 1, int(0.99 * len(values)))] * 1e6, 1)
 
 
+async def warm_up(port: int) -> None:
+    """One flow to our own server before `ready`: the first connect/send/receive of a fresh process
+    runs cold code paths (about a millisecond) that would otherwise land in the first flow's FCT."""
+    loop = asyncio.get_running_loop()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    try:
+        await loop.sock_connect(sock, ("127.0.0.1", port))
+        await loop.sock_sendall(sock, HEADER.pack(WARM_UP_ID, 1) + b"\0")
+        await loop.sock_recv(sock, ACK.size)
+    finally:
+        sock.close()
+
+
 async def main_async(port: int) -> None:
     loop = asyncio.get_running_loop()
     server = Server(port)
     serve_task = loop.create_task(server.serve())
+    await warm_up(server.port)
     emit({"ev": "ready", "port": server.port, "pid": os.getpid()})
     reader = asyncio.StreamReader(limit=1 << 30)  # the flow list arrives as one line
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
