@@ -103,7 +103,7 @@ def test_run_time_container_is_a_docker_container_and_is_removed(testbed):
 
 
 def test_down_removes_containers_netns_bridges_and_cgroups(image):
-    tb = Testbed(build("single:2", 1), controller="none", backend="docker", image=image)
+    tb = Testbed(build("single:2", 1), controller="none", backend="docker", image=image, pi_model="3")
     try:
         tb.up()
         prefix, namespaces = tb.prefix, [tb.fabric.netns(c) for c in tb.containers]
@@ -124,3 +124,12 @@ def test_missing_image_is_refused_before_anything_exists():
     with pytest.raises(FabricError, match="picloud image build"):
         tb.up()
     assert tb.state is None
+
+
+def test_docker_containers_work_under_our_controller_apps(image):
+    with Testbed(build("single:2", 1), backend="docker", image=image) as tb:
+        assert tb.controller_api
+        matrix = tb.ping_all(tcp=True)
+        assert all(loss == 0.0 for row in matrix.values() for loss in row.values()), matrix
+        assert docker_engine.limits(tb.fabric.engine, tb.fabric.container_name(tb.containers[0])) == {
+            "nano_cpus": 0, "memory": 0}  # no --pi-model: no limits

@@ -8,9 +8,9 @@ OVS port code runs unchanged, which is what `ovs-docker add-port` does by hand. 
 started with `docker exec`, so they run inside the container's cgroup (its Pi's CPU and memory)
 and filesystem; the `ip netns` name stays for tools that only need the network.
 
-Limits: all containers of one Pi share a cgroup limited to that Pi model's cores and RAM
-(`pi_model`, presets in topology.inventory.PI_MODELS), and each container is also capped at the
-whole Pi, so the engine reports the limit on every container.
+Limits (with `pi_model`, presets in topology.inventory.PI_MODELS; none without): all containers
+of one Pi share a cgroup limited to that Pi model's cores and RAM, and each container is also
+capped at the whole Pi, so the engine reports the limit on every container.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 class DockerFabric(LocalFabric):
     def __init__(self, topology: Topology, state: RunState, controllers: list[str] | None = None,
-                 image: str = docker_engine.DEFAULT_IMAGE, pi_model: str | None = "b+",
+                 image: str = docker_engine.DEFAULT_IMAGE, pi_model: str | None = None,
                  datapath: str | None = None):
         super().__init__(topology, state, controllers, datapath=datapath)
         self.image = image
