@@ -167,8 +167,8 @@ def one_picloud(spec: str, containers_per_pi: int, controller: str) -> dict:
         tb.up()
         build_s = tb.build_seconds
         mem1, rss1 = available_kib(), vswitchd_rss_kib()
-        counts = {"bridges": len(tb.switches) + len(tb.pis), "containers": len(tb.containers),
-                  "links": len(tb.links), "datapath": tb.fabric.datapath}
+        counts = {"prefix": tb.prefix, "bridges": len(tb.switches) + len(tb.pis),
+                  "containers": len(tb.containers), "links": len(tb.links), "datapath": tb.fabric.datapath}
     finally:
         t1 = time.monotonic()
         tb.down()
@@ -205,19 +205,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def mininet_leftovers() -> list[str]:
+def mininet_leftovers(prefix: str = MININET_PREFIX) -> list[str]:
+    """Bridges and root-namespace interfaces whose names start with the Mininet peer's prefix."""
     from topology.effects import ip, ovs
 
-    bridges = [b for b in ovs.vsctl("list-br").split() if b.startswith(MININET_PREFIX)]
-    return bridges + sorted(i for i in ip.links() if i.startswith(MININET_PREFIX))
+    bridges = [b for b in ovs.vsctl("list-br").split() if b.startswith(prefix)]
+    return bridges + sorted(i for i in ip.links() if i.startswith(prefix) and i not in bridges)
 
 
-def remove_mininet_leftovers(controller: dict | None) -> list[str]:
+def remove_mininet_leftovers(prefix: str, controller: dict | None) -> list[str]:
     """After a Mininet child: delete exactly our prefixed objects and the controller we told it to
     start (its exact command line, unique by its ports), in case the child died before net.stop()."""
     from topology.effects import ip, ovs
 
-    left = mininet_leftovers()
+    left = mininet_leftovers(prefix)
     bridges = [n for n in left if n in set(ovs.vsctl("list-br").split())]
     if bridges:
         ovs.delete_bridges(bridges)
@@ -238,6 +239,13 @@ def remove_mininet_leftovers(controller: dict | None) -> list[str]:
 
 def one_mininet(graph: dict, work: Path, iperf_s: float = 0.0, rounds: int = 1,
                 link: str = "tcu") -> tuple[dict, float]:
+    """One Mininet child on GRAPH: (its JSON line, its whole-process time). Refuses, touching
+    nothing, when objects with the graph's prefix exist already (they are not ours to delete)."""
+    prefix = graph["prefix"]
+    taken = mininet_leftovers(prefix)
+    if taken:
+        raise RuntimeError(f"Mininet peer: {', '.join(taken[:3])} exist (names starting {prefix!r} are "
+                           "reserved for the peer; remove them first)")
     path = work / "graph.json"
     path.write_text(json.dumps(graph))
     argv = [MININET_PYTHON, str(MININET_SCRIPT), str(path), "--link", link]
@@ -246,7 +254,7 @@ def one_mininet(graph: dict, work: Path, iperf_s: float = 0.0, rounds: int = 1,
     try:
         return run_child(argv)
     finally:
-        left = remove_mininet_leftovers(graph.get("controller"))
+        left = remove_mininet_leftovers(prefix, graph.get("controller"))
         if left:
             print(f"  removed Mininet leftovers: {', '.join(left[:8])}", file=sys.stderr)
 
@@ -267,29 +275,46 @@ def picloud_child(spec: str, containers_per_pi: int = 1, controller: str = "defa
                       "--containers-per-pi", str(containers_per_pi), "--controller", controller])
 
 
+def has_loops(topology: dict) -> bool:
+    """A connected graph has a cycle exactly when it has as many links as nodes, or more. Containers
+    are leaves (their one link is implied by `pi`, not listed in `links`), so only bridges count."""
+    return len(topology["links"]) >= len(topology["switches"]) + len(topology["pis"])
+
+
 def build_bench(specs: list[str], runs: int, same: bool, work: Path) -> list[dict]:
+    """Build+teardown, PiCloud and Mininet alternating. Loop-free topologies use standalone bridges on
+    both sides (the fabric alone); a topology with loops needs a controller, and both sides then use
+    the same one (PiCloud's runner, started by each side inside its timing)."""
     from topology.builders import build
 
     rows = []
     for spec in specs:
         topo = build(spec).to_dict()
+        mode = "default" if has_loops(topo) else "none"
         ours: dict[str, list[float]] = {"whole": [], "build": [], "down": []}
         theirs: dict[str, list[float]] = {"whole": [], "build": [], "down": []}
-        row: dict = {"spec": spec}
+        row: dict = {"spec": spec, "controller": mode, "errors": []}
         for i in range(runs):
-            res, whole = picloud_child(spec)
-            ours["whole"].append(whole)
-            ours["build"].append(res["build_s"])
-            ours["down"].append(res["down_s"])
-            row["picloud_objects"] = f"{res['bridges']} bridges, {res['containers']} containers"
-            row["datapath"] = res["datapath"]
-            graph = mininet_graph(topo, same=same, controller=controller_spec(free_port(), free_port()))
-            res, whole = one_mininet(graph, work)
-            theirs["whole"].append(whole)
-            theirs["build"].append(res["build_s"])
-            theirs["down"].append(res["down_s"])
-            row["mininet_objects"] = f"{res['switches']} switches, {res['hosts']} hosts"
-            print(f"  {spec} run {i + 1}: PiCloud {ours['whole'][-1]:.2f} s, Mininet {whole:.2f} s",
+            try:
+                res, whole = picloud_child(spec, 1, mode)
+                ours["whole"].append(whole)
+                ours["build"].append(res["build_s"])
+                ours["down"].append(res["down_s"])
+                row["picloud_objects"] = f"{res['bridges']} bridges, {res['containers']} containers"
+                row["datapath"] = res["datapath"]
+            except RuntimeError as exc:
+                row["errors"].append(f"PiCloud run {i + 1}: {last_line(exc)}")
+            ctl = controller_spec(free_port(), free_port()) if mode == "default" else None
+            try:
+                res, whole = one_mininet(mininet_graph(topo, same=same, controller=ctl), work)
+                theirs["whole"].append(whole)
+                theirs["build"].append(res["build_s"])
+                theirs["down"].append(res["down_s"])
+                row["mininet_objects"] = f"{res['switches']} switches, {res['hosts']} hosts"
+            except RuntimeError as exc:
+                row["errors"].append(f"Mininet run {i + 1}: {last_line(exc)}")
+            print(f"  {spec} run {i + 1}: PiCloud {fmt_last(ours['whole'])}, "
+                  f"Mininet {fmt_last(theirs['whole'])}",
                   file=sys.stderr, flush=True)
         row["picloud"] = {k: median(v) for k, v in ours.items()}
         row["mininet"] = {k: median(v) for k, v in theirs.items()}
@@ -298,14 +323,29 @@ def build_bench(specs: list[str], runs: int, same: bool, work: Path) -> list[dic
     return rows
 
 
+def last_line(exc: Exception) -> str:
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    return lines[-1][:300] if lines else type(exc).__name__
+
+
+def fmt_last(values: list[float]) -> str:
+    return f"{values[-1]:.2f} s" if values else "failed"
+
+
 def scale_bench(spec: str, per_pi: int, runs: int) -> dict:
-    results = []
+    results, errors = [], []
     for i in range(runs):
-        res, whole = picloud_child(spec, per_pi)
+        try:
+            res, whole = picloud_child(spec, per_pi)
+        except RuntimeError as exc:
+            errors.append(f"run {i + 1}: {last_line(exc)}")
+            continue
         res["whole_s"] = whole
         results.append(res)
         print(f"  {spec} x{per_pi} run {i + 1}: up {res['build_s']:.1f} s, down {res['down_s']:.1f} s",
               file=sys.stderr, flush=True)
+    if not results:
+        return {"spec": spec, "containers_per_pi": per_pi, "errors": errors}
     n = results[0]["containers"]
     return {"spec": spec, "containers_per_pi": per_pi, "containers": n, "bridges": results[0]["bridges"],
             "build_s": median([r["build_s"] for r in results]),
@@ -313,7 +353,7 @@ def scale_bench(spec: str, per_pi: int, runs: int) -> dict:
             "mem_per_container_kib": median([r["mem_available_drop_kib"] / n for r in results]),
             "vswitchd_per_container_kib": median([r["vswitchd_rss_growth_kib"] / n for r in results]),
             "vswitchd_rss_before_mib": results[0]["vswitchd_rss_before_kib"] / 1024,
-            "runs": results}
+            "runs": results, "errors": errors}
 
 
 def picloud_iperf(tb, src: str, dst: str, seconds_: float) -> float:
@@ -340,63 +380,87 @@ def iperf_bench(rounds: int, seconds_: float, work: Path) -> list[dict]:
              ("3 bridges (container, Pi, switch, Pi, container)", build("single:2"))]
     rows = []
     for label, topo in paths:
-        with Testbed(topo, controller="none") as tb:
-            src, dst = tb.containers[0], tb.containers[-1]
-            ours = [picloud_iperf(tb, src, dst, seconds_) for _ in range(rounds)]
+        row: dict = {"path": label, "errors": [], "runs": {}}
+        try:
+            with Testbed(topo, controller="none") as tb:
+                src, dst = tb.containers[0], tb.containers[-1]
+                row["runs"]["picloud"] = [picloud_iperf(tb, src, dst, seconds_) for _ in range(rounds)]
+        except Exception as exc:  # noqa: BLE001 - one failed part is reported, the others still run
+            row["errors"].append(f"PiCloud: {last_line(exc)}")
         graph = mininet_graph(topo.to_dict(), same=True)
-        tcu, _ = one_mininet(graph, work, seconds_, rounds, "tcu")
-        default, _ = one_mininet(graph, work, seconds_, rounds, "default")
-        row = {"path": label, "picloud_mbps": median(ours), "mininet_tcu_mbps": median(tcu["iperf_mbps"]),
-               "mininet_default_mbps": median(default["iperf_mbps"]),
-               "runs": {"picloud": ours, "mininet_tcu": tcu["iperf_mbps"],
-                        "mininet_default": default["iperf_mbps"]}}
-        print(f"  {label}: PiCloud {row['picloud_mbps']:.0f}, Mininet TCULink {row['mininet_tcu_mbps']:.0f}, "
-              f"Mininet Link {row['mininet_default_mbps']:.0f} Mbit/s", file=sys.stderr, flush=True)
+        for link in ("tcu", "default"):
+            try:
+                res, _ = one_mininet(graph, work, seconds_, rounds, link)
+                row["runs"][f"mininet_{link}"] = res["iperf_mbps"]
+            except (RuntimeError, KeyError) as exc:
+                row["errors"].append(f"Mininet ({link} links): {last_line(exc)}")
+        for key in ("picloud", "mininet_tcu", "mininet_default"):
+            row[f"{key}_mbps"] = median(row["runs"].get(key, []))
+        print(f"  {label}: PiCloud {mbps(row['picloud_mbps'])}, "
+              f"Mininet TCULink {mbps(row['mininet_tcu_mbps'])}, "
+              f"Mininet Link {mbps(row['mininet_default_mbps'])}", file=sys.stderr, flush=True)
         rows.append(row)
     return rows
+
+
+def mbps(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f} Mbit/s"
 
 
 # --- report -----------------------------------------------------------------------------------
 def markdown(result: dict) -> str:
     lines = [f"Run {result['date']}, `{result['command']}`; load average {result['load_before']} before, "
-             f"{result['load_after']} after (the machine is shared: other engineers' tests were running). "
-             f"Datapath: {result['datapath']}. Medians of {result['runs']} run(s); ratio = PiCloud / Mininet "
-             "(target <= 0.5x for time, >= 5x for goodput).", "",
-             "### Build + teardown (userspace datapath, the same controller on both sides, waiting for "
-             "every switch)", "",
-             "| topology | PiCloud builds | Mininet builds | PiCloud whole | Mininet whole | ratio "
-             "| PiCloud build / down | Mininet build / down | build ratio |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             f"{result['load_after']} after (1 / 5 / 15 min; the machine is shared with other engineers' "
+             f"tests). Datapath: {result['datapath']}. Medians of {result['runs']} run(s); ratio = PiCloud / "
+             "Mininet (target <= 0.5x for time, >= 5x for goodput).", "",
+             "### Build + teardown, userspace datapath", "",
+             "Loop-free topologies: standalone bridges on both sides. fattree:4 has loops, so both sides run "
+             "the same controller (PiCloud's runner, default apps; Mininet's own ovs-testcontroller serves "
+             "at most 16 switches) and both wait until every switch is connected. *whole* = the process's "
+             "wall time (interpreter, imports, build, teardown). Mininet builds its classic graph (one host "
+             "per container, no Pi bridges); PiCloud builds one more OVS bridge per Pi.", "",
+             "| topology | controller | PiCloud builds | Mininet builds | PiCloud whole | Mininet whole "
+             "| ratio | PiCloud build / down | Mininet build / down | build ratio |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    errors = []
     for row in result["build"]:
         p, m = row["picloud"], row["mininet"]
-        lines.append(f"| {row['spec']} | {row['picloud_objects']} | {row['mininet_objects']} | "
+        controller = "standalone" if row["controller"] == "none" else "PiCloud's runner"
+        lines.append(f"| {row['spec']} | {controller} | {row.get('picloud_objects', '-')} | "
+                     f"{row.get('mininet_objects', '-')} | "
                      f"{seconds(p['whole'])} | {seconds(m['whole'])} | **{ratio(p['whole'], m['whole'])}** | "
                      f"{seconds(p['build'])} / {seconds(p['down'])} | "
                      f"{seconds(m['build'])} / {seconds(m['down'])} "
                      f"| {ratio(p['build'], m['build'])} |")
+        errors += [f"{row['spec']}: {e}" for e in row.get("errors", [])]
     s = result["scale"]
-    lines += ["", "### Scale (default controller)", "",
-              "| run | containers | up (target < 30 s) | teardown | MemAvailable drop / container "
-              "| ovs-vswitchd RSS growth / container |", "| --- | --- | --- | --- | --- | --- |",
-              f"| {s['spec']}, {s['containers_per_pi']} per Pi ({s['bridges']} bridges) | "
-              f"{s['containers']} | "
-              f"{seconds(s['build_s'])} | {seconds(s['down_s'])} | {s['mem_per_container_kib']:.0f} KiB | "
-              f"{s['vswitchd_per_container_kib']:.0f} KiB |", "",
-              f"ovs-vswitchd was already {s['vswitchd_rss_before_mib']:,.0f} MiB resident before the run "
-              "(Debian starts it with --mlockall; its growth is what new ports and flows took beyond that). "
-              "MemAvailable moves with everything else on the machine too: on a shared machine it is an "
-              "estimate."]
+    lines += ["", "### Scale (PiCloud's controller, default apps)", ""]
+    if "build_s" in s:
+        lines += ["| run | containers | up (target < 30 s) | teardown | MemAvailable drop / container "
+                  "| ovs-vswitchd RSS growth / container |", "| --- | --- | --- | --- | --- | --- |",
+                  f"| {s['spec']}, {s['containers_per_pi']} per Pi ({s['bridges']} bridges) | "
+                  f"{s['containers']} | "
+                  f"{seconds(s['build_s'])} | {seconds(s['down_s'])} | "
+                  f"{s['mem_per_container_kib']:.0f} KiB | "
+                  f"{s['vswitchd_per_container_kib']:.0f} KiB |", "",
+                  f"ovs-vswitchd was already {s['vswitchd_rss_before_mib']:,.0f} MiB resident before the run "
+                  "(Debian starts it with --mlockall; its growth is what new ports and flows took beyond "
+                  "that). MemAvailable moves with everything else on the machine too: on a shared machine it "
+                  "is an estimate."]
+    errors += [f"scale {s['spec']}: {e}" for e in s.get("errors", [])]
     lines += ["", f"### iperf3 TCP goodput, one stream, {result['iperf_seconds']:.0f} s rounds, "
               "standalone bridges",
               "", "| path | PiCloud (offloads on, userspace TSO) | Mininet TCULink (offload off, as `mn` "
               "does) | ratio | Mininet default Link (offloads on) | ratio |",
               "| --- | --- | --- | --- | --- | --- |"]
     for row in result["iperf"]:
-        lines.append(f"| {row['path']} | {row['picloud_mbps']:,.0f} Mbit/s | "
-                     f"{row['mininet_tcu_mbps']:,.0f} Mbit/s "
+        lines.append(f"| {row['path']} | {mbps(row['picloud_mbps'])} | {mbps(row['mininet_tcu_mbps'])} "
                      f"| **{ratio(row['picloud_mbps'], row['mininet_tcu_mbps'])}** | "
-                     f"{row['mininet_default_mbps']:,.0f} Mbit/s | "
+                     f"{mbps(row['mininet_default_mbps'])} | "
                      f"{ratio(row['picloud_mbps'], row['mininet_default_mbps'])} |")
+        errors += [f"iperf3 {row['path']}: {e}" for e in row.get("errors", [])]
+    if errors:
+        lines += ["", "Failures in this run:", "", *[f"- {e}" for e in errors]]
     return "\n".join(lines)
 
 
@@ -439,7 +503,7 @@ def main(argv: list[str] | None = None) -> int:
         print("fabric_bench: build + teardown", file=sys.stderr, flush=True)
         result["build"] = build_bench(QUICK_SPECS if args.quick else BUILD_SPECS, args.runs,
                                       args.mininet_graph == "same", work)
-        result["datapath"] = result["build"][0]["datapath"]
+        result["datapath"] = next((r["datapath"] for r in result["build"] if "datapath" in r), "unknown")
         spec, per_pi = QUICK_SCALE if args.quick else SCALE
         print("fabric_bench: scale", file=sys.stderr, flush=True)
         result["scale"] = scale_bench(spec, per_pi, args.runs)

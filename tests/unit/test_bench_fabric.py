@@ -90,7 +90,8 @@ def test_markdown_reports_ratios_against_mininet():
         "date": "2026-01-01 00:00 UTC", "command": "python -m bench.fabric_bench",
         "load_before": "1.00 / 1.00 / 1.00",
         "load_after": "1.00 / 1.00 / 1.00", "datapath": "netdev", "runs": 3, "iperf_seconds": 5.0,
-        "build": [{"spec": "fattree:4", "picloud_objects": "36 bridges, 16 containers",
+        "build": [{"spec": "fattree:4", "controller": "default", "errors": ["PiCloud run 2: boom"],
+                   "picloud_objects": "36 bridges, 16 containers",
                    "mininet_objects": "20 switches, 16 hosts",
                    "picloud": {"whole": 1.0, "build": 0.5, "down": 0.3},
                    "mininet": {"whole": 4.0, "build": 2.0, "down": 1.5}}],
@@ -104,3 +105,22 @@ def test_markdown_reports_ratios_against_mininet():
     assert "| fattree:4 |" in text and "**0.25x**" in text
     assert "| 1000 |" in text and "300 KiB" in text
     assert "**20.00x**" in text and "| 2.00x |" in text
+    assert "| fattree:4 | PiCloud's runner |" in text
+    assert "- fattree:4: PiCloud run 2: boom" in text  # a failed run is reported, not hidden
+
+
+def test_markdown_survives_a_scale_run_that_failed_every_time():
+    result = {"date": "d", "command": "c", "load_before": "l", "load_after": "l", "datapath": "netdev",
+              "runs": 1, "iperf_seconds": 3.0, "build": [],
+              "scale": {"spec": "picloud:5,10", "containers_per_pi": 20, "errors": ["run 1: timeout"]},
+              "iperf": [{"path": "1 bridge", "picloud_mbps": None, "mininet_tcu_mbps": 600.0,
+                         "mininet_default_mbps": None, "errors": ["PiCloud: broke"]}]}
+    text = fb.markdown(result)
+    assert "- scale picloud:5,10: run 1: timeout" in text
+    assert "| 1 bridge | - | 600 Mbit/s | **-** |" in text
+
+
+def test_loops_are_told_from_counts():
+    assert fb.has_loops(build("fattree:4").to_dict())
+    assert not fb.has_loops(build("tree:2,4").to_dict())
+    assert not fb.has_loops(build("linear:200").to_dict())
