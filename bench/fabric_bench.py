@@ -5,18 +5,20 @@
 Needs root and a running Open vSwitch; installs the peer (Debian's `mininet`) on first use. Three parts:
 
 1. Build + teardown of tree:2,4, fattree:4 and linear:200 (quick: the first two), each the median of
-   --runs runs, PiCloud and Mininet alternating. Both on the userspace datapath (OVS netdev), OpenFlow
-   1.3, and both with the same controller, each side starting its own: PiCloud's runner with the
-   default apps (discovery, routing, monitor). Mininet's default controller, ovs-testcontroller,
-   serves at most 16 switches (MAX_SWITCHES), so fattree:4 and linear:200 never become ready with it.
-   Both wait until every switch is connected (Mininet's `--wait`), so "built" means "ready" on both.
+   --runs runs, PiCloud and Mininet alternating, both on the userspace datapath (OVS netdev). Controller
+   choice: loop-free topologies (tree, linear) run standalone bridges on both sides, so the fabric
+   alone is timed; fattree:4 has loops and needs a controller, so both sides run the same one, each
+   starting its own inside its timing: PiCloud's runner with the default apps (discovery, routing,
+   monitor), OpenFlow 1.3, and both wait until every switch is connected (Mininet's `--wait`).
+   Mininet's default controller, ovs-testcontroller, serves at most 16 switches (MAX_SWITCHES), so
+   fattree:4 (20) never becomes ready with it.
    Each system runs in its own process: "whole" is that process's wall time (interpreter start,
    imports, build, teardown); the build/teardown split is measured inside it.
    Mininet builds the classic graph (`mn --topo tree,2,4` shape: switches plus one host per container);
    PiCloud builds that plus one OVS bridge per Pi, so it does strictly more work
    (`--mininet-graph same` gives Mininet PiCloud's exact graph, Pis as switches).
 2. Scale: picloud:5,10 with 20 containers per Pi (1,000 containers on 50 Pis, quick: 200 on 10) with
-   the default controller: time to ready, teardown time, and memory per container: the fall of
+   PiCloud's controller (default apps): time to ready, teardown time, and memory per container: the fall of
    /proc/meminfo MemAvailable (kernel, OVS, controller) and the growth of ovs-vswitchd's RSS.
 3. iperf3 TCP goodput, one stream, across 1 bridge (two containers on one Pi) and 3 bridges
    (container, Pi, switch, Pi, container), standalone bridges on both sides (the data path alone).
