@@ -14,7 +14,7 @@ from typing import Any
 from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from picloud.errors import PiCloudError, UIError
+from picloud.errors import ControllerError, PiCloudError, UIError
 from webui.live import DEFAULT_INTERVAL, LiveView
 
 EXTENSION = "picloud"
@@ -50,6 +50,9 @@ def create_app(config: Mapping[str, Any]) -> Flask:
     @app.errorhandler(PiCloudError)
     def user_error(exc: PiCloudError) -> Any:
         # A user's mistake (bad body, a fabric refusing an action): one line, no traceback.
+        # No controller to ask (flow tables of a run without one) is the server's state: 503.
+        if isinstance(exc, ControllerError):
+            return jsonify(error="service unavailable", message=str(exc)), 503
         return jsonify(error="bad request", message=str(exc)), 400
 
     @app.after_request

@@ -308,3 +308,17 @@ def test_isolation_check_runs_in_the_background_and_marks_tenants(client):
     red = client.get("/api/tenants").get_json()["tenants"][0]
     assert red["verify"]["ok"] is True and red["verify"]["pairs"] == 2 and red["verify"]["reached"] == 2
     assert any("isolation check" in e["text"] for e in client.get("/api/events").get_json()["events"])
+
+
+def test_flow_tables_without_a_controller_are_503(topo):
+    from picloud.errors import ControllerError
+
+    class NoController(StaticSource):
+        def flows(self, node):
+            raise ControllerError("run pc9: no PiCloud controller API (controller is 'none')")
+
+    app = create_app({"SOURCE": NoController(topo, controller=False), "TOKEN": TOKEN})
+    try:
+        assert "no PiCloud controller" in error(app.test_client().get("/api/switches/core1/flows"), 503)
+    finally:
+        live(app).stop()

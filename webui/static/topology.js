@@ -25,15 +25,17 @@
 
   // Utilisation to colour: idle grey, then green -> yellow -> orange as the link fills.
   // Red is kept for links that are down, so a cut is never mistaken for a busy link.
+  // Control traffic (LLDP, ARP: a few kbit/s per link) stays grey: only data should glow.
+  const IDLE_BPS = 100e3;
   function colour(link) {
     if (!link.up) return "#ef4444";
-    if (link.bps < 1000) return "#475569";
+    if (link.bps < IDLE_BPS) return "#475569";
     const u = Math.min(1, Math.max(0, link.util));
     return `hsl(${140 - 110 * Math.sqrt(u)} 85% ${50 + 5 * u}%)`;
   }
   function width(link, kind) {
     const base = kind === "attach" ? 1.5 : 3;
-    if (!link.up || link.bps < 1000) return base;
+    if (!link.up || link.bps < IDLE_BPS) return base;
     return base + (kind === "attach" ? 5 : 11) * Math.sqrt(Math.min(1, link.util)) + 1.5;
   }
 
