@@ -34,6 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                          ("repair", "re-apply the plan to Pis that differ (after an OVS restart)")):
         h = csub.add_parser(action, help=text)
         h.add_argument("--run", default=None, metavar="PREFIX")
+        if action == "repair":
+            h.add_argument("--watch", type=float, default=None, metavar="SECONDS",
+                           help="keep checking every SECONDS and repair what differs, until Ctrl-C")
         h.set_defaults(func=_health, repair=action == "repair")
 
 
@@ -97,6 +100,15 @@ def _health(args: argparse.Namespace) -> int:
     tb = Testbed.attach(args.run)
     if tb.backend != "cluster":
         raise ClusterError(f"run {tb.prefix}: backend {tb.backend!r} (health and repair are for cluster runs)")
+    if args.repair and getattr(args, "watch", None):
+        import time
+
+        print(f"watching run {tb.prefix} every {args.watch:g} s (Ctrl-C stops)", flush=True)
+        while True:
+            repaired = tb.fabric.repair()
+            if repaired:
+                print(f"{time.strftime('%H:%M:%S')} repaired: {', '.join(repaired)}", flush=True)
+            time.sleep(args.watch)
     if args.repair:
         repaired = tb.fabric.repair()
         print(f"repaired: {', '.join(repaired)}" if repaired else "nothing to repair")

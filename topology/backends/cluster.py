@@ -621,7 +621,8 @@ class EmulatedCluster:
             if shutil.which(binary) is None:
                 raise ClusterError(f"emulated cluster: {binary} not installed (run 'make setup')")
         existing = ip.netns_list()
-        if self.gateway_iface in ip.links() or {self.hub_netns, *map(self.pi_netns, range(self.count))} & existing:
+        if (self.gateway_iface in ip.links() or {self.hub_netns, *map(self.pi_netns, range(self.count))} & existing
+                or (self.workdir / "pids.json").exists()):
             raise ClusterError(f"emulated cluster {self.name}: already exists (stop it first)")
         self.workdir.mkdir(parents=True, exist_ok=True)
         (self.workdir / "cluster.json").write_text(json.dumps({"count": self.count, "subnet": str(self.subnet),
@@ -743,7 +744,14 @@ class EmulatedCluster:
                                        f"{self.ovsdb_endpoint(i)}") from None
                 time.sleep(0.1)
 
+    def _load_records(self) -> None:
+        """PIDs recorded by the process that started the cluster (the CLI may be another one)."""
+        pids = self.workdir / "pids.json"
+        if not self.records and pids.exists():
+            self.records = json.loads(pids.read_text())
+
     def stop_ovs(self, i: int) -> None:
+        self._load_records()
         for role in ("ovs-vswitchd", "ovsdb-server"):
             rec = self.records.get(self.pi_netns(i), {}).pop(role, None)
             if rec:
@@ -759,9 +767,7 @@ class EmulatedCluster:
 
     def stop(self) -> None:
         """Idempotent: processes we started (checked by start time), namespaces, bridge, files."""
-        pids = self.workdir / "pids.json"
-        if not self.records and pids.exists():
-            self.records = json.loads(pids.read_text())
+        self._load_records()
         for ns, roles in list(self.records.items()):
             for role in ("ovs-vswitchd", "ovsdb-server"):
                 if role in roles:
