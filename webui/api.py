@@ -31,6 +31,15 @@ def view() -> LiveView:
     return current_app.extensions["picloud"]
 
 
+def sampled() -> dict[str, Any]:
+    """The latest live sample; starts the sampler and takes a first sample if there is none yet,
+    so the first request after start-up already shows counters and controller connections."""
+    live = view()
+    live.start()
+    snap = live.latest()
+    return live.sample() if snap["seq"] == 0 else snap
+
+
 def requires_token(func: Callable[..., Any]) -> Callable[..., Any]:
     """401 without a token, 403 with a wrong one; checked before the body is even parsed."""
 
@@ -93,7 +102,7 @@ def topology() -> Any:
 @bp.get("/switches")
 def switches() -> Any:
     topo, _, _ = view().display()
-    connected = view().latest().get("switches", {})
+    connected = sampled().get("switches", {})
     return jsonify(switches=[_switch_record(topo, n, connected) for n in topo.bridges])
 
 
@@ -101,9 +110,10 @@ def switches() -> Any:
 def switch(ident: str) -> Any:
     topo, name = _node(ident)
     _, pi_ports, _ = view().display()
-    record = _switch_record(topo, name, view().latest().get("switches", {}))
+    snap = sampled()
+    record = _switch_record(topo, name, snap.get("switches", {}))
     counters = {}
-    for ln in view().latest().get("links", []):
+    for ln in snap.get("links", []):
         for end in ln.get("ends", []):
             if end.get("node") == name:
                 counters[end["port"]] = end
@@ -138,16 +148,11 @@ def meters(ident: str) -> Any:
 
 def current_links() -> list[dict[str, Any]]:
     """Layout links joined with the latest sample; takes a first sample if none exists yet."""
-    live = view()
-    live.start()
-    snap = live.latest()
-    if snap["seq"] == 0:
-        snap = live.sample()
-    sampled = {ln["id"]: ln for ln in snap["links"]}
-    _, _, drawn = live.display()
+    by_id = {ln["id"]: ln for ln in sampled()["links"]}
+    _, _, drawn = view().display()
     out = []
     for ln in drawn["links"]:
-        s = sampled.get(ln["id"], {})
+        s = by_id.get(ln["id"], {})
         out.append({k: ln[k] for k in ("id", "a", "b", "kind", "a_port", "b_port", "bw")}
                    | {"up": s.get("up", True), "bps": s.get("bps", 0.0), "util": s.get("util", 0.0),
                       "ends": s.get("ends", [])})

@@ -79,6 +79,7 @@ def test_switches_list_every_bridge_with_dpid(client, topo):
     rows = client.get("/api/switches").get_json()["switches"]
     assert [r["name"] for r in rows] == topo.bridges
     assert rows[0]["dpid"] == f"{topo.dpid(rows[0]['name']):016x}"
+    assert all(r["connected"] is True for r in rows), "the controller's view, from the first request on"
 
 
 @pytest.mark.parametrize("ident", ["core1", "hex", "dec"])
