@@ -135,7 +135,8 @@ def flows(ident: str) -> Any:
 @bp.get("/switches/<ident>/groups")
 def groups(ident: str) -> Any:
     topo, name = _node(ident)
-    rows = [tables.group_row(g) for g in tables.unwrap(view().source.groups(name))]
+    raw = view().source.groups(name) or {}
+    rows = tables.merge_groups(raw.get("stats"), raw.get("desc"))
     return jsonify(switch=name, dpid=dpid_str(topo.dpid(name)), groups=rows)
 
 

@@ -39,7 +39,9 @@ class DataSource(Protocol):
 
     def flows(self, node: str) -> Any: ...
 
-    def groups(self, node: str) -> Any: ...
+    def groups(self, node: str) -> Any:
+        """Group stats and descriptions: `{"stats": ofctl_rest /stats/group, "desc": /stats/groupdesc}`."""
+        ...
 
     def meters(self, node: str) -> Any: ...
 
@@ -166,7 +168,8 @@ class TestbedSource:
             return None
 
     def groups(self, node: str) -> Any:
-        return self._controller(f"/stats/group/{self.testbed.topology.dpid(node)}")
+        dpid = self.testbed.topology.dpid(node)
+        return {"stats": self._controller(f"/stats/group/{dpid}"), "desc": self._controller(f"/stats/groupdesc/{dpid}")}
 
     def meters(self, node: str) -> Any:
         return self._controller(f"/stats/meter/{self.testbed.topology.dpid(node)}")
@@ -300,7 +303,7 @@ class StaticSource:
         return {str(self._topology.dpid(node)): list(self._flows.get(node, []))}
 
     def groups(self, node: str) -> Any:
-        return {str(self._topology.dpid(node)): list(self._groups.get(node, []))}
+        return {"stats": [], "desc": {str(self._topology.dpid(node)): list(self._groups.get(node, []))}}
 
     def meters(self, node: str) -> Any:
         return {str(self._topology.dpid(node)): list(self._meters.get(node, []))}

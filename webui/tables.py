@@ -96,11 +96,31 @@ def group_row(group: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def merge_groups(stats: Any, desc: Any) -> list[dict[str, Any]]:
+    """Group rows from ofctl_rest's two halves: `/stats/groupdesc` (type, buckets and their
+    actions) and `/stats/group` (packet and byte counters, per bucket too), joined on group_id."""
+    by_id: dict[int, dict[str, Any]] = {}
+    for entry in unwrap(desc):
+        by_id.setdefault(int(entry.get("group_id") or 0), {}).update(entry)
+    for entry in unwrap(stats):
+        merged = by_id.setdefault(int(entry.get("group_id") or 0), {})
+        merged.update({k: v for k, v in entry.items() if k != "buckets"})
+    rows = []
+    for gid in sorted(by_id):
+        row = group_row(by_id[gid])
+        for bucket, counts in zip(row["buckets"], by_id[gid].get("bucket_stats") or [], strict=False):
+            if isinstance(counts, Mapping):
+                bucket["packets"] = int(counts.get("packet_count") or 0)
+        rows.append(row)
+    return rows
+
+
 def meter_row(meter: Mapping[str, Any]) -> dict[str, Any]:
+    bands = meter.get("bands") or meter.get("band_stats") or []
     return {
         "meter_id": int(meter.get("meter_id") or 0),
         "flags": _text(meter.get("flags", "")),
-        "bands": [dict(b) for b in meter.get("bands") or [] if isinstance(b, Mapping)],
+        "bands": [dict(b) for b in bands if isinstance(b, Mapping)],
         "packets": int(meter.get("packet_in_count") or meter.get("packet_count") or 0),
         "bytes": int(meter.get("byte_in_count") or meter.get("byte_count") or 0),
         "age": float(meter.get("duration_sec") or 0),

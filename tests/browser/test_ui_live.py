@@ -247,6 +247,13 @@ def test_switch_page_shows_the_real_flow_table(page, ui, testbed):
     tables = page.eval_on_selector_all("#flows tbody tr td:first-child",
                                        "tds => [...new Set(tds.map(t => t.textContent))]")
     assert tables == ["0"]
+    desc = _controller(testbed, f"/stats/groupdesc/{testbed.topology.dpid('edge1-1')}")
+    groups = next(iter(desc.values()))
+    page.wait_for_function(f"document.querySelectorAll('#groups tbody tr').length === {max(len(groups), 1)}",
+                           timeout=10_000)
+    if groups:
+        types = page.eval_on_selector_all("#groups tbody tr td:nth-child(2)", "tds => tds.map(t => t.textContent)")
+        assert sorted(types) == sorted(g["type"] for g in groups), "type and buckets come from groupdesc"
     page.screenshot(path=str(ARTIFACTS / "ui-switch.png"), full_page=False)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from picloud.errors import UIError
-from webui.tables import filter_page, flow_row, flow_rows, group_row, meter_row, page_args, unwrap
+from webui.tables import filter_page, flow_row, flow_rows, group_row, merge_groups, meter_row, page_args, unwrap
 
 FLOW = {"priority": 100, "table_id": 2, "cookie": 0x20001, "match": {"in_port": 1, "eth_dst": "02:00:00:00:00:01"},
         "actions": ["OUTPUT:3"], "packet_count": 7, "byte_count": 700, "duration_sec": 12,
@@ -65,3 +65,22 @@ def test_group_and_meter_rows():
     m = meter_row({"meter_id": 2, "flags": ["KBPS"], "bands": [{"type": "DROP", "rate": 1000}],
                    "packet_in_count": 9, "byte_in_count": 90, "duration_sec": 4})
     assert (m["meter_id"], m["flags"], m["packets"], m["bytes"]) == (2, "KBPS", 9, 90)
+
+
+def test_groups_join_descriptions_and_counters():
+    desc = {"1": [{"group_id": 7, "type": "SELECT", "buckets": [{"weight": 1, "actions": ["OUTPUT:1"]},
+                                                                {"weight": 1, "actions": ["OUTPUT:2"]}]}]}
+    stats = {"1": [{"group_id": 7, "packet_count": 30, "byte_count": 3000,
+                    "bucket_stats": [{"packet_count": 10}, {"packet_count": 20}]},
+                   {"group_id": 9, "packet_count": 1, "byte_count": 60}]}
+    rows = merge_groups(stats, desc)
+    assert [r["group_id"] for r in rows] == [7, 9]
+    assert rows[0]["type"] == "SELECT" and rows[0]["packets"] == 30
+    assert [(b["actions"], b["packets"]) for b in rows[0]["buckets"]] == [("OUTPUT:1", 10), ("OUTPUT:2", 20)]
+    assert rows[1]["buckets"] == [] and rows[1]["bytes"] == 60
+    assert merge_groups(None, None) == []
+
+
+def test_meter_stats_bands_are_shown():
+    row = meter_row({"meter_id": 1, "band_stats": [{"packet_band_count": 4, "byte_band_count": 400}]})
+    assert row["bands"] == [{"packet_band_count": 4, "byte_band_count": 400}]

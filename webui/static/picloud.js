@@ -127,7 +127,7 @@ const PiCloud = (() => {
     async function loadGroupsMeters() {
       const g = await getJSON(`${base}/groups`);
       $("#groups tbody").innerHTML = g.groups.map((x) => `<tr>${cells([{num: true, html: x.group_id}, x.type,
-        {html: `<span class="mono">${esc(x.buckets.map((b) => b.actions).join(" | "))}</span>`}, num(x.packets), num(x.bytes)])}</tr>`).join("")
+        {html: `<span class="mono">${esc(x.buckets.map((b) => `${b.weight !== undefined ? `w${b.weight} ` : ""}${b.actions}${b.packets !== undefined ? ` (${fmtNum(b.packets)} pkts)` : ""}`).join(" | "))}</span>`}, num(x.packets), num(x.bytes)])}</tr>`).join("")
         || `<tr><td colspan="5" class="dim">none</td></tr>`;
       const m = await getJSON(`${base}/meters`);
       $("#meters tbody").innerHTML = m.meters.map((x) => `<tr>${cells([{num: true, html: x.meter_id}, x.flags,
