@@ -63,8 +63,8 @@ class UIServer:
         if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
             raise UIError(f"web UI: port {port!r} (must be 0..65535)")
         if not is_loopback(host):
-            log.warning("web UI: listening on %s, reachable from other machines; reads need no token, "
-                        "actions do", host)
+            log.warning("picloud: warning: the web UI listens on %s: anyone who can reach it can read the "
+                        "run; actions still need the token", host)
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request on the console
         self.source, self.testbed = _as_source(target, results)
         self.app = create_app({"SOURCE": self.source, "TOKEN": token, "INTERVAL": interval})

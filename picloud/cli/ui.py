@@ -24,14 +24,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _ui(args: argparse.Namespace) -> int:
     from picloud.testbed import Testbed
-    from webui.server import UIServer, is_loopback
+    from webui.server import UIServer
 
     testbed = Testbed.attach(args.run)
+    # A non-loopback --host is logged as a warning by UIServer (library users get it too).
     server = UIServer(testbed, host=args.host, port=args.port, token=os.environ.get(TOKEN_ENV),
                       results=args.results, interval=args.interval, record=not args.no_record)
-    if not is_loopback(args.host):
-        print(f"picloud: warning: the UI listens on {args.host}: anyone who can reach it can read the run; "
-              "actions still need the token", flush=True)
     print(f"picloud: web UI for run {testbed.prefix} at {server.url}  (token for actions: {server.token})",
           flush=True)
     done = threading.Event()
