@@ -40,7 +40,6 @@ ACK = struct.Struct("!Q")
 # 4 MiB writes: fewer system calls and loop turns per byte (sendfile from a memfd measured costlier).
 CHUNK = 4 << 20
 RECV_BUFFER = 1 << 20
-RECV_LOWAT = 128 * 1024
 WARM_UP_ID = (1 << 64) - 1
 SO_TIMESTAMPNS = SCM_TIMESTAMPNS = 35  # Linux asm-generic/socket.h; Python does not export them
 TIMESPEC = struct.Struct("@qq")
@@ -85,14 +84,7 @@ class Server:
                     return
                 header += chunk
             flow_id, size = HEADER.unpack(header)
-            lowat = 1
             while received < size:
-                # Wake only once a good chunk is queued (or the rest of the flow): far fewer loop turns
-                # per byte, which is what a receiver competing for a busy CPU needs to keep up.
-                want = min(RECV_LOWAT, size - received)
-                if want != lowat:
-                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, want)
-                    lowat = want
                 n = await loop.sock_recv_into(conn, view[: min(RECV_BUFFER, size - received)])
                 if n == 0:
                     break

@@ -12,6 +12,7 @@ import pytest
 from picloud.errors import TrafficError
 from picloud.testbed import Testbed
 from topology.builders import build
+from traffic import iperf
 from traffic.engine import AGENT_PORT, replay
 from traffic.results import Results
 from traffic.trace import Flow, Trace
@@ -27,10 +28,20 @@ def testbed():
         # neighbour lookup on a busy host is not mistaken for the engine's doing.
         loss = tb.ping_all()
         assert all(v == 0 for row in loss.values() for v in row.values()), loss
+        tb.path_mbps = iperf.bulk(tb, tb.containers[0], tb.containers[1], duration=1)["goodput_mbps"]
         yield tb
 
 
+def _need_capacity(testbed, mbps: float) -> None:
+    """A shared host can starve the userspace datapath (we measured 0.4 Mbit/s under other runs'
+    load); a load test then measures the host, not the engine. Skip with the figure instead."""
+    if testbed.path_mbps < mbps:
+        pytest.skip(f"the fabric carries {testbed.path_mbps:.1f} Mbit/s right now (host overloaded); "
+                    f"this test offers {mbps:.0f} Mbit/s")
+
+
 def test_run_at_ten_percent_writes_every_file_and_finishes_every_flow(testbed, tmp_path: Path) -> None:
+    _need_capacity(testbed, 40)  # 4 senders at 10% of 100 Mbit/s
     results = testbed.traffic(workload="websearch", load=0.1, pattern="all-to-all", duration=6, seed=3,
                               out=tmp_path / "run", link_mbps=100)
     for name in ("trace.csv", "flows.csv", "summary.json", "meta.json"):
@@ -52,6 +63,7 @@ def test_run_at_ten_percent_writes_every_file_and_finishes_every_flow(testbed, t
 
 def test_unfinished_flows_are_reported_not_dropped(testbed, tmp_path: Path) -> None:
     """A flow far too big for its drain time must appear as unfinished, with its partial bytes."""
+    _need_capacity(testbed, 5)  # the small flow must finish within the drain time
     a, b = testbed.containers[:2]
     trace = Trace([Flow(0, a, b, 50_000, 0.0), Flow(1, a, b, 20_000_000_000, 0.1)],
                   {"duration": 0.5, "drain": 3.0})
@@ -101,6 +113,7 @@ def _wait_until_stable(path: Path, quiet: float = 0.7, limit: float = 10.0) -> N
 
 
 def test_fct_agrees_with_a_packet_capture_within_one_millisecond(testbed, tmp_path: Path) -> None:
+    _need_capacity(testbed, 10)
     src, dst = testbed.containers[0], testbed.containers[1]
     pcap = tmp_path / "client.pcap"
     # Resolve ARP first: the capture matches SYN to reply, the engine counts from connect().
