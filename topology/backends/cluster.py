@@ -22,6 +22,7 @@ datapath), reachable only over TCP on its underlay address, joined by a Linux br
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import json
 import logging
@@ -577,6 +578,12 @@ class EmulatedCluster:
     def address(self, i: int) -> str:
         return str(self.subnet.network_address + 11 + i)
 
+    def underlay_mac(self, i: int) -> str:
+        """A fixed MAC for the Pi's underlay port: after an OVS restart the neighbours' ARP caches
+        still hold the right one (a fresh random MAC would leave the Pi unreachable for minutes)."""
+        digest = hashlib.sha256(self.pi_netns(i).encode()).digest()
+        return "0a:" + ":".join(f"{b:02x}" for b in digest[:5])
+
     def ovsdb_endpoint(self, i: int) -> str:
         return f"{'ssl' if self.tls else 'tcp'}:{self.address(i)}:{OVSDB_PORT}"
 
@@ -712,7 +719,8 @@ class EmulatedCluster:
             # Provisioning, as the playbook does on a real Pi: the underlay bridge holding the NIC
             # and the address, and the OVSDB listener on that address only.
             ovs.vsctl("--no-wait", "init", "--", "add-br", "underlay", "--",
-                      "set", "Bridge", "underlay", "datapath_type=netdev", "--",
+                      "set", "Bridge", "underlay", "datapath_type=netdev",
+                      f"other_config:hwaddr={self.underlay_mac(i)}", "--",
                       "add-port", "underlay", "nic0", "--",
                       "set-manager", f"{'pssl' if self.tls else 'ptcp'}:{OVSDB_PORT}:{self.address(i)}", "--",
                       "set", "Open_vSwitch", ".", f"ovs_version={_ovs_version()}", db=db_url)
