@@ -12,8 +12,8 @@ Inventory file (YAML)::
       - name: pi1
         management: 172.29.0.11     # what `cluster check` pings / connects to
         ovsdb: tcp:172.29.0.11:6640 # or ssl:HOST:PORT (needs tls)
-        docker: ssh://pi@172.29.0.11  # or tcp://HOST:2376 (needs tls), or none (emulated Pi)
-        netns: pce1e0               # docker none only: the emulated Pi's namespace on this machine
+        docker: ssh://pi@172.29.0.11  # or tcp://HOST:2376 (needs tls), unix:///PATH, or none
+        netns: pce1e0               # emulated Pis only: the Pi's namespace on this machine
         underlay: 172.29.0.11       # VXLAN tunnel endpoint
         model: "3"                  # optional, a key of PI_MODELS
         tls: {ca: ca.pem, cert: cert.pem, key: key.pem}
@@ -128,13 +128,15 @@ def parse_ovsdb(text: str) -> Endpoint:
 
 
 def parse_docker(text: str) -> Endpoint:
-    """`ssh://[USER@]HOST[:PORT]`, `tcp://HOST:PORT` (TLS), or `none` for an emulated Pi whose
-    containers are network namespaces."""
+    """`ssh://[USER@]HOST[:PORT]`, `tcp://HOST:PORT` (TLS), `unix:///PATH` (an engine on this
+    machine, for emulated Pis), or `none` for an emulated Pi whose containers are namespaces."""
     if text in ("none", None):
         return Endpoint("none", raw="none")
+    if isinstance(text, str) and text.startswith("unix:///"):
+        return Endpoint("unix", host=text[len("unix://"):], raw=text)
     m = _DOCKER_RE.match(str(text))
     if not m:
-        raise ValueError(f"{text!r} is not ssh://[USER@]HOST[:PORT], tcp://HOST:PORT or none")
+        raise ValueError(f"{text!r} is not ssh://[USER@]HOST[:PORT], tcp://HOST:PORT, unix:///PATH or none")
     scheme, user, host, port = m.group(1), m.group(2) or "", m.group(3), m.group(4)
     if scheme == "tcp" and not port:
         raise ValueError(f"{text!r} needs a port (Docker's TLS port is 2376)")
@@ -208,10 +210,8 @@ def inventory_problems(data: Any, source: str = "inventory") -> list[str]:
             docker = parse_docker(entry.get("docker", "none"))
             if docker.scheme == "tcp":
                 needs_tls.append("docker tcp://")
-            if docker.scheme == "none" and not entry.get("netns"):
-                problems.append(f"{where}: docker none needs netns (the emulated Pi's namespace here)")
-            if docker.scheme != "none" and entry.get("netns"):
-                problems.append(f"{where}: netns is only for emulated Pis (docker: none)")
+            if docker.scheme in ("none", "unix") and not entry.get("netns"):
+                problems.append(f"{where}: docker {docker.scheme} needs netns (the emulated Pi's namespace here)")
         except ValueError as exc:
             problems.append(f"{where}: docker {exc}")
         if needs_tls and not all(tls.get(k) for k in ("ca", "cert", "key")):

@@ -260,3 +260,31 @@ def test_run_time_container_joins_a_pi_and_leaves_cleanly(emulated, inventory):
         fabric.remove_container("member1")
         assert ns not in ip.netns_list()
         assert fabric.health()["pi3"] == []
+
+
+@pytest.mark.docker
+def test_docker_pis_get_containers_through_their_engine_wired_by_a_helper(tmp_path):
+    from topology.effects import docker_engine
+
+    engine = docker_engine.client()
+    if not docker_engine.image_exists(engine, docker_engine.DEFAULT_IMAGE):
+        docker_engine.build_base_image(engine)
+    emu = EmulatedCluster("pcdk", 3, subnet="172.29.3.0/24", docker_pis=(0, 1))  # pi3 stays namespaces
+    prefix = None
+    try:
+        emu.start()
+        inventory = emu.write_inventory(tmp_path / "inventory.yaml")
+        with Testbed(build("single:3", 2), controller="none", backend="cluster", inventory=str(inventory)) as tb:
+            prefix, fabric = tb.prefix, tb.fabric
+            names = docker_engine.list_run(engine, prefix)
+            assert names == sorted(fabric.container_name(c) for c in tb.containers if fabric.host(c) != "pi3")
+            # limits from the inventory's model (Pi 3: 4 x 1.2 GHz, 1 GB), read back from the engine
+            applied = docker_engine.limits(engine, fabric.container_name("pi1-c1"))
+            assert applied["memory"] == 1024 * 1024 * 1024 and applied["nano_cpus"] > 0
+            rc, out = tb.exec("pi2-c2", ["ip", "-o", "-4", "addr", "show", "eth0"])  # docker exec
+            assert rc == 0 and "10.0.0.4/8" in out
+            matrix = tb.ping_all(tcp=True)
+            assert all(loss == 0.0 for row in matrix.values() for loss in row.values()), matrix
+    finally:
+        emu.stop()
+    assert prefix and docker_engine.list_run(engine, prefix) == []

@@ -77,14 +77,16 @@ def test_tls_is_required_for_ssl_and_tcp_docker():
     assert inventory_problems(data) == []
 
 
-def test_emulated_pis_need_their_namespace_and_real_ones_must_not_have_one():
-    data = {"pis": [pi("pi1", 11), pi("pi2", 12, docker="ssh://pi@172.29.0.12")]}
-    del data["pis"][0]["netns"]
-    problems = inventory_problems(data)
-    assert problems == [
+def test_emulated_pis_need_their_namespace():
+    data = {"pis": [pi("pi1", 11), pi("pi2", 12, docker="unix:///var/run/docker.sock"),
+                    pi("pi3", 13, docker="ssh://pi@172.29.0.13")]}
+    for entry in data["pis"]:
+        del entry["netns"]
+    assert inventory_problems(data) == [
         "inventory: pi 'pi1': docker none needs netns (the emulated Pi's namespace here)",
-        "inventory: pi 'pi2': netns is only for emulated Pis (docker: none)",
+        "inventory: pi 'pi2': docker unix needs netns (the emulated Pi's namespace here)",
     ]
+    assert parse_docker("unix:///var/run/docker.sock").host == "/var/run/docker.sock"
 
 
 def test_endpoint_parsing():

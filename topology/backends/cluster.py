@@ -9,11 +9,13 @@ datapath ids and port numbers as on the local fabric and its apps run unchanged.
 `up` connects to every Pi and checks its OVS before changing any of them: a cluster with one Pi
 unreachable is refused whole, never started by half.
 
-Containers: on an emulated Pi (inventory `docker: none`, with the Pi's network namespace on this
-machine) each container is a network namespace whose veth's other end sits in the Pi's namespace
-and is added to the Pi's bridge through OVSDB. Containers through a remote Pi's Docker engine are
-not implemented (wiring a container's veth on a remote Pi needs a privileged helper there); `up`
-refuses such an inventory with a clear line, and `cluster check` still reports the engine.
+Containers: on a Pi with a Docker endpoint, each container is a Docker container made through
+that Pi's engine (`network_mode=none`, limits from the Pi's model); its veth is made on the Pi by a
+short-lived privileged helper container sharing the Pi's network and PID namespaces (the Docker API
+is the only way in; no SSH), and the host end is added to the Pi's bridge through OVSDB. On an
+emulated Pi without Docker (`docker: none`) each container is a network namespace on this machine
+whose veth's other end sits in the Pi's namespace. Run-time containers (tenant members) are
+namespaces on emulated Pis only.
 
 `EmulatedCluster` builds the test bed for all this on one machine: N Pis as network namespaces,
 each with its own ovsdb-server and ovs-vswitchd (own database, sockets and pidfiles, userspace
@@ -43,7 +45,16 @@ from picloud.runstate import RunState
 from topology.effects import ethtool, ip, netns, ovs, proc
 from topology.effects.ovsdb_remote import BridgeSpec, PortSpec, Remote
 from topology.effects.proc import CommandError
-from topology.inventory import Inventory, Wire, check_underlay, parse_inventory, place, wiring
+from topology.inventory import (
+    Inventory,
+    PiModel,
+    Wire,
+    check_underlay,
+    parse_inventory,
+    pi_model,
+    place,
+    wiring,
+)
 from topology.model import Topology, dpid_str, ifname
 
 log = logging.getLogger(__name__)
@@ -51,6 +62,15 @@ log = logging.getLogger(__name__)
 CONTAINER_IFACE = "eth0"
 OVERLAY_MTU = 1450  # 1500 minus the 50 bytes of VXLAN/UDP/IP/Ethernet headers (RFC 7348)
 REQUIRED_IFACE_TYPES = ("vxlan", "patch")
+
+
+def _model_option(key: str | None) -> PiModel | None:
+    if key in (None, "", "none"):
+        return None
+    try:
+        return pi_model(key)
+    except ClusterError as exc:
+        raise FabricError(f"--pi-model: {exc}") from None
 
 
 def load_inventory(source: str | Path | Inventory) -> Inventory:
@@ -160,9 +180,11 @@ class ClusterFabric:
             inventory = state.extra.get("cluster", {}).get("inventory")
         if inventory is None:
             raise FabricError("cluster backend: no inventory (picloud up SPEC --cluster INVENTORY)")
-        if image or pi_model:
-            raise FabricError("cluster backend: --image/--pi-model apply to Docker containers, which cluster "
-                              "mode does not run yet (emulated Pis use namespaces)")
+        from topology.effects import docker_engine
+
+        self.image = image or docker_engine.DEFAULT_IMAGE
+        self.model_override = _model_option(pi_model)
+        self._engines: dict[str, Any] = {}
         self.topology = topology
         self.state = state
         self.prefix = state.prefix
@@ -201,7 +223,30 @@ class ClusterFabric:
             return extra["netns"]
         if container not in self.topology or self.topology.kind(container) != "container":
             raise FabricError(f"container {container!r}: no such container in run {self.prefix}")
+        entry = self.inventory.pi(self.host(container))
+        if not entry.netns:
+            raise FabricError(f"container {container!r}: runs on Pi {entry.name!r}, which is not on this machine "
+                              "(use exec/popen, which go through the Pi's Docker engine)")
         return ifname(self.prefix, self.topology.short_id(container))
+
+    def container_name(self, container: str) -> str:
+        """Docker's name for a container on a Docker Pi, as in the Docker backend."""
+        return f"{self.prefix}-{container}"
+
+    def _docker_pi(self, pi: str) -> bool:
+        return self.inventory.pi(pi).docker.scheme != "none"
+
+    def engine(self, pi: str) -> Any:
+        from topology.effects import docker_engine
+
+        if pi not in self._engines:
+            entry = self.inventory.pi(pi)
+            try:
+                self._engines[pi] = docker_engine.client(entry.docker.raw, tls=entry.tls or None,
+                                                         timeout=int(self.timeout))
+            except FabricError as exc:
+                raise ClusterError(f"pi {pi!r}: {exc}") from None
+        return self._engines[pi]
 
     def _pi_reachable_target(self, target: str) -> str:
         """Our controller listens on loopback; a Pi reaches it at the inventory's controller address."""
@@ -231,17 +276,24 @@ class ClusterFabric:
     # --- build --------------------------------------------------------------------------------
     def check(self) -> None:
         """Refuse before the first change: every Pi reachable, with the OVS features we need."""
+        from topology.effects import docker_engine
+
         for pi in self.used_pis():
             entry = self.inventory.pi(pi)
-            if entry.docker.scheme != "none" and any(self.host(c) == pi for c in self.topology.containers):
-                raise FabricError(f"pi {pi!r}: containers through a remote Docker engine are not supported "
-                                  "yet (list the Pi with docker: none and netns for emulation)")
             if entry.netns and entry.netns not in ip.netns_list():
                 raise FabricError(f"pi {pi!r}: namespace {entry.netns!r} does not exist on this machine")
         problems = []
         for pi in self.used_pis():
             try:
                 problems += feature_problems(pi, self.remote(pi).info())
+                if self._docker_pi(pi) and any(self.host(c) == pi for c in self.topology.containers):
+                    engine = self.engine(pi)
+                    if not docker_engine.image_exists(engine, self.image):
+                        problems.append(f"pi {pi!r}: image {self.image!r} not found on its Docker engine "
+                                        "(build it there with 'picloud image build', or docker save | docker load)")
+                    elif docker_engine.list_run(engine, self.prefix):
+                        problems.append(f"pi {pi!r}: containers of run {self.prefix} already exist there "
+                                        f"('picloud clean --run {self.prefix}')")
             except ClusterError as exc:
                 problems.append(str(exc))
         if problems:
@@ -252,7 +304,8 @@ class ClusterFabric:
         self.check()
         self.state.extra["cluster"] = {"inventory": self.inventory_source, "placement": self.placement}
         self.state.intend("bridges", [self.bridge(n) for n in self.topology.bridges])
-        self.state.intend("netns", [self.netns(c) for c in self.topology.containers])
+        self.state.intend("netns", [self.netns(c) for c in self.topology.containers
+                                    if self.inventory.pi(self.host(c)).netns])
         try:
             self._make_containers(self.topology.containers)
             self._apply(self.used_pis())
@@ -269,6 +322,56 @@ class ClusterFabric:
         return ifname(self.prefix, self.topology.short_id(pi), self.topology.port(pi, container))
 
     def _make_containers(self, containers: list[str]) -> None:
+        docker_pis = sorted({self.host(c) for c in containers if self._docker_pi(self.host(c))})
+        for pi in docker_pis:
+            self._make_docker_containers(pi, [c for c in containers if self.host(c) == pi])
+        self._make_namespace_containers([c for c in containers if not self._docker_pi(self.host(c))])
+
+    def _limits(self, pi: str, engine: Any) -> dict[str, int]:
+        entry = self.inventory.pi(pi)
+        model = self.model_override or (pi_model(entry.model) if entry.model else None)
+        if model is None:
+            return {}
+        host_cpus = int(engine.info().get("NCPU") or 1)
+        return {"nano_cpus": int(model.cpus(host_cpus) * 1e9), "memory_mb": model.memory_mb}
+
+    def _make_docker_containers(self, pi: str, containers: list[str]) -> None:
+        """Containers through the Pi's Docker engine, wired by one helper run on the Pi."""
+        from topology.effects import docker_engine
+
+        entry, engine, topo = self.inventory.pi(pi), self.engine(pi), self.topology
+        self.state.intend("containers", [self.container_name(c) for c in containers])
+        limits = self._limits(pi, engine)
+        pids = {}
+        for c in containers:
+            docker_engine.run_container(
+                engine, self.container_name(c), self.image, self.prefix, hostname=c,
+                nano_cpus=limits.get("nano_cpus"), mem_limit_mb=limits.get("memory_mb"),
+                extra_labels={"picloud.container": c, "picloud.pi": topo.node(c).pi, "picloud.host": pi},
+                mount_runtime=entry.docker.scheme == "unix")
+            pids[c] = docker_engine.container_pid(engine, self.container_name(c))
+        script = []
+        for c in containers:
+            node, host_iface, pid = topo.node(c), self._container_host_iface(c), pids[c]
+            inside = f"nsenter -t {pid} -n ip"
+            script += [f"ip link add {host_iface} type veth peer name {CONTAINER_IFACE} address {node.mac} netns {pid}",
+                       f"{inside} link set lo up", f"{inside} link set {CONTAINER_IFACE} mtu {OVERLAY_MTU}",
+                       f"{inside} addr add {node.ip} dev {CONTAINER_IFACE}", f"{inside} link set {CONTAINER_IFACE} up",
+                       f"{inside} route add default dev {CONTAINER_IFACE}"]
+            if entry.netns:  # emulated Pi: its OVS lives in a namespace, not in the host's
+                script += [f"ip link set {host_iface} netns {entry.netns}",
+                           f"ip -n {entry.netns} link set {host_iface} up"]
+            else:
+                script.append(f"ip link set {host_iface} up")
+        docker_engine.run_helper(engine, self.image, self.prefix, "\n".join(script), mount_netns=bool(entry.netns))
+        if entry.netns:  # the engine is on this machine: name the namespaces for ping_all and friends
+            ip.batch([f"netns attach {self.netns(c)} {pids[c]}" for c in containers])
+            ethtool.tx_offload_off([(self.netns(c), CONTAINER_IFACE) for c in containers]
+                                   + [(entry.netns, self._container_host_iface(c)) for c in containers])
+
+    def _make_namespace_containers(self, containers: list[str]) -> None:
+        if not containers:
+            return
         topo = self.topology
         ip.batch([f"netns add {self.netns(c)}" for c in containers])
         by_pi_ns: dict[str, list[str]] = {}
@@ -411,9 +514,9 @@ class ClusterFabric:
         if name in extra or name in self.topology:
             raise FabricError(f"container {name!r}: already exists in run {self.prefix}")
         host = self.inventory.pi(self.host(pi))
-        if not host.netns:
-            raise FabricError(f"container {name!r}: pi {host.name!r} has no namespace here (run-time containers "
-                              "need an emulated Pi)")
+        if not host.netns or self._docker_pi(host.name):
+            raise FabricError(f"container {name!r}: run-time containers need an emulated Pi without Docker "
+                              f"(pi {host.name!r} is not one)")
         counter = int(self.state.extra.get("next_container", 0))
         used = [int(c["port"]) for c in extra.values() if c["pi"] == pi]
         port = max([*self.topology.ports(pi), *used, int(self.state.extra.get("max_port", {}).get(pi, 0))]) + 1
@@ -466,6 +569,13 @@ class ClusterFabric:
 
     # --- processes ------------------------------------------------------------------------------
     def exec(self, container: str, argv: list[str], timeout: float | None = None) -> tuple[int, str]:
+        pi = self._docker_host(container)
+        if pi is not None:
+            from topology.effects import docker_engine
+
+            entry = self.inventory.pi(pi)
+            return docker_engine.exec_run(self.container_name(container), list(argv), timeout=timeout,
+                                          endpoint=entry.docker.raw, tls=entry.tls or None)
         try:
             result = subprocess.run(netns.exec_argv(self.netns(container), list(argv)), capture_output=True,
                                     text=True, timeout=timeout)
@@ -475,17 +585,39 @@ class ClusterFabric:
         return result.returncode, result.stdout + result.stderr
 
     def popen(self, container: str, argv: list[str], **popen_kwargs: Any) -> subprocess.Popen:
+        pi = self._docker_host(container)
+        if pi is not None:
+            from topology.effects import docker_engine
+
+            entry = self.inventory.pi(pi)
+            return docker_engine.popen(self.container_name(container), list(argv), endpoint=entry.docker.raw,
+                                       tls=entry.tls or None, **popen_kwargs)
         return subprocess.Popen(netns.exec_argv(self.netns(container), list(argv)), **popen_kwargs)
+
+    def _docker_host(self, container: str) -> str | None:
+        """The Docker Pi a topology container runs on (None: a namespace container)."""
+        if container in self.topology and self.topology.kind(container) == "container":
+            pi = self.host(container)
+            return pi if self._docker_pi(pi) else None
+        return None
 
     # --- tear down ------------------------------------------------------------------------------
     def down(self) -> None:
         """Remove this run's bridges from every reachable Pi, then the local namespaces. A Pi that
         cannot be reached is named in the log; its bridges carry the run label for a later clean."""
+        from topology.effects import docker_engine
+
         for pi in self.used_pis():
             try:
                 self.remote(pi).remove_run(self.prefix)
             except ClusterError as exc:
                 log.warning("pi %s: bridges of run %s not removed: %s", pi, self.prefix, exc)
+            if self._docker_pi(pi):
+                try:
+                    docker_engine.remove_run(self.engine(pi), self.prefix)
+                except (ClusterError, FabricError) as exc:
+                    log.warning("pi %s: containers of run %s not removed: %s", pi, self.prefix, exc)
+        self.state.objects["containers"] = []
         self.close()
         ip.delete_netns(self.state.objects.get("netns", []))  # their veths (in the Pis' netns) go too
         self.state.objects["netns"] = []
@@ -496,6 +628,7 @@ class ClusterFabric:
 
 # --- a cluster of emulated Pis on one machine ------------------------------------------------------
 DEFAULT_UNDERLAY = "172.29.0.0/24"
+LOCAL_DOCKER = "unix:///var/run/docker.sock"
 OVSDB_PORT = 6640
 VSWITCH_SCHEMA = "/usr/share/openvswitch/vswitch.ovsschema"
 EMU_NAME_RE = re.compile(r"^[a-z][a-z0-9]{1,7}$")
@@ -534,7 +667,7 @@ class EmulatedCluster:
     """
 
     def __init__(self, name: str, count: int = 3, subnet: str = DEFAULT_UNDERLAY,
-                 workdir: str | Path | None = None, tls: bool = False):
+                 workdir: str | Path | None = None, tls: bool = False, docker_pis: tuple[int, ...] = ()):
         if not EMU_NAME_RE.match(name):
             raise ClusterError(f"emulated cluster {name!r}: invalid name (2-8 of [a-z0-9], starting with a letter)")
         if not 1 <= count <= 16:
@@ -544,6 +677,7 @@ class EmulatedCluster:
         self.subnet = ipaddress.IPv4Network(subnet, strict=False)
         self.workdir = Path(workdir or f"/run/picloud/emu-{name}")
         self.tls = tls
+        self.docker_pis = tuple(docker_pis)  # these Pis list this machine's Docker engine as theirs
         self.records: dict[str, dict[str, dict]] = {}
 
     @classmethod
@@ -602,7 +736,8 @@ class EmulatedCluster:
     def inventory(self) -> dict[str, Any]:
         return {"controller": self.gateway, "pis": [
             {"name": self.pi_name(i), "management": self.address(i), "ovsdb": self.ovsdb_endpoint(i),
-             "docker": "none", "netns": self.pi_netns(i), "underlay": self.address(i), "model": "3",
+             "docker": LOCAL_DOCKER if i in self.docker_pis else "none", "netns": self.pi_netns(i),
+             "underlay": self.address(i), "model": "3",
              **({"tls": self.client_tls()} if self.tls else {})}
             for i in range(self.count)]}
 

@@ -167,10 +167,12 @@ def run_container(
     mem_limit_mb: int | None = None,
     extra_labels: dict[str, str] | None = None,
     cgroup_parent: str | None = None,
+    mount_runtime: bool = True,
 ) -> Any:
     """Start one container with no network, our label, and the given limits; returns the SDK object.
 
-    `init=True` runs Docker's init as PID 1 so agents that exit are reaped and `stop` is quick."""
+    `init=True` runs Docker's init as PID 1 so agents that exit are reaped and `stop` is quick.
+    `mount_runtime` (only for an engine on this machine) mounts our Python and source read-only."""
     import docker
 
     labels = {LABEL: prefix, **(extra_labels or {})}
@@ -185,7 +187,7 @@ def run_container(
     try:
         return engine.containers.run(
             image, name=name, hostname=hostname, detach=True, network_mode="none", labels=labels, init=True,
-            volumes=runtime_mounts(), working_dir=str(REPO_ROOT),
+            volumes=runtime_mounts() if mount_runtime else {}, working_dir=str(REPO_ROOT) if mount_runtime else None,
             environment={"PYTHONPATH": str(REPO_ROOT), "PYTHONDONTWRITEBYTECODE": "1"}, **kwargs,
         )
     except docker.errors.ImageNotFound:
@@ -235,23 +237,58 @@ def remove_run(engine: Any, prefix: str) -> list[str]:
     return removed
 
 
-def exec_argv(name: str, argv: list[str], interactive: bool = True) -> list[str]:
-    """`docker exec` command line: used for popen (the SDK cannot hand back a Popen)."""
-    return ["docker", "exec", *(["-i"] if interactive else []), name, *argv]
+def exec_argv(name: str, argv: list[str], interactive: bool = True, endpoint: str | None = None,
+              tls: dict[str, str] | None = None) -> list[str]:
+    """`docker exec` command line: used for popen (the SDK cannot hand back a Popen). `endpoint`
+    and `tls` address a Pi's engine instead of the local one."""
+    remote = ["-H", endpoint] if endpoint else []
+    if endpoint and tls:
+        remote += ["--tlsverify", "--tlscacert", tls["ca"], "--tlscert", tls["cert"], "--tlskey", tls["key"]]
+    return ["docker", *remote, "exec", *(["-i"] if interactive else []), name, *argv]
 
 
-def popen(name: str, argv: list[str], **popen_kwargs: Any) -> subprocess.Popen:
-    return subprocess.Popen(exec_argv(name, argv), **popen_kwargs)
+def popen(name: str, argv: list[str], endpoint: str | None = None, tls: dict[str, str] | None = None,
+          **popen_kwargs: Any) -> subprocess.Popen:
+    return subprocess.Popen(exec_argv(name, argv, endpoint=endpoint, tls=tls), **popen_kwargs)
 
 
-def exec_run(name: str, argv: list[str], timeout: float | None = None) -> tuple[int, str]:
+def exec_run(name: str, argv: list[str], timeout: float | None = None, endpoint: str | None = None,
+             tls: dict[str, str] | None = None) -> tuple[int, str]:
     try:
-        done = subprocess.run(exec_argv(name, argv, interactive=False), capture_output=True, text=True,
-                              timeout=timeout)
+        done = subprocess.run(exec_argv(name, argv, interactive=False, endpoint=endpoint, tls=tls),
+                              capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired as exc:
         out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
         return 124, out
     return done.returncode, done.stdout + done.stderr
+
+
+def run_helper(engine: Any, image: str, prefix: str, script: str, mount_netns: bool = False) -> str:
+    """Run a shell script on a Pi's host through its Docker engine: a short-lived container
+    sharing the host's network and PID namespaces (how veths reach containers on a Pi without
+    SSH). Only the capabilities that needs (NET_ADMIN for links, SYS_ADMIN and SYS_PTRACE to enter
+    a container's namespace), not --privileged, which also fails on hosts that lack a capability.
+    `mount_netns` also mounts /run/netns, for emulated Pis' namespaces."""
+    import docker
+
+    volumes = {"/run/netns": {"bind": "/run/netns", "mode": "rw"}} if mount_netns else {}
+    try:
+        container = engine.containers.run(
+            image, ["sh", "-ec", script], detach=True, network_mode="host", pid_mode="host",
+            cap_add=["NET_ADMIN", "SYS_ADMIN", "SYS_PTRACE"],
+            labels={LABEL: prefix, "picloud.role": "wiring"}, volumes=volumes)
+    except docker.errors.APIError as exc:
+        raise FabricError(f"wiring helper: Docker refused ({exc.explanation or exc})") from None
+    try:
+        status = container.wait(timeout=120)
+        output = container.logs().decode(errors="replace")
+    finally:
+        with contextlib.suppress(docker.errors.NotFound):
+            container.remove(force=True)
+    if status.get("StatusCode") != 0:
+        last = (output.strip().splitlines() or ["no output"])[-1]
+        raise FabricError(f"wiring helper: exit {status.get('StatusCode')} ({last[:160]})")
+    return output
 
 
 # --- one cgroup per emulated Pi ----------------------------------------------------------------
