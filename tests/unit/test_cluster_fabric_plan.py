@@ -67,9 +67,20 @@ def test_ofctl_listeners_differ_per_bridge_and_run():
     assert f.ofctl_target("s1") == f"tcp:172.29.0.11:{f._ofctl_port('s1')}"
 
 
-def test_docker_options_are_refused_in_cluster_mode():
-    with pytest.raises(FabricError, match="--image/--pi-model"):
-        ClusterFabric(build("single:2", 1), RunState(prefix="pc7"), None, inventory=inventory(), pi_model="3")
+def test_pi_model_option_overrides_the_inventory_and_is_validated():
+    f = ClusterFabric(build("single:2", 1), RunState(prefix="pc7"), None, inventory=inventory(), pi_model="b+")
+    assert f.model_override.memory_mb == 512
+    with pytest.raises(FabricError, match=r"--pi-model: pi model 'zero': unknown"):
+        ClusterFabric(build("single:2", 1), RunState(prefix="pc7"), None, inventory=inventory(), pi_model="zero")
+
+
+def test_containers_on_a_remote_docker_pi_have_no_local_namespace():
+    data = {"pis": [{"name": "pi1", "management": "10.1.0.1", "ovsdb": "tcp:10.1.0.1:6640",
+                     "docker": "ssh://pi@10.1.0.1", "underlay": "10.1.0.1"}]}
+    f = ClusterFabric(build("single:1", 1), RunState(prefix="pc7"), None, inventory=parse_inventory(data))
+    assert f.container_name("pi1-c1") == "pc7-pi1-c1"
+    with pytest.raises(FabricError, match="not on this machine"):
+        f.netns("pi1-c1")
 
 
 def test_an_ovs_without_tunnels_or_datapath_gets_one_line_per_missing_feature():
