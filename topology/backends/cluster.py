@@ -11,15 +11,17 @@ unreachable is refused whole, never started by half.
 
 Containers: on a Pi with a Docker endpoint, each container is a Docker container made through
 that Pi's engine (`network_mode=none`, limits from the Pi's model); its veth is made on the Pi by a
-short-lived privileged helper container sharing the Pi's network and PID namespaces (the Docker API
-is the only way in; no SSH), and the host end is added to the Pi's bridge through OVSDB. On an
+short-lived helper container sharing the Pi's network and PID namespaces, with NET_ADMIN,
+SYS_ADMIN and SYS_PTRACE only (the Docker API is the only way in; no SSH), and the host end is
+added to the Pi's bridge through OVSDB. On an
 emulated Pi without Docker (`docker: none`) each container is a network namespace on this machine
 whose veth's other end sits in the Pi's namespace. Run-time containers (tenant members) are
 namespaces on emulated Pis only.
 
 `EmulatedCluster` builds the test bed for all this on one machine: N Pis as network namespaces,
 each with its own ovsdb-server and ovs-vswitchd (own database, sockets and pidfiles, userspace
-datapath), reachable only over TCP on its underlay address, joined by a Linux bridge.
+datapath), reachable only over TCP (or TLS) on its underlay address, joined by a Linux bridge in
+a hub namespace; Pis may list this machine's Docker engine as theirs.
 """
 
 from __future__ import annotations
