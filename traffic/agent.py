@@ -46,9 +46,29 @@ TIMESPEC = struct.Struct("@qq")
 CMSG_SPACE = socket.CMSG_SPACE(TIMESPEC.size)
 
 
-def emit(record: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(record, separators=(",", ":")) + "\n")
-    sys.stdout.flush()
+_pending: list[str] = []
+FLUSH_EVERY = 0.05  # seconds
+
+
+def emit(record: dict[str, Any], now: bool = False) -> None:
+    """Queue a report line; per-flow lines go out in batches (one write per FLUSH_EVERY instead of
+    one per flow, which matters at thousands of flows per second), control lines at once."""
+    _pending.append(json.dumps(record, separators=(",", ":")))
+    if now:
+        flush()
+
+
+def flush() -> None:
+    if _pending:
+        sys.stdout.write("\n".join(_pending) + "\n")
+        _pending.clear()
+        sys.stdout.flush()
+
+
+async def flusher() -> None:
+    while True:
+        await asyncio.sleep(FLUSH_EVERY)
+        flush()
 
 
 class Server:
@@ -268,7 +288,8 @@ async def main_async(port: int) -> None:
     server = Server(port)
     serve_task = loop.create_task(server.serve())
     await warm_up(server.port)
-    emit({"ev": "ready", "port": server.port, "pid": os.getpid()})
+    emit({"ev": "ready", "port": server.port, "pid": os.getpid()}, now=True)
+    flush_task = loop.create_task(flusher())
     reader = asyncio.StreamReader(limit=1 << 30)  # the flow list arrives as one line
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     line = await reader.readline()
@@ -279,7 +300,8 @@ async def main_async(port: int) -> None:
 
         async def run_client() -> None:
             await client.run()
-            emit({"ev": "client_done", "late_p99_us": client.lateness_p99_us(), "flows": client.total})
+            done = {"ev": "client_done", "late_p99_us": client.lateness_p99_us(), "flows": client.total}
+            emit(done, now=True)
 
         client_task = loop.create_task(run_client())
         while True:
@@ -294,7 +316,8 @@ async def main_async(port: int) -> None:
     for task in list(server.tasks):
         task.cancel()
     await asyncio.gather(*server.tasks, return_exceptions=True)
-    emit({"ev": "bye"})
+    flush_task.cancel()
+    emit({"ev": "bye"}, now=True)
 
 
 def main(argv: list[str] | None = None) -> int:
