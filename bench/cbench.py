@@ -524,14 +524,15 @@ def main(argv: list[str] | None = None) -> int:
     # Rounds interleave the controllers, so a burst of load from elsewhere on the machine hits
     # all of them alike instead of whichever happened to run at that moment.
     results: dict[str, dict[str, ModeResult]] = {}
-    for round_no in range(args.rounds):
+    for round_no in range(args.rounds if names else 0):
         if args.rounds > 1:
             print(f" round {round_no + 1} of {args.rounds}", flush=True)
         for name in names:
             for mode, result in bench_one(name, args).items():
                 results.setdefault(name, {}).setdefault(mode, ModeResult([])).windows.extend(result.windows)
     summary = table(results, args) if results else ""
-    print(summary)
+    if summary:
+        print(summary)
     if args.install:
         inst = bench_install(args.install)
         summary += (f"\n\nProactive install, {args.install} ({inst['bridges']:.0f} bridges, "
