@@ -100,6 +100,8 @@ def build_base_image(engine: Any, tag: str = DEFAULT_IMAGE, refresh: bool = Fals
 
     The root filesystem is cached under CACHE_DIR keyed by the package list, so a rebuild after a
     `docker rmi` takes seconds; `refresh` throws the cache away (new security updates)."""
+    import docker
+
     if shutil.which("debootstrap") is None:
         raise FabricError("image build: debootstrap is not installed (run 'make setup')")
     packages = _packages()
@@ -130,6 +132,7 @@ def build_base_image(engine: Any, tag: str = DEFAULT_IMAGE, refresh: bool = Fals
         partial.rename(rootfs)
     seconds_debootstrap = time.monotonic() - started
     started = time.monotonic()
+    previous = engine.images.get(tag).id if image_exists(engine, tag) else None
     with tempfile.TemporaryDirectory(prefix="picloud-image-") as tmp:
         archive = Path(tmp) / "rootfs.tar"
         with tarfile.open(archive, "w") as tar:
@@ -142,6 +145,9 @@ def build_base_image(engine: Any, tag: str = DEFAULT_IMAGE, refresh: bool = Fals
             changes=['CMD ["sleep", "infinity"]', "LABEL picloud.image=base", f"LABEL picloud.rootfs={key}"],
         )
     image = engine.images.get(tag)
+    if previous and previous != image.id:  # the old image lost its tag: drop it unless a container uses it
+        with contextlib.suppress(docker.errors.APIError):
+            engine.images.remove(previous)
     return ImageBuild(tag, image.id, seconds_debootstrap, time.monotonic() - started,
                       image.attrs.get("Size", 0) / 1e6, cached)
 
