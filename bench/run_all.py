@@ -46,7 +46,7 @@ class Bench:
 
 
 BENCHES = [
-    Bench("fabric", "fabric_bench.py", "## Fabric", "Mininet 2.3.0 (Debian)", 900, 240),
+    Bench("fabric", "fabric_bench.py", "## Fabric", "Mininet 2.3.0 (Debian)", 1500, 300),
     Bench("cbench", "cbench.py", "## Controller (cbench)",
           "Ryu's simple_switch_13 on os-ken, ovs-testcontroller", 300, 120),
     Bench("traffic", "traffic_bench.py", "## Traffic engine", "iperf3", 300, 120,
@@ -163,17 +163,21 @@ def run_script(argv: list[str], timeout: float, log: Path) -> tuple[int | None, 
     process group it started gets SIGINT, then SIGKILL: scripts tear their fabrics down on SIGINT."""
     t0 = time.monotonic()
     with open(log, "w") as out:
-        child = subprocess.Popen(argv, cwd=ROOT, stdout=out, stdin=subprocess.DEVNULL, start_new_session=True)
+        # SIGINT back to its default in the child, so Python turns it into KeyboardInterrupt even when
+        # this runner was started as a background job (whose shell ignores SIGINT).
+        child = subprocess.Popen(argv, cwd=ROOT, stdout=out, stdin=subprocess.DEVNULL, start_new_session=True,
+                                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         try:
             rc: int | None = child.wait(timeout=max(timeout, 1))
         except subprocess.TimeoutExpired:
             rc = None
-            os.killpg(child.pid, signal.SIGINT)
-            try:
-                child.wait(timeout=90)
-            except subprocess.TimeoutExpired:
-                os.killpg(child.pid, signal.SIGKILL)
-                child.wait()
+            for sig, grace in ((signal.SIGINT, 90), (signal.SIGTERM, 30), (signal.SIGKILL, None)):
+                os.killpg(child.pid, sig)
+                try:
+                    child.wait(timeout=grace)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
     return rc, log.read_text(), time.monotonic() - t0
 
 
@@ -226,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true",
                         help="each benchmark's smoke settings (about 5 minutes)")
     parser.add_argument("--only", help="comma-separated names: " + ", ".join(b.name for b in BENCHES))
-    parser.add_argument("--budget", type=float, help="minutes for the whole run (default 20, quick 6)")
+    parser.add_argument("--budget", type=float, help="minutes for the whole run (default 30, quick 8)")
     args = parser.parse_args(argv)
     names = {n.strip() for n in args.only.split(",")} if args.only else {b.name for b in BENCHES}
     unknown = names - {b.name for b in BENCHES}
@@ -235,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     if os.geteuid() != 0:
         print("run_all: the benchmarks build real fabrics: run as root (make bench)", file=sys.stderr)
         return 2
-    budget = 60 * (args.budget or (6 if args.quick else 20))
+    budget = 60 * (args.budget or (8 if args.quick else 30))
     deadline = time.monotonic() + budget
     date = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     load_before, machine_text = load(), machine()

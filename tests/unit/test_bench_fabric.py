@@ -102,10 +102,10 @@ def test_markdown_reports_ratios_against_mininet():
                    "mininet_default_mbps": 6000.0}],
     }
     text = fb.markdown(result)
-    assert "| fattree:4 |" in text and "**0.25x**" in text
+    assert "| fattree:4 (3 runs) |" in text and "**0.25x**" in text
     assert "| 1000 |" in text and "300 KiB" in text
     assert "**20.00x**" in text and "| 2.00x |" in text
-    assert "| fattree:4 | PiCloud's runner |" in text
+    assert "| fattree:4 (3 runs) | PiCloud's runner |" in text
     assert "- fattree:4: PiCloud run 2: boom" in text  # a failed run is reported, not hidden
 
 
