@@ -133,6 +133,16 @@ def test_every_pair_is_delivered_only_to_its_destination(spec):
     assert assert_all_pairs_delivered(topo, FakeFabric(topo, state_for(topo))) == n * (n - 1)
 
 
+def test_containers_sharing_a_pi_reach_each_other_inside_it():
+    topo = build("leafspine:2,2,1", containers_per_pi=3)
+    state = state_for(topo)
+    n = len(topo.containers)
+    assert assert_all_pairs_delivered(topo, FakeFabric(topo, state)) == n * (n - 1)
+    first, second = topo.containers_on(topo.pis[0])[:2]
+    key = (pipeline.TABLE_FORWARD, rr.PRIORITY_HOST, (("eth_dst", topo.node(second).mac),))
+    assert state[topo.dpid(topo.pis[0])].flows[key].goto == pipeline.TABLE_EGRESS  # never leaves the Pi
+
+
 def test_fattree_edge_spreads_over_both_aggregations_and_aggregation_over_both_cores():
     topo = build("fattree:4")
     state = state_for(topo)
