@@ -15,7 +15,8 @@
 3. The same on loopback (two agents in the root namespace, no datapath): the engine's own limit,
    to tell it apart from the userspace datapath's.
 
-Needs root and a running Open vSwitch. Prints JSON (one object) and a Markdown summary.
+Needs root and a running Open vSwitch. Prints JSON (one object) and a Markdown section; --record
+writes that section ("## Traffic engine") into bench/RESULTS.md; --quick is a smoke run.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import sys
 import tempfile
@@ -33,6 +35,8 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "bench" / "RESULTS.md"
+SECTION = "## Traffic engine"
 sys.path.insert(0, str(REPO))
 
 from picloud.testbed import Testbed  # noqa: E402
@@ -145,6 +149,45 @@ def loopback_rate(rates: list[int], seconds: float) -> dict:
     return {"rates": out, "highest_on_time_rate": max(ok) if ok else None}
 
 
+def markdown(result: dict, args: argparse.Namespace) -> str:
+    """The RESULTS.md section: how it was run, the figures against their targets, what they mean."""
+    lines = [f"`python bench/traffic_bench.py --rounds {args.rounds} --seconds {args.seconds:g} "
+             f"--rates {args.rates} --loopback-rates {args.loopback_rates} "
+             f"--rate-seconds {args.rate_seconds:g}`; "
+             f"{result['cpus']} cores shared with the team's runs, load average "
+             f"{result['loadavg_before'][0]:.1f} before, {result['loadavg_after'][0]:.1f} after.", "",
+             "| measure | engine | reference | target |", "| --- | ---: | ---: | --- |"]
+    if "bulk" in result:
+        b = result["bulk"]
+        lines.append(f"| one bulk flow, single:2, median of {len(b['engine_mbps'])} interleaved rounds | "
+                     f"{b['engine_median_mbps']:.0f} Mbit/s | iperf3 {b['iperf3_median_mbps']:.0f} Mbit/s | "
+                     f">= 0.95x: {b['ratio']:.2f}x |")
+        pairs = zip(b["engine_mbps"], b["iperf3_mbps"], strict=True)
+        rounds = ", ".join(f"{e:.0f}/{i:.0f}" for e, i in pairs)
+        lines.append(f"| rounds (engine/iperf3, Mbit/s) | {rounds} | | |")
+    for key, where in (("flow_rate", "single:4 fabric"), ("loopback_rate", "loopback, no datapath")):
+        if key not in result:
+            continue
+        for r in result[key]["rates"]:
+            lines.append(f"| {r['rate']} flows/s of 1,000 B, {where}: p50 / p99 lateness, not done | "
+                         f"{(r['p50_lateness_us'] or 0) / 1e3:.2f} / "
+                         f"{(r['p99_lateness_us'] or 0) / 1e3:.2f} ms, "
+                         f"{r['not_done']} | | p99 < 5 ms, 0 |")
+        best = result[key]["highest_on_time_rate"]
+        lines.append(f"| highest rate on time ({where}) | {best} flows/s | | |")
+    return "\n".join(lines)
+
+
+def record(text: str) -> None:
+    """Replace this benchmark's section of bench/RESULTS.md (other sections belong to others)."""
+    existing = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
+    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
+    block = f"{SECTION}\n\n{text.strip()}\n\n"
+    updated = pattern.sub(lambda _: block, existing) if pattern.search(existing) else \
+        existing.rstrip("\n") + "\n\n" + block
+    RESULTS.write_text(updated)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7)
@@ -153,7 +196,12 @@ def main() -> int:
     parser.add_argument("--rate-seconds", type=float, default=5.0)
     parser.add_argument("--loopback-rates", default="1000,2000,4000,8000")
     parser.add_argument("--only", choices=["bulk", "rate", "loopback"], default=None)
+    parser.add_argument("--quick", action="store_true", help="a smoke run: 1 round, two rates, 2 s each")
+    parser.add_argument("--record", action="store_true", help=f"write the section into {RESULTS}")
     args = parser.parse_args()
+    if args.quick:
+        args.rounds, args.seconds, args.rates, args.rate_seconds = 1, 2.0, "500,2000", 2.0
+        args.loopback_rates = "1000,4000"
     if os.geteuid() != 0:
         print("traffic_bench: needs root and a running Open vSwitch", file=sys.stderr)
         return 2
@@ -171,14 +219,10 @@ def main() -> int:
                                                     args.rate_seconds)
         result.update(loadavg_after=os.getloadavg(), seconds=time.monotonic() - t0)
     print(json.dumps(result, indent=2))
-    if "bulk" in result:
-        b = result["bulk"]
-        print(f"\n| bulk flow, single:2 | iperf3 {b['iperf3_median_mbps']:.0f} Mbit/s | engine "
-              f"{b['engine_median_mbps']:.0f} Mbit/s | ratio {b['ratio']:.2f} |")
-    for key in ("flow_rate", "loopback_rate"):
-        if key in result:
-            print(f"| {key}: highest rate with p99 lateness < 5 ms, all done | "
-                  f"{result[key]['highest_on_time_rate']} flows/s |")
+    text = markdown(result, args)
+    print("\n" + text)
+    if args.record:
+        record(text)
     return 0
 
 
