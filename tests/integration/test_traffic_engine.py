@@ -53,6 +53,7 @@ def test_run_at_ten_percent_writes_every_file_and_finishes_every_flow(testbed, t
     assert all(r.bytes_received == r.size for r in results.flows)
     meta = json.loads((results.directory / "meta.json").read_text())
     assert meta["seed"] == 3 and meta["topology"]["name"] == "single:4" and "python" in meta["versions"]
+    assert meta["controller_apps"] == "none" and meta["command_line"]
     # The run reads back identically, and plots are real PNG files.
     again = Results.load(results.directory)
     assert again.summary == json.loads((results.directory / "summary.json").read_text())

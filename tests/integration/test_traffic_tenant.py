@@ -33,6 +33,7 @@ def test_tenant_traffic_uses_member_addresses_only(tmp_path: Path) -> None:
     assert set(statuses) <= {"done", "unfinished"}, [r.error for r in results.flows if r.error][:3]
     assert statuses.count("done") > 0.5 * len(statuses)
     assert results.meta["tenants"]["tenants"][0]["name"] == "red"
+    assert results.meta["controller_apps"] == ["discovery", "routing", "monitor", "tenancy"]
 
 
 def test_cli_run_and_report_on_an_attached_run(tmp_path: Path) -> None:
