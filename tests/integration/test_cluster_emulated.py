@@ -285,6 +285,14 @@ def test_docker_pis_get_containers_through_their_engine_wired_by_a_helper(tmp_pa
             assert rc == 0 and "10.0.0.4/8" in out
             matrix = tb.ping_all(tcp=True)
             assert all(loss == 0.0 for row in matrix.values() for loss in row.values()), matrix
+            # a run-time container (tenant member) on a Docker Pi is a Docker container too
+            fabric.add_container("member1", "pi2", "10.0.0.60", "12:00:00:00:00:60", 8, None)
+            assert fabric.container_name("member1") in docker_engine.list_run(engine, prefix)
+            rc, out = tb.exec("pi3-c1", ["ping", "-c", "1", "-W", "3", "10.0.0.60"])
+            assert rc == 0, out
+            assert fabric.health()["pi2"] == []
+            fabric.remove_container("member1")
+            assert fabric.container_name("member1") not in docker_engine.list_run(engine, prefix)
     finally:
         emu.stop()
     assert prefix and docker_engine.list_run(engine, prefix) == []

@@ -172,6 +172,19 @@ def check_cluster(inventory: Inventory, controller: str | None = None, timeout: 
 
 
 # --- the fabric --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Attach:
+    """One Docker container to wire on a Pi: its veth's host end, address and default route."""
+
+    key: str  # model or run-time container name
+    host_iface: str
+    mac: str
+    cidr: str  # 10.0.0.1/8
+    gateway: str | None
+    pi: str  # the model Pi it hangs off
+    netns: str | None  # its local namespace name, when the Pi is emulated on this machine
+
+
 class ClusterFabric:
     """The Fabric protocol over a cluster of Pis (see the module docstring)."""
 
@@ -221,8 +234,11 @@ class ClusterFabric:
 
     def netns(self, container: str) -> str:
         extra = self.state.extra.get("containers", {}).get(container)
-        if extra:
+        if extra and extra["netns"]:
             return extra["netns"]
+        if extra:
+            raise FabricError(f"container {container!r}: runs on a Pi that is not on this machine "
+                              "(use exec/popen, which go through the Pi's Docker engine)")
         if container not in self.topology or self.topology.kind(container) != "container":
             raise FabricError(f"container {container!r}: no such container in run {self.prefix}")
         entry = self.inventory.pi(self.host(container))
@@ -338,38 +354,45 @@ class ClusterFabric:
         return {"nano_cpus": int(model.cpus(host_cpus) * 1e9), "memory_mb": model.memory_mb}
 
     def _make_docker_containers(self, pi: str, containers: list[str]) -> None:
+        topo = self.topology
+        self._start_docker(pi, [
+            _Attach(c, self._container_host_iface(c), topo.node(c).mac, topo.node(c).ip, None, topo.node(c).pi,
+                    self.netns(c) if self.inventory.pi(pi).netns else None)
+            for c in containers])
+
+    def _start_docker(self, pi: str, attaches: list[_Attach]) -> None:
         """Containers through the Pi's Docker engine, wired by one helper run on the Pi."""
         from topology.effects import docker_engine
 
-        entry, engine, topo = self.inventory.pi(pi), self.engine(pi), self.topology
-        self.state.intend("containers", [self.container_name(c) for c in containers])
+        entry, engine = self.inventory.pi(pi), self.engine(pi)
+        self.state.intend("containers", [self.container_name(a.key) for a in attaches])
         limits = self._limits(pi, engine)
         pids = {}
-        for c in containers:
+        for a in attaches:
             docker_engine.run_container(
-                engine, self.container_name(c), self.image, self.prefix, hostname=c,
+                engine, self.container_name(a.key), self.image, self.prefix, hostname=a.key,
                 nano_cpus=limits.get("nano_cpus"), mem_limit_mb=limits.get("memory_mb"),
-                extra_labels={"picloud.container": c, "picloud.pi": topo.node(c).pi, "picloud.host": pi},
+                extra_labels={"picloud.container": a.key, "picloud.pi": a.pi, "picloud.host": pi},
                 mount_runtime=entry.docker.scheme == "unix")
-            pids[c] = docker_engine.container_pid(engine, self.container_name(c))
+            pids[a.key] = docker_engine.container_pid(engine, self.container_name(a.key))
         script = []
-        for c in containers:
-            node, host_iface, pid = topo.node(c), self._container_host_iface(c), pids[c]
-            inside = f"nsenter -t {pid} -n ip"
-            script += [f"ip link add {host_iface} type veth peer name {CONTAINER_IFACE} address {node.mac} netns {pid}",
+        for a in attaches:
+            pid, inside = pids[a.key], f"nsenter -t {pids[a.key]} -n ip"
+            route = f"via {a.gateway}" if a.gateway else f"dev {CONTAINER_IFACE}"
+            script += [f"ip link add {a.host_iface} type veth peer name {CONTAINER_IFACE} address {a.mac} netns {pid}",
                        f"{inside} link set lo up", f"{inside} link set {CONTAINER_IFACE} mtu {OVERLAY_MTU}",
-                       f"{inside} addr add {node.ip} dev {CONTAINER_IFACE}", f"{inside} link set {CONTAINER_IFACE} up",
-                       f"{inside} route add default dev {CONTAINER_IFACE}"]
+                       f"{inside} addr add {a.cidr} dev {CONTAINER_IFACE}", f"{inside} link set {CONTAINER_IFACE} up",
+                       f"{inside} route add default {route}"]
             if entry.netns:  # emulated Pi: its OVS lives in a namespace, not in the host's
-                script += [f"ip link set {host_iface} netns {entry.netns}",
-                           f"ip -n {entry.netns} link set {host_iface} up"]
+                script += [f"ip link set {a.host_iface} netns {entry.netns}",
+                           f"ip -n {entry.netns} link set {a.host_iface} up"]
             else:
-                script.append(f"ip link set {host_iface} up")
+                script.append(f"ip link set {a.host_iface} up")
         docker_engine.run_helper(engine, self.image, self.prefix, "\n".join(script), mount_netns=bool(entry.netns))
         if entry.netns:  # the engine is on this machine: name the namespaces for ping_all and friends
-            ip.batch([f"netns attach {self.netns(c)} {pids[c]}" for c in containers])
-            ethtool.tx_offload_off([(self.netns(c), CONTAINER_IFACE) for c in containers]
-                                   + [(entry.netns, self._container_host_iface(c)) for c in containers])
+            ip.batch([f"netns attach {a.netns} {pids[a.key]}" for a in attaches])
+            ethtool.tx_offload_off([(a.netns, CONTAINER_IFACE) for a in attaches]
+                                   + [(entry.netns, a.host_iface) for a in attaches])
 
     def _make_namespace_containers(self, containers: list[str]) -> None:
         if not containers:
@@ -507,29 +530,35 @@ class ClusterFabric:
 
     def add_container(self, name: str, pi: str, ip_addr: str, mac: str, prefixlen: int,
                       gateway: str | None) -> int:
-        """A run-time container (a tenant member) on an emulated Pi: the same port allocation and
-        state entry as the local backend, the veth's host end in the Pi's namespace, its port
-        added to the Pi's bridge through OVSDB."""
+        """A run-time container (a tenant member): the same port allocation and state entry as the
+        local backend; a Docker container through the Pi's engine on a Docker Pi, a namespace on
+        an emulated Pi without Docker; its port added to the Pi's bridge through OVSDB."""
         if pi not in self.topology or self.topology.kind(pi) != "pi":
             raise FabricError(f"container {name!r}: unknown pi {pi!r}")
         extra = self._extra()
         if name in extra or name in self.topology:
             raise FabricError(f"container {name!r}: already exists in run {self.prefix}")
         host = self.inventory.pi(self.host(pi))
-        if not host.netns or self._docker_pi(host.name):
-            raise FabricError(f"container {name!r}: run-time containers need an emulated Pi without Docker "
-                              f"(pi {host.name!r} is not one)")
+        docker = self._docker_pi(host.name)
         counter = int(self.state.extra.get("next_container", 0))
         used = [int(c["port"]) for c in extra.values() if c["pi"] == pi]
         port = max([*self.topology.ports(pi), *used, int(self.state.extra.get("max_port", {}).get(pi, 0))]) + 1
         ns = ifname(self.prefix, f"t{counter}")
         host_iface = ifname(self.prefix, self.topology.short_id(pi), port)
+        if not host.netns:
+            ns = None  # a container on a real Pi has no namespace on this machine
         extra[name] = {"pi": pi, "port": port, "ip": ip_addr, "mac": mac, "prefixlen": prefixlen,
-                       "gateway": gateway, "netns": ns, "iface": host_iface}
+                       "gateway": gateway, "netns": ns, "iface": host_iface, "docker": docker}
         self.state.extra["next_container"] = counter + 1
         self.state.extra.setdefault("max_port", {})[pi] = port
-        self.state.intend("netns", [ns])
+        if ns:
+            self.state.intend("netns", [ns])
         try:
+            if docker:
+                self._start_docker(host.name, [_Attach(name, host_iface, mac, f"{ip_addr}/{prefixlen}", gateway,
+                                                       pi, ns)])
+                self.remote(host.name).set_port(self.bridge(pi), PortSpec(host_iface, port), True)
+                return port
             ip.batch([f"netns add {ns}",
                       f"link add {host_iface} type veth peer name {CONTAINER_IFACE} address {mac} netns {ns}",
                       f"link set {host_iface} netns {host.netns}"])
@@ -540,7 +569,7 @@ class ClusterFabric:
                       route], netns=ns)
             ethtool.tx_offload_off([(ns, CONTAINER_IFACE), (host.netns, host_iface)])
             self.remote(host.name).set_port(self.bridge(pi), PortSpec(host_iface, port), True)
-        except (CommandError, OSError, ClusterError) as exc:
+        except (CommandError, OSError, ClusterError, FabricError) as exc:
             self._remove_extra(name)
             raise FabricError(f"container {name!r}: could not be created on {pi!r}: {exc}") from exc
         return port
@@ -559,9 +588,18 @@ class ClusterFabric:
             self.remote(self.host(entry["pi"])).set_port(self.bridge(entry["pi"]), PortSpec(entry["iface"]), False)
         except ClusterError as exc:
             log.warning("container %s: port not removed from its Pi: %s", name, exc)
-        ip.delete_netns([entry["netns"]])  # the veth, with its end in the Pi's namespace, goes too
+        if entry.get("docker"):
+            from topology.effects import docker_engine
+
+            try:
+                docker_engine.remove(self.engine(self.host(entry["pi"])), self.container_name(name))
+                self.state.forget("containers", [self.container_name(name)])
+            except ClusterError as exc:
+                log.warning("container %s: not removed from its Pi's engine: %s", name, exc)
+        if entry["netns"]:
+            ip.delete_netns([entry["netns"]])  # the veth, with its end in the Pi's namespace, goes too
+            self.state.forget("netns", [entry["netns"]])
         del self._extra()[name]
-        self.state.forget("netns", [entry["netns"]])
 
     def container_port(self, container: str) -> int:
         extra = self._extra().get(container)
@@ -597,7 +635,10 @@ class ClusterFabric:
         return subprocess.Popen(netns.exec_argv(self.netns(container), list(argv)), **popen_kwargs)
 
     def _docker_host(self, container: str) -> str | None:
-        """The Docker Pi a topology container runs on (None: a namespace container)."""
+        """The Docker Pi a container runs on (None: a namespace container)."""
+        extra = self.state.extra.get("containers", {}).get(container)
+        if extra:
+            return self.host(extra["pi"]) if extra.get("docker") else None
         if container in self.topology and self.topology.kind(container) == "container":
             pi = self.host(container)
             return pi if self._docker_pi(pi) else None
