@@ -8,9 +8,9 @@
    (t0 + duration + drain) passes; flows still running then are reported as unfinished;
 4. writes trace.csv, flows.csv, summary.json, meta.json into the run directory and returns Results.
 
-The nominal link rate C (for load and ideal FCT) is the container's access-link bandwidth in the
-topology, else `link_mbps`, else 100 Mbit/s: the Raspberry Pi Cloud's Pis had 100 Mbit/s Ethernet,
-and it keeps a 2-core host able to carry the offered load.
+The nominal link rate C (for load and ideal FCT) is `link_mbps`, else the container's access link
+bandwidth in the topology (its own link, else its Pi's uplinks), else 100 Mbit/s: the Raspberry Pi
+Cloud's Pis had 100 Mbit/s Ethernet, and it keeps a 2-core host able to carry the offered load.
 """
 
 from __future__ import annotations
@@ -64,7 +64,8 @@ def resolve_hosts(testbed: Any, tenant: str | None) -> tuple[list[str], dict[str
 
 
 def link_rate_bps(testbed: Any, hosts: list[str], link_mbps: float | None) -> float:
-    """The nominal access-link rate: explicit, else the slowest shaped container link, else 100 Mbit/s."""
+    """The nominal access rate C: explicit, else the slowest shaped access among the hosts (a
+    container's own link, else its Pi's uplinks, which the Pi's NIC is), else 100 Mbit/s."""
     if link_mbps is not None:
         if not link_mbps > 0:
             raise TrafficError(f"link_mbps: {link_mbps} (must be positive)")
@@ -72,10 +73,15 @@ def link_rate_bps(testbed: Any, hosts: list[str], link_mbps: float | None) -> fl
     rates = []
     topo = testbed.topology
     for h in hosts:
-        if h in topo and topo.kind(h) == "container":
-            bw = topo.link(h, topo.node(h).pi).bw
-            if bw:
-                rates.append(float(bw))
+        if h not in topo or topo.kind(h) != "container":
+            continue
+        pi = topo.node(h).pi
+        own = topo.link(h, pi).bw
+        peers = [peer for peer in topo.ports(pi).values() if topo.kind(peer) != "container"]
+        uplinks = [topo.link(pi, peer).bw for peer in peers]
+        shaped = [float(bw) for bw in [own, *uplinks] if bw]
+        if shaped:
+            rates.append(min(shaped) if own is None else float(own))
     return (min(rates) if rates else DEFAULT_LINK_MBPS) * 1e6
 
 
