@@ -12,8 +12,9 @@
 2. Flow rate: 1,000-byte flows, Poisson arrivals spread over 4 containers all-to-all, increasing total
    rates; reports the scheduler's p99 lateness and unfinished/failed flows per rate, and the highest
    rate with p99 lateness under 5 ms and every flow done.
-3. The same on loopback (two agents in the root namespace, no datapath): the engine's own limit,
-   to tell it apart from the userspace datapath's.
+3. Both again on loopback (agents in the root namespace, no datapath): a 2 GiB bulk flow against
+   iperf3 -n 2G, with the CPU seconds both ends spend per GB, and the flow-rate ladder: the engine's
+   own cost and limit, told apart from the shared userspace datapath's.
 
 Needs root and a running Open vSwitch. Prints JSON (one object) and a Markdown section; --record
 writes that section ("## Traffic engine") into bench/RESULTS.md; --quick is a smoke run.
@@ -94,6 +95,57 @@ def flow_rate(rates: list[int], seconds: float, work: Path) -> dict:
     return {"rates": out, "highest_on_time_rate": max(ok) if ok else None}
 
 
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def loopback_bulk(rounds: int, size: int = 2 << 30) -> dict:
+    """One bulk flow on 127.0.0.1, engine agents against iperf3 (-n SIZE), interleaved: goodput and
+    the CPU seconds both ends spend per GB. Without the datapath this is the engine's own cost."""
+    import subprocess
+
+    engine_runs, iperf_runs = [], []
+    for _ in range(rounds):
+        srv = subprocess.Popen(["iperf3", "-s", "-1", "-p", "15299"], stdout=subprocess.DEVNULL)
+        time.sleep(0.3)
+        cli = subprocess.run(["iperf3", "-c", "127.0.0.1", "-p", "15299", "-n", str(size), "-J"],
+                             capture_output=True, text=True, timeout=120)
+        end = json.loads(cli.stdout)["end"]
+        srv.wait(timeout=10)
+        secs = end["sum_received"]["seconds"]
+        cpu = (end["cpu_utilization_percent"]["host_total"] + end["cpu_utilization_percent"]["remote_total"])
+        iperf_runs.append({"gbps": end["sum_received"]["bits_per_second"] / 1e9,
+                           "cpu_s_per_gb": cpu / 100 * secs / (size / 1e9)})
+        argv = [sys.executable, "-m", "traffic.agent", "--port", "0"]
+        agents = [subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                   cwd=str(REPO)) for _ in range(2)]
+        try:
+            port = json.loads(agents[0].stdout.readline())["port"]  # type: ignore[union-attr]
+            agents[1].stdout.readline()  # type: ignore[union-attr]
+            before = sum(_cpu_seconds(a.pid) for a in agents)
+            t0 = time.monotonic() + 0.3
+            flow = {"id": 0, "dst": "127.0.0.1", "port": port, "size": size, "start": 0.0, "after": -1}
+            agents[1].stdin.write(json.dumps({"t0": t0, "deadline": t0 + 120, "flows": [flow]}) + "\n")
+            agents[1].stdin.flush()
+            rec = {}
+            for line in agents[1].stdout:  # type: ignore[union-attr]
+                rec = json.loads(line)
+                if rec["ev"] == "flow":
+                    break
+            cpu_s = sum(_cpu_seconds(a.pid) for a in agents) - before
+        finally:
+            for a in agents:
+                a.communicate("stop\n", timeout=30)
+        engine_runs.append({"gbps": size * 8 / rec["fct_us"] / 1e3, "cpu_s_per_gb": cpu_s / (size / 1e9)})
+    med = statistics.median
+    return {"iperf3": iperf_runs, "engine": engine_runs,
+            "iperf3_median_gbps": med(r["gbps"] for r in iperf_runs),
+            "engine_median_gbps": med(r["gbps"] for r in engine_runs),
+            "iperf3_cpu_s_per_gb": med(r["cpu_s_per_gb"] for r in iperf_runs),
+            "engine_cpu_s_per_gb": med(r["cpu_s_per_gb"] for r in engine_runs)}
+
+
 def loopback_rate(rates: list[int], seconds: float) -> dict:
     """The engine's own scheduling capacity, without the datapath: two agents on 127.0.0.1 (agent A
     sends to B and B to A), Poisson 1,000-byte flows at each total rate."""
@@ -165,6 +217,12 @@ def markdown(result: dict, args: argparse.Namespace) -> str:
         pairs = zip(b["engine_mbps"], b["iperf3_mbps"], strict=True)
         rounds = ", ".join(f"{e:.0f}/{i:.0f}" for e, i in pairs)
         lines.append(f"| rounds (engine/iperf3, Mbit/s) | {rounds} | | |")
+    if "loopback_bulk" in result:
+        lb = result["loopback_bulk"]
+        lines.append(f"| one bulk flow of 2 GiB on loopback (no datapath), median | "
+                     f"{lb['engine_median_gbps']:.1f} Gbit/s, {lb['engine_cpu_s_per_gb']:.2f} CPU s/GB | "
+                     f"iperf3 {lb['iperf3_median_gbps']:.1f} Gbit/s, "
+                     f"{lb['iperf3_cpu_s_per_gb']:.2f} CPU s/GB | |")
     for key, where in (("flow_rate", "single:4 fabric"), ("loopback_rate", "loopback, no datapath")):
         if key not in result:
             continue
@@ -215,6 +273,7 @@ def main() -> int:
         if args.only in (None, "rate"):
             result["flow_rate"] = flow_rate([int(r) for r in args.rates.split(",")], args.rate_seconds, work)
         if args.only in (None, "loopback"):
+            result["loopback_bulk"] = loopback_bulk(args.rounds)
             result["loopback_rate"] = loopback_rate([int(r) for r in args.loopback_rates.split(",")],
                                                     args.rate_seconds)
         result.update(loadavg_after=os.getloadavg(), seconds=time.monotonic() - t0)
