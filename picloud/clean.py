@@ -57,6 +57,7 @@ def clean_state(state: RunState) -> None:
         proc.terminate(proc.ProcessRecord.from_dict(rec))
     state.objects["pids"] = []
     _remove_labelled_containers(state.prefix)
+    _remove_cgroups(state)
     if state.backend == "cluster" and state.topology:
         try:
             from picloud.testbed import Testbed
@@ -69,6 +70,16 @@ def clean_state(state: RunState) -> None:
 
     remove_objects(state)
     state.delete()
+
+
+def _remove_cgroups(state: RunState) -> None:
+    """Per-Pi cgroups of a Docker run with --pi-model (recorded in extra["cgroups"])."""
+    cgroups = state.extra.get("cgroups") or []
+    if cgroups:
+        from topology.effects.docker_engine import pi_cgroup_remove
+
+        for parent in cgroups:
+            pi_cgroup_remove(parent)
 
 
 def _remove_labelled_containers(prefix: str) -> None:

@@ -200,7 +200,14 @@ class Testbed:
             self.state.save()
             return [mode]
         prefix = self.state.prefix
-        listen, api = f"127.0.0.1:{of_port(prefix)}", f"127.0.0.1:{api_port(prefix)}"
+        host = "127.0.0.1"
+        if self.backend == "cluster":
+            # Real (or emulated) Pis must reach the controller: listen on the inventory's
+            # controller address; the API stays on loopback.
+            from topology.backends.cluster import controller_address
+
+            host = controller_address(self.backend_options) or host
+        listen, api = f"{host}:{of_port(prefix)}", f"127.0.0.1:{api_port(prefix)}"
         argv = [sys.executable, "-m", "controller_apps.runner", *(mode or []), "--listen", listen,
                 "--api", api, "--topology", str(self.state.path)]
         if mode is None or "tenancy" in mode:
