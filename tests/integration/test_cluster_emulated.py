@@ -296,3 +296,18 @@ def test_docker_pis_get_containers_through_their_engine_wired_by_a_helper(tmp_pa
     finally:
         emu.stop()
     assert prefix and docker_engine.list_run(engine, prefix) == []
+
+
+def test_overlapping_tenants_across_pis_under_the_default_controller(emulated, inventory):
+    """The issue's acceptance run: PiCloud's own controller (listening on the inventory's
+    controller address), two tenants on the same subnet spread over three Pis."""
+    with Testbed(build("single:3", 1), backend="cluster", inventory=str(inventory)) as tb:
+        assert tb.state.controller["target"].startswith(f"tcp:{emulated.gateway}:")
+        for name in ("red", "blue"):
+            tb.tenant(name, subnet="10.1.0.0/24").add(3, placement="spread")
+        assert {tb.fabric.host(m.pi) for m in tb.tenant("red").members} == {"pi1", "pi2", "pi3"}
+        report = tb.verify_isolation()
+        assert report.ok, report.summary()
+        red = [m.name for m in tb.tenant("red").members]
+        matrix = tb.ping_all(tcp=True, containers=red)
+        assert all(loss == 0.0 for row in matrix.values() for loss in row.values()), matrix
