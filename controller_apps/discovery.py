@@ -400,7 +400,7 @@ class Discovery(app_manager.OSKenApp):
             fabric = self.table.fabric_ports() | self.intended_ports
         if (dpid, port) in fabric:
             return
-        known = next((h for h in self.state.hosts() if h["mac"] == mac), None)
+        known = self.state.host(mac)
         if known is not None and (known["dpid"], known["port"]) == (dpid, port) and (known["ip"] or not ip):
             return
         self.state.add_host(mac, ip or (known or {}).get("ip"), dpid, port,

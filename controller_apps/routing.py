@@ -61,9 +61,9 @@ def inputs_from_state(state: ControllerState, connected: list[int]) -> tuple[Any
     return graph, hosts
 
 
-def arp_reply(request: bytes, hosts: list[dict[str, Any]]) -> tuple[bytes, str] | None:
-    """The reply to an untagged ARP request for a known untenanted host, and the host's name or
-    MAC (for the log), or None when the frame is not such a request."""
+def arp_reply(request: bytes, hosts: list[dict[str, Any]]) -> tuple[bytes, str, str] | None:
+    """The reply to an untagged ARP request for a known untenanted host, the host's name or MAC
+    (for the log) and the IP asked for, or None when the frame is not such a request."""
     pkt = packet.Packet(request)
     eth, req = pkt.get_protocol(ethernet.ethernet), pkt.get_protocol(arp.arp)
     if eth is None or req is None or req.opcode != arp.ARP_REQUEST or pkt.get_protocol(vlan.vlan) is not None:
@@ -76,7 +76,7 @@ def arp_reply(request: bytes, hosts: list[dict[str, Any]]) -> tuple[bytes, str] 
     reply.add_protocol(arp.arp(opcode=arp.ARP_REPLY, src_mac=host["mac"], src_ip=host["ip"],
                                dst_mac=req.src_mac, dst_ip=req.src_ip))
     reply.serialize()
-    return bytes(reply.data), host.get("name") or host["mac"]
+    return bytes(reply.data), host.get("name") or host["mac"], host["ip"]
 
 
 class Routing(app_manager.OSKenApp):
@@ -147,12 +147,18 @@ class Routing(app_manager.OSKenApp):
         if msg.table_id != pipeline.TABLE_ARP:
             return  # unknown unicast: discovery learns the sender; we never flood
         answer = arp_reply(msg.data, self.state.hosts())
-        if answer is None:
-            return
+        if answer is None or self._answered_in_data_plane(dp.id, answer[2]):
+            return  # a copy of a request the bridge answered itself (for discovery to learn from)
         parser, ofp = dp.ofproto_parser, dp.ofproto
         out = [parser.OFPActionOutput(msg.match["in_port"])]
         dp.send_msg(parser.OFPPacketOut(datapath=dp, buffer_id=ofp.OFP_NO_BUFFER, in_port=ofp.OFPP_CONTROLLER,
                                         actions=out, data=answer[0]))
+
+    def _answered_in_data_plane(self, dpid: int, ip: str) -> bool:
+        with self.lock:
+            rules = self.installed.get(dpid)
+            key = (pipeline.TABLE_ARP, rr.PRIORITY_HOST, rr.arp_responder_match(ip))
+            return rules is not None and key in rules.flows
 
     # --- the computation --------------------------------------------------------------------------
     def recompute(self) -> int:

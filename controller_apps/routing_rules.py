@@ -33,8 +33,9 @@ group lists 16 buckets, bucket i going to next hop `rotate(i, salt) % n`, where 
 bridge's distance to D: consecutive hops read different bits of the hash and spread independently.
 
 ARP never floods: every bridge with attached hosts answers ARP requests for known untenanted hosts
-in the data plane (table `arp`, rules the controller derives from its host table), and any other
-untagged ARP goes to the controller, which learns from it and answers what it knows. Unknown
+in the data plane (table `arp`, rules the controller derives from its host table, copying each
+request to the controller so a new sender is learned), and any other untagged ARP goes to the
+controller, which learns from it and answers what it knows. Unknown
 unicast misses to the controller (the pipeline's miss rule); broadcast and multicast that reach
 `forward` are dropped. Nothing is ever flooded, so loops in the fabric are harmless.
 """
@@ -270,11 +271,18 @@ def group_for(group_id: int, primary: list[int], alternates: list[int], distance
 
 
 # --- desired state -------------------------------------------------------------------------------
+def arp_responder_match(ip: str) -> Match:
+    return (("eth_type", ETH_TYPE_ARP), ("vlan_vid", OFPVID_NONE), ("arp_op", 1), ("arp_tpa", ip))
+
+
 def _arp_responder(host: Host) -> Flow:
     """Answer `who-has host.ip` with `host.mac` in the data plane: turn the request into the reply
-    and send it back out of the port it came in on (the Neutron ARP-responder recipe)."""
-    match = (("eth_type", ETH_TYPE_ARP), ("vlan_vid", OFPVID_NONE), ("arp_op", 1), ("arp_tpa", host.ip))
+    and send it back out of the port it came in on (the Neutron ARP-responder recipe). The request
+    is first copied to the controller, untouched: it is how discovery learns a container that was
+    added after start-up, whose traffic would otherwise never miss a rule."""
+    match = arp_responder_match(host.ip)
     actions: tuple[Action, ...] = (
+        ("output", "controller"),
         ("move", "eth_src", "eth_dst", 48),
         ("set_field", "eth_src", host.mac),
         ("set_field", "arp_op", 2),

@@ -36,3 +36,23 @@ def test_every_pair_connects_over_tcp(spec):
         n = len(tb.containers)
         assert sum(len(row) for row in matrix.values()) == n * (n - 1)
         assert not failed, f"{spec}: {len(failed)} pairs failed, e.g. {failed[:4]}"
+
+
+def test_a_container_added_at_run_time_is_learned_and_routed():
+    """Its ARP request is answered by the bridge and copied to the controller: discovery learns it
+    from that copy and routing installs its paths, so replies to it find their way."""
+    with Testbed("leafspine:2,2,1", controller=["discovery", "routing"]) as tb:
+        deadline = time.monotonic() + 30
+        while not _settled(tb):
+            assert time.monotonic() < deadline, "discovery/routing did not settle in 30s"
+            time.sleep(0.05)
+        pi = tb.pis[-1]
+        mac = "02:00:00:00:00:32"
+        port = tb.fabric.add_container("late", pi, "10.0.0.50", mac, 8, None)
+        old = tb.topology.containers[0]
+        endpoints = {c: (tb.fabric.netns(c), tb.container_ip(c)) for c in ("late", old)}
+        matrix = netns_effects.tcp_matrix(endpoints, retries=0, timeout=30.0)
+        assert matrix == {"late": {old: 0.0}, old: {"late": 0.0}}
+        hosts = {h["mac"]: h for h in tb._controller_get("/state")["hosts"]}
+        assert hosts[mac]["ip"] == "10.0.0.50" and hosts[mac]["port"] == port
+        assert hosts[mac]["dpid"] == f"{tb.topology.dpid(pi):016x}"

@@ -140,6 +140,7 @@ def test_sixteen_flows_between_two_pods_cross_all_four_cores(fattree):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((endpoints[dst][1], 5401))
         sock.listen(64)
+        sock.settimeout(120)  # never hang the suite if a sender never comes
         listeners.append(sock)
     received: list[int] = []
     errors: list[str] = []
@@ -156,6 +157,7 @@ def test_sixteen_flows_between_two_pods_cross_all_four_cores(fattree):
     def drain(listener: socket.socket) -> None:
         for _ in range(len(POD1)):
             conn, _ = listener.accept()
+            conn.settimeout(120)
             with conn:
                 total = 0
                 while data := conn.recv(1 << 16):

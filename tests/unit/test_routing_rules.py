@@ -250,8 +250,10 @@ def test_arp_requests_are_answered_in_place_for_known_hosts_only():
     target = topo.containers[5]
     ip = topo.node(target).ip.split("/")[0]
     request = {"eth_dst": "ff:ff:ff:ff:ff:ff", "eth_type": 0x0806, "arp_op": 1, "arp_tpa": ip}
-    assert fabric.send(start.dpid, start.port, request) == [start]  # the reply goes back in_port
+    # the reply goes back in_port; the untouched request is copied to the controller first
+    assert fabric.send(start.dpid, start.port, request) == ["controller", start]
     flow = fabric.lookup(start.dpid, pipeline.TABLE_ARP, request)
+    assert flow.actions[0] == ("output", "controller") and flow.actions[-1] == ("output", "in_port")
     assert ("set_field", "eth_src", topo.node(target).mac) in flow.actions
     assert ("set_field", "arp_spa", ip) in flow.actions
     unknown = dict(request, arp_tpa="10.9.9.9")
