@@ -96,17 +96,24 @@ def part_add(tb, rows: list[str]) -> None:
     t0 = time.perf_counter()
     added = big.add(32, placement="spread")
     add_s = time.perf_counter() - t0
+    # add() returns once tenancy's rules are confirmed; routing then installs paths to the 32 new
+    # MACs on every bridge. Time until every ordered pair connects over TCP (all-pairs rounds).
     t0 = time.perf_counter()
-    matrix = tb.ping_all(tcp=True, containers=[m.name for m in added])
+    deadline = t0 + 180
+    while True:
+        matrix = tb.ping_all(tcp=True, containers=[m.name for m in added])
+        ok = sum(1 for row in matrix.values() for loss in row.values() if loss == 0)
+        if ok == 992 or time.perf_counter() > deadline:
+            break
     reach_s = time.perf_counter() - t0
-    ok = sum(1 for row in matrix.values() for loss in row.values() if loss == 0)
     predicted = R.counts(R.compute(current_plan(tb), tb.topology)[0])
     measured = tenancy_flows(tb)
     tid = big.id
     rows.append(f"| create empty tenant (plan + reload) | {created:.2f} s | |")
     rows.append(f"| add 32 members, spread over {len({m.pi for m in added})} Pis (containers + rules) | "
                 f"{add_s:.2f} s | {add_s / 32 * 1000:.0f} ms per member |")
-    rows.append(f"| all-pairs TCP check of the 32 | {reach_s:.2f} s | {ok}/992 pairs connected |")
+    rows.append(f"| then until all 992 ordered pairs connect over TCP | {reach_s:.2f} s | {ok}/992 pairs "
+                "connected (includes routing installing paths to the new MACs) |")
     rows.append(f"| tenancy rules of the 32-member tenant | {measured.get(tid, 0)} on the switches | "
                 f"{predicted.get(tid, 0)} predicted (5 per member + 3 per Pi used) |")
     rows.append(f"| tenant-independent guard rules | {measured.get(0, 0)} | {predicted.get(0, 0)} predicted |")
