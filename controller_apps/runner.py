@@ -26,6 +26,7 @@ import logging
 import os
 import signal
 import socket
+import struct
 import sys
 import threading
 import time
@@ -231,6 +232,79 @@ def _parse_config(path: str | None) -> None:
         raise ControllerError(f"--config {path}: {message} (an oslo.config INI file)") from None
 
 
+# --- packet-in checksum repair -------------------------------------------------------------------
+# OVS 3.1's userspace datapath with userspace TSO sends packet-ins of TCP/UDP packets whose
+# checksum the sending veth left to offload: the field holds only the pseudo-header sum. Any app
+# that packets such data out again (a hub, the first packet of every flow in a learning switch)
+# delivers a segment the receiver drops, so TCP through a reactive app loses its first SYN or
+# never connects. The runner finishes those checksums before any app sees the packet-in.
+
+def _sum16(data: bytes, start: int = 0) -> int:
+    if len(data) % 2:
+        data += b"\x00"
+    total = start + sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return total
+
+
+def repair_partial_checksum(frame: bytes) -> bytes | None:
+    """The frame with its TCP/UDP checksum finished when the field holds an offload partial sum
+    (the folded pseudo-header sum); None when the checksum is valid, absent or simply wrong."""
+    offset, ethertype = 14, struct.unpack_from("!H", frame, 12)[0] if len(frame) >= 14 else 0
+    if ethertype == 0x8100 and len(frame) >= 18:
+        offset, ethertype = 18, struct.unpack_from("!H", frame, 16)[0]
+    if ethertype == 0x0800 and len(frame) >= offset + 20:
+        ihl = (frame[offset] & 0x0F) * 4
+        total, frag, proto = struct.unpack_from("!H2xH1xB", frame, offset + 2)
+        if frag & 0x3FFF or total < ihl:
+            return None  # a fragment carries no complete segment to check
+        l4, end = offset + ihl, offset + total
+        pseudo = frame[offset + 12:offset + 20] + struct.pack("!BBH", 0, proto, total - ihl)
+    elif ethertype == 0x86DD and len(frame) >= offset + 40:
+        length, proto = struct.unpack_from("!HB", frame, offset + 4)
+        l4, end = offset + 40, offset + 40 + length
+        pseudo = frame[offset + 8:offset + 40] + struct.pack("!IxxxB", length, proto)
+    else:
+        return None
+    field = {6: 16, 17: 6}.get(proto)
+    if field is None or end > len(frame) or end - l4 < field + 2:
+        return None
+    stored = struct.unpack_from("!H", frame, l4 + field)[0]
+    if proto == 17 and stored == 0:
+        return None  # UDP over IPv4 without a checksum
+    segment = frame[l4:end]
+    if _sum16(segment, _sum16(pseudo)) == 0xFFFF:
+        return None  # already valid
+    if stored != _sum16(pseudo):
+        return None  # not an offload partial sum: leave a corrupt packet corrupt
+    zeroed = segment[:field] + b"\x00\x00" + segment[field + 2:]
+    value = ~_sum16(zeroed, _sum16(pseudo)) & 0xFFFF
+    if proto == 17 and value == 0:
+        value = 0xFFFF
+    return frame[:l4 + field] + struct.pack("!H", value) + frame[l4 + field + 2:]
+
+
+def install_checksum_repair() -> None:
+    """Wrap os-ken's OpenFlow 1.3 packet-in parser so every app gets finished checksums."""
+    from os_ken.ofproto import ofproto_v1_3, ofproto_v1_3_parser
+
+    table = ofproto_v1_3_parser._MSG_PARSERS
+    original = table[ofproto_v1_3.OFPT_PACKET_IN]
+    if getattr(original, "picloud_repair", False):
+        return
+
+    def parse(datapath: Any, version: int, msg_type: int, msg_len: int, xid: int, buf: bytes) -> Any:
+        msg = original(datapath, version, msg_type, msg_len, xid, buf)
+        fixed = repair_partial_checksum(msg.data) if msg.data else None
+        if fixed is not None:
+            msg.data = fixed
+        return msg
+
+    parse.picloud_repair = True  # type: ignore[attr-defined]
+    table[ofproto_v1_3.OFPT_PACKET_IN] = parse
+
+
 def _wait_listening(endpoint: tuple[str, int], timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -251,6 +325,7 @@ def run(options: Options, stop: threading.Event | None = None) -> int:
     from controller_apps.state import STATE
 
     stop = stop or threading.Event()
+    install_checksum_repair()
     cfg.CONF.set_override("ofp_listen_host", options.listen[0])
     cfg.CONF.set_override("ofp_tcp_listen_port", options.listen[1])
     if options.topology is not None:
