@@ -11,7 +11,9 @@ APP is a built-in name (see BUILTIN), a dotted module, or a .py file. Every app 
 checked before any socket is opened, so a bad name or a broken file costs one line and exit 2.
 Then: `cfg.CONF(...)` with the listen address, os-ken's AppManager loads and instantiates the apps
 (what `AppManager.run_apps` does, split so the Flask API starts after apps have registered their
-blueprints), the API thread starts, and one ready line is logged. SIGTERM or SIGINT closes the
+blueprints), the API thread starts, and one ready line is logged. Packet-ins reach the apps with
+their TCP/UDP checksums finished (see "packet-in checksum repair" below for the OVS behaviour that
+needs it). SIGTERM or SIGINT closes the
 apps and the API and exits 0. os-ken's hub runs native threads here (OSKEN_HUB_TYPE unset), which
 cannot be killed, so the process ends with `os._exit` once everything is closed.
 """
