@@ -13,9 +13,9 @@ Then: `cfg.CONF(...)` with the listen address, os-ken's AppManager loads and ins
 (what `AppManager.run_apps` does, split so the Flask API starts after apps have registered their
 blueprints), the API thread starts, and one ready line is logged. Packet-ins reach the apps with
 their TCP/UDP checksums finished (see "packet-in checksum repair" below for the OVS behaviour that
-needs it). SIGTERM or SIGINT closes the
-apps and the API and exits 0. os-ken's hub runs native threads here (OSKEN_HUB_TYPE unset), which
-cannot be killed, so the process ends with `os._exit` once everything is closed.
+needs it). SIGTERM or SIGINT closes the apps and the API and exits 0. os-ken's hub runs native
+threads here (OSKEN_HUB_TYPE unset), which cannot be killed, so the process ends with `os._exit`
+once everything is closed.
 """
 
 from __future__ import annotations
