@@ -543,7 +543,9 @@ def main(argv: list[str] | None = None) -> int:
     load = os.getloadavg()
     if args.record:
         stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-        record(f"Run {stamp} on {machine()}; `python bench/cbench.py{' --quick' if args.quick else ''}`: "
+        command = " ".join(["python bench/cbench.py"] + [a for a in (["--quick"] if args.quick else [])
+                                                          + ([f"--install {args.install}"] if args.install else [])])
+        record(f"Run {stamp} on {machine()}; `{command}`: "
                f"{args.switches} fake OpenFlow 1.3 switches, {args.outstanding} outstanding packet-ins each "
                f"in throughput mode, 1 in latency mode; median of {args.rounds * args.loops} windows of "
                f"{args.ms} ms ({args.rounds} interleaved rounds, each after one warm-up window). "
