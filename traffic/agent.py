@@ -2,7 +2,8 @@
 
     python -m traffic.agent --port PORT
 
-The engine writes one JSON line to stdin: `{"t0": MONOTONIC, "deadline": MONOTONIC, "flows": [...]}`
+The engine writes one JSON line to stdin: `{"t0": MONOTONIC, "deadline": MONOTONIC, "last_start":
+MONOTONIC, "flows": [...]}`
 (each flow `{"id", "dst", "port", "size", "start", "after"}`), and later `stop` (or closes stdin).
 CLOCK_MONOTONIC is shared by every network namespace of a host, so t0 means the same instant to
 every agent. Reports are JSON lines on stdout:
@@ -159,8 +160,12 @@ async def recv_ack(sock: socket.socket) -> int:
 class Client:
     """Starts each flow at its scheduled time; closed-loop successors start after their predecessor."""
 
-    def __init__(self, flows: list[dict[str, Any]], t0: float, deadline: float) -> None:
+    def __init__(self, flows: list[dict[str, Any]], t0: float, deadline: float,
+                 last_start: float | None = None) -> None:
+        # No flow starts at or after last_start (t0 + duration: closed-loop chains stop there);
+        # the ones still running at the deadline are reported unfinished.
         self.t0, self.deadline = t0, deadline
+        self.last_start = min(deadline, last_start if last_start is not None else deadline)
         self.open_loop = sorted((f for f in flows if f.get("after", -1) < 0), key=lambda f: f["start"])
         self.successors: dict[int, list[dict[str, Any]]] = {}
         for f in flows:
@@ -182,7 +187,7 @@ class Client:
         loop = asyncio.get_running_loop()
         for flow in self.open_loop:
             when = self.t0 + flow["start"]
-            if when >= self.deadline:
+            if when >= self.last_start:
                 break
             delay = when - loop.time()
             if delay > 0:
@@ -257,7 +262,7 @@ class Client:
             sock.close()
         for nxt in self.successors.pop(int(flow["id"]), []):
             when = loop.time() + float(nxt["start"])
-            if when < self.deadline:
+            if when < self.last_start:
                 await asyncio.sleep(max(0.0, when - loop.time()))
                 self._spawn(nxt, when)
 
@@ -296,7 +301,8 @@ async def main_async(port: int) -> None:
     client_task = None
     if line.strip() and line.strip() != b"stop":
         config = json.loads(line)
-        client = Client(config.get("flows", []), float(config["t0"]), float(config["deadline"]))
+        client = Client(config.get("flows", []), float(config["t0"]), float(config["deadline"]),
+                        config.get("last_start"))
 
         async def run_client() -> None:
             await client.run()

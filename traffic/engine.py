@@ -292,7 +292,8 @@ def _replay(testbed: Any, trace: Trace, ips: dict[str, str], directory: Path, po
         for c, agent in agents.items():
             flows = [{"id": f.id, "dst": ips[f.dst], "port": port, "size": f.size, "start": f.start,
                       "after": f.after} for f in by_source.get(c, [])]
-            agent.send(json.dumps({"t0": t0, "deadline": deadline, "flows": flows}, separators=(",", ":")))
+            config = {"t0": t0, "deadline": deadline, "last_start": t0 + duration, "flows": flows}
+            agent.send(json.dumps(config, separators=(",", ":")))
         bar = _Progress(len(trace.flows), duration, progress)
         clients_done: set[str] = set()
         settled = 0

@@ -36,9 +36,11 @@ def test_flows_closed_loop_successors_and_deadline() -> None:
             {"id": 2, "dst": "127.0.0.1", "port": port, "size": 1000, "start": 0.01, "after": 0},  # after 0
             {"id": 3, "dst": "127.0.0.1", "port": 1, "size": 10, "start": 0.1, "after": -1},  # refused
             {"id": 4, "dst": "127.0.0.1", "port": port, "size": 10, "start": 5.0, "after": -1},  # late
+            {"id": 5, "dst": "127.0.0.1", "port": port, "size": 10, "start": 1.5, "after": 1},  # too late
         ]
         assert client.stdin is not None and client.stdout is not None
-        client.stdin.write(json.dumps({"t0": t0, "deadline": t0 + 2.0, "flows": flows}) + "\n")
+        config = {"t0": t0, "deadline": t0 + 2.0, "last_start": t0 + 1.0, "flows": flows}
+        client.stdin.write(json.dumps(config) + "\n")
         client.stdin.flush()
         records = []
         while True:
@@ -52,7 +54,7 @@ def test_flows_closed_loop_successors_and_deadline() -> None:
     by_id = {r["id"]: r for r in records if r["ev"] == "flow"}
     assert by_id[0]["status"] == by_id[1]["status"] == by_id[2]["status"] == "done"
     assert by_id[3]["status"] == "error" and "ConnectionRefused" in by_id[3]["error"]
-    assert by_id[4]["status"] == "not_started"
+    assert by_id[4]["status"] == by_id[5]["status"] == "not_started"
     # The successor started after its predecessor finished, plus its think time.
     assert by_id[2]["start"] >= by_id[0]["start"] + by_id[0]["fct_us"] / 1e6 + 0.01
     assert all(r["lateness_us"] < 50_000 for r in by_id.values() if r["lateness_us"] is not None)
