@@ -265,6 +265,8 @@ class Client:
             if when < self.last_start:
                 await asyncio.sleep(max(0.0, when - loop.time()))
                 self._spawn(nxt, when)
+            else:
+                self._report(nxt, "not_started", None)  # its own successors are reported at the end
 
     def lateness_p99_us(self) -> float | None:
         if not self.lateness:
