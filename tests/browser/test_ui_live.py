@@ -8,9 +8,11 @@ to artifacts/ (gitignored) so a failing run can be looked at."""
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -23,9 +25,10 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 TOKEN = "browser-test-token"
-# "Busy" is well above an idle link's control traffic (LLDP, ARP: a few kbit/s) and well below what
-# one iperf3 flow carries even when the 2-core box is loaded by other test suites (a few Mbit/s).
-BUSY_BPS = 2e5
+# "Busy" is well above an idle link's control traffic (LLDP, ARP: a few kbit/s) and below what one
+# iperf3 flow averages even when other test suites load the 2-core box so much that the fabric
+# moves only a few hundred kbit/s in bursts (measured at load average 12).
+BUSY_BPS = 5e4
 
 
 def _wait(predicate, timeout: float, what: str):
@@ -130,20 +133,41 @@ def page(browser, ui):
     assert not errors, f"JavaScript errors on the page: {errors}"
 
 
+FLOWING_BPS = 1e6  # an iperf3 interval at or above this rate means the flow really runs
+
+
 @pytest.fixture
 def iperf(testbed):
-    """Start an iperf3 flow between two containers in different pods; always stopped."""
-    procs: list[subprocess.Popen] = []
+    """Start an iperf3 flow between two containers; always stopped.
 
-    def start(src: str, dst: str, seconds: int = 20) -> float:
-        """Returns when the client started (monotonic clock)."""
+    `start()` returns an Event set at the first 0.2 s report interval in which the client moved at
+    least FLOWING_BPS, and the monotonic time of that report in `flowing_at`: the UI's latency is
+    measured from when traffic really runs, not from when a process was asked to start (on a
+    loaded 2-core machine the fabric can take seconds to carry a new flow)."""
+    procs: list[subprocess.Popen] = []
+    flowing = threading.Event()
+    flowing_at: list[float] = []
+
+    def watch(client: subprocess.Popen) -> None:
+        for line in client.stdout:
+            m = re.search(r"sec\s+\S+\s+\S+\s+([\d.]+)\s+([KMG]?)bits/sec", line)
+            rate = float(m.group(1)) * {"": 1, "K": 1e3, "M": 1e6, "G": 1e9}[m.group(2)] if m else 0.0
+            if rate >= FLOWING_BPS and not flowing.is_set():
+                flowing_at.append(time.monotonic())
+                flowing.set()
+
+    def start(src: str, dst: str, seconds: int = 20) -> threading.Event:
         procs.append(testbed.fabric.popen(dst, ["iperf3", "-s", "-1"], stdout=subprocess.DEVNULL,
                                           stderr=subprocess.DEVNULL))
         time.sleep(0.4)
-        procs.append(testbed.fabric.popen(src, ["iperf3", "-c", testbed.container_ip(dst), "-t", str(seconds)],
-                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        return time.monotonic()
+        client = testbed.fabric.popen(src, ["iperf3", "-c", testbed.container_ip(dst), "-t", str(seconds),
+                                            "-i", "0.2", "--forceflush"],
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        procs.append(client)
+        threading.Thread(target=watch, args=(client,), daemon=True).start()
+        return flowing
 
+    start.flowing_at = flowing_at
     yield start
     for proc in procs:
         if proc.poll() is None:
@@ -183,15 +207,17 @@ def test_utilisation_changes_within_3s_of_traffic(page, ui, testbed, iperf):
     selector = f"line.link[data-id='{attach.a}:{attach.b}']"
     assert float(page.get_attribute(selector, "data-bps")) < BUSY_BPS / 2, "idle before the flow"
     idle_width = float(page.get_attribute(selector, "stroke-width"))
-    t0 = iperf(src, dst)
-    page.wait_for_function(f"Number(document.querySelector(\"{selector}\").dataset.bps) > {BUSY_BPS}", timeout=3_000)
+    flowing = iperf(src, dst)
+    assert flowing.wait(60), "the fabric never carried the iperf3 flow (is the machine overloaded?)"
+    page.wait_for_function(f"Number(document.querySelector(\"{selector}\").dataset.bps) > {BUSY_BPS}", timeout=10_000)
+    elapsed = time.monotonic() - iperf.flowing_at[0]
+    assert elapsed < 3.0, f"the page showed the traffic {elapsed:.1f}s after it started to flow"
     page.wait_for_function(f"Number(document.querySelector('#throughput').dataset.bps) > {BUSY_BPS}", timeout=1_000)
-    elapsed = time.monotonic() - t0
-    assert elapsed < 3.0, f"the page showed the traffic after {elapsed:.1f}s"
     assert float(page.get_attribute(selector, "stroke-width")) > idle_width, "busy links are drawn thicker"
-    busy = page.eval_on_selector_all("#topo line.link.fabric",
-                                     f"ls => ls.filter(l => +l.dataset.bps > {BUSY_BPS}).length")
-    assert busy >= 4, "a pod-to-pod flow crosses edge, aggregation and core links"
+    # A pod-to-pod flow crosses Pi-edge, edge-aggregation and aggregation-core links on both sides
+    # (a bursty flow on a loaded machine may miss one sample on some of them: wait a little).
+    page.wait_for_function("[...document.querySelectorAll('#topo line.link.fabric')]"
+                           f".filter(l => +l.dataset.bps > {BUSY_BPS}).length >= 4", timeout=5_000)
     page.screenshot(path=str(ARTIFACTS / "ui-traffic.png"))
 
 
@@ -292,7 +318,8 @@ def test_bulk_traffic_started_from_the_ui_lights_the_path(ui, testbed):
                 links = json.loads(resp.read())["links"]
             return any(x["bps"] > BUSY_BPS and "pi2-1-1-c1" in x["id"] for x in links)
 
-        _wait(busy, 10, "the bulk flow to show on its container's link")
+        # iperf3 can take seconds to start on a loaded box
+        _wait(busy, 60, "the bulk flow to show on its container's link")
     finally:
         req = urllib.request.Request(ui.url + f"api/traffic/{flow['id']}", method="DELETE",
                                      headers={"X-PiCloud-Token": TOKEN})
@@ -325,7 +352,8 @@ def test_tenant_members_from_the_ui_in_tenant_colours(browser, tenant_run):
         card.locator(f"button[data-remove='{added[0]}']").click()
         page.wait_for_function("document.querySelectorAll(\"[data-tenant='red'] tbody tr\").length === 1",
                                timeout=15_000)
-        assert added[0] not in testbed.state.extra.get("containers", {}), "the member's container is gone"
+        # The page drops the row once the tenants file changes; the container goes right after.
+        _wait(lambda: added[0] not in testbed.state.extra.get("containers", {}), 15, "the member's container to go")
         page.click("#verify-now")  # the real probe run (tenants.verify), in the background
         card.locator(".verify-ok, .verify-bad").wait_for(timeout=90_000)
         assert card.locator(".verify-ok").count() == 1, card.inner_text()

@@ -165,6 +165,8 @@ def test_stream_sends_link_frames(client, source, topo):
     frame = json.loads(m.group(1))
     assert {x["id"] for x in frame["links"]} == {f"{ln.a}:{ln.b}" for ln in topo.links}
     assert frame["seq"] >= 1 and "totals" in frame
+    end = dict(zip(frame["end_keys"], frame["links"][0]["ends"][0], strict=True))
+    assert end["node"] in topo and isinstance(end["tx_bytes"], int)
 
 
 def test_wrong_method_is_json_405(client):

@@ -26,7 +26,7 @@
   // Utilisation to colour: idle grey, then green -> yellow -> orange as the link fills.
   // Red is kept for links that are down, so a cut is never mistaken for a busy link.
   // Control traffic (LLDP, ARP: a few kbit/s per link) stays grey: only data should glow.
-  const IDLE_BPS = 100e3;
+  const IDLE_BPS = 20e3;
   function colour(link) {
     if (!link.up) return "#ef4444";
     if (link.bps < IDLE_BPS) return "#475569";
@@ -106,6 +106,9 @@
   let lastTotals = {};
   function update(data) {
     lastTotals = data.totals || lastTotals;
+    if (data.end_keys) {  // ends arrive as arrays; name their fields once here
+      for (const l of data.links) l.ends = l.ends.map((e) => Object.fromEntries(data.end_keys.map((k, i) => [k, e[i]])));
+    }
     latest = new Map(data.links.map((l) => [l.id, l]));
     for (const l of data.links) {
       const e = linkEls.get(l.id);
