@@ -222,6 +222,7 @@ class Discovery(app_manager.OSKenApp):
         self.matched_intended = False
         self.published: list[tuple[Endpoint, Endpoint]] = []
         self.intended_ports: set[Endpoint] = set()
+        self.container_ports: set[Endpoint] = set()  # never probed: a container is not a bridge
         self.state.subscribe(self._state_changed)
         self.declare_intended_hosts()
 
@@ -260,8 +261,10 @@ class Discovery(app_manager.OSKenApp):
             self.declare_intended_hosts()
 
     def declare_intended_hosts(self) -> None:
+        hosts = intended_hosts(self.state)
         self.intended_ports = intended_fabric_ports(self.state)
-        for host in intended_hosts(self.state):
+        self.container_ports = {(h["dpid"], h["port"]) for h in hosts}
+        for host in hosts:
             self.state.add_host(**host)
 
     # --- OpenFlow handlers ------------------------------------------------------------------------
@@ -352,13 +355,14 @@ class Discovery(app_manager.OSKenApp):
 
     # --- actions ----------------------------------------------------------------------------------
     def probe(self, dpid: int, port_nos: Iterable[int] | None = None) -> None:
-        """Send our LLDP probe out of the given (default: all) ports of one bridge. Ports believed
-        down are probed too: if the belief is stale, the probe is what corrects it."""
+        """Send our LLDP probe out of the given (default: all) ports of one bridge, except the
+        intended topology's container ports (their captures stay clean). Ports believed down are
+        probed too: if the belief is stale, the probe is what corrects it."""
         with self.lock:
             dp = self.datapaths.get(dpid)
             ports = self.ports.get(dpid, {})
             wanted = sorted(ports) if port_nos is None else port_nos
-            chosen = [(p, ports[p]) for p in wanted if p in ports]
+            chosen = [(p, ports[p]) for p in wanted if p in ports and (dpid, p) not in self.container_ports]
         if dp is None:
             return
         parser, ofp = dp.ofproto_parser, dp.ofproto
