@@ -3,7 +3,7 @@
 Run it on any PiCloud fabric (it imports only `ryu.*`; PiCloud's controller maps that to os-ken):
 
     Testbed("leafspine:2,2,2", controller=["examples/apps/shortest_path_switch.py"])
-    picloud up leafspine:2,2,2 --controller examples/apps/shortest_path_switch.py
+    picloud up leafspine:2,2,2 --apps examples/apps/shortest_path_switch.py
 
 Why not Ryu's simple_switch_13: it floods unknown and broadcast frames out of every port, and a
 leaf-spine has loops (leaf1 -> spine1 -> leaf2 -> spine2 -> leaf1), so one ARP request circulates
