@@ -275,7 +275,8 @@ def test_cutting_a_link_under_a_1000pps_stream_loses_fewer_than_50_packets(fattr
     loses a packet more than FAILOVER_WINDOW after the cut, or before it, is therefore not evidence
     about failover and is repeated; the assertion on the attempt that counts is unchanged: fewer
     than 50 packets lost in the whole stream. A failover that never converges loses packets after
-    the window in every attempt and fails."""
+    the window in every attempt and fails. An attempt whose sender fell behind the rate is repeated
+    too (the busy machine again)."""
     tb = fattree
     _wait(lambda: _routing_settled(tb), 30, "routing to install paths", context=lambda: _why(tb))
     src, dst = POD1[0], POD3[0]
@@ -290,10 +291,12 @@ def test_cutting_a_link_under_a_1000pps_stream_loses_fewer_than_50_packets(fattr
         link = _busiest(tb, candidates, src, dst)
         _wait(lambda: _routing_settled(tb), 30, "routing to settle", context=lambda: _why(tb))
         sent, missing, cut_seq = _stream_and_cut(tb, src, dst, link)
-        assert sent >= 1900
         window = range(cut_seq, cut_seq + int(FAILOVER_WINDOW * RATE))
         disturbed = [m for m in missing if m not in window]
-        attempts.append(f"{link[0]}-{link[1]}: {len(missing)} lost, {len(disturbed)} outside the window")
+        if sent < 1900:  # this process could not keep 1,000 packets/s: not a measurement at that rate
+            disturbed.append(-1)
+        attempts.append(f"{link[0]}-{link[1]}: {len(missing)} of {sent} lost, "
+                        f"{len(disturbed)} outside the window")
         print(f"attempt: {attempts[-1]}")
         if not disturbed:
             assert len(missing) < 50, f"cut {link[0]}-{link[1]}: {len(missing)} of {sent} packets lost"
