@@ -7,6 +7,7 @@
 # Run (as root, from the repository root): .venv/bin/python examples/incast.py
 # Exits 1 if a fan-in completed no job.
 import sys
+import time
 from pathlib import Path
 
 from picloud import Testbed
@@ -18,6 +19,11 @@ AGGREGATOR = "pi9-c1"
 
 rows = []
 with Testbed("single:9") as tb:
+    deadline = time.monotonic() + 30  # measure once routing carries TCP between every pair
+    while any(loss for row in tb.ping_all(tcp=True).values() for loss in row.values()):
+        if time.monotonic() > deadline:
+            sys.exit("the containers do not reach each other over TCP")
+        time.sleep(1)
     for fanin in FANINS:
         res = tb.traffic(workload="websearch", load=0.2, pattern="incast", fanin=fanin, response=RESPONSE,
                          aggregator=AGGREGATOR, duration=5, seed=1, drain=5, out=OUT / f"fanin{fanin}")
