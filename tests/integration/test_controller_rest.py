@@ -38,8 +38,8 @@ def post(tb: Testbed, path: str, body: dict) -> None:
     assert response.status_code == 200, response.text
 
 
-def tcp_ok(tb: Testbed, src: str, dst: str) -> bool:
-    return tb.ping_all(tcp=True, containers=[src, dst], timeout=1.0)[src][dst] == 0.0
+def tcp_ok(tb: Testbed, src: str, dst: str, timeout: float = 3.0) -> bool:
+    return tb.ping_all(tcp=True, containers=[src, dst], timeout=timeout)[src][dst] == 0.0
 
 
 def eventually(check, seconds: float = 8.0) -> bool:
@@ -56,7 +56,7 @@ def eventually(check, seconds: float = 8.0) -> bool:
 def test_switches_and_stats_have_ryu_shapes(tb):
     dpids = sorted(tb.topology.dpid(n) for n in tb.topology.bridges)
     assert get(tb, "/stats/switches") == dpids
-    assert tcp_ok(tb, *tb.containers)
+    assert eventually(lambda: tcp_ok(tb, *tb.containers))
     s1 = tb.topology.dpid("s1")
     flows = get(tb, f"/stats/flow/{s1}")
     assert list(flows) == [str(s1)]
@@ -83,7 +83,10 @@ def test_flowentry_add_and_delete_change_forwarding(tb):
         (mine,) = [f for f in flows if f["cookie"] == 0xBEEF]
         assert mine["priority"] == 60000 and mine["actions"] == []
         assert mine["match"] == {"in_port": port_from_a, "dl_type": 0x0800, "nw_proto": 6}
-        assert eventually(lambda: not tcp_ok(tb, a, b))  # TCP from a's side is dropped at s1 ...
+        # TCP from a's side is dropped at s1 (the drop rule counts the attempts) ...
+        assert eventually(lambda: not tcp_ok(tb, a, b, timeout=1.0))
+        (mine,) = [f for f in get(tb, f"/stats/flow/{s1}")[str(s1)] if f["cookie"] == 0xBEEF]
+        assert mine["packet_count"] > 0
         assert tb.ping_all(containers=[a, b])[a][b] == 0.0  # ... ICMP still passes
     finally:
         post(tb, "/stats/flowentry/delete", {"dpid": s1, "cookie": 0xBEEF, "cookie_mask": 0xFFFF, "table_id": 255})
@@ -93,7 +96,7 @@ def test_flowentry_add_and_delete_change_forwarding(tb):
 
 STREAM = """
 import socket, sys, time
-sock = socket.create_connection((sys.argv[1], 5401), timeout=5)
+sock = socket.create_connection((sys.argv[1], 5401), timeout=15)
 end = time.time() + float(sys.argv[2]); chunk = b"x" * 65536
 while time.time() < end:
     sock.sendall(chunk)
@@ -119,7 +122,7 @@ def test_state_reports_connected_switches_and_live_link_utilisation(tb):
     sink = tb.popen(b, [sys.executable, "-c", SINK, tb.container_ip(b)], stdout=-1, text=True)
     try:
         assert sink.stdout is not None and sink.stdout.readline().strip() == "ready"
-        rc, out = tb.exec(a, [sys.executable, "-c", STREAM, tb.container_ip(b), "3.5"], timeout=20)
+        rc, out = tb.exec(a, [sys.executable, "-c", STREAM, tb.container_ip(b), "3.5"], timeout=30)
         assert rc == 0, out
     finally:
         sink.kill()
@@ -135,4 +138,6 @@ def test_state_reports_connected_switches_and_live_link_utilisation(tb):
     assert ports and {"switch", "port", "tx_bps", "rx_bps"} == set(ports[0])
     link = links[frozenset(("s1", tb.topology.node(a).pi))]
     assert link["capacity_bps"] == 1e9 and 0.0 <= link["util"] <= 1.0
-    assert best > 10e6 or link["bps"] > 10e6, (best, link)
+    # Idle, these links carry nothing (no discovery app here); the stream moves tens of Mbit/s on
+    # a quiet machine and a few under heavy load, so 1 Mbit/s tells the two apart either way.
+    assert best > 1e6 or link["bps"] > 1e6, (best, link)
