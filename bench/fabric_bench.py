@@ -463,10 +463,11 @@ def markdown(result: dict) -> str:
                   f"{seconds(s['build_s'])} | {seconds(s['down_s'])} | "
                   f"{s['mem_per_container_kib']:.0f} KiB | "
                   f"{s['vswitchd_per_container_kib']:.0f} KiB |", "",
-                  f"ovs-vswitchd was already {s['vswitchd_rss_before_mib']:,.0f} MiB resident before the run "
-                  "(Debian starts it with --mlockall; its growth is what new ports and flows took beyond "
-                  "that). MemAvailable moves with everything else on the machine too: on a shared machine it "
-                  "is an estimate."]
+                  f"ovs-vswitchd was already {s['vswitchd_rss_before_mib']:,.0f} MiB resident before the "
+                  "run: Debian starts it with --mlockall and glibc keeps the heap it freed, so its RSS is a "
+                  "high-water mark and grows only when the run needs more than earlier runs left behind. "
+                  "MemAvailable (kernel: namespaces, veths, sockets; OVS; the controller) moves with "
+                  "everything else on the machine too: on a shared machine it is an estimate."]
     errors += [f"scale {s['spec']}: {e}" for e in s.get("errors", [])]
     lines += ["", f"### iperf3 TCP goodput, one stream, {result['iperf_seconds']:.0f} s rounds, "
               "standalone bridges",

@@ -247,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="picloud-bench-") as tmp:
         for bench in BENCHES:
             if bench.name not in names:
+                statuses.append((bench, "not run this time (--only): its section is from an earlier run"))
                 continue
             status, body = run_bench(bench, args.quick, deadline - time.monotonic(), Path(tmp))
             print(f"run_all: {bench.name}: {status}", file=sys.stderr, flush=True)
