@@ -436,8 +436,11 @@ def markdown(result: dict) -> str:
              "Loop-free topologies: standalone bridges on both sides. fattree:4 has loops, so both sides run "
              "the same controller (PiCloud's runner, default apps; Mininet's own ovs-testcontroller serves "
              "at most 16 switches) and both wait until every switch is connected. *whole* = the process's "
-             "wall time (interpreter, imports, build, teardown). Mininet builds its classic graph (one host "
-             "per container, no Pi bridges); PiCloud builds one more OVS bridge per Pi.", "",
+             "wall time (interpreter, imports, build, teardown). "
+             + ("Mininet builds PiCloud's exact graph (Pis as switches)."
+                if result.get("mininet_graph") == "same"
+                else "Mininet builds its classic graph (one host per container, no Pi bridges); PiCloud "
+                     "builds one more OVS bridge per Pi."), "",
              "| topology | controller | PiCloud builds | Mininet builds | PiCloud whole | Mininet whole "
              "| ratio | PiCloud build / down | Mininet build / down | build ratio |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
@@ -519,7 +522,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     result: dict = {"date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
                     "command": "python -m bench.fabric_bench" + (" --quick" if args.quick else ""),
-                    "load_before": load(), "runs": args.runs, "iperf_seconds": args.iperf_seconds}
+                    "load_before": load(), "runs": args.runs, "iperf_seconds": args.iperf_seconds,
+                    "mininet_graph": args.mininet_graph}
     with tempfile.TemporaryDirectory(prefix="fabric-bench-") as tmp:
         work = Path(tmp)
         print("fabric_bench: build + teardown", file=sys.stderr, flush=True)

@@ -107,6 +107,8 @@ def test_markdown_reports_ratios_against_mininet():
     assert "**20.00x**" in text and "| 2.00x |" in text
     assert "| fattree:4 (3 runs) | PiCloud's runner |" in text
     assert "- fattree:4: PiCloud run 2: boom" in text  # a failed run is reported, not hidden
+    assert "classic graph" in text
+    assert "exact graph" in fb.markdown({**result, "mininet_graph": "same"})
 
 
 def test_markdown_survives_a_scale_run_that_failed_every_time():
