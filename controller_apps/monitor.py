@@ -1,7 +1,8 @@
 """Link utilisation from OpenFlow counters: poll port and flow statistics every second.
 
 The algorithm: every POLL_INTERVAL seconds each connected switch is asked for all its port
-counters (OFPPortStatsRequest) and flow counters (OFPFlowStatsRequest). A port's rate is the byte
+counters (OFPPortStatsRequest) and flow counters (OFPFlowStatsRequest; less often on fabrics with
+tens of thousands of flows, see FLOW_ENTRIES_PER_SECOND). A port's rate is the byte
 counter difference between two replies divided by the time between them (the switch's own
 duration fields would be more exact, but OVS reports them per port since creation, which is the
 same thing at one-second resolution). A link's load is its busier direction: direction a->b is
@@ -18,6 +19,7 @@ in ofctl_rest's notation; port rates at `/monitor/ports`) for the web UI and scr
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from dataclasses import dataclass
@@ -36,6 +38,17 @@ from topology.model import Topology
 
 POLL_INTERVAL = 1.0
 DEFAULT_CAPACITY_BPS = 1e9
+# os-ken parses a flow-stats entry in about 40 us; fattree:8 under routing holds about 45,000
+# entries, which polled every second would take the controller's whole CPU. Flow counters are
+# polled so that at most this many entries are parsed per second (port counters, which give the
+# link utilisation, stay at one second).
+FLOW_ENTRIES_PER_SECOND = 5000
+
+
+def flow_poll_interval(flow_entries: int) -> float:
+    """Seconds between flow-stats polls: POLL_INTERVAL until the fabric holds more flow entries
+    than FLOW_ENTRIES_PER_SECOND, then proportionally longer."""
+    return max(POLL_INTERVAL, flow_entries / FLOW_ENTRIES_PER_SECOND)
 
 
 @dataclass(frozen=True)
@@ -104,7 +117,8 @@ class Monitor(app_manager.OSKenApp):
         self.rates: dict[tuple[str, int], tuple[float, float]] = {}
         self.flows: dict[str, list[dict[str, Any]]] = {}  # switch name -> flows with rates
         self._flow_parts: dict[tuple[int, int], list[Any]] = {}  # (dpid, xid) -> bodies so far
-        self._flow_bytes: dict[tuple[str, int, int, str], tuple[float, int]] = {}
+        # switch name -> (table, priority, match) -> (time, byte count) of the last reply
+        self._flow_bytes: dict[str, dict[tuple[int, int, str], tuple[float, int]]] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         api.register_blueprint(self._blueprint())
@@ -122,14 +136,20 @@ class Monitor(app_manager.OSKenApp):
 
     # --- polling --------------------------------------------------------------------------------
     def _poll_loop(self) -> None:
+        next_flows = 0.0
         while not self._stop.wait(POLL_INTERVAL):
+            now = time.monotonic()
+            with_flows = now >= next_flows
+            if with_flows:
+                next_flows = now + flow_poll_interval(sum(len(rows) for rows in self.flows.values()))
             for dp in list(self.datapaths.values()):
-                self.request_stats(dp)
+                self.request_stats(dp, flows=with_flows)
 
-    def request_stats(self, dp: Any) -> None:
+    def request_stats(self, dp: Any, flows: bool = True) -> None:
         ofp, parser = dp.ofproto, dp.ofproto_parser
         dp.send_msg(parser.OFPPortStatsRequest(dp, 0, ofp.OFPP_ANY))
-        dp.send_msg(parser.OFPFlowStatsRequest(dp, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY))
+        if flows:
+            dp.send_msg(parser.OFPFlowStatsRequest(dp, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY))
 
     @set_ev_cls(ofp_event.EventOFPStateChange, [MAIN_DISPATCHER, DEAD_DISPATCHER])
     def state_change_handler(self, ev: Any) -> None:
@@ -146,6 +166,7 @@ class Monitor(app_manager.OSKenApp):
                     self.samples.pop(key, None)
                     self.rates.pop(key, None)
                 self.flows.pop(name, None)
+                self._flow_bytes.pop(name, None)
 
     # --- replies --------------------------------------------------------------------------------
     @set_ev_cls(ofp_event.EventOFPPortStatsReply, MAIN_DISPATCHER)
@@ -194,17 +215,20 @@ class Monitor(app_manager.OSKenApp):
         now = time.monotonic()
         name = self.state.name_of(dp.id)
         flows = []
+        current: dict[tuple[int, int, str], tuple[float, int]] = {}
         with self._lock:
+            previous = self._flow_bytes.get(name, {})
             for stat in parts:
-                match = str(stat.match)
-                ident = (name, stat.table_id, stat.priority, match)
-                prev = self._flow_bytes.get(ident)
+                match = ofctl_v1_3.match_to_str(stat.match)
+                ident = (stat.table_id, stat.priority, json.dumps(match, sort_keys=True))
+                prev = previous.get(ident)
                 bps = (stat.byte_count - prev[1]) * 8 / (now - prev[0]) if prev and now > prev[0] else 0.0
-                self._flow_bytes[ident] = (now, stat.byte_count)
+                current[ident] = (now, stat.byte_count)
                 flows.append({"table_id": stat.table_id, "priority": stat.priority, "cookie": stat.cookie,
-                              "match": ofctl_v1_3.match_to_str(stat.match), "packet_count": stat.packet_count,
+                              "match": match, "packet_count": stat.packet_count,
                               "byte_count": stat.byte_count, "bps": max(0.0, bps)})
             self.flows[name] = flows
+            self._flow_bytes[name] = current  # replaced whole: removed flows do not pile up
 
     @set_ev_cls(ofp_event.EventOFPPortStatus, MAIN_DISPATCHER)
     def port_status_handler(self, ev: Any) -> None:

@@ -73,6 +73,15 @@ def test_poll_requests_port_and_flow_stats_for_all_ports_and_tables():
     port_req, flow_req = dp.sent
     assert isinstance(port_req, parser.OFPPortStatsRequest) and port_req.port_no == ofp.OFPP_ANY
     assert isinstance(flow_req, parser.OFPFlowStatsRequest) and flow_req.table_id == ofp.OFPTT_ALL
+    dp.sent.clear()
+    Monitor().request_stats(dp, flows=False)
+    assert [type(m) for m in dp.sent] == [parser.OFPPortStatsRequest]
+
+
+def test_flow_polling_slows_down_only_on_large_fabrics():
+    assert monitor.flow_poll_interval(0) == monitor.POLL_INTERVAL
+    assert monitor.flow_poll_interval(monitor.FLOW_ENTRIES_PER_SECOND) == monitor.POLL_INTERVAL
+    assert monitor.flow_poll_interval(45_000) == 45_000 / monitor.FLOW_ENTRIES_PER_SECOND
 
 
 def test_two_port_replies_give_link_utilisation_against_topology_bw(app):
