@@ -13,7 +13,7 @@ import time
 from picloud import Testbed
 
 DURATION, CUT_AT, SETTLE = 12, 5, 3  # seconds: flow length, when the cut happens, grace after it
-RATE = "20M"  # per flow (iperf3 paces the sender): 160 Mbit/s in all, well within what this host forwards
+RATE = "20M"  # per flow, paced by iperf3: a modest total, so a busy host forwards every flow fairly
 CORES = ["core1", "core2", "core3", "core4"]
 
 
@@ -71,7 +71,7 @@ with Testbed("fattree:4") as tb:
             p.wait()
 
 total = sum(carried.values())
-print("bytes through each core switch: " + ", ".join(f"{c} {v / 1e6:.0f} MB ({v / total:.0%})"
+print("bytes through each core switch: " + ", ".join(f"{c} {v / 1e6:.1f} MB ({v / total:.0%})"
                                                      for c, v in carried.items()))
 stalled = []
 for (src, dst), rep in zip(pairs, reports, strict=True):
