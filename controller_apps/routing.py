@@ -8,8 +8,9 @@ The algorithm lives in `routing_rules` (pure); this app only keeps it fed and se
    recomputes the whole desired state and sends each bridge only the difference from what it
    was last sent (`routing_rules.diff`). Bursts coalesce: events arriving during a computation
    cause one more computation, not one each.
-3. ARP requests the data plane did not answer (a host learned a moment ago) come to us as
-   packet-ins; we answer from the host table. Nothing is ever flooded.
+3. ARP from senders the bridge does not know comes to us as a copy (discovery learns the sender
+   from it); if the bridge has no answer yet (a host learned a moment ago), we answer from the host
+   table. Nothing is ever flooded.
 
 Because every known container's paths are installed as soon as the fabric is discovered, the
 first packet between two containers already finds its flow: no reactive set-up delay.
@@ -148,7 +149,7 @@ class Routing(app_manager.OSKenApp):
             return  # unknown unicast: discovery learns the sender; we never flood
         answer = arp_reply(msg.data, self.state.hosts())
         if answer is None or self._answered_in_data_plane(dp.id, answer[2]):
-            return  # a copy of a request the bridge answered itself (for discovery to learn from)
+            return  # a copy (for discovery to learn the sender from) of a request the bridge answers
         parser, ofp = dp.ofproto_parser, dp.ofproto
         out = [parser.OFPActionOutput(msg.match["in_port"])]
         dp.send_msg(parser.OFPPacketOut(datapath=dp, buffer_id=ofp.OFP_NO_BUFFER, in_port=ofp.OFPP_CONTROLLER,
@@ -157,7 +158,7 @@ class Routing(app_manager.OSKenApp):
     def _answered_in_data_plane(self, dpid: int, ip: str) -> bool:
         with self.lock:
             rules = self.installed.get(dpid)
-            key = (pipeline.TABLE_ARP, rr.PRIORITY_HOST, rr.arp_responder_match(ip))
+            key = (pipeline.TABLE_FORWARD, rr.PRIORITY_ARP_ANSWER, rr.arp_responder_match(ip))
             return rules is not None and key in rules.flows
 
     # --- the computation --------------------------------------------------------------------------

@@ -32,10 +32,12 @@ make the same choice twice and use only half of the cores (ECMP polarisation). S
 group lists 16 buckets, bucket i going to next hop `rotate(i, salt) % n`, where the salt is the
 bridge's distance to D: consecutive hops read different bits of the hash and spread independently.
 
-ARP never floods: every bridge with attached hosts answers ARP requests for known untenanted hosts
-in the data plane (table `arp`, rules the controller derives from its host table, copying each
-request to the controller so a new sender is learned), and any other untagged ARP goes to the
-controller, which learns from it and answers what it knows. Unknown
+ARP never floods. On every bridge with attached hosts, table `arp` lets untagged ARP from a known
+host (its port and MAC) through to `forward`, and copies any other untagged ARP to the controller
+first, so a container added at run time is learned from its first ARP request without every
+request costing a packet-in. In `forward`, ARP requests for known untenanted hosts are answered in
+the data plane (rules the controller derives from its host table); the rest meet the broadcast
+drop. The controller answers a copied request the bridge could not answer yet. Unknown
 unicast misses to the controller (the pipeline's miss rule); broadcast and multicast that reach
 `forward` are dropped. Nothing is ever flooded, so loops in the fabric are harmless.
 """
@@ -60,6 +62,7 @@ HASH_SLOTS = 16  # OVS's dp_hash table size for up to 16 equal-weight buckets
 ETH_TYPE_ARP = 0x0806
 MULTICAST = ("01:00:00:00:00:00", "01:00:00:00:00:00")
 PRIORITY_HOST = pipeline.PRIORITY_DEFAULT
+PRIORITY_ARP_ANSWER = pipeline.PRIORITY_DEFAULT + 10  # above eth_dst rules: unicast re-probes too
 PRIORITY_ARP_OTHER = pipeline.PRIORITY_DEFAULT - 10
 PRIORITY_MULTICAST_DROP = pipeline.PRIORITY_DEFAULT - 10
 OFPVID_NONE = 0x0000  # OXM vlan_vid value meaning "no VLAN tag" (OpenFlow 1.3, 7.2.3.8)
@@ -277,12 +280,9 @@ def arp_responder_match(ip: str) -> Match:
 
 def _arp_responder(host: Host) -> Flow:
     """Answer `who-has host.ip` with `host.mac` in the data plane: turn the request into the reply
-    and send it back out of the port it came in on (the Neutron ARP-responder recipe). The request
-    is first copied to the controller, untouched: it is how discovery learns a container that was
-    added after start-up, whose traffic would otherwise never miss a rule."""
+    and send it back out of the port it came in on (the Neutron ARP-responder recipe)."""
     match = arp_responder_match(host.ip)
     actions: tuple[Action, ...] = (
-        ("output", "controller"),
         ("move", "eth_src", "eth_dst", 48),
         ("set_field", "eth_src", host.mac),
         ("set_field", "arp_op", 2),
@@ -292,7 +292,14 @@ def _arp_responder(host: Host) -> Flow:
         ("set_field", "arp_spa", host.ip),
         ("output", "in_port"),
     )
-    return Flow(TABLE_ARP, PRIORITY_HOST, match, actions)
+    return Flow(TABLE_FORWARD, PRIORITY_ARP_ANSWER, match, actions)
+
+
+def _known_sender(host: Host) -> Flow:
+    """ARP from a host we know, where we know it: no need to tell the controller."""
+    match = (("eth_type", ETH_TYPE_ARP), ("vlan_vid", OFPVID_NONE), ("in_port", host.port),
+             ("eth_src", host.mac))
+    return Flow(TABLE_ARP, PRIORITY_HOST, match, goto=TABLE_FORWARD)
 
 
 def usable_hosts(graph: nx.MultiGraph, hosts: Iterable[Host]) -> list[Host]:
@@ -324,7 +331,10 @@ def desired_state(graph: nx.MultiGraph, hosts: Iterable[Host]) -> dict[int, Swit
             continue
         rules = state[dpid]
         rules.add(Flow(TABLE_ARP, PRIORITY_ARP_OTHER, (("eth_type", ETH_TYPE_ARP), ("vlan_vid", OFPVID_NONE)),
-                       (("output", "controller"),)))
+                       (("output", "controller"),), goto=TABLE_FORWARD))
+        for host in by_bridge[dpid]:
+            if host.tenant is None:
+                rules.add(_known_sender(host))
         for host in arp_hosts:
             rules.add(_arp_responder(host))
     for destination, attached in by_bridge.items():

@@ -60,7 +60,9 @@ class FakeFabric:
         if (dpid, in_port) in seen:
             return ["loop"]
         seen = seen | {(dpid, in_port)}
+        pkt = dict(pkt, in_port=in_port)
         table = pipeline.TABLE_CLASSIFY
+        outs: list = []  # what earlier tables' apply-actions already sent
         while True:
             flow = self.lookup(dpid, table, pkt)
             if flow is None:
@@ -68,8 +70,7 @@ class FakeFabric:
                 if miss == "next":
                     table += 1
                     continue
-                return ["controller" if miss == "controller" else "drop"]
-            outs: list = []
+                return outs + ["controller" if miss == "controller" else "drop"]
             for action in flow.actions:
                 outs += self._act(dpid, in_port, pkt, action, seen)
             if flow.goto is None:
@@ -243,21 +244,26 @@ def test_unknown_unicast_goes_to_the_controller_and_broadcast_is_never_forwarded
     assert fabric.send(start.dpid, start.port, multicast) == ["drop"]
 
 
-def test_arp_requests_are_answered_in_place_for_known_hosts_only():
+def test_arp_requests_are_answered_in_place_and_only_unknown_senders_reach_the_controller():
     topo = build("leafspine:2,4,2")
     fabric = FakeFabric(topo, state_for(topo))
-    start = container_end(topo, topo.containers[0])
+    sender = topo.containers[0]
+    start = container_end(topo, sender)
     target = topo.containers[5]
     ip = topo.node(target).ip.split("/")[0]
-    request = {"eth_dst": "ff:ff:ff:ff:ff:ff", "eth_type": 0x0806, "arp_op": 1, "arp_tpa": ip}
-    # the reply goes back in_port; the untouched request is copied to the controller first
-    assert fabric.send(start.dpid, start.port, request) == ["controller", start]
-    flow = fabric.lookup(start.dpid, pipeline.TABLE_ARP, request)
-    assert flow.actions[0] == ("output", "controller") and flow.actions[-1] == ("output", "in_port")
+    request = {"eth_dst": "ff:ff:ff:ff:ff:ff", "eth_src": topo.node(sender).mac, "eth_type": 0x0806,
+               "arp_op": 1, "arp_tpa": ip}
+    assert fabric.send(start.dpid, start.port, request) == [start]  # the reply goes back in_port
+    flow = fabric.lookup(start.dpid, pipeline.TABLE_FORWARD, dict(request, in_port=start.port))
+    assert flow.actions[-1] == ("output", "in_port")
     assert ("set_field", "eth_src", topo.node(target).mac) in flow.actions
     assert ("set_field", "arp_spa", ip) in flow.actions
+    unicast_reprobe = dict(request, eth_dst=topo.node(target).mac)  # the kernel's reachability check
+    assert fabric.send(start.dpid, start.port, unicast_reprobe) == [start]
+    newcomer = dict(request, eth_src="02:00:00:00:00:63")  # a container the controller does not know
+    assert fabric.send(start.dpid, start.port, newcomer) == ["controller", start]
     unknown = dict(request, arp_tpa="10.9.9.9")
-    assert fabric.send(start.dpid, start.port, unknown) == ["controller"]
+    assert fabric.send(start.dpid, start.port, unknown) == ["drop"]  # nobody to answer, never flooded
     tagged = dict(request, vlan=5)  # tenancy's: routing neither answers nor floods it
     assert fabric.lookup(start.dpid, pipeline.TABLE_ARP, tagged) is None
 
@@ -316,8 +322,8 @@ def test_a_new_host_adds_only_its_own_flows():
         assert not (change.modify_flows or change.delete_flows)
         assert not (change.modify_groups or change.delete_groups)
         assert all(("eth_dst", newcomer.mac) in f.match or ("arp_tpa", newcomer.ip) in f.match
-                   for f in change.add_flows)
-    assert len(rr.diff(before[pi], after[pi]).add_flows) == 3  # forward, egress, ARP answer
+                   or ("eth_src", newcomer.mac) in f.match for f in change.add_flows)
+    assert len(rr.diff(before[pi], after[pi]).add_flows) == 4  # forward, egress, ARP answer, known sender
 
 
 def test_group_ids_are_stable_when_bridges_join_and_unique_on_collision():
