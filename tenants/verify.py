@@ -258,13 +258,11 @@ def sniff(max_seconds: float, iface: str = "eth0") -> dict[str, Any]:
     return {"frames": count, **{k: sorted(v) for k, v in seen.items()}}
 
 
-def probe(spec: dict[str, Any], iface: str = "eth0", duration: float = 0.0) -> dict[str, Any]:
-    """Send every probe kind from this container (scapy), in rounds for `duration` seconds (at
-    least two rounds), and collect the ARP replies it gets."""
+def probe_frames(spec: dict[str, Any]) -> list[Any]:
+    """Every probe frame of one round from the attacker `spec` describes (scapy packets)."""
     logging.getLogger("scapy.runtime").setLevel(logging.ERROR)
-    from scapy.all import ARP, IP, UDP, Dot1Q, Ether, ICMPv6ND_NS, IPv6, Raw, conf
+    from scapy.all import ARP, IP, UDP, Dot1Q, Ether, ICMPv6ND_NS, IPv6, Raw
 
-    conf.verb = 0
     me_mac, me_ip, tenant, name = spec["mac"], spec["ip"], spec["tenant"], spec["name"]
 
     def mark(kind: str) -> Raw:
@@ -281,14 +279,14 @@ def probe(spec: dict[str, Any], iface: str = "eth0", duration: float = 0.0) -> d
                       / mark("spoof"))
         frames.append(Ether(src=v["mac"], dst="ff:ff:ff:ff:ff:ff")
                       / ARP(op=1, hwsrc=v["mac"], psrc=v["ip"], pdst=v["ip"]) / mark("spoof"))
-    for peer in spec["peers"][:4]:  # spoofed into the attacker's own tenant: only the source check helps
-        for v in spec["victims"][:4]:
-            frames.append(Ether(src=v["mac"], dst=peer) / IP(src=v["ip"], dst=me_ip) / UDP(dport=9)
-                          / mark("spoof"))
         frames.append(Ether(src=me_mac, dst=v["mac"]) / Dot1Q(vlan=v["tenant_id"]) / IP(src=me_ip, dst=v["ip"])
                       / UDP(dport=9) / mark("vlan"))
         frames.append(Ether(src=v["mac"], dst=v["mac"]) / Dot1Q(vlan=v["tenant_id"])
                       / IP(src=v["ip"], dst=v["ip"]) / UDP(dport=9) / mark("vlan"))
+    for peer in spec["peers"][:4]:  # spoofed into the attacker's own tenant: only the source check helps
+        for v in spec["victims"][:4]:
+            frames.append(Ether(src=v["mac"], dst=peer) / IP(src=v["ip"], dst=me_ip) / UDP(dport=9)
+                          / mark("spoof"))
     frames.append(Ether(src=me_mac, dst="ff:ff:ff:ff:ff:ff") / IP(src=me_ip, dst="255.255.255.255")
                   / UDP(dport=9) / mark("broadcast"))
     frames.append(Ether(src=me_mac, dst="01:00:5e:00:00:01") / IP(src=me_ip, dst="224.0.0.1", ttl=1)
@@ -297,6 +295,13 @@ def probe(spec: dict[str, Any], iface: str = "eth0", duration: float = 0.0) -> d
                   / ICMPv6ND_NS(tgt="fe80::1") / mark("ipv6-ns"))
     frames.append(Ether(src=me_mac, dst="33:33:00:00:00:01") / IPv6(src="fe80::1", dst="ff02::1")
                   / UDP(dport=9) / mark("ipv6-ns"))
+    return frames
+
+
+def probe(spec: dict[str, Any], iface: str = "eth0", duration: float = 0.0) -> dict[str, Any]:
+    """Send every probe kind from this container (scapy), in rounds for `duration` seconds (at
+    least two rounds), and collect the ARP replies it gets."""
+    frames = probe_frames(spec)
     sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0806))
     sock.bind((iface, 0))
     out = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)

@@ -94,3 +94,35 @@ def test_report_ok_summary_and_dict():
     assert blue_row.split() == ["blue", "2/2", "1"] and red_row.split() == ["red", "0", "2/2"]
     data = report.to_dict()
     assert data["ok"] is False and json.loads(json.dumps(data)) == data
+
+
+def test_every_victim_gets_every_probe_kind(plan):
+    from scapy.all import ARP, IP, Dot1Q, Ether, IPv6
+
+    spec = V.probe_specs(plan)["blue-1"]
+    frames = V.probe_frames(spec)
+    me = plan.tenant("blue").member("blue-1")
+
+    def kind(f) -> str:
+        raw = bytes(f)
+        at = raw.find(V.MARKER)
+        return raw[at:].split(b":")[2].decode()
+
+    for victim in spec["victims"]:
+        to_victim = [f for f in frames if f[Ether].dst == victim["mac"] or
+                     (ARP in f and f[ARP].pdst == victim["ip"] and f[ARP].hwsrc in (me.mac, victim["mac"]))]
+        kinds = sorted(kind(f) for f in to_victim)
+        direct = "overlap" if victim["ip"] in spec["overlap"] else "unicast"
+        assert kinds == sorted([direct, "arp", "spoof", "spoof", "vlan", "vlan"]), (victim["name"], kinds)
+        tagged = [f for f in to_victim if Dot1Q in f]
+        assert {f[Dot1Q].vlan for f in tagged} == {victim["tenant_id"]}
+        spoofed = [f for f in to_victim if kind(f) == "spoof"]
+        assert all(f[Ether].src == victim["mac"] for f in spoofed)
+        assert any(IP in f and f[IP].src == victim["ip"] for f in spoofed)
+    # Spoofed frames into the attacker's own tenant, and the broadcast/multicast/IPv6 ones.
+    own = [f for f in frames if f[Ether].dst in spec["peers"]]
+    assert own and all(kind(f) == "spoof" and f[Ether].src != me.mac for f in own)
+    kinds = [kind(f) for f in frames]
+    assert kinds.count("broadcast") == 1 and kinds.count("multicast") == 1
+    assert sum(1 for f in frames if IPv6 in f) == 2
+    assert all(V.MARKER in bytes(f) for f in frames)
