@@ -86,12 +86,11 @@ def plots(results: Results) -> list[Path]:
     done = [r for r in results.flows if r.measured and r.status == "done" and r.fct_us is not None]
     paths = []
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for key, label, lo, hi in BUCKETS:
+    for _key, label, lo, hi in BUCKETS:
         values = np.sort([r.fct_us / 1e3 for r in done if lo <= r.size < hi])  # type: ignore[operator]
         if len(values):
             ax.step(values, np.arange(1, len(values) + 1) / len(values), where="post",
                     label=f"{label} ({len(values)})")
-        del key
     ax.set_xscale("log")
     ax.set_xlabel("flow completion time (ms)")
     ax.set_ylabel("CDF")
