@@ -109,7 +109,9 @@ def plots(results: Results) -> list[Path]:
     if pairs:
         sizes = np.array([p[0] for p in pairs], dtype=float)
         slow = np.array([p[1] for p in pairs], dtype=float)
-        edges = np.unique(np.logspace(np.log10(sizes.min()), np.log10(sizes.max() + 1), 13))
+        edges = np.logspace(np.log10(sizes.min()), np.log10(sizes.max() + 1), 13)
+        edges[0], edges[-1] = sizes.min(), sizes.max() + 1  # exact ends: rounding must not drop a flow
+        edges = np.unique(edges)
         centres, p50, p99 = [], [], []
         for a, b in zip(edges[:-1], edges[1:], strict=True):
             inside = slow[(sizes >= a) & (sizes < b)]
