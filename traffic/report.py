@@ -89,11 +89,13 @@ def plots(results: Results) -> list[Path]:
     for _key, label, lo, hi in BUCKETS:
         values = np.sort([r.fct_us / 1e3 for r in done if lo <= r.size < hi])  # type: ignore[operator]
         if len(values):
-            ax.step(values, np.arange(1, len(values) + 1) / len(values), where="post",
-                    label=f"{label} ({len(values)})")
+            # Start each curve at 0 so a bucket with one flow still shows as a step.
+            ax.step(np.r_[values[0], values], np.r_[0.0, np.arange(1, len(values) + 1) / len(values)],
+                    where="post", label=f"{label} ({len(values)})")
     ax.set_xscale("log")
     ax.set_xlabel("flow completion time (ms)")
     ax.set_ylabel("CDF")
+    ax.set_ylim(0, 1.02)
     ax.set_title(f"{results.meta.get('workload')} at load {results.meta.get('load')}, "
                  f"{results.meta.get('pattern')}")
     ax.grid(True, which="both", alpha=0.3)
