@@ -12,7 +12,8 @@ import time
 
 from picloud import Testbed
 
-DURATION, CUT_AT, SETTLE = 12, 5, 3  # seconds: flow length, when the cut happens, grace after it
+DURATION, CUT_AT, SETTLE = 15, 5, 3  # seconds: flow length, when the cut happens, grace after it
+# (the window after the grace outlasts TCP's retransmission backoff for a flow whose packets the cut lost)
 RATE = "20M"  # per flow, paced by iperf3: a modest total, so a busy host forwards every flow fairly
 CORES = ["core1", "core2", "core3", "core4"]
 
