@@ -183,18 +183,26 @@ def _iperf(tb, client: str, server: str, ip: str, seconds: int, udp_rate: str | 
 
 
 def part_meter(tb, rows: list[str], seconds: int) -> None:
+    """A 20 Mbit/s tenant beside an unlimited one on the same kind of path. The unlimited run comes
+    first: when it cannot carry the offered UDP load the host is saturated and the pair is measured
+    again (up to 3 times), because a busy userspace datapath loses packets before any meter."""
     lim = tb.tenant("lim", subnet="10.2.0.0/24", rate=20)
     free = tb.tenant("free", subnet="10.2.0.0/24")
     a, b = lim.add(2, placement=["pi1-1-1", "pi3-1-1"])
     c, d = free.add(2, placement=["pi1-1-2", "pi3-1-2"])
-    kinds = ((f"UDP offered at 30 Mbit/s ({seconds} s)", "30M"), (f"one TCP stream ({seconds} s)", None))
-    for label, udp_rate in kinds:
-        limited = _iperf(tb, a.name, b.name, b.ip, seconds, udp_rate)
-        unlimited = _iperf(tb, c.name, d.name, d.ip, seconds, udp_rate)
+    kinds = ((f"UDP offered at 30 Mbit/s ({seconds} s)", "30M", 27.0), (f"one TCP stream ({seconds} s)", None, 40.0))
+    for label, udp_rate, carried in kinds:
+        attempt = 0
+        while attempt < 3:
+            attempt += 1
+            unlimited = _iperf(tb, c.name, d.name, d.ip, seconds, udp_rate)
+            limited = _iperf(tb, a.name, b.name, b.ip, seconds, udp_rate)
+            if unlimited is not None and unlimited >= carried:
+                break
         shown = "-" if limited is None else f"{limited:.1f} Mbit/s"
         peer = "-" if unlimited is None else f"{unlimited:.1f} Mbit/s"
         rows.append(f"| 20 Mbit/s meter (drop band, burst 0.3 s), {label} | {shown} | same path without "
-                    f"a limit: {peer} |")
+                    f"a limit: {peer} (attempt {attempt}) |")
     lim.delete()
     free.delete()
 
