@@ -3,14 +3,22 @@
 The algorithm lives in `routing_rules` (pure); this app only keeps it fed and sends its output:
 1. A bridge connects: install the shared pipeline, forget what it held (routing's old flows and
    groups go) and mark it for a full install.
-2. Anything that changes the inputs (a bridge, a link, a host: STATE calls us back; discovery
-   writes links and hosts there, tenancy writes its members) wakes a worker thread, which
-   recomputes the whole desired state and sends each bridge only the difference from what it
-   was last sent (`routing_rules.diff`). Bursts coalesce: events arriving during a computation
-   cause one more computation, not one each.
-3. ARP from senders the bridge does not know comes to us as a copy (discovery learns the sender
+2. Anything that changes the fabric (a bridge, a link: STATE calls us back; discovery writes
+   links there) wakes a worker thread, which recomputes the whole desired state and sends each
+   bridge only the difference from what it was last sent (`routing_rules.diff`). Bursts
+   coalesce: events arriving during a computation cause one more computation, not one each.
+3. A host change (discovery learns hosts, tenancy writes its members) wakes the same worker, which
+   reads only the hosts that changed since its last pass (`STATE.host_changes`) and sends only
+   their flows (`routing_rules.host_changes`): a new container on a Pi that already has one costs
+   a few flows per bridge, however many hosts exist, instead of a recomputation over all of them
+   (that made a learned host wait behind work growing with the host count). A change the
+   incremental path cannot express exactly (a Pi's first or last host, a shared IP) falls back to
+   the full computation.
+4. ARP from senders the bridge does not know comes to us as a copy (discovery learns the sender
    from it); if the bridge has no answer yet (a host learned a moment ago), we answer from the host
-   table. Nothing is ever flooded.
+   table. A packet that missed the pipeline (its destination's rule was not there yet) comes back
+   to the bridge through the pipeline (a packet-out to OFPP_TABLE) once the bridge has been sent a
+   rule for its destination, instead of being lost; otherwise it is dropped. Nothing is ever flooded.
 
 Because every known container's paths are installed as soon as the fabric is discovered, the
 first packet between two containers already finds its flow: no reactive set-up delay.
@@ -89,6 +97,10 @@ class Routing(app_manager.OSKenApp):
         self.lock = threading.Lock()  # one computation at a time; guards datapaths and installed
         self.datapaths: dict[int, Any] = {}
         self.installed: dict[int, rr.SwitchRules | None] = {}  # None: unknown, install everything
+        self.graph: Any = None  # the fabric graph of the last full computation (None: none yet)
+        self.routed: dict[str, rr.Host] = {}  # lower-case MAC -> host, as installed
+        self.host_cursor = 0  # STATE's host change number that `routed` reflects
+        self.full_needed = True  # the fabric changed: the next pass recomputes everything
         self.wake = threading.Event()
         self.running = False
         self.last_compute_s = 0.0
@@ -112,12 +124,18 @@ class Routing(app_manager.OSKenApp):
             self.wake.clear()
             if self.running:
                 try:
-                    self.recompute()
+                    if self.full_needed:
+                        self.recompute()
+                    else:
+                        self.sync_hosts()
                 except Exception:  # our bug: log it and keep routing on the next change
                     LOG.exception("routing: recomputation failed")
 
     def _state_changed(self, kind: str) -> None:
-        if kind in ("intended", "switch", "links", "host"):
+        if kind in ("intended", "switch", "links"):
+            self.full_needed = True
+            self.wake.set()
+        elif kind == "host":
             self.wake.set()
 
     # --- OpenFlow handlers ------------------------------------------------------------------------
@@ -128,6 +146,7 @@ class Routing(app_manager.OSKenApp):
         with self.lock:
             self.datapaths[dp.id] = dp
             self.installed[dp.id] = None
+        self.full_needed = True
         self.wake.set()
 
     @set_ev_cls(ofp_event.EventOFPStateChange, [MAIN_DISPATCHER, DEAD_DISPATCHER])
@@ -139,6 +158,7 @@ class Routing(app_manager.OSKenApp):
             if self.datapaths.get(dp.id) is dp:
                 del self.datapaths[dp.id]
                 self.installed.pop(dp.id, None)
+        self.full_needed = True
         self.wake.set()
 
     @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
@@ -146,7 +166,9 @@ class Routing(app_manager.OSKenApp):
         msg = ev.msg
         dp = msg.datapath
         if msg.table_id != pipeline.TABLE_ARP:
-            return  # unknown unicast: discovery learns the sender; we never flood
+            if msg.table_id <= pipeline.TABLE_FORWARD and msg.reason == dp.ofproto.OFPR_NO_MATCH:
+                self._resubmit(msg)
+            return  # discovery learns the sender; we never flood
         answer = arp_reply(msg.data, self.state.hosts())
         if answer is None or self._answered_in_data_plane(dp.id, answer[2]):
             return  # a copy (for discovery to learn the sender from) of a request the bridge answers
@@ -154,6 +176,28 @@ class Routing(app_manager.OSKenApp):
         out = [parser.OFPActionOutput(msg.match["in_port"])]
         dp.send_msg(parser.OFPPacketOut(datapath=dp, buffer_id=ofp.OFP_NO_BUFFER, in_port=ofp.OFPP_CONTROLLER,
                                         actions=out, data=answer[0]))
+
+    def _resubmit(self, msg: Any) -> None:
+        """Send a packet that missed the pipeline back through it (OFPP_TABLE, from its own in_port)
+        when this bridge has been sent a rule for its untagged unicast destination: the rule went
+        out on the same connection before this packet-out, so the packet finds it rather than
+        being lost while its route was being installed. Only table misses before `forward` and in
+        it come here, and only known destinations are resubmitted, so nothing loops or floods.
+        Reads `installed` without the lock (a dict lookup under the GIL) so that a packet never
+        waits for a full recomputation."""
+        data = msg.data
+        if len(data) < 14 or data[0] & 1 or data[12:14] in (b"\x81\x00", b"\x88\xa8", b"\x88\xcc"):
+            return  # runt, multicast or broadcast, tagged (tenancy's), LLDP (discovery's)
+        rules = self.installed.get(msg.datapath.id)
+        key = (pipeline.TABLE_FORWARD, rr.PRIORITY_HOST, (("eth_dst", data[:6].hex(":")),))
+        if rules is None or key not in rules.flows:
+            return
+        dp = msg.datapath
+        parser, ofp = dp.ofproto_parser, dp.ofproto
+        buffered = msg.buffer_id != ofp.OFP_NO_BUFFER
+        dp.send_msg(parser.OFPPacketOut(datapath=dp, buffer_id=msg.buffer_id, in_port=msg.match["in_port"],
+                                        actions=[parser.OFPActionOutput(ofp.OFPP_TABLE)],
+                                        data=None if buffered else data))
 
     def _answered_in_data_plane(self, dpid: int, ip: str) -> bool:
         with self.lock:
@@ -166,6 +210,8 @@ class Routing(app_manager.OSKenApp):
         """Bring every connected bridge to the desired state; returns the number of messages sent."""
         with self.lock:
             started = time.perf_counter()
+            self.full_needed = False  # set before reading STATE: a change from now on is seen next pass
+            version = self.state.host_version
             graph, hosts = inputs_from_state(self.state, sorted(self.datapaths))
             desired = rr.desired_state(graph, hosts)
             sent = 0
@@ -178,9 +224,46 @@ class Routing(app_manager.OSKenApp):
                     dp.send_msg(msg)
                 sent += len(msgs)
                 self.installed[dpid] = rules
+            self.graph, self.host_cursor = graph, version
+            self.routed = {h.mac.lower(): h for h in rr.usable_hosts(graph, hosts)}
             self.last_compute_s = time.perf_counter() - started
         if sent:
             served = len(rr.usable_hosts(graph, hosts))
             self.state.event("routing", f"paths for {served} hosts on {len(desired)} "
                                         f"bridges: {sent} messages ({self.last_compute_s * 1e3:.0f} ms)")
+        return sent
+
+    def sync_hosts(self) -> int:
+        """Send the flows of the hosts that changed since the last pass; the full computation when
+        that cannot be done exactly. Returns the number of messages sent."""
+        with self.lock:
+            sent = self._sync_hosts_locked()
+        return self.recompute() if sent is None else sent
+
+    def _sync_hosts_locked(self) -> int | None:
+        if self.graph is None or any(rules is None for rules in self.installed.values()):
+            return None
+        version, macs = self.state.host_changes(self.host_cursor)
+        if macs is None:
+            return None
+        updates: dict[str, rr.Host | None] = {}
+        for mac in set(macs):
+            record = self.state.host(mac)
+            updates[mac] = None if record is None else \
+                rr.Host(record["mac"], record["ip"], record["dpid"], record["port"], record.get("tenant"))
+        result = rr.host_changes(self.graph, self.routed, updates)
+        if result is None:
+            return None
+        changes, self.routed = result
+        self.host_cursor = version
+        sent = 0
+        for dpid, change in changes.items():
+            dp, rules = self.datapaths.get(dpid), self.installed.get(dpid)
+            if dp is None or rules is None:
+                continue  # gone since the last full computation, which is already due
+            for msg in rr.encode(dp, change):
+                dp.send_msg(msg)
+                sent += 1
+            rr.apply_change(rules, change)
+        LOG.debug("routing: %d host change(s), %d messages", len(updates), sent)
         return sent

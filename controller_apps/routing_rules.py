@@ -358,6 +358,88 @@ def desired_state(graph: nx.MultiGraph, hosts: Iterable[Host]) -> dict[int, Swit
     return state
 
 
+# --- incremental host changes --------------------------------------------------------------------
+def host_flows(graph: nx.MultiGraph, host: Host, host_bridges: Iterable[int]) -> dict[int, list[Flow]]:
+    """The flows `desired_state` holds for `host` alone, per bridge, given the set of bridges that
+    have hosts (`host_bridges`, which must include host.dpid): its forward and egress rules on its
+    own bridge, its known-sender ARP rule there, a forward rule to its bridge's group everywhere
+    else, and its ARP answer on every bridge with hosts."""
+    group_id = group_ids(host_bridges)[host.dpid]
+    arp_bridges = [d for d in host_bridges if d in graph] if host.tenant is None and host.ip else []
+    out: dict[int, list[Flow]] = {}
+    for dpid in graph.nodes:
+        if dpid == host.dpid:
+            flows = [Flow(TABLE_FORWARD, PRIORITY_HOST, (("eth_dst", host.mac),), goto=TABLE_EGRESS)]
+            if host.tenant is None:
+                flows += [Flow(TABLE_EGRESS, PRIORITY_HOST, (("eth_dst", host.mac),), (("output", host.port),)),
+                          _known_sender(host)]
+        else:
+            flows = [Flow(TABLE_FORWARD, PRIORITY_HOST, (("eth_dst", host.mac),), (("group", group_id),))]
+        out[dpid] = flows
+    for dpid in arp_bridges:
+        out[dpid].append(_arp_responder(host))
+    return out
+
+
+def host_changes(graph: nx.MultiGraph, routed: dict[str, Host],
+                 updates: dict[str, Host | None]) -> tuple[dict[int, Change], dict[str, Host]] | None:
+    """The change per bridge that takes the rules `desired_state(graph, routed.values())` holds to
+    those of the hosts after `updates` (MAC -> its new Host, or None when it is gone), computed
+    from the updated hosts alone, and the new routed map. `routed` maps lower-case MACs to usable
+    hosts (what `usable_hosts` returned for the last full computation on `graph`).
+
+    Why: a host joining an already-served Pi needs a handful of flows per bridge and no group
+    change, while a full recomputation walks every host on every bridge. The result equals
+    `diff(desired_state(before), desired_state(after))` exactly (unit tests prove it), under the
+    conditions checked here; otherwise None, and the caller recomputes everything: the set of
+    bridges with hosts changes (groups, ARP punts and answers placement follow it), or an updated
+    host's IP is shared with another untenanted host (ARP answers are keyed by IP)."""
+    fabric_ports = {(d, p) for _, _, data in graph.edges(data=True) for d, p in data["ports"].items()}
+    after = dict(routed)
+    for mac, host in updates.items():
+        mac = mac.lower()
+        if host is None or (host.dpid, host.port) in fabric_ports:
+            after.pop(mac, None)
+        else:
+            after[mac] = host
+    touched = {mac.lower() for mac in updates if routed.get(mac.lower()) != after.get(mac.lower())}
+    bridges = {h.dpid for h in routed.values()}
+    if not touched:
+        return {}, after
+    if {h.dpid for h in after.values()} != bridges:
+        return None
+    for source in (routed, after):
+        ips: dict[str, int] = {}
+        for host in source.values():
+            if host.tenant is None and host.ip:
+                ips[host.ip] = ips.get(host.ip, 0) + 1
+        for mac in touched:
+            host = source.get(mac)
+            if host is not None and host.tenant is None and host.ip and ips[host.ip] > 1:
+                return None  # an updated host's IP is shared: ARP answers are keyed by IP
+    old: dict[int, dict[tuple[int, int, Match], Flow]] = {}
+    new: dict[int, dict[tuple[int, int, Match], Flow]] = {}
+    for mac in sorted(touched):
+        for source, target in ((routed, old), (after, new)):
+            if (host := source.get(mac)) is not None:
+                for dpid, flows in host_flows(graph, host, bridges).items():
+                    target.setdefault(dpid, {}).update((f.key, f) for f in flows)
+    changes: dict[int, Change] = {}
+    for dpid in sorted(set(old) | set(new)):
+        change = diff(SwitchRules(flows=old.get(dpid, {})), SwitchRules(flows=new.get(dpid, {})))
+        if len(change):
+            changes[dpid] = change
+    return changes, after
+
+
+def apply_change(rules: SwitchRules, change: Change) -> None:
+    """Record in `rules` (what a bridge was sent) that `change` (flows only) was sent too."""
+    for flow in change.add_flows + change.modify_flows:
+        rules.add(flow)
+    for flow in change.delete_flows:
+        rules.flows.pop(flow.key, None)
+
+
 # --- diff ----------------------------------------------------------------------------------------
 def diff(installed: SwitchRules | None, desired: SwitchRules) -> Change:
     """The minimal change from `installed` (None: unknown, install everything) to `desired`.

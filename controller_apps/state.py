@@ -26,6 +26,7 @@ LOG = logging.getLogger(__name__)
 
 EVENTS_KEPT = 1000  # the ring of recent events; /state/events?since=T pages through it
 EVENTS_IN_SNAPSHOT = 100
+HOST_LOG_KEPT = 100_000  # host changes kept for `host_changes`; older readers get None and start over
 
 Endpoint = tuple[str, int]  # (node name or 16-hex dpid, port)
 LinkKey = tuple[Endpoint, Endpoint]
@@ -56,6 +57,9 @@ class ControllerState:
             self._links: dict[LinkKey, dict[str, Any]] = {}  # discovered fabric links
             self._hosts: dict[str, dict[str, Any]] = {}  # mac -> host record, replaced never mutated
             self._hosts_list: list[dict[str, Any]] | None = None  # hosts() cache, None when stale
+            self._host_seq = 0  # number of host changes so far
+            self._host_log: list[str] = []  # MAC of change number _host_log_start + 1 + i
+            self._host_log_start = 0
             self._util: dict[LinkKey, dict[str, float]] = {}
             self._events: collections.deque[dict[str, Any]] = collections.deque(maxlen=EVENTS_KEPT)
             self.datapaths.clear()
@@ -174,6 +178,7 @@ class ControllerState:
                 return
             self._hosts[mac] = record
             self._hosts_list = None
+            self._log_host(mac)
         where = f"{self.name_of(dpid)}:{port}"
         verb = "moved to" if old and (old["dpid"], old["port"]) != (dpid, int(port)) else "at"
         self.event("host", f"host {record['name'] or mac} ({ip or '-'}) {verb} {where}")
@@ -183,9 +188,20 @@ class ControllerState:
         with self._lock:
             old = self._hosts.pop(mac.lower(), None)
             self._hosts_list = None
+            if old is not None:
+                self._log_host(mac.lower())
         if old is not None:
             self.event("host", f"host {old['name'] or old['mac']} removed")
             self._changed("host")
+
+    def _log_host(self, mac: str) -> None:
+        """Append one host change (lock held); the oldest half goes when the log is full."""
+        self._host_seq += 1
+        self._host_log.append(mac)
+        if len(self._host_log) > HOST_LOG_KEPT:
+            drop = len(self._host_log) // 2
+            del self._host_log[:drop]
+            self._host_log_start += drop
 
     def set_link_util(self, a: int | str, a_port: int, b: int | str, b_port: int, bps: float,
                       capacity_bps: float) -> None:
@@ -219,6 +235,22 @@ class ControllerState:
         with self._lock:
             record = self._hosts.get(mac.lower())
             return dict(record) if record is not None else None
+
+    @property
+    def host_version(self) -> int:
+        """The number of host changes so far (read it before `hosts()` to resume from there)."""
+        with self._lock:
+            return self._host_seq
+
+    def host_changes(self, since: int) -> tuple[int, list[str] | None]:
+        """(current host change number, MACs added, changed or removed after change `since`), so a
+        reader that remembers the number sees what changed without scanning every host (routing,
+        on each new host among thousands). None for the MACs when the log no longer reaches back
+        to `since`: the reader must read all hosts."""
+        with self._lock:
+            if since < self._host_log_start or since > self._host_seq:
+                return self._host_seq, None
+            return self._host_seq, self._host_log[since - self._host_log_start:]
 
     def links(self) -> list[dict[str, Any]]:
         """Discovered fabric links as dicts with a, a_port, b, b_port, up (ends as names)."""
