@@ -36,7 +36,7 @@ from os_ken.base import app_manager
 from os_ken.controller import ofp_event
 from os_ken.controller.handler import CONFIG_DISPATCHER, DEAD_DISPATCHER, MAIN_DISPATCHER, set_ev_cls
 from os_ken.lib import hub
-from os_ken.lib.packet import arp, ether_types, ethernet, ipv4, lldp, packet, vlan
+from os_ken.lib.packet import ether_types, ethernet, lldp, packet
 from os_ken.ofproto import ofproto_v1_3
 
 from controller_apps import pipeline
@@ -162,24 +162,22 @@ class LinkTable:
 # --- host learning (pure) -------------------------------------------------------------------------
 def host_from_packet(data: bytes) -> tuple[str, str | None] | None:
     """(mac, ip) of an untagged unicast sender worth learning, or None (LLDP, tagged, multicast
-    source, or not an Ethernet frame). The IP comes from ARP or IPv4 when present."""
-    try:
-        pkt = packet.Packet(data)
-    except Exception:
+    source, or not an Ethernet frame). The IP comes from ARP or IPv4 when present. Reads the few
+    header fields directly: this runs on every packet-in, and a full os-ken parse of the frame was
+    a tenth of the controller's time under cbench load."""
+    if len(data) < 14:
         return None
-    eth = pkt.get_protocol(ethernet.ethernet)
-    if eth is None or eth.ethertype == ether_types.ETH_TYPE_LLDP or pkt.get_protocol(vlan.vlan) is not None:
-        return None
-    if int(eth.src.split(":")[0], 16) & 1 or eth.src == "00:00:00:00:00:00":
+    src, ethertype = data[6:12], int.from_bytes(data[12:14], "big")
+    if ethertype in (ether_types.ETH_TYPE_LLDP, ether_types.ETH_TYPE_8021Q) or src[0] & 1 or not any(src):
         return None
     ip = None
-    if (a := pkt.get_protocol(arp.arp)) is not None:
-        ip = a.src_ip
-    elif (v4 := pkt.get_protocol(ipv4.ipv4)) is not None:
-        ip = v4.src
-    if ip in (None, "0.0.0.0") or ipaddress.ip_address(ip).is_multicast:
+    if ethertype == ether_types.ETH_TYPE_ARP and len(data) >= 42:
+        ip = str(ipaddress.IPv4Address(data[28:32]))
+    elif ethertype == ether_types.ETH_TYPE_IP and len(data) >= 34 and data[14] >> 4 == 4:
+        ip = str(ipaddress.IPv4Address(data[26:30]))
+    if ip is not None and (ip == "0.0.0.0" or ipaddress.ip_address(ip).is_multicast):
         ip = None
-    return eth.src.lower(), ip
+    return src.hex(":"), ip
 
 
 def intended_hosts(state: ControllerState) -> list[dict[str, Any]]:
