@@ -243,3 +243,79 @@ def test_discovery_declares_intended_hosts_and_learns_only_on_edge_ports():
     assert (learned["dpid"], learned["port"], learned["ip"]) == (dp.id, 9, "10.0.0.42")
     app.packet_in(packet_in(dp, 9, arp_request("0a:00:00:00:00:05", "10.1.0.5", "10.1.0.1", vid=5), 1))
     assert state.host("0a:00:00:00:00:05") is None  # tagged: tenancy's
+
+
+def test_state_reports_which_hosts_changed_since_a_version():
+    state = ControllerState()
+    start = state.host_version
+    state.add_host("02:AA:00:00:00:01", "10.9.0.1", 1, 1)
+    state.add_host("02:aa:00:00:00:01", "10.9.0.1", 1, 1)  # no change: not logged
+    state.add_host("02:aa:00:00:00:02", None, 1, 2)
+    state.remove_host("02:aa:00:00:00:01")
+    version, macs = state.host_changes(start)
+    assert version == state.host_version == start + 3
+    assert macs == ["02:aa:00:00:00:01", "02:aa:00:00:00:02", "02:aa:00:00:00:01"]
+    assert state.host_changes(version) == (version, [])
+    assert state.host_changes(version + 1) == (version, None)  # a reader from the future starts over
+
+
+def test_a_learned_host_costs_only_its_own_flow_mods_not_a_recomputation(leafspine):
+    topo, state, app, dps = leafspine
+    app.recompute()
+    for dp in dps.values():
+        dp.take()
+    pi = topo.pis[0]
+    state.add_host("02:aa:00:00:00:01", "10.9.0.1", topo.dpid(pi), 9)
+    assert app.wake.is_set() and not app.full_needed  # a host change: the incremental path
+    computed = app.last_compute_s
+    assert app.sync_hosts() > 0
+    assert app.last_compute_s == computed  # no full recomputation ran
+    for name, dp in dps.items():
+        sent = dp.take()
+        assert sent and all(isinstance(m, parser.OFPFlowMod) and m.command == ofp.OFPFC_ADD for m in sent), name
+        assert all("02:aa:00:00:00:01" in (m.match.get("eth_dst"), m.match.get("eth_src"))
+                   or m.match.get("arp_tpa") == "10.9.0.1" for m in sent), name
+    # what routing believes each bridge holds is exactly a full computation's result
+    desired = rr.desired_state(*_inputs(topo, state))
+    assert all(app.installed[d].flows == desired[d].flows for d in desired)
+    assert app.recompute() == 0
+
+
+def test_a_pis_first_host_falls_back_to_the_full_recomputation(leafspine):
+    topo, state, app, dps = leafspine
+    app.recompute()
+    computed = app.last_compute_s
+    state.add_host("02:aa:00:00:00:02", "10.9.0.2", topo.dpid("spine1"), 9)
+    assert app.sync_hosts() > 0
+    assert app.last_compute_s != computed
+    assert any(isinstance(m, parser.OFPGroupMod) for m in dps["leaf1"].take())
+
+
+def test_a_table_miss_for_an_installed_destination_goes_back_through_the_pipeline(leafspine):
+    topo, state, app, dps = leafspine
+    src, dst = topo.containers
+    dp = dps[topo.node(src).pi]
+    in_port = topo.port(topo.node(src).pi, src)
+
+    def frame(dst_mac: str, ethertype: int = 0x0800) -> bytes:
+        pkt = packet.Packet()
+        pkt.add_protocol(ethernet.ethernet(dst_mac, topo.node(src).mac, ethertype))
+        pkt.serialize()
+        return bytes(pkt.data) + bytes(46)
+
+    dst_mac = topo.node(dst).mac
+    dp.take()  # the pipeline's miss rules
+    app.packet_in(packet_in(dp, in_port, frame(dst_mac), pipeline.TABLE_FORWARD))
+    assert dp.take() == []  # nothing installed yet: the packet is dropped, never flooded
+    app.recompute()
+    dp.take()
+    app.packet_in(packet_in(dp, in_port, frame(dst_mac), pipeline.TABLE_FORWARD))
+    (out,) = dp.take()
+    assert isinstance(out, parser.OFPPacketOut) and out.in_port == in_port
+    assert [a.port for a in out.actions] == [ofp.OFPP_TABLE] and out.data.startswith(frame(dst_mac)[:14])
+    for data, table in ((frame("02:aa:00:00:00:77"), pipeline.TABLE_FORWARD),  # unknown destination
+                        (frame("ff:ff:ff:ff:ff:ff"), pipeline.TABLE_FORWARD),  # broadcast
+                        (frame(dst_mac, ether_types.ETH_TYPE_8021Q), pipeline.TABLE_FORWARD),  # tenancy's
+                        (frame(dst_mac), pipeline.TABLE_EGRESS)):  # a miss after forward
+        app.packet_in(packet_in(dp, in_port, data, table))
+    assert dp.take() == []

@@ -355,3 +355,90 @@ def test_encode_orders_groups_before_flows_and_deletes_last():
         msg.datapath = Dp()
         msg.xid = 1
         msg.serialize()
+
+
+# --- incremental host changes ---------------------------------------------------------------------
+def _routed(graph, hosts) -> dict[str, rr.Host]:
+    return {h.mac.lower(): h for h in rr.usable_hosts(graph, hosts)}
+
+
+def _flow_set(flows) -> set:
+    return {(f.key, f) for f in flows}
+
+
+def _incremental_matches_full(topo: Topology, hosts: list[rr.Host], updates: dict[str, rr.Host | None]):
+    """host_changes from `hosts` with `updates` must equal the diff of two full computations, and
+    applying it to the old rules must give exactly the new desired rules."""
+    graph = rr.graph_from_topology(topo)
+    before = rr.desired_state(graph, hosts)
+    after_hosts = [h for h in hosts if h.mac not in updates] + [h for h in updates.values() if h is not None]
+    after = rr.desired_state(graph, after_hosts)
+    result = rr.host_changes(graph, _routed(graph, hosts), updates)
+    assert result is not None
+    changes, routed = result
+    assert routed == _routed(graph, after_hosts)
+    for dpid in before:
+        full = rr.diff(before[dpid], after[dpid])
+        got = changes.get(dpid, rr.Change())
+        assert not (full.add_groups or full.modify_groups or full.delete_groups)
+        assert not (got.add_groups or got.modify_groups or got.delete_groups)
+        assert _flow_set(got.add_flows) == _flow_set(full.add_flows), topo.by_dpid()[dpid]
+        assert _flow_set(got.modify_flows) == _flow_set(full.modify_flows), topo.by_dpid()[dpid]
+        assert _flow_set(got.delete_flows) == _flow_set(full.delete_flows), topo.by_dpid()[dpid]
+        assert (dpid in changes) == bool(len(full))
+        installed = rr.SwitchRules(dict(before[dpid].flows), dict(before[dpid].groups))
+        rr.apply_change(installed, got)
+        assert installed.flows == after[dpid].flows
+    return before, after
+
+
+def _newcomer(topo: Topology, pi: str, n: int) -> rr.Host:
+    """A host on an unused port of an already-served Pi, as discovery would learn it."""
+    return rr.Host(f"02:aa:00:00:00:{n:02x}", f"10.9.0.{n}", topo.dpid(pi), 40 + n)
+
+
+@pytest.mark.parametrize("spec", ["fattree:4", "leafspine:2,4,2"])
+def test_incremental_host_addition_equals_a_full_recomputation_and_is_delivered(spec):
+    topo = build(spec)
+    hosts = rr.hosts_from_topology(topo)
+    one = _newcomer(topo, topo.pis[0], 1)
+    _, after = _incremental_matches_full(topo, hosts, {one.mac: one})
+    # the newcomer is reached from every container, and only at its own port
+    fabric = FakeFabric(topo, after)
+    for src in topo.containers:
+        start = container_end(topo, src)
+        assert set(fabric.send(start.dpid, start.port, {"eth_dst": one.mac, "eth_type": 0x0800})) == \
+            {Delivery(one.dpid, one.port)}
+    two = [_newcomer(topo, topo.pis[-1], 2), _newcomer(topo, topo.pis[1], 3)]
+    _incremental_matches_full(topo, [*hosts, one], {h.mac: h for h in two})
+
+
+@pytest.mark.parametrize("spec", ["fattree:4", "leafspine:2,4,2"])
+def test_incremental_removal_move_and_readdress_equal_a_full_recomputation(spec):
+    topo = build(spec, containers_per_pi=2)
+    hosts = rr.hosts_from_topology(topo)
+    first, second = hosts[0], hosts[-1]
+    _incremental_matches_full(topo, hosts, {first.mac: None})  # its Pi keeps its other container
+    moved = rr.Host(first.mac, first.ip, second.dpid, 60)
+    _incremental_matches_full(topo, hosts, {first.mac: moved})
+    readdressed = rr.Host(first.mac, "10.9.9.9", first.dpid, first.port)
+    _incremental_matches_full(topo, hosts, {first.mac: readdressed})
+    tenant = rr.Host(first.mac, first.ip, first.dpid, first.port, tenant=7)
+    _incremental_matches_full(topo, hosts, {first.mac: tenant})
+    assert rr.host_changes(rr.graph_from_topology(topo), _routed(rr.graph_from_topology(topo), hosts),
+                           {first.mac: first}) == ({}, _routed(rr.graph_from_topology(topo), hosts))
+
+
+def test_incremental_host_changes_defer_to_a_full_recomputation_when_groups_or_shared_ips_change():
+    topo = build("leafspine:2,2,1")
+    graph = rr.graph_from_topology(topo)
+    hosts = rr.hosts_from_topology(topo)
+    routed = _routed(graph, hosts)
+    spine = topo.dpid("spine1")
+    assert rr.host_changes(graph, routed, {"02:aa:00:00:00:09": rr.Host("02:aa:00:00:00:09", None, spine, 9)}) \
+        is None  # the spine's first host: every bridge needs a new group
+    assert rr.host_changes(graph, routed, {hosts[0].mac: None}) is None  # its Pi's last host
+    twin = rr.Host("02:aa:00:00:00:0a", hosts[1].ip, hosts[0].dpid, 9)
+    assert rr.host_changes(graph, routed, {twin.mac: twin}) is None  # the IP's ARP answer is shared
+    on_fabric = rr.Host("02:aa:00:00:00:0b", None, topo.dpid("leaf1"), topo.port("leaf1", "spine1"))
+    assert rr.host_changes(graph, routed, {on_fabric.mac: on_fabric}) == ({}, routed)  # mis-learned: ignored
