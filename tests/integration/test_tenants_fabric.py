@@ -199,8 +199,14 @@ def _iperf(tb, client: str, server: str, ip: str, port: int, seconds: int, udp_r
 
 def _received_mbit(job) -> float:
     srv, cli = job
-    out, _ = cli.communicate(timeout=60)
-    srv.wait(timeout=10)
+    try:
+        out, _ = cli.communicate(timeout=60)
+        srv.wait(timeout=10)
+    finally:
+        for proc in (cli, srv):  # never leave an iperf3 behind in a namespace about to go
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
     end = json.loads(out)["end"]
     if "sum_received" in end:  # TCP
         return end["sum_received"]["bits_per_second"] / 1e6
