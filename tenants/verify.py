@@ -176,6 +176,7 @@ def verify(testbed: Any, attackers_per_tenant: int = 1, tcp: bool = True, durati
         report.seconds = time.monotonic() - t0
         return report
     sniffers: dict[str, subprocess.Popen] = {}
+    probers: dict[str, subprocess.Popen] = {}
     try:
         for _, m in attached:
             sniffers[m.name] = testbed.fabric.popen(
@@ -187,12 +188,12 @@ def verify(testbed: Any, attackers_per_tenant: int = 1, tcp: bool = True, durati
                 detail = line.strip() or proc.stderr.read()[:200]
                 raise TenantError(f"verify: sniffer in {name} did not start: {detail}")
         specs = probe_specs(plan, attackers_per_tenant)
-        probers = {
+        probers.update({
             name: testbed.fabric.popen(name, _module_argv("probe", "--spec", json.dumps(spec), "--duration",
                                                           str(duration)),
                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
             for name, spec in specs.items()
-        }
+        })
         for name, proc in probers.items():
             out, err = proc.communicate(timeout=120 + duration)
             if proc.returncode != 0:
@@ -207,7 +208,7 @@ def verify(testbed: Any, attackers_per_tenant: int = 1, tcp: bool = True, durati
             seen = json.loads(out.strip().splitlines()[-1])
             report.leaks.extend(classify_sniff(plan, by_name[name], seen))
     finally:
-        for proc in sniffers.values():
+        for proc in [*probers.values(), *sniffers.values()]:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
