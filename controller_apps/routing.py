@@ -18,7 +18,8 @@ The algorithm lives in `routing_rules` (pure); this app only keeps it fed and se
    from it); if the bridge has no answer yet (a host learned a moment ago), we answer from the host
    table. A packet that missed the pipeline (its destination's rule was not there yet) comes back
    to the bridge through the pipeline (a packet-out to OFPP_TABLE) once the bridge has been sent a
-   rule for its destination, instead of being lost; otherwise it is dropped. Nothing is ever flooded.
+   rule for its destination, instead of being lost; otherwise it is dropped (a switch buffering it
+   is told to free the buffer). Nothing is ever flooded.
 
 Because every known container's paths are installed as soon as the fabric is discovered, the
 first packet between two containers already finds its flow: no reactive set-up delay.
@@ -182,22 +183,27 @@ class Routing(app_manager.OSKenApp):
         when this bridge has been sent a rule for its untagged unicast destination: the rule went
         out on the same connection before this packet-out, so the packet finds it rather than
         being lost while its route was being installed. Only table misses before `forward` and in
-        it come here, and only known destinations are resubmitted, so nothing loops or floods.
+        it come here, and only known destinations are resubmitted, so nothing loops or floods. A
+        buffered packet (OVS never buffers; other switches may) that is not resubmitted is
+        released with an empty packet-out, since a dropped buffer would otherwise stay held.
         Reads `installed` without the lock (a dict lookup under the GIL) so that a packet never
         waits for a full recomputation."""
         data = msg.data
         if len(data) < 14 or data[0] & 1 or data[12:14] in (b"\x81\x00", b"\x88\xa8", b"\x88\xcc"):
             return  # runt, multicast or broadcast, tagged (tenancy's), LLDP (discovery's)
-        rules = self.installed.get(msg.datapath.id)
-        key = (pipeline.TABLE_FORWARD, rr.PRIORITY_HOST, (("eth_dst", data[:6].hex(":")),))
-        if rules is None or key not in rules.flows:
-            return
         dp = msg.datapath
         parser, ofp = dp.ofproto_parser, dp.ofproto
         buffered = msg.buffer_id != ofp.OFP_NO_BUFFER
+        rules = self.installed.get(dp.id)
+        key = (pipeline.TABLE_FORWARD, rr.PRIORITY_HOST, (("eth_dst", data[:6].hex(":")),))
+        if rules is not None and key in rules.flows:
+            actions = [parser.OFPActionOutput(ofp.OFPP_TABLE)]
+        elif buffered:
+            actions = []  # dropped: a switch that buffers the packet is told to free the buffer
+        else:
+            return
         dp.send_msg(parser.OFPPacketOut(datapath=dp, buffer_id=msg.buffer_id, in_port=msg.match["in_port"],
-                                        actions=[parser.OFPActionOutput(ofp.OFPP_TABLE)],
-                                        data=None if buffered else data))
+                                        actions=actions, data=None if buffered else data))
 
     def _answered_in_data_plane(self, dpid: int, ip: str) -> bool:
         with self.lock:

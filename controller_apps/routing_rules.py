@@ -477,17 +477,37 @@ def _action(dp: Any, action: Action) -> Any:
     raise ValueError(f"routing_rules: unknown action {action!r}")
 
 
+PARTS_KEPT = 1 << 16  # encoded matches and instructions kept for reuse
+_parts: dict[tuple[Any, Flow], tuple[Any, list[Any]]] = {}
+
+
+def _flow_parts(dp: Any, flow: Flow) -> tuple[Any, list[Any]]:
+    """The os-ken match and instructions of `flow`, built once and shared by every flow-mod that
+    carries the same flow: a host's rule towards its Pi's group and its ARP answer are the same on
+    every bridge, and building the match (MAC and IP text to bytes and back) was most of the cost
+    of answering a new host. os-ken only reads these objects when it serialises a message (it
+    sets their length fields, to the same value each time), so sharing them is safe."""
+    key = (dp.ofproto_parser, flow)
+    parts = _parts.get(key)
+    if parts is None:
+        inst = []
+        if flow.actions:
+            inst.append(pipeline.apply(dp, [_action(dp, a) for a in flow.actions]))
+        if flow.goto is not None:
+            inst.append(pipeline.goto(dp, flow.goto))
+        if len(_parts) >= PARTS_KEPT:
+            _parts.clear()
+        parts = _parts[key] = (dp.ofproto_parser.OFPMatch(**dict(flow.match)), inst)
+    return parts
+
+
 def _flow_mod(dp: Any, flow: Flow, command: int) -> Any:
     parser, ofp = dp.ofproto_parser, dp.ofproto
-    inst = []
-    if flow.actions:
-        inst.append(pipeline.apply(dp, [_action(dp, a) for a in flow.actions]))
-    if flow.goto is not None:
-        inst.append(pipeline.goto(dp, flow.goto))
+    match, inst = _flow_parts(dp, flow)
     return parser.OFPFlowMod(
         datapath=dp, cookie=flow.cookie, table_id=flow.table, command=command, priority=flow.priority,
         buffer_id=ofp.OFP_NO_BUFFER, out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY,
-        match=parser.OFPMatch(**dict(flow.match)), instructions=inst,
+        match=match, instructions=inst,
     )
 
 

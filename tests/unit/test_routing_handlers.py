@@ -319,3 +319,8 @@ def test_a_table_miss_for_an_installed_destination_goes_back_through_the_pipelin
                         (frame(dst_mac), pipeline.TABLE_EGRESS)):  # a miss after forward
         app.packet_in(packet_in(dp, in_port, data, table))
     assert dp.take() == []
+    buffered = parser.OFPPacketIn(dp, 77, 60, ofp.OFPR_NO_MATCH, pipeline.TABLE_FORWARD, 0,
+                                  parser.OFPMatch(in_port=in_port), frame("02:aa:00:00:00:77"))
+    app.packet_in(ofp_event.EventOFPPacketIn(buffered))
+    (out,) = dp.take()  # a switch holding the dropped packet is told to free its buffer
+    assert (out.buffer_id, out.actions, out.data) == (77, [], None)
