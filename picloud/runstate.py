@@ -12,6 +12,7 @@ import fcntl
 import json
 import os
 import re
+import socket
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,6 +81,30 @@ class RunState:
             os.fsync(f.fileno())
         os.replace(tmp, path)
 
+    @contextmanager
+    def transaction(self):
+        """Read-modify-write under the run's lock. A run's state can be changed by several processes
+        (a script's Testbed and `picloud tenant add` from a shell): each change starts from what is
+        on disk, or one process's stale copy would erase the other's records and leak objects."""
+        directory = state_dir()
+        directory.mkdir(parents=True, exist_ok=True)
+        with open(directory / f"{self.prefix}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                self.reload()
+                yield self
+                self.save()
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def reload(self) -> None:
+        """Take what is on disk (if the file still exists) as the current state."""
+        if not self.path.exists():
+            return
+        fresh = RunState.load(self.prefix)
+        for name in ("backend", "created", "topology", "controller", "objects", "tenants_file", "ui", "extra"):
+            setattr(self, name, getattr(fresh, name))
+
     def intend(self, kind: str, names: list[Any]) -> None:
         """Record objects about to be created, then save: the write happens before the creation."""
         existing = self.objects.setdefault(kind, [])
@@ -126,6 +151,16 @@ def list_runs() -> list[str]:
     return sorted(runs, key=lambda p: int(p[2:]))
 
 
+def _ports_free(n: int) -> bool:
+    for port in (6700 + n, 8200 + n):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+    return True
+
+
 def allocate_prefix(backend: str = "local", wanted: str | None = None, owner: dict | None = None) -> RunState:
     """Claim a prefix and write its state file at once, under a lock, so two runs never share one."""
     with _locked() as directory:
@@ -138,7 +173,9 @@ def allocate_prefix(backend: str = "local", wanted: str | None = None, owner: di
             prefix = wanted
         else:
             n = 1
-            while (directory / f"pc{n}.json").exists():
+            # A prefix is free when no state file claims it and nothing (a stray controller of a
+            # crashed run, another program) holds its OpenFlow or API port.
+            while (directory / f"pc{n}.json").exists() or not _ports_free(n):
                 n += 1
             if n > 999:
                 raise FabricError("run prefixes: all 999 in use (run 'picloud clean')")

@@ -30,7 +30,8 @@ from topology.model import Link, Topology
 
 log = logging.getLogger(__name__)
 BACKENDS = ("local", "docker", "cluster")
-CONTROLLER_READY_TIMEOUT = 60.0
+CONTROLLER_READY_TIMEOUT = 60.0  # seconds, plus READY_PER_BRIDGE for each bridge
+READY_PER_BRIDGE = 0.25  # 400 bridges on 2 busy cores took over a minute to connect
 
 
 def load_topology(source: str | Path | Topology, containers_per_pi: int = 1) -> Topology:
@@ -132,6 +133,7 @@ class Testbed:
         if self.state is None:
             return
         state = self.state
+        state.reload()  # other processes may have added containers or processes to this run
         try:
             if self._attached and self.fabric is None:
                 self.fabric = self._make_fabric([])
@@ -243,7 +245,8 @@ class Testbed:
 
     def _wait_for_switches(self) -> None:
         want = {self.topology.dpid(n) for n in self.topology.bridges}
-        deadline = time.monotonic() + CONTROLLER_READY_TIMEOUT
+        limit = CONTROLLER_READY_TIMEOUT + READY_PER_BRIDGE * len(want)
+        deadline = time.monotonic() + limit
         seen: set[int] = set()
         while time.monotonic() < deadline:
             assert self._controller_proc is not None
@@ -254,17 +257,22 @@ class Testbed:
                 seen = set(self._controller_get("/stats/switches", timeout=2))
             except ControllerError:
                 seen = set()
-            if want <= seen and self._fabric_discovered():
+            if want <= seen and self._controller_ready():
                 return
             time.sleep(0.2)
-        raise ControllerError(f"controller: {len(want - seen)} of {len(want)} switches did not connect within "
-                              f"{CONTROLLER_READY_TIMEOUT:.0f}s (log: {self.state.controller.get('log')})")
+        what = (f"{len(want - seen)} of {len(want)} switches did not connect" if not want <= seen
+                else "the fabric was not discovered and routed")
+        raise ControllerError(f"controller: {what} within {limit:.0f}s (log: {self.state.controller.get('log')})")
 
-    def _fabric_discovered(self) -> bool:
-        """Ready means the controller sees the intended fabric: every fabric link discovered and
-        nothing missing. Only our discovery app reports that; with a user's app set that lacks it,
+    def _runs(self, app: str) -> bool:
+        return self.controller is None or app in self.controller
+
+    def _controller_ready(self) -> bool:
+        """Ready means traffic can flow at once: discovery sees every intended fabric link with
+        nothing missing, and routing has installed paths for every container since the last link
+        change (its "paths for N hosts" event). Without our discovery/routing (a user's app set),
         every switch connected is all there is to wait for."""
-        if self.controller is not None and "discovery" not in self.controller:
+        if not self._runs("discovery"):
             return True
         try:
             state = self._controller_get("/state", timeout=2)
@@ -272,7 +280,18 @@ class Testbed:
             return False
         fabric = {frozenset((ln.a, ln.b)) for ln in self.topology.fabric_links()}
         seen = {frozenset((ln["a"], ln["b"])) for ln in state.get("links", []) if ln.get("up", True)}
-        return fabric <= seen and not (state.get("diff") or {}).get("missing")
+        if not fabric <= seen or (state.get("diff") or {}).get("missing"):
+            return False
+        if not self._runs("routing"):
+            return True
+        try:
+            events = self._controller_get("/state/events", timeout=2)
+        except ControllerError:
+            return False
+        last_link = max((e["t"] for e in events if e.get("kind") == "link"), default=0)
+        want = f"paths for {len(self.topology.containers)} hosts"
+        return any(e.get("kind") == "routing" and e["t"] >= last_link and e.get("text", "").startswith(want)
+                   for e in events)
 
     # --- what users read ----------------------------------------------------------------------
     @property

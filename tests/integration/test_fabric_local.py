@@ -230,3 +230,20 @@ def test_unknown_topology_node_in_link_op_is_an_error(leaves_nothing):
         leaves_nothing.append(tb.prefix)
         with pytest.raises(TopologyError):
             tb.link("s1", "nope")
+
+
+def test_containers_added_by_another_process_are_kept_and_removed(leaves_nothing):
+    """A script's Testbed and a shell's `picloud tenant add` change one run: neither may erase the
+    other's records, and the owner's teardown removes both."""
+    topo = build("linear:2")
+    with Testbed(topo, controller="none") as tb:
+        leaves_nothing.append(tb.prefix)
+        pi = topo.pis[0]
+        code = ("from picloud.testbed import Testbed\n"
+                f"tb = Testbed.attach({tb.prefix!r})\n"
+                f"tb.fabric.add_container('other1', {pi!r}, '10.0.0.60', '0a:00:00:00:00:3c', 8, None)\n")
+        subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+        port = tb.fabric.add_container("mine1", pi, "10.0.0.61", "0a:00:00:00:00:3d", 8, None)
+        assert {"other1", "mine1"} <= set(tb.containers)
+        assert port == max(topo.ports(pi)) + 2  # after the other process's port, never the same one
+        assert tb.ping_all(tcp=True, containers=["other1", "mine1"])["mine1"]["other1"] == 0.0

@@ -83,3 +83,16 @@ def test_load_errors_are_one_line(state_dir):
 def test_ports_per_run_never_collide():
     assert (of_port("pc1"), api_port("pc1")) == (6701, 8201)
     assert len({of_port(f"pc{n}") for n in range(1, 1000)} | {api_port(f"pc{n}") for n in range(1, 1000)}) == 1998
+
+
+def test_a_prefix_whose_ports_are_taken_is_skipped(state_dir):
+    import socket
+
+    from picloud.runstate import _ports_free
+
+    n = next(i for i in range(1, 100) if _ports_free(i))
+    with socket.socket() as squatter:  # e.g. a stray controller of a crashed run
+        squatter.bind(("127.0.0.1", 6700 + n))
+        squatter.listen()
+        got = allocate_prefix().prefix
+    assert got != f"pc{n}" and _ports_free(int(got[2:]))

@@ -23,11 +23,10 @@ from typing import Any
 
 from picloud.errors import FabricError
 from picloud.runstate import RunState
-from topology.backends.local import CONTAINER_IFACE, LocalFabric
-from topology.effects import docker_engine, ethtool, ip, ovs
-from topology.effects.proc import CommandError
+from topology.backends.local import LocalFabric
+from topology.effects import docker_engine, ip
 from topology.inventory import PiModel, pi_model
-from topology.model import Topology, ifname
+from topology.model import Topology
 
 log = logging.getLogger(__name__)
 
@@ -108,43 +107,10 @@ class DockerFabric(LocalFabric):
         ip.batch([f"netns attach {names[c]} {pids[c]}" for c in containers])
 
     # --- run-time containers ------------------------------------------------------------------
-    def add_container(self, name: str, pi: str, ip_addr: str, mac: str, prefixlen: int,
-                      gateway: str | None) -> int:
-        """A tenant member as a Docker container. Same names, port allocation and state entry as
-        the local backend (whose netns would be made with `ip netns add`); here the namespace is
-        the new Docker container's, attached under that name before the veth goes in."""
-        if pi not in self.topology or self.topology.kind(pi) != "pi":
-            raise FabricError(f"container {name!r}: unknown pi {pi!r}")
-        extra = self._extra()
-        if name in extra or name in self.topology:
-            raise FabricError(f"container {name!r}: already exists in run {self.prefix}")
-        counter = int(self.state.extra.get("next_container", 0))
-        used = [int(c["port"]) for c in extra.values() if c["pi"] == pi]
-        port = max([*self.topology.ports(pi), *used, int(self.state.extra.get("max_port", {}).get(pi, 0))]) + 1
-        ns = ifname(self.prefix, f"t{counter}")
-        host_iface = ifname(self.prefix, self.topology.short_id(pi), port)
-        extra[name] = {"pi": pi, "port": port, "ip": ip_addr, "mac": mac, "prefixlen": prefixlen,
-                       "gateway": gateway, "netns": ns, "iface": host_iface}
-        self.state.extra["next_container"] = counter + 1
-        self.state.extra.setdefault("max_port", {})[pi] = port
-        self.state.objects["netns"].append(ns)
-        self.state.intend("veth", [host_iface])
-        try:
-            self._start_containers([name], {name: ns})
-            ip.batch([f"link add {host_iface} type veth peer name {CONTAINER_IFACE} address {mac} netns {ns}",
-                      f"link set {host_iface} up"])
-            ip.batch(self._container_lines(f"{ip_addr}/{prefixlen}", gateway), netns=ns)
-            if self.offload_off:
-                ethtool.tx_offload_off([(None, host_iface), (ns, CONTAINER_IFACE)])
-            ovs.Transaction().add("add-port", self.bridge(pi), host_iface).add(
-                "set", "Interface", host_iface, f"ofport_request={port}").commit()
-        except (CommandError, OSError) as exc:
-            self._remove_extra(name)
-            raise FabricError(f"container {name!r}: could not be created on {pi!r}: {exc}") from exc
-        except FabricError:
-            self._remove_extra(name)
-            raise
-        return port
+    def _make_namespace(self, container: str, netns_name: str) -> None:
+        """A tenant member as a Docker container: same names, port allocation and state entry as
+        the local backend; the namespace is the new container's, attached under that name."""
+        self._start_containers([container], {container: netns_name})
 
     def _remove_extra(self, name: str) -> None:
         super()._remove_extra(name)

@@ -204,42 +204,52 @@ class LocalFabric:
                       gateway: str | None) -> int:
         if pi not in self.topology or self.topology.kind(pi) != "pi":
             raise FabricError(f"container {name!r}: unknown pi {pi!r}")
-        extra = self._extra()
-        if name in extra or name in self.topology:
-            raise FabricError(f"container {name!r}: already exists in run {self.prefix}")
-        counter = int(self.state.extra.get("next_container", 0))
-        used = [int(c["port"]) for c in extra.values() if c["pi"] == pi]
-        port = max([*self.topology.ports(pi), *used, int(self.state.extra.get("max_port", {}).get(pi, 0))]) + 1
-        ns = ifname(self.prefix, f"t{counter}")
-        host_iface = ifname(self.prefix, self.topology.short_id(pi), port)
-        entry = {"pi": pi, "port": port, "ip": ip_addr, "mac": mac, "prefixlen": prefixlen,
-                 "gateway": gateway, "netns": ns, "iface": host_iface}
-        self.state.extra["next_container"] = counter + 1
-        self.state.extra.setdefault("max_port", {})[pi] = port
-        extra[name] = entry
-        self.state.objects["netns"].append(ns)
-        self.state.intend("veth", [host_iface])
-        try:
-            ip.batch([f"netns add {ns}",
-                      f"link add {host_iface} type veth peer name {CONTAINER_IFACE} address {mac} netns {ns}",
-                      f"link set {host_iface} up"])
-            ip.batch(self._container_lines(f"{ip_addr}/{prefixlen}", gateway), netns=ns)
-            if self.offload_off:
-                ethtool.tx_offload_off([(None, host_iface), (ns, CONTAINER_IFACE)])
-            ovs.Transaction().add("add-port", self.bridge(pi), host_iface).add(
-                "set", "Interface", host_iface, f"ofport_request={port}").commit()
-        except (CommandError, OSError) as exc:
-            self._remove_extra(name)
-            raise FabricError(f"container {name!r}: could not be created on {pi!r}: {exc}") from exc
+        with self.state.transaction():
+            extra = self._extra()
+            if name in extra or name in self.topology:
+                raise FabricError(f"container {name!r}: already exists in run {self.prefix}")
+            counter = int(self.state.extra.get("next_container", 0))
+            used = [int(c["port"]) for c in extra.values() if c["pi"] == pi]
+            highest = int(self.state.extra.get("max_port", {}).get(pi, 0))
+            port = max([*self.topology.ports(pi), *used, highest]) + 1  # never reused within a run
+            ns = ifname(self.prefix, f"t{counter}")
+            host_iface = ifname(self.prefix, self.topology.short_id(pi), port)
+            extra[name] = {"pi": pi, "port": port, "ip": ip_addr, "mac": mac, "prefixlen": prefixlen,
+                           "gateway": gateway, "netns": ns, "iface": host_iface}
+            self.state.extra["next_container"] = counter + 1
+            self.state.extra.setdefault("max_port", {})[pi] = port
+            self.state.objects["netns"].append(ns)
+            self.state.intend("veth", [host_iface])
+            try:
+                self._make_namespace(name, ns)
+                ip.batch([f"link add {host_iface} type veth peer name {CONTAINER_IFACE} address {mac} netns {ns}",
+                          f"link set {host_iface} up"])
+                ip.batch(self._container_lines(f"{ip_addr}/{prefixlen}", gateway), netns=ns)
+                if self.offload_off:
+                    ethtool.tx_offload_off([(None, host_iface), (ns, CONTAINER_IFACE)])
+                ovs.Transaction().add("add-port", self.bridge(pi), host_iface).add(
+                    "set", "Interface", host_iface, f"ofport_request={port}").commit()
+            except (CommandError, OSError) as exc:
+                self._remove_extra(name)
+                raise FabricError(f"container {name!r}: could not be created on {pi!r}: {exc}") from exc
+            except FabricError:
+                self._remove_extra(name)
+                raise
         return port
 
+    def _make_namespace(self, container: str, netns_name: str) -> None:
+        """The network namespace behind a run-time container; the Docker backend starts a
+        container here instead and attaches its namespace under the same name."""
+        ip.batch([f"netns add {netns_name}"])
+
     def remove_container(self, name: str) -> None:
-        if name not in self._extra():
-            if name in self.topology:
-                raise FabricError(f"container {name!r}: part of the topology; only run-time containers "
-                                  "can be removed")
-            raise FabricError(f"container {name!r}: no such run-time container in run {self.prefix}")
-        self._remove_extra(name)
+        with self.state.transaction():
+            if name not in self._extra():
+                if name in self.topology:
+                    raise FabricError(f"container {name!r}: part of the topology; only run-time containers "
+                                      "can be removed")
+                raise FabricError(f"container {name!r}: no such run-time container in run {self.prefix}")
+            self._remove_extra(name)
 
     def _remove_extra(self, name: str) -> None:
         entry = self._extra()[name]
@@ -265,7 +275,8 @@ class LocalFabric:
 
     # --- tear down ----------------------------------------------------------------------------
     def down(self) -> None:
-        remove_objects(self.state)
+        with self.state.transaction():
+            remove_objects(self.state)
 
 
 def remove_objects(state: RunState) -> None:
