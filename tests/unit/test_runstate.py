@@ -17,7 +17,13 @@ def state_dir(tmp_path, monkeypatch):
     return tmp_path
 
 
-def test_prefixes_are_the_lowest_free_numbers(state_dir):
+@pytest.fixture
+def ports_free(monkeypatch):
+    """Numbering tests must not depend on which ports live runs on this machine hold."""
+    monkeypatch.setattr("picloud.runstate._ports_free", lambda n: True)
+
+
+def test_prefixes_are_the_lowest_free_numbers(state_dir, ports_free):
     a, b = allocate_prefix(), allocate_prefix()
     assert (a.prefix, b.prefix) == ("pc1", "pc2")
     a.delete()
@@ -25,7 +31,7 @@ def test_prefixes_are_the_lowest_free_numbers(state_dir):
     assert list_runs() == ["pc1", "pc2"]
 
 
-def test_runs_sort_numerically(state_dir):
+def test_runs_sort_numerically(state_dir, ports_free):
     for n in (1, 2, 10, 3):
         allocate_prefix(wanted=f"pc{n}")
     assert list_runs() == ["pc1", "pc2", "pc3", "pc10"]
@@ -50,7 +56,7 @@ def test_wanted_prefix_rules(state_dir):
             allocate_prefix(wanted=bad)
 
 
-def test_intent_is_on_disk_before_the_object_exists(state_dir):
+def test_intent_is_on_disk_before_the_object_exists(state_dir, ports_free):
     state = allocate_prefix(owner={"pid": 1, "start_ticks": 1, "argv0": "x", "role": "t"})
     state.intend("netns", ["pc1c0", "pc1c1"])
     on_disk = json.loads(state.path.read_text())
@@ -61,7 +67,7 @@ def test_intent_is_on_disk_before_the_object_exists(state_dir):
     assert RunState.load("pc1").objects["netns"] == ["pc1c1", "pc1c2"]
 
 
-def test_delete_removes_every_file_of_the_run_and_only_those(state_dir):
+def test_delete_removes_every_file_of_the_run_and_only_those(state_dir, ports_free):
     one, ten = allocate_prefix(wanted="pc1"), allocate_prefix(wanted="pc10")
     for name in ("pc1.tenants.yaml", "pc1.controller.log", "pc1.tenants.yaml.lock", "pc10.controller.log"):
         (state_dir / name).write_text("x")
