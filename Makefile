@@ -3,6 +3,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 DURATION ?=
 PYTEST_ARGS ?=
+BENCH_ARGS ?=  # e.g. make bench BENCH_ARGS=--quick
 
 .PHONY: setup demo test lint bench clean docs
 
@@ -20,7 +21,7 @@ lint: setup
 	.venv/bin/ruff check .
 
 bench: setup
-	$(PY) -m bench.run_all
+	$(PY) -m bench.run_all $(BENCH_ARGS)
 
 clean: setup
 	$(PY) -m picloud clean
