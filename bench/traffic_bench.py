@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import statistics
 import sys
 import tempfile
@@ -245,12 +244,10 @@ def markdown(result: dict, args: argparse.Namespace) -> str:
 
 def record(text: str) -> None:
     """Replace this benchmark's section of bench/RESULTS.md (other sections belong to others)."""
+    from bench.run_all import replace_section
+
     existing = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    block = f"{SECTION}\n\n{text.strip()}\n\n"
-    updated = pattern.sub(lambda _: block, existing) if pattern.search(existing) else \
-        existing.rstrip("\n") + "\n\n" + block
-    RESULTS.write_text(updated)
+    RESULTS.write_text(replace_section(existing, SECTION, text))
 
 
 def main() -> int:
