@@ -4,7 +4,9 @@ Faucet-style: nothing here talks to a switch. `desired_state` turns a view of th
 links, which links are up) and the known hosts into the complete set of flows and groups each
 bridge should hold; `diff` compares that with what a bridge holds now and returns only the
 changes; `encode` turns a change into os-ken messages for one datapath. The routing app is then a
-thin loop: recompute, diff, send.
+thin loop: recompute, diff, send. Host changes take a shortcut: `host_changes` derives the same
+difference from the changed hosts alone (a host's flows depend only on it, the fabric and which
+bridges have hosts), so a new container costs its own flows, not a pass over every host.
 
 Algorithm (per destination bridge D that has hosts):
 - Breadth-first distances to D over the links that are up (hop count: every fabric link costs the
