@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -282,16 +283,20 @@ class Testbed:
         seen = {frozenset((ln["a"], ln["b"])) for ln in state.get("links", []) if ln.get("up", True)}
         if not fabric <= seen or (state.get("diff") or {}).get("missing"):
             return False
-        if not self._runs("routing"):
-            return True
+        if not self._runs("routing") or not self.topology.containers:
+            return True  # no routing, or nothing to route yet (routing says nothing when it sends nothing)
         try:
             events = self._controller_get("/state/events", timeout=2)
         except ControllerError:
             return False
         last_link = max((e["t"] for e in events if e.get("kind") == "link"), default=0)
-        want = f"paths for {len(self.topology.containers)} hosts"
-        return any(e.get("kind") == "routing" and e["t"] >= last_link and e.get("text", "").startswith(want)
-                   for e in events)
+        for event in events:
+            routed = re.match(r"paths for (\d+) hosts", event.get("text", ""))
+            # At least every topology container: tenant members may be routed already, too.
+            if event.get("kind") == "routing" and event["t"] >= last_link and routed \
+                    and int(routed.group(1)) >= len(self.topology.containers):
+                return True
+        return False
 
     # --- what users read ----------------------------------------------------------------------
     @property
