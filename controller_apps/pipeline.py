@@ -200,9 +200,10 @@ def delete_app_flows(dp: Any, app: int, tenant: int | None = None, table_id: int
 
 
 def install_messages(dp: Any) -> list[Any]:
-    """What a pipeline app sends when a switch connects: clear the pipeline's own old miss rules,
-    then one miss rule per table. Other apps' rules are left alone (they reinstall their own)."""
-    return [delete_app_flows(dp, COOKIE_PIPELINE)] + [table_miss(dp, t) for t in TABLES]
+    """What a pipeline app sends when a switch connects: one miss rule per table, as ADDs that
+    replace a previous controller's identical rules in place. Nothing is deleted first, so a
+    restarted controller never opens a gap in which the switch drops established traffic."""
+    return [table_miss(dp, t) for t in TABLES]
 
 
 def send_all(dp: Any, messages: list[Any]) -> None:

@@ -224,8 +224,7 @@ class Routing(app_manager.OSKenApp):
             for dpid, dp in sorted(self.datapaths.items()):
                 rules = desired.get(dpid, rr.SwitchRules())
                 old = self.installed.get(dpid)
-                msgs = rr.reset_messages(dp, rules) if old is None else []
-                msgs += rr.encode(dp, rr.diff(old, rules))
+                msgs = rr.resync_messages(dp, rules) if old is None else rr.encode(dp, rr.diff(old, rules))
                 for msg in msgs:
                     dp.send_msg(msg)
                 sent += len(msgs)

@@ -537,12 +537,18 @@ def encode(dp: Any, change: Change) -> list[Any]:
     return msgs
 
 
-def reset_messages(dp: Any, desired: SwitchRules) -> list[Any]:
-    """What to send before a full install on a (re)connected bridge whose contents are unknown:
-    routing's old flows go, and any group with an id routing is about to add (a left-over from a
-    previous controller) is deleted so the ADD cannot fail."""
+def resync_messages(dp: Any, desired: SwitchRules) -> list[Any]:
+    """A full install on a (re)connected bridge whose contents are unknown, without removing
+    anything first: a restarted controller must not interrupt established flows.
+
+    Each group is sent as ADD then MODIFY: whichever of the two fails (the group exists, or it does
+    not), the group ends up exactly as desired and is never missing. Flows are sent as ADD, which
+    replaces an entry with the same match and priority in place. Routing flows a previous controller
+    installed for hosts that have since gone are not found this way; they only match those hosts'
+    MACs, and the next change to such a host replaces them."""
     ofp = dp.ofproto
-    msgs = [pipeline.delete_app_flows(dp, COOKIE_ROUTING)]
-    msgs += [dp.ofproto_parser.OFPGroupMod(dp, ofp.OFPGC_DELETE, ofp.OFPGT_SELECT, gid, [])
-             for gid in sorted(desired.groups)]
+    msgs: list[Any] = []
+    for group in desired.groups.values():
+        msgs += [_group_mod(dp, group, ofp.OFPGC_ADD), _group_mod(dp, group, ofp.OFPGC_MODIFY)]
+    msgs += [_flow_mod(dp, f, ofp.OFPFC_ADD) for f in desired.flows.values()]
     return msgs

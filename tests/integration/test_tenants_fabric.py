@@ -168,9 +168,10 @@ def test_controller_restart_keeps_isolation_and_established_flows(two_tenants, t
         report = result["report"]
         assert report.ok, report.summary()
         out, _ = ping.communicate(timeout=60)
-        # Tenancy keeps its rules through the restart (checked below); routing re-installs its own
-        # paths after reconnecting, which may cost a short gap, so only recovery is required here.
+        # Nothing is removed on reconnect (tenancy keeps its rules, checked below; routing and the
+        # pipeline re-ADD theirs in place), so established flows keep going: measured 97-98 of 100.
         replied = {int(x.split("=")[1]) for x in re.findall(r"icmp_seq=\d+", out)}
+        assert len(replied) >= 95, f"the restart interrupted an established flow: {len(replied)} of 100 replies"
         assert set(range(81, 101)) <= replied, out[-300:]
         after = {(f["table_id"], f["priority"], json.dumps(f["match"], sort_keys=True)): f
                  for f in tb.flows(pi) if int(f["cookie"]) & COOKIE_APP_MASK == COOKIE_TENANCY}

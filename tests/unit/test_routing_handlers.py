@@ -81,7 +81,10 @@ def leafspine():
     return topo, state, app, dps
 
 
-def test_connect_installs_pipeline_then_clears_and_installs_every_route(leafspine):
+def test_connect_installs_pipeline_then_every_route_without_removing_anything(leafspine):
+    """A (re)connected bridge may still carry a previous controller's rules and established flows:
+    nothing is deleted; each group is ADDed then MODIFYed (one of them fails harmlessly) before any
+    flow points at it, and every route is ADDed (replacing an identical entry in place)."""
     topo, state, app, dps = leafspine
     app.recompute()
     desired = rr.desired_state(*_inputs(topo, state))
@@ -90,15 +93,18 @@ def test_connect_installs_pipeline_then_clears_and_installs_every_route(leafspin
         tables = [m.table_id for m in sent if isinstance(m, parser.OFPFlowMod)
                   and m.cookie == pipeline.COOKIE_PIPELINE and m.command == ofp.OFPFC_ADD]
         assert tables == [0, 1, 2, 3], name  # the shared pipeline's miss rules, once
-        reset = [m for m in sent if isinstance(m, parser.OFPFlowMod) and m.command == ofp.OFPFC_DELETE
-                 and m.cookie == pipeline.COOKIE_ROUTING]
-        assert len(reset) == 1
+        deletes = [m for m in sent if (isinstance(m, parser.OFPFlowMod)
+                                       and m.command in (ofp.OFPFC_DELETE, ofp.OFPFC_DELETE_STRICT))
+                   or (isinstance(m, parser.OFPGroupMod) and m.command == ofp.OFPGC_DELETE)]
+        assert deletes == [], name
         rules = desired[topo.dpid(name)]
-        adds = [m for m in sent if isinstance(m, parser.OFPGroupMod) and m.command == ofp.OFPGC_ADD]
-        assert sorted(m.group_id for m in adds) == sorted(rules.groups)
-        flows = [m for m in sent if isinstance(m, parser.OFPFlowMod) and m.cookie == pipeline.COOKIE_ROUTING
-                 and m.command == ofp.OFPFC_ADD]
+        group_mods = [(m.group_id, m.command) for m in sent if isinstance(m, parser.OFPGroupMod)]
+        assert group_mods == [c for gid in rules.groups for c in ((gid, ofp.OFPGC_ADD), (gid, ofp.OFPGC_MODIFY))]
+        flows = [i for i, m in enumerate(sent) if isinstance(m, parser.OFPFlowMod)
+                 and m.cookie == pipeline.COOKIE_ROUTING and m.command == ofp.OFPFC_ADD]
         assert len(flows) == len(rules.flows)
+        last_group = max((i for i, m in enumerate(sent) if isinstance(m, parser.OFPGroupMod)), default=-1)
+        assert all(i > last_group for i in flows), "a flow was sent before the group it points at"
     events = [e["text"] for e in state.events() if e["kind"] == "routing"]
     assert events and events[-1].startswith("paths for 2 hosts on 6 bridges")
 
@@ -135,7 +141,7 @@ def test_a_link_failure_sends_only_group_modifications(leafspine):
     assert not leaf1.sent
 
 
-def test_a_reconnected_switch_is_reset_and_fully_reinstalled(leafspine):
+def test_a_reconnected_switch_is_fully_reinstalled_without_deletes(leafspine):
     _, _, app, dps = leafspine
     app.recompute()
     dp = dps["leaf1"]
@@ -144,8 +150,11 @@ def test_a_reconnected_switch_is_reset_and_fully_reinstalled(leafspine):
     app.switch_features(features(fresh))
     app.recompute()
     sent = fresh.take()
-    assert any(isinstance(m, parser.OFPFlowMod) and m.command == ofp.OFPFC_DELETE for m in sent)
+    assert not any(isinstance(m, parser.OFPFlowMod) and m.command in (ofp.OFPFC_DELETE, ofp.OFPFC_DELETE_STRICT)
+                   for m in sent)
     assert any(isinstance(m, parser.OFPGroupMod) and m.command == ofp.OFPGC_ADD for m in sent)
+    assert any(isinstance(m, parser.OFPGroupMod) and m.command == ofp.OFPGC_MODIFY for m in sent)
+    assert sum(isinstance(m, parser.OFPFlowMod) and m.cookie == pipeline.COOKIE_ROUTING for m in sent) > 0
 
 
 def test_arp_the_data_plane_missed_is_answered_for_known_hosts_only(leafspine):
