@@ -43,7 +43,6 @@ import datetime
 import json
 import os
 import platform
-import re
 import shutil
 import socket
 import statistics
@@ -489,12 +488,10 @@ def machine() -> str:
 
 def record(text: str) -> None:
     """Replace this benchmark's section of bench/RESULTS.md (other sections belong to others)."""
+    from bench.run_all import replace_section
+
     existing = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    block = f"{SECTION}\n\n{text.strip()}\n\n"
-    updated = pattern.sub(lambda _: block, existing) if pattern.search(existing) else \
-        existing.rstrip("\n") + "\n\n" + block
-    RESULTS.write_text(updated)
+    RESULTS.write_text(replace_section(existing, SECTION, text))
 
 
 def main(argv: list[str] | None = None) -> int:
