@@ -275,9 +275,10 @@ class Discovery(app_manager.OSKenApp):
         dp.send_msg(pipeline.flow_mod(dp, pipeline.TABLE_CLASSIFY, PRIORITY_LLDP,
                                       {"eth_type": ether_types.ETH_TYPE_LLDP}, actions=trap,
                                       cookie_value=pipeline.COOKIE_DISCOVERY))
+        dpid = ev.msg.datapath_id  # not dp.id: os-ken's handler that sets it may not have run yet
         with self.lock:
-            self.datapaths[dp.id] = dp
-            self.table.switch_gone(dp.id)  # a reconnect starts from what LLDP says now
+            self.datapaths[dpid] = dp
+            self.table.switch_gone(dpid)  # a reconnect starts from what LLDP says now
 
     @set_ev_cls(ofp_event.EventOFPStateChange, [MAIN_DISPATCHER, DEAD_DISPATCHER])
     def state_change(self, ev: Any) -> None:

@@ -37,7 +37,7 @@ class L2Learning(app_manager.OSKenApp):
     def switch_features_handler(self, ev: Any) -> None:
         dp = ev.msg.datapath
         ofp, parser = dp.ofproto, dp.ofproto_parser
-        self.mac_to_port[dp.id] = {}
+        self.mac_to_port[ev.msg.datapath_id] = {}  # dp.id may not be set yet (handlers run in threads)
         to_controller = [parser.OFPActionOutput(ofp.OFPP_CONTROLLER, ofp.OFPCML_NO_BUFFER)]
         self.add_flow(dp, 0, parser.OFPMatch(), to_controller)
 

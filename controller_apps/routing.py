@@ -142,11 +142,13 @@ class Routing(app_manager.OSKenApp):
     # --- OpenFlow handlers ------------------------------------------------------------------------
     @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)
     def switch_features(self, ev: Any) -> None:
-        dp = ev.msg.datapath
+        dp, dpid = ev.msg.datapath, ev.msg.datapath_id
+        # dp.id is set by os-ken's own features handler, which may run after this one (apps run on
+        # their own threads): take the id from the message, or a None key breaks every recompute.
         pipeline.ensure_installed(dp)
         with self.lock:
-            self.datapaths[dp.id] = dp
-            self.installed[dp.id] = None
+            self.datapaths[dpid] = dp
+            self.installed[dpid] = None
         self.full_needed = True
         self.wake.set()
 

@@ -365,7 +365,9 @@ def _shutdown(manager: Any, server: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # PICLOUD_DEBUG=1: every app's debug log (port descriptions and status, probes, host learning).
+    level = logging.DEBUG if os.environ.get("PICLOUD_DEBUG") else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         options = parse_args(argv)
     except ControllerError as exc:

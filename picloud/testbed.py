@@ -270,8 +270,8 @@ class Testbed:
 
     def _controller_ready(self) -> bool:
         """Ready means traffic can flow at once: discovery sees every intended fabric link with
-        nothing missing, and routing has installed paths for every container since the last link
-        change (its "paths for N hosts" event). Without our discovery/routing (a user's app set),
+        nothing missing, and routing has installed paths for every container on every bridge (its
+        "paths for N hosts on M bridges" event). Without our discovery/routing (a user's app set),
         every switch connected is all there is to wait for."""
         if not self._runs("discovery"):
             return True
@@ -289,12 +289,14 @@ class Testbed:
             events = self._controller_get("/state/events", timeout=2)
         except ControllerError:
             return False
-        last_link = max((e["t"] for e in events if e.get("kind") == "link"), default=0)
+        bridges = len(self.topology.bridges)
         for event in events:
-            routed = re.match(r"paths for (\d+) hosts", event.get("text", ""))
-            # At least every topology container: tenant members may be routed already, too.
-            if event.get("kind") == "routing" and event["t"] >= last_link and routed \
-                    and int(routed.group(1)) >= len(self.topology.containers):
+            # A full recomputation with every bridge connected, routing at least every container
+            # (tenant members may be routed already too). Routing logs it only when it sent
+            # something, so it need not follow the last link event: discovery is complete by now.
+            routed = re.match(r"paths for (\d+) hosts on (\d+) bridges", event.get("text", ""))
+            if event.get("kind") == "routing" and routed and int(routed.group(1)) >= len(self.topology.containers) \
+                    and int(routed.group(2)) >= bridges:
                 return True
         return False
 

@@ -333,3 +333,19 @@ def test_a_table_miss_for_an_installed_destination_goes_back_through_the_pipelin
     app.packet_in(ofp_event.EventOFPPacketIn(buffered))
     (out,) = dp.take()  # a switch holding the dropped packet is told to free its buffer
     assert (out.buffer_id, out.actions, out.data) == (77, [], None)
+
+
+def test_features_before_os_ken_sets_the_datapath_id(leafspine):
+    """os-ken runs each app's handlers on its own thread: ours can see a features reply before
+    os-ken's own handler has set dp.id. The id comes from the message, so recomputation keeps
+    working (a None key once made every recompute fail for the rest of the run)."""
+    _, _, app, dps = leafspine
+    app.recompute()
+    dp = dps["leaf1"]
+    fresh = RecordingDatapath(dp.id)
+    msg = parser.OFPSwitchFeatures(fresh, datapath_id=dp.id)
+    fresh.id = None
+    app.switch_features(ofp_event.EventOFPSwitchFeatures(msg))
+    assert None not in app.datapaths and app.datapaths[dp.id] is fresh
+    app.recompute()
+    assert any(isinstance(m, parser.OFPGroupMod) for m in fresh.take())
