@@ -188,13 +188,30 @@ def test_controller_restart_keeps_isolation_and_established_flows(two_tenants, t
             new.wait(timeout=20)
 
 
+_STARTED: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_iperf_left_behind():
+    """A test that fails between starting two iperf3 jobs and collecting them must not leave the
+    uncollected ones running (they outlive their namespace)."""
+    yield
+    while _STARTED:
+        proc = _STARTED.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def _iperf(tb, client: str, server: str, ip: str, port: int, seconds: int, udp_rate: str | None = None):
     srv = tb.popen(server, ["iperf3", "-s", "-1", "-p", str(port)], stdout=subprocess.DEVNULL,
                    stderr=subprocess.DEVNULL)
+    _STARTED.append(srv)
     time.sleep(0.3)
     udp = ["-u", "-b", udp_rate, "-l", "1400"] if udp_rate else []
     cli = tb.popen(client, ["iperf3", "-c", ip, "-p", str(port), *udp, "-t", str(seconds), "-J"],
                    stdout=subprocess.PIPE, text=True)
+    _STARTED.append(cli)
     return srv, cli
 
 
