@@ -335,6 +335,19 @@ class ClusterFabric:
             self.down()
             raise
 
+    def _pi_side_ends(self) -> dict[str, set[str]]:
+        """The host ends of namespace containers' veths, which live in emulated Pis' namespaces."""
+        ends: dict[str, set[str]] = {}
+        for c in self.topology.containers:
+            pi_ns = self.inventory.pi(self.host(c)).netns
+            if pi_ns and not self._docker_pi(self.host(c)):
+                ends.setdefault(pi_ns, set()).add(self._container_host_iface(c))
+        for entry in self.state.extra.get("containers", {}).values():
+            pi_ns = self.inventory.pi(self.host(entry["pi"])).netns
+            if pi_ns and entry.get("iface"):
+                ends.setdefault(pi_ns, set()).add(entry["iface"])
+        return ends
+
     def _container_host_iface(self, container: str) -> str:
         pi = self.topology.node(container).pi
         return ifname(self.prefix, self.topology.short_id(pi), self.topology.port(pi, container))
@@ -662,7 +675,9 @@ class ClusterFabric:
                     log.warning("pi %s: containers of run %s not removed: %s", pi, self.prefix, exc)
         self.state.objects["containers"] = []
         self.close()
+        ends = self._pi_side_ends()
         ip.delete_netns(self.state.objects.get("netns", []))  # their veths (in the Pis' netns) go too
+        _wait_until_gone(ends)
         self.state.objects["netns"] = []
         self.state.extra.pop("containers", None)
         self.state.objects["bridges"] = []
@@ -969,3 +984,19 @@ def controller_address(backend_options: dict[str, Any]) -> str | None:
     `controller` address (Testbed starts the controller on 127.0.0.1 otherwise)."""
     source = backend_options.get("inventory")
     return load_inventory(source).controller if source is not None else None
+
+
+def _wait_until_gone(ends: dict[str, set[str]], seconds: float = 5.0) -> None:
+    """A deleted namespace takes its veths down asynchronously, their peers in the Pis' namespaces
+    with them: wait for that (deleting stragglers), or the next run reusing the prefix finds the
+    old names still there ("an interface with the same name exists in the target netns")."""
+    deadline = time.monotonic() + seconds
+    for pi_ns, names in ends.items():
+        while pi_ns in ip.netns_list():
+            left = names & ip.links(netns=pi_ns)
+            if not left:
+                break
+            if time.monotonic() > deadline:
+                ip.batch([f"link del {n}" for n in sorted(left)], netns=pi_ns, force=True)
+                break
+            time.sleep(0.05)
