@@ -543,6 +543,13 @@ class ClusterFabric:
 
     def add_container(self, name: str, pi: str, ip_addr: str, mac: str, prefixlen: int,
                       gateway: str | None) -> int:
+        # Under the run's lock, from the state on disk, as the local backend does: another process
+        # (`picloud tenant add`) may change the same run.
+        with self.state.transaction():
+            return self._add_container(name, pi, ip_addr, mac, prefixlen, gateway)
+
+    def _add_container(self, name: str, pi: str, ip_addr: str, mac: str, prefixlen: int,
+                       gateway: str | None) -> int:
         """A run-time container (a tenant member): the same port allocation and state entry as the
         local backend; a Docker container through the Pi's engine on a Docker Pi, a namespace on
         an emulated Pi without Docker; its port added to the Pi's bridge through OVSDB."""
@@ -588,6 +595,10 @@ class ClusterFabric:
         return port
 
     def remove_container(self, name: str) -> None:
+        with self.state.transaction():
+            self._remove_container(name)
+
+    def _remove_container(self, name: str) -> None:
         if name not in self._extra():
             if name in self.topology:
                 raise FabricError(f"container {name!r}: part of the topology; only run-time containers "
