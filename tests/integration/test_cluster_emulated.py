@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -57,6 +58,13 @@ def openflow_listener(emulated):
     ctl = subprocess.Popen(["ovs-testcontroller", f"ptcp:{port}:{emulated.gateway}"],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
+        deadline = time.monotonic() + 10  # it listens a moment after it starts: wait for that
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection((emulated.gateway, port), timeout=0.5).close()
+                break
+            except OSError:
+                time.sleep(0.1)
         yield f"tcp:{emulated.gateway}:{port}"
     finally:
         ctl.terminate()
