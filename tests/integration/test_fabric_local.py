@@ -143,7 +143,7 @@ def test_delay_without_netem_is_refused_cleanly(leaves_nothing):
     from topology.effects import tc
 
     if tc.netem_available():
-        pytest.skip("this kernel has netem: the refusal path does not apply")
+        pytest.skip("kernel feature netem present: the refusal path does not apply")
     topo = build("linear:2")
     t = Topology.from_dict({**topo.to_dict(), "links": [{**topo.to_dict()["links"][0], "delay": "2ms"}]})
     with pytest.raises(FabricError, match="netem"):

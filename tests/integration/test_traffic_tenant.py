@@ -17,7 +17,6 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_tenant_traffic_uses_member_addresses_only(tmp_path: Path) -> None:
-    pytest.importorskip("tenants.handle")
     with Testbed(build("single:4")) as tb:
         red = tb.tenant("red", subnet="10.60.0.0/24")
         red.add(3)

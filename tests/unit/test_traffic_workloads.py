@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,8 @@ import pytest
 from picloud.errors import TrafficError
 from traffic import workloads
 
-REFERENCE = Path(__file__).resolve().parents[3] / "shared" / "workloads" / "derived" / "normalized"
+# The published CDFs, copied into the repository with their provenance (see its README.md).
+REFERENCE = Path(__file__).resolve().parents[1] / "fixtures" / "workloads"
 # Our workload name -> the reference copy it must reproduce.
 REFERENCE_FILES = {
     "websearch": "websearch_dctcp.txt", "datamining": "datamining_vl2.txt",
@@ -24,12 +26,17 @@ N = 100_000
 
 
 def _reference(name: str) -> tuple[np.ndarray, np.ndarray]:
-    if not REFERENCE.is_dir():
-        pytest.skip(f"reference workloads folder {REFERENCE} is absent (it ships with the team's shared "
-                    "files)")
     rows = [line.split() for line in (REFERENCE / REFERENCE_FILES[name]).read_text().splitlines()
             if line.strip() and not line.startswith("#")]
     return np.array([float(r[0]) for r in rows]), np.array([float(r[1]) for r in rows])
+
+
+def test_fixture_files_match_their_recorded_checksums() -> None:
+    """The reference data is what its README says it is: byte-exact, every file listed."""
+    sums = dict(reversed(line.split()) for line in (REFERENCE / "SHA256SUMS").read_text().splitlines())
+    assert set(sums) == set(REFERENCE_FILES.values())
+    for name, digest in sums.items():
+        assert hashlib.sha256((REFERENCE / name).read_bytes()).hexdigest() == digest, name
 
 
 def test_every_required_workload_is_catalogued() -> None:
