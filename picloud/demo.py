@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import signal
 import sys
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -135,24 +134,19 @@ def _run(run: DemoRun, Testbed: Any, ui_port: int) -> int:
 
     def traffic() -> str:
         a, b = _agg_link(testbed)
-        cut_at, restore_at = run.traffic_seconds * 0.4, run.traffic_seconds * 0.7
-
-        def cutter() -> None:
-            time.sleep(cut_at)
-            testbed.link(a, b).down()
-            run.say(f"cut link {a}-{b}")
-            time.sleep(restore_at - cut_at)
-            testbed.link(a, b).up()
-            run.say(f"restored link {a}-{b}")
-
-        thread = threading.Thread(target=cutter, daemon=True)
-        thread.start()
+        # The cut is a scenario like any user's: applied on time, logged in events.csv with its cost.
+        cut = testbed.scenario([
+            {"at": round(run.traffic_seconds * 0.4, 3), "action": "link-down", "link": [a, b]},
+            {"at": round(run.traffic_seconds * 0.7, 3), "action": "link-up", "link": [a, b]},
+        ])
         run.results = testbed.traffic(
             workload=DEMO_WORKLOAD, load=DEMO_LOAD, pattern="all-to-all",
-            duration=run.traffic_seconds, seed=1, tenant="red", out=run.out, progress=True,
+            duration=run.traffic_seconds, seed=1, tenant="red", out=run.out, progress=True, scenario=cut,
         )
-        thread.join()
-        return f"{len(run.results.flows)} flows, results in {run.results.directory}"
+        events = run.results.meta.get("scenario") or []
+        applied = ", ".join(f"{e['action']} {e['target']} at {e['applied_s']:.2f}s ({e['status']})"
+                            for e in events if e.get("applied_s") is not None)
+        return f"{len(run.results.flows)} flows, {applied}; results in {run.results.directory}"
 
     def summary() -> str:
         print(run.results.report(), flush=True)

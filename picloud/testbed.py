@@ -400,6 +400,14 @@ class Testbed:
 
         return run(self, **kwargs)
 
+    def scenario(self, entries: Any, seed: int | None = None) -> Any:
+        """A validated scenario timeline (entries or a YAML file) for `traffic(scenario=...)` or
+        `.run(out)`; see `traffic.scenario`."""
+        self._require_up()
+        from traffic.scenario_run import BoundScenario
+
+        return BoundScenario(self, entries, seed)
+
     def ui(self, port: int = 8080, host: str = "127.0.0.1") -> Any:
         self._require_up()
         from webui.server import UIServer

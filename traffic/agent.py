@@ -12,7 +12,8 @@ every agent. Reports are JSON lines on stdout:
 - `{"ev": "flow", "id", "status": "done"|"unfinished"|"error"|"not_started", "lateness_us", "start",
   "fct_us", "sent"}` per client flow (start is monotonic seconds; fct_us is null unless done);
 - `{"ev": "client_done", "late_p99_us"}` when every client flow is settled;
-- `{"ev": "recv", "id", "bytes", "complete"}` per server connection (at its end, or at `stop`);
+- `{"ev": "recv", "id", "bytes", "complete", "gap_us", "gap_end"}` per server connection (at its end,
+  or at `stop`); `gap_us` is the longest silence between two reads, `gap_end` (monotonic) its end;
 - `{"ev": "bye"}` last.
 
 Wire protocol per flow (one TCP connection): the client sends a 16-byte header (flow id, payload
@@ -98,6 +99,9 @@ class Server:
         loop = asyncio.get_running_loop()
         flow_id, size, received = -1, -1, 0
         view = memoryview(bytearray(RECV_BUFFER))
+        # The longest silence between two reads, and when it ended: a scenario's link cut shows up
+        # as this gap, and its end is the first data to arrive over the new path.
+        last = gap = gap_end = 0.0
         try:
             header = b""
             while len(header) < HEADER.size:
@@ -106,11 +110,16 @@ class Server:
                     return
                 header += chunk
             flow_id, size = HEADER.unpack(header)
+            last = time.monotonic()
             while received < size:
                 n = await loop.sock_recv_into(conn, view[: min(RECV_BUFFER, size - received)])
                 if n == 0:
                     break
                 received += n
+                now = time.monotonic()
+                if now - last > gap:
+                    gap, gap_end = now - last, now
+                last = now
             if received >= size:
                 await loop.sock_sendall(conn, ACK.pack(received))
         except OSError:
@@ -119,7 +128,8 @@ class Server:
             # Also runs when `stop` cancels this task: a partial flow is still reported.
             conn.close()
             if 0 <= flow_id != WARM_UP_ID:
-                emit({"ev": "recv", "id": flow_id, "bytes": received, "complete": received >= size})
+                emit({"ev": "recv", "id": flow_id, "bytes": received, "complete": received >= size,
+                      "gap_us": round(gap * 1e6, 1), "gap_end": gap_end})
 
 
 def _wake(future: asyncio.Future[None]) -> None:

@@ -200,7 +200,7 @@ def run(
     duration: float = 10.0, seed: int = 1, tenant: str | None = None, out: str | Path | None = None,
     progress: bool = False, warmup: float | None = None, scale_size: float = 1.0, scale_time: float = 1.0,
     arrival: str = "poisson", link_mbps: float | None = None, drain: float = 10.0, port: int = AGENT_PORT,
-    concurrency: int = 1, think: float = 0.0, **pattern_args: Any,
+    concurrency: int = 1, think: float = 0.0, scenario: Any = None, **pattern_args: Any,
 ) -> Results:
     """Replay a seeded trace on the testbed; see the module docstring. Returns the run's Results."""
     # --- everything that can be wrong with the request, before any side effect -----------------
@@ -225,13 +225,15 @@ def run(
                      **pattern_args)
     trace.meta.update(warmup=warmup, drain=drain, tenant=tenant)
     return replay(testbed, trace, out if out is not None else default_out(wl.name, pattern), tenant=tenant,
-                  progress=progress, port=port, addresses=(hosts, ips))
+                  progress=progress, port=port, addresses=(hosts, ips), scenario=scenario)
 
 
 def replay(testbed: Any, trace: Trace, out: str | Path, tenant: str | None = None, progress: bool = False,
-           port: int = AGENT_PORT, addresses: tuple[list[str], dict[str, str]] | None = None) -> Results:
+           port: int = AGENT_PORT, addresses: tuple[list[str], dict[str, str]] | None = None,
+           scenario: Any = None) -> Results:
     """Replay a given trace (from `generate`, a saved trace.csv, or built by hand, as the benchmark
-    does) and write the run directory. Missing metadata gets the engine's defaults."""
+    does) and write the run directory. Missing metadata gets the engine's defaults. `scenario` (a
+    file, a list of entries or a `traffic.scenario.Scenario`) is applied during the replay."""
     hosts, ips = addresses if addresses is not None else resolve_hosts(testbed, tenant)
     unknown = sorted({h for f in trace.flows for h in (f.src, f.dst)} - set(ips))
     if unknown:
@@ -247,19 +249,26 @@ def replay(testbed: Any, trace: Trace, out: str | Path, tenant: str | None = Non
     meta0.setdefault("overhead", arrivals.OVERHEAD)
     meta0.setdefault("load", None)
     meta0["tenant"] = tenant
+    runner = None
+    if scenario is not None:  # validated against the run before anything starts
+        from traffic import scenario_run
+
+        runner = scenario_run.prepare(testbed, scenario, duration, meta0["hosts"])
     directory = Path(out)
     directory.mkdir(parents=True, exist_ok=True)
     trace.to_csv(directory / "trace.csv")
     meta = {**meta0, **_run_meta(testbed, tenant), "addresses": ips}
     (directory / "meta.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
-    records = _replay(testbed, trace, ips, directory, port, progress)
+    records = _replay(testbed, trace, ips, directory, port, progress, runner)
     flows = _records(trace, records, tenant or "", float(meta0["warmup"]), float(meta0["link_bps"]))
     meta["lateness_p99_by_agent_us"] = records.get("_late", {})
+    if runner is not None:
+        meta["scenario"] = runner.finish(directory, flows, records, duration + float(meta0["drain"]))
     return Results.save(directory, flows, meta)
 
 
 def _replay(testbed: Any, trace: Trace, ips: dict[str, str], directory: Path, port: int,
-            progress: bool) -> dict[Any, Any]:
+            progress: bool, runner: Any = None) -> dict[Any, Any]:
     """Run the agents; returns {"t0", flow id -> client record, ("recv", id) -> server record}."""
     events: queue.Queue = queue.Queue()
     logs = directory / "agents"
@@ -294,6 +303,8 @@ def _replay(testbed: Any, trace: Trace, ips: dict[str, str], directory: Path, po
                       "after": f.after} for f in by_source.get(c, [])]
             config = {"t0": t0, "deadline": deadline, "last_start": t0 + duration, "flows": flows}
             agent.send(json.dumps(config, separators=(",", ":")))
+        if runner is not None:
+            runner.start(t0)
         bar = _Progress(len(trace.flows), duration, progress)
         clients_done: set[str] = set()
         settled = 0
@@ -317,6 +328,11 @@ def _replay(testbed: Any, trace: Trace, ips: dict[str, str], directory: Path, po
             bar.show(settled, max(0.0, time.monotonic() - t0))
         bar.show(settled, max(0.0, time.monotonic() - t0), force=True)
     finally:
+        if runner is not None:
+            if sys.exc_info()[0] is not None:
+                runner.stop()
+            else:
+                runner.wait()
         for agent in agents.values():
             agent.stop()
     while True:  # server records flushed at stop

@@ -72,6 +72,13 @@ def render(results: list[Results]) -> str:
         cells = [col[i][1].ljust(w) if i < len(col) else "".ljust(w)
                  for col, w in zip(columns, widths, strict=True)]
         lines.append("  ".join([label.ljust(width_label)] + cells).rstrip())
+    for r in results:
+        events = Path(r.directory) / "events.csv"
+        if events.is_file():
+            from traffic.scenario_cost import render_events
+            from traffic.scenario_run import read_events
+
+            lines += ["", f"scenario events ({events})", render_events(read_events(events))]
     return "\n".join(lines)
 
 

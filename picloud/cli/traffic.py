@@ -47,6 +47,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mappers", type=int, default=None, help="shuffle: M")
     p.add_argument("--reducers", type=int, default=None, help="shuffle: R")
     p.add_argument("--plots", action="store_true", help="also write fct_cdf.png and slowdown.png")
+    p.add_argument("--scenario", default=None, metavar="FILE",
+                   help="a YAML scenario (timed link cuts, flaps, shaping, node and controller failures, "
+                        "tenant changes) applied during the run; events.csv records each event and its cost")
     p.set_defaults(func=_run)
 
     p = tsub.add_parser("workloads", help="list the built-in flow-size distributions with citations")
@@ -95,6 +98,10 @@ def _run(args: argparse.Namespace) -> int:
     # Check the request before looking for a run, so a typo is reported as such.
     workloads.get(args.workload)
     arrivals.check_load(args.load, "--load")
+    if args.scenario is not None:
+        from traffic.scenario import load_file
+
+        load_file(args.scenario)  # a malformed file is reported before looking for a run
     testbed = _attach(args.run)
     pattern_args = {k: getattr(args, k) for k in ("stride", "hotspots", "fraction", "fanin", "response",
                                                    "aggregator", "mappers", "reducers")
@@ -103,7 +110,8 @@ def _run(args: argparse.Namespace) -> int:
         testbed, workload=args.workload, load=args.load, pattern=args.pattern, duration=args.duration,
         seed=args.seed, tenant=args.tenant, out=args.out, progress=True,
         warmup=args.warmup, scale_size=args.scale_size, scale_time=args.scale_time, arrival=args.arrival,
-        link_mbps=args.link_mbps, drain=args.drain, concurrency=args.concurrency, **pattern_args,
+        link_mbps=args.link_mbps, drain=args.drain, concurrency=args.concurrency, scenario=args.scenario,
+        **pattern_args,
     )
     print(results.report())
     if args.plots:

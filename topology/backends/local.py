@@ -187,8 +187,7 @@ class LocalFabric:
         return self.end(link.a, link), self.end(link.b, link)
 
     def set_link(self, a: str, b: str, up: bool) -> None:
-        for e in self._link_ends(a, b):
-            ip.set_link(e.iface, up, netns=e.netns)
+        ip.set_links_now([(e.iface, e.netns) for e in self._link_ends(a, b)], up)
 
     def shape_link(self, a: str, b: str, bw: float | None) -> None:
         if bw is not None and (isinstance(bw, bool) or not isinstance(bw, int | float) or not bw > 0):

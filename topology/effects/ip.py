@@ -81,6 +81,35 @@ def set_link(name: str, up: bool, netns: str | None = None) -> None:
     batch([f"link set {name} {'up' if up else 'down'}"], netns=netns)
 
 
+SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
+
+
+def set_links_now(ends: Sequence[tuple[str, str | None]], up: bool) -> None:
+    """Interfaces (name, netns) up or down with the SIOCSIFFLAGS ioctl, no process started: what
+    `ip link set` does, in microseconds. A scenario's timed link cut must not wait for an `ip`
+    process to start (we measured 150-900 ms per `ip` at load average 12 on the shared 2 cores)."""
+    import fcntl
+    import socket
+    import struct
+
+    from topology.effects import netns as netns_effects
+
+    for name, ns in ends:
+        if ns:
+            sock = netns_effects.socket_in(ns, socket.AF_INET, socket.SOCK_DGRAM)
+        else:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        with sock:
+            req = struct.pack("16sh22x", name.encode(), 0)
+            try:
+                flags = struct.unpack("16sh22x", fcntl.ioctl(sock, SIOCGIFFLAGS, req))[1]
+                flags = (flags | IFF_UP) if up else (flags & ~IFF_UP)
+                fcntl.ioctl(sock, SIOCSIFFLAGS, struct.pack("16sh22x", name.encode(), flags))
+            except OSError as exc:
+                raise CommandError(["ioctl", "SIOCSIFFLAGS", name, "up" if up else "down"], exc.errno or 1,
+                                   f"{name}{' in ' + ns if ns else ''}: {exc.strerror}") from None
+
+
 def host_routes() -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
     """Every destination the root namespace routes, so we never add an overlapping subnet."""
     nets = []

@@ -1,0 +1,429 @@
+"""The scheduler that applies a scenario timeline to a live testbed, and writes events.csv.
+
+`prepare(testbed, scenario, horizon)` validates the scenario against the run (topology, tenants,
+controller, netem) before anything happens; `ScenarioRunner.start(t0)` applies its steps on a
+thread at t0 + step.t (CLOCK_MONOTONIC, the clock the traffic agents share), `wait()` joins it and
+`finish(...)` writes `events.csv` with planned and applied times and each event's cost
+(`traffic.scenario_cost`).
+
+Timing: a dispatcher thread sleeps until 2 ms before a step and spins (yielding) the rest, so the
+applied time is not at the mercy of one oversleep of a loaded host, then hands the step to the
+worker of its target (one per link, node, tenant, the controller): steps on one target stay in
+order, and a slow action (a `tc` process, a controller restart) delays nothing else. The applied
+time is taken just before the action starts; `took_ms` is how long the action itself lasted.
+Counter samples for the costs are taken by a second thread, so sampling never delays a step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import logging
+import os
+import queue
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from picloud.errors import PiCloudError, TrafficError
+from traffic import scenario as model
+from traffic.scenario_cost import costs
+
+log = logging.getLogger(__name__)
+SPIN_S = 0.002
+EVENT_FIELDS = ["index", "planned_s", "applied_s", "error_ms", "took_ms", "action", "target", "params",
+                "source", "status", "detail", "port_drops", "tcp_retrans", "flows_in_flight",
+                "fct_inflation", "stalled_flows", "first_packet_ms"]
+
+
+def as_scenario(testbed: Any, scenario: Any, horizon: float | None, seed: int | None = None) -> model.Scenario:
+    """A Scenario from a file path, a list of entries or a Scenario, validated on the topology."""
+    if isinstance(scenario, BoundScenario):
+        scenario = scenario.scenario
+    if isinstance(scenario, model.Scenario):
+        if horizon is not None and scenario.end > horizon:
+            raise TrafficError(f"{scenario.where}: last event at {scenario.end:g} s is after the run's end "
+                               f"({horizon:g} s)")
+        return scenario
+    if isinstance(scenario, str | Path):
+        entries, file_seed = model.load_file(scenario)
+        return model.expand(entries, testbed.topology, file_seed if seed is None else seed, horizon,
+                            where=str(scenario))
+    return model.expand(list(scenario), testbed.topology, seed or 0, horizon)
+
+
+def check(testbed: Any, sc: model.Scenario) -> None:
+    """What the scenario needs of this run, checked before anything runs."""
+    w = sc.where
+    actions = {s.action for s in sc.steps}
+    if sc.needs_netem:
+        from topology.effects import tc
+
+        if not tc.netem_available():
+            step = next(s for s in sc.steps if s.action == "shape" and ({"delay", "loss"} & set(s.args)))
+            raise TrafficError(f"{w} entry {step.source + 1}: delay/loss on {step.target.replace('~', '-')} "
+                               "needs the netem qdisc, which this kernel lacks (bw alone works: tc tbf)")
+        import inspect
+
+        from picloud.testbed import LinkHandle
+
+        if not {"delay", "loss"} <= set(inspect.signature(LinkHandle.shape).parameters):
+            raise TrafficError(f"{w}: delay/loss changes need the run-time shaper (Testbed.link().shape "
+                               "with delay/loss), which this build lacks")
+    if actions & {"controller-kill", "controller-restart"}:
+        if not testbed.controller_api:
+            raise TrafficError(f"{w}: controller-kill/restart need PiCloud's own controller (this run has "
+                               f"{(testbed.state.controller or {}).get('mode')!r})")
+        if _controller_record(testbed) is None:
+            raise TrafficError(f"{w}: controller-kill/restart: this run's controller process is not recorded")
+    tenant_steps = [s for s in sc.steps if s.action.startswith("tenant-")]
+    if tenant_steps:
+        from tenants import handle
+
+        plan = handle.current_plan(testbed)
+        for s in tenant_steps:
+            if not plan.has(s.target):
+                known = ", ".join(t.name for t in plan.tenants) or "none"
+                raise TrafficError(f"{w} entry {s.source + 1} ({s.action}): tenant {s.target!r} unknown in run "
+                                   f"{testbed.prefix} (tenants: {known})")
+
+
+def _controller_record(testbed: Any) -> dict[str, Any] | None:
+    recs = [r for r in testbed.state.objects.get("pids", []) if r.get("role") == "controller"]
+    return recs[-1] if recs else None
+
+
+class ScenarioRunner:
+    """Applies one expanded scenario on a thread; see the module docstring."""
+
+    def __init__(self, testbed: Any, sc: model.Scenario, hosts: Sequence[str] = ()) -> None:
+        self.testbed, self.scenario, self.hosts = testbed, sc, list(hosts)
+        self.applied: list[dict[str, Any]] = []
+        self.samples: list[tuple[float, dict[str, float]]] = []
+        self.t0 = 0.0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._sampler: threading.Thread | None = None
+        self._sample_requests: queue.Queue = queue.Queue()
+        self._down_by_node: dict[str, list[tuple[str, str]]] = {}
+        self._controller_argv: list[str] | None = None
+        self._lanes: dict[str, tuple[queue.Queue, threading.Thread]] = {}
+        self._lock = threading.Lock()
+
+    # --- running ------------------------------------------------------------------------------
+    def start(self, t0: float) -> None:
+        self.t0 = t0
+        self._sampler = threading.Thread(target=self._sample_loop, name="scenario-sampler", daemon=True)
+        self._sampler.start()
+        self._sample_requests.put(None)
+        self._thread = threading.Thread(target=self._dispatch, name="scenario", daemon=True)
+        self._thread.start()
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Until every step is applied (or `stop()`); then one last counter sample."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+        for lane in list(self._lanes.values()):
+            lane[0].put(None)
+        for lane in list(self._lanes.values()):
+            lane[1].join(timeout)
+        self._sample_requests.put(None)
+        self._sample_requests.put("stop")
+        if self._sampler is not None:
+            self._sampler.join(30)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.wait(10)
+
+    @staticmethod
+    def _lane_of(step: model.Step) -> str:
+        """Steps on one target run in order on one worker; different targets never wait for each
+        other (a slow `tc` or controller restart must not delay a link cut elsewhere)."""
+        if step.action.startswith(("link-", "shape")):
+            return "link:" + step.target
+        if step.action.startswith("node-"):
+            return "node:" + step.target
+        if step.action.startswith("tenant-"):
+            return "tenant:" + step.target
+        return "controller"
+
+    def _dispatch(self) -> None:
+        for i, step in enumerate(self.scenario.steps):
+            due = self.t0 + step.t
+            while (left := due - time.monotonic()) > SPIN_S:
+                if self._stop.wait(left - SPIN_S):
+                    break
+            if self._stop.is_set():
+                with self._lock:
+                    self.applied.append(self._row(i, step, None, None, "skipped", "stopped before its time"))
+                continue
+            lane = self._lanes.get(self._lane_of(step))
+            if lane is None:
+                q: queue.Queue = queue.Queue()
+                worker = threading.Thread(target=self._work, args=(q,), daemon=True,
+                                          name=f"scenario-{self._lane_of(step)}")
+                lane = self._lanes[self._lane_of(step)] = (q, worker)
+                worker.start()
+            while time.monotonic() < due:
+                time.sleep(0)
+            lane[0].put((i, step))
+
+    def _work(self, q: queue.Queue) -> None:
+        while (item := q.get()) is not None:
+            i, step = item
+            applied = time.monotonic()
+            try:
+                detail = self._apply(step) or ""
+                status = "ok"
+            except Exception as exc:  # recorded as the event's outcome; the run goes on
+                detail, status = str(exc).replace("\n", " "), "failed"
+                log.warning("scenario step %s failed: %s", step.describe(), detail,
+                            exc_info=not isinstance(exc, PiCloudError | OSError | subprocess.SubprocessError))
+            done = time.monotonic()
+            with self._lock:
+                self.applied.append(self._row(i, step, applied - self.t0, (done - applied) * 1e3, status, detail))
+            self._sample_requests.put(None)
+
+    @staticmethod
+    def _row(i: int, step: model.Step, applied: float | None, took: float | None, status: str,
+             detail: str) -> dict[str, Any]:
+        return {"index": i, "planned_s": step.t, "applied": applied,
+                "applied_s": None if applied is None else round(applied, 6),
+                "error_ms": None if applied is None else round((applied - step.t) * 1e3, 3),
+                "took_ms": None if took is None else round(took, 3), "action": step.action,
+                "target": step.target.replace("~", "-"),
+                "params": " ".join(f"{k}={v}" for k, v in step.params), "source": step.source + 1,
+                "status": status, "detail": detail}
+
+    def _apply(self, step: model.Step) -> str | None:
+        tb, a = self.testbed, step.action
+        if a in ("link-down", "link-up"):
+            tb.fabric.set_link(*step.link(), up=a == "link-up")
+            return None
+        if a == "shape":
+            args = step.args
+            handle = tb.link(*step.link())
+            if set(args) <= {"bw"}:
+                handle.shape(args["bw"])
+            else:
+                handle.shape(**args)
+            return None
+        if a == "node-down":
+            links = model.node_links(tb.topology, step.target)
+            self._down_by_node[step.target] = links
+            self._parallel([lambda ln=ln: tb.fabric.set_link(*ln, up=False) for ln in links])
+            return f"{len(links)} links down"
+        if a == "node-up":
+            links = self._down_by_node.pop(step.target, None) or model.node_links(tb.topology, step.target)
+            self._parallel([lambda ln=ln: tb.fabric.set_link(*ln, up=True) for ln in links])
+            return f"{len(links)} links up"
+        if a == "controller-kill":
+            return self._controller_kill()
+        if a == "controller-restart":
+            return self._controller_restart()
+        if a == "tenant-add":
+            args = step.args
+            new = tb.tenant(step.target).add(int(args["count"]), placement=args["placement"])
+            return "added " + " ".join(m.name for m in new)
+        if a == "tenant-remove":
+            gone = tb.tenant(step.target).remove(step.args["member"])
+            if not gone:
+                raise TrafficError(f"tenant {step.target!r}: no member {step.args['member']!r} to remove")
+            return "removed " + " ".join(m.name for m in gone)
+        raise TrafficError(f"scenario: action {a!r} has no implementation")  # expand() prevents this
+
+    @staticmethod
+    def _parallel(jobs: list[Any]) -> None:
+        with ThreadPoolExecutor(max_workers=min(8, max(1, len(jobs)))) as pool:
+            for f in [pool.submit(j) for j in jobs]:
+                f.result()
+
+    # --- the controller -----------------------------------------------------------------------
+    def _controller_kill(self) -> str:
+        from topology.effects import proc
+
+        rec = _controller_record(self.testbed)
+        if rec is None:
+            raise TrafficError("controller-kill: no controller process recorded in this run")
+        record = proc.ProcessRecord.from_dict(rec)
+        if not proc.is_ours(record):
+            raise TrafficError(f"controller-kill: PID {record.pid} is not running (already killed?)")
+        with contextlib.suppress(OSError):
+            self._controller_argv = Path(f"/proc/{record.pid}/cmdline").read_bytes().rstrip(b"\0").decode() \
+                .split("\0")
+        os.kill(record.pid, signal.SIGKILL)  # a crash, not a shutdown: no goodbye to the switches
+        own = getattr(self.testbed, "_controller_proc", None)
+        if own is not None and own.pid == record.pid:
+            own.wait(5)
+        else:
+            deadline = time.monotonic() + 5
+            while proc.is_ours(record) and time.monotonic() < deadline:
+                proc._reap(record.pid)
+                time.sleep(0.01)
+        return f"killed PID {record.pid}"
+
+    def _controller_restart(self) -> str:
+        from topology.effects import proc
+
+        rec = _controller_record(self.testbed)
+        if rec is not None and proc.is_ours(proc.ProcessRecord.from_dict(rec)):
+            self._controller_kill()
+        argv = self._controller_argv
+        if not argv:
+            raise TrafficError("controller-restart: the controller's command line is unknown (kill it first)")
+        state = self.testbed.state
+        log_path = (state.controller or {}).get("log") or os.devnull
+        with open(log_path, "ab") as logf:
+            child = subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     start_new_session=True)
+        if rec is not None:
+            state.forget("pids", [rec])
+        state.intend("pids", [proc.record(child, "controller").to_dict()])
+        if getattr(self.testbed, "_controller_proc", None) is not None:
+            self.testbed._controller_proc = child
+        return f"started PID {child.pid}"
+
+    # --- counters for the costs ---------------------------------------------------------------
+    def _sample_loop(self) -> None:
+        while True:
+            req = self._sample_requests.get()
+            if req == "stop":
+                return
+            t = time.monotonic() - self.t0
+            try:
+                self.samples.append((t, self._counters()))
+            except Exception as exc:  # a failed sample leaves a gap in the costs, never stops the run
+                log.debug("scenario counter sample failed: %s", exc)
+
+    def _counters(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        drops = port_drops(self.testbed)
+        if drops is not None:
+            out["port_drops"] = drops
+        retrans = tcp_retransmits(self.testbed, self.hosts)
+        if retrans is not None:
+            out["tcp_retrans"] = retrans
+        return out
+
+    # --- results ------------------------------------------------------------------------------
+    def finish(self, directory: Path, flows: Sequence[Any], received: Mapping[Any, Any], end: float) -> list[dict]:
+        """events.csv in `directory`; returns its rows (with costs)."""
+        gaps = {}
+        for key, rec in received.items():
+            if isinstance(key, tuple) and key[0] == "recv" and rec.get("gap_end"):
+                gaps[key[1]] = (float(rec["gap_us"]) / 1e6, float(rec["gap_end"]) - self.t0)
+        rows = sorted(self.applied, key=lambda r: r["index"])
+        for row, cost in zip(rows, costs(rows, flows, gaps, self.samples, end), strict=True):
+            row.update(cost)
+        write_events(directory / "events.csv", rows)
+        return rows
+
+
+def write_events(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
+    with path.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(EVENT_FIELDS)
+        for r in rows:
+            writer.writerow(["" if r.get(k) is None else r.get(k) for k in EVENT_FIELDS])
+
+
+def read_events(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def port_drops(testbed: Any) -> float | None:
+    """tx_dropped + rx_dropped + tx_errors summed over every port of the run's bridges (local and
+    Docker backends read OVSDB's interface statistics in one call; None elsewhere)."""
+    if getattr(testbed, "backend", "local") not in ("local", "docker"):
+        return None
+    from topology.effects import ovs
+
+    bridges = {testbed.fabric.bridge(n) for n in testbed.topology.bridges}
+    text = ovs.vsctl("--format=json", "--columns=name,statistics", "list", "Interface")
+    data = json.loads(text)
+    prefix = testbed.prefix
+    total = 0.0
+    for name, stats in data.get("data", []):
+        if not isinstance(name, str) or not name.startswith(prefix) or name in bridges:
+            continue
+        pairs = dict(stats[1]) if isinstance(stats, list) and stats and stats[0] == "map" else {}
+        total += sum(float(pairs.get(k, 0)) for k in ("tx_dropped", "rx_dropped", "tx_errors"))
+    return total
+
+
+def tcp_retransmits(testbed: Any, hosts: Sequence[str]) -> float | None:
+    """RetransSegs summed over the containers' TCP stacks (each container's own /proc/net/snmp)."""
+    if not hosts:
+        return None
+    from topology.effects import netns as netns_effects
+
+    def one(container: str) -> float:
+        try:
+            ns = testbed.fabric.netns(container)
+            with netns_effects.entered(ns), open("/proc/thread-self/net/snmp") as fh:
+                text = fh.read()
+        except (PiCloudError, OSError):
+            rc, text = testbed.fabric.exec(container, ["cat", "/proc/net/snmp"], timeout=5)
+            if rc != 0:
+                return 0.0
+        return _retrans_segs(text)
+
+    with ThreadPoolExecutor(max_workers=min(8, len(hosts))) as pool:
+        return float(sum(pool.map(one, hosts)))
+
+
+def _retrans_segs(snmp: str) -> float:
+    lines = [ln.split() for ln in snmp.splitlines() if ln.startswith("Tcp:")]
+    if len(lines) < 2:
+        return 0.0
+    row = dict(zip(lines[0][1:], lines[1][1:], strict=False))
+    return float(row.get("RetransSegs", 0))
+
+
+def prepare(testbed: Any, scenario: Any, horizon: float | None, hosts: Sequence[str] = ()) -> ScenarioRunner:
+    """Expand, validate and check a scenario for this run; nothing is applied yet."""
+    sc = as_scenario(testbed, scenario, horizon)
+    check(testbed, sc)
+    return ScenarioRunner(testbed, sc, hosts)
+
+
+class BoundScenario:
+    """`tb.scenario([...])`: a validated timeline for one testbed. Pass it to `tb.traffic(...,
+    scenario=...)`, or `.run(out)` it on its own (no traffic: events.csv with port-counter costs)."""
+
+    def __init__(self, testbed: Any, scenario: Any, seed: int | None = None) -> None:
+        self.testbed = testbed
+        self.scenario = as_scenario(testbed, scenario, None, seed)
+        check(testbed, self.scenario)
+
+    @property
+    def steps(self) -> list[model.Step]:
+        return self.scenario.steps
+
+    def log(self) -> list[tuple[float, str, str, str]]:
+        return self.scenario.log()
+
+    def run(self, out: str | Path, settle: float = 1.0) -> list[dict[str, Any]]:
+        """Apply every step now (t0 = now + 0.2 s), wait `settle` s after the last, write events.csv."""
+        directory = Path(out)
+        directory.mkdir(parents=True, exist_ok=True)
+        runner = ScenarioRunner(self.testbed, self.scenario)
+        t0 = time.monotonic() + 0.2
+        runner.start(t0)
+        try:
+            assert runner._thread is not None
+            runner._thread.join()
+            time.sleep(max(0.0, t0 + self.scenario.end + settle - time.monotonic()))
+            runner.wait()
+        except BaseException:
+            runner.stop()
+            raise
+        return runner.finish(directory, [], {}, self.scenario.end + settle)
