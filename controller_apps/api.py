@@ -12,6 +12,13 @@ Two halves:
   (`STATE.switch_enter`), and hands multipart replies to the Flask thread waiting for them.
 - `create_app()`, the Flask application: ofctl_rest's routes, `/state`, `/state/events`, and any
   blueprint another app passed to `register_blueprint()` at construction.
+
+Unlike Ryu's API, this one is authenticated: `picloud.httpguard.Guard` stands in front of the whole
+WSGI app, so every state-changing request (any method but GET/HEAD/OPTIONS, on any route, including
+those a Ryu REST app registers through the `ryu.app.wsgi` shim) needs the run's token in the
+`X-PiCloud-Token` header, a JSON body, a Host naming the bound address and no foreign Origin.
+Reads stay open (loopback by default). `--api-open` drops the token requirement, as Ryu had it;
+the Host, Origin and content-type checks stay. See docs/API.md "Authentication".
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from os_ken.ofproto import ofproto_v1_0, ofproto_v1_2, ofproto_v1_3, ofproto_v1_
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from controller_apps.state import STATE, ControllerState
+from picloud import httpguard
 
 LOG = logging.getLogger(__name__)
 
@@ -165,7 +173,7 @@ def _datapath(dpid: str) -> tuple[Any, Any]:
 
 
 def _body() -> dict[str, Any]:
-    """The JSON request body; Ryu's clients often send it without a JSON content type."""
+    """The JSON request body (its content type is JSON, or the guard refused it already)."""
     raw = request.get_data(as_text=True)
     if not raw:
         return {}
@@ -280,8 +288,12 @@ def events() -> Response:
     return jsonify(STATE.events(since))
 
 
-def create_app() -> Flask:
-    """The API's Flask app: ofctl_rest routes, /state, and every registered blueprint."""
+MAX_BODY = httpguard.MIB  # a flow entry is a few hundred bytes; a whole tenants plan is not sent here
+
+
+def create_app(policy: httpguard.Policy | None = None) -> Flask:
+    """The API's Flask app: ofctl_rest routes, /state, and every registered blueprint, behind the
+    guard. `policy` None: loopback names, a fresh random token (tests pass their own)."""
     app = Flask("picloud-controller")
     app.json.sort_keys = False
     app.register_blueprint(stats)
@@ -289,14 +301,30 @@ def create_app() -> Flask:
     with _extra_lock:
         for bp in _extra_blueprints:
             app.register_blueprint(bp)
+    if policy is None:
+        import secrets
+
+        policy = api_policy("127.0.0.1", token=secrets.token_urlsafe(24))
+    # Last, so it wraps whatever else was mounted on app.wsgi_app: nothing bypasses it.
+    httpguard.install(app, policy)
     return app
 
 
-class ApiServer:
-    """The Flask app served by werkzeug in a daemon thread (stopped by `stop()`)."""
+def api_policy(host: str, token: str | None, names: tuple[str, ...] = ()) -> httpguard.Policy:
+    """The controller API's guard: Host names of `host` (+ `names`), JSON bodies, `token` needed
+    for changes (None: --api-open). No CSP: the API serves JSON, never a page."""
+    return httpguard.Policy(hosts=httpguard.host_names(host, names), body_types=httpguard.JSON_TYPES,
+                            max_body=MAX_BODY, token=token, csp=True)
 
-    def __init__(self, host: str, port: int) -> None:
-        self.server: BaseWSGIServer = make_server(host, port, create_app(), threaded=True)
+
+class ApiServer:
+    """The Flask app served by werkzeug in a daemon thread (stopped by `stop()`).
+
+    `token` None means --api-open: anyone who can reach the port may change flow tables."""
+
+    def __init__(self, host: str, port: int, token: str | None = None, names: tuple[str, ...] = ()) -> None:
+        app = create_app(api_policy(host, token, names))
+        self.server: BaseWSGIServer = make_server(host, port, app, threaded=True)
         self.thread = threading.Thread(target=self.server.serve_forever, name="picloud-api", daemon=True)
 
     @property

@@ -1,6 +1,7 @@
 """The controller process: os-ken apps (ours, os-ken's or unmodified Ryu apps) plus the REST API.
 
     python -m controller_apps.runner [APP ...] --listen 127.0.0.1:OFPORT --api 127.0.0.1:APIPORT
+        [--api-token-file FILE | --api-open] [--api-host NAME ...]
         [--topology STATE_JSON] [--tenants TENANTS_YAML] [--config FILE]
 
 Why our own runner instead of `ryu-manager`/`osken-manager`: os-ken 4.2.2 ships no manager CLI,
@@ -75,6 +76,9 @@ class Options:
     tenants_file: str | None = None
     config: str | None = None
     labels: list[str] = field(default_factory=list)  # what the user typed, for the ready line
+    api_token_file: str | None = None  # None with api_open, or with the API off
+    api_open: bool = False
+    api_hosts: tuple[str, ...] = ()
 
 
 def parse_endpoint(text: str, option: str) -> tuple[str, int]:
@@ -193,6 +197,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--listen", default=DEFAULT_LISTEN, metavar="IP:PORT", help="OpenFlow listen address")
     parser.add_argument("--api", default=DEFAULT_API, metavar="IP:PORT",
                         help="REST API listen address ('none' to disable)")
+    parser.add_argument("--api-token-file", metavar="FILE",
+                        help="the API token for state-changing requests (created 0600 if missing; default: "
+                             "controller-APIPORT.api-token in the state directory)")
+    parser.add_argument("--api-open", action="store_true",
+                        help="no token for state-changing API requests, as Ryu's ofctl_rest (warned at start)")
+    parser.add_argument("--api-host", action="append", default=[], metavar="NAME",
+                        help="another Host name clients use for the API (default: the bound address; "
+                             "loopback also answers to localhost)")
     parser.add_argument("--topology", metavar="STATE_JSON", help="intended topology (run state or topology file)")
     parser.add_argument("--tenants", metavar="TENANTS_YAML", help="tenants file for the tenancy app")
     parser.add_argument("--config", metavar="FILE", help="oslo.config file for the apps (as ryu-manager --config-file)")
@@ -216,8 +228,31 @@ def options_from(args: argparse.Namespace) -> Options:
     if api is not None:
         _check_free(api, "--api")
     _parse_config(args.config)
+    token_file = None
+    if args.api_open and args.api_token_file:
+        raise ControllerError("--api-open and --api-token-file: choose one (an open API has no token)")
+    for name in args.api_host:
+        if not name or any(c.isspace() or ord(c) < 32 or c in "/@" for c in name):
+            raise ControllerError(f"--api-host {name!r}: not a host name")
+    if api is not None and not args.api_open:
+        from picloud.runstate import state_dir
+
+        token_file = args.api_token_file or str(state_dir() / f"controller-{api[1]}.api-token")
+        _token(token_file)  # create or check it now: a bad file is a one-line error, not a crash later
     return Options(apps=apps, listen=listen, api=api, topology=topology, topology_file=args.topology,
-                   tenants_file=args.tenants, config=args.config, labels=labels)
+                   tenants_file=args.tenants, config=args.config, labels=labels, api_token_file=token_file,
+                   api_open=bool(args.api_open), api_hosts=tuple(args.api_host))
+
+
+def _token(path: str) -> str:
+    from picloud.secrets_files import ensure_token
+
+    try:
+        return ensure_token(Path(path))
+    except PiCloudError as exc:
+        raise ControllerError(f"--api-token-file: {exc}") from None
+    except OSError as exc:
+        raise ControllerError(f"--api-token-file {path}: cannot create ({exc.strerror})") from None
 
 
 def _parse_config(path: str | None) -> None:
@@ -341,14 +376,19 @@ def run(options: Options, stop: threading.Event | None = None) -> int:
     manager.instantiate_apps(**contexts)
     server = None
     if options.api is not None:
-        server = api.ApiServer(*options.api).start()
+        token = None if options.api_open else _token(str(options.api_token_file))
+        server = api.ApiServer(*options.api, token=token, names=options.api_hosts).start()
         STATE.options["api"] = server.url
+        if options.api_open:
+            LOG.warning("controller API %s is OPEN (--api-open): anyone who can reach it can change every "
+                        "flow table, including the tenancy rules that isolate tenants", server.url)
     if not _wait_listening(options.listen, READY_TIMEOUT):
         LOG.error("controller: OpenFlow server did not start listening on %s:%d", *options.listen)
         _shutdown(manager, server)
         return 1
+    auth = "open" if options.api_open else f"token in {options.api_token_file}"
     LOG.info("picloud controller ready: openflow tcp:%s:%d, api %s, apps %s", options.listen[0],
-             options.listen[1], server.url if server else "off", " ".join(options.labels))
+             options.listen[1], f"{server.url} ({auth})" if server else "off", " ".join(options.labels))
     stop.wait()
     LOG.info("picloud controller stopping")
     _shutdown(manager, server)

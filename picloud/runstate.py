@@ -28,10 +28,21 @@ def state_dir() -> Path:
     return Path(os.environ.get("PICLOUD_STATE_DIR", "/run/picloud"))
 
 
+def ensure_state_dir() -> Path:
+    """The state directory, created 0700: it holds API tokens and logs only its owner may read."""
+    from picloud.secrets_files import private_dir
+
+    return private_dir(state_dir())
+
+
+def api_token_path(prefix: str) -> Path:
+    """Where a run's controller API token lives (0600; docs/API.md "Authentication")."""
+    return state_dir() / f"{prefix}.api-token"
+
+
 @contextmanager
 def _locked():
-    directory = state_dir()
-    directory.mkdir(parents=True, exist_ok=True)
+    directory = ensure_state_dir()
     with open(directory / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
@@ -73,9 +84,11 @@ class RunState:
 
     def save(self) -> None:
         path = self.path
-        path.parent.mkdir(parents=True, exist_ok=True)
+        ensure_state_dir()
         tmp = path.with_suffix(".tmp")
-        with open(tmp, "w") as f:
+        from picloud.secrets_files import open_private
+
+        with open_private(tmp, "w") as f:
             json.dump(self.to_dict(), f, indent=1)
             f.flush()
             os.fsync(f.fileno())
@@ -86,8 +99,7 @@ class RunState:
         """Read-modify-write under the run's lock. A run's state can be changed by several processes
         (a script's Testbed and `picloud tenant add` from a shell): each change starts from what is
         on disk, or one process's stale copy would erase the other's records and leak objects."""
-        directory = state_dir()
-        directory.mkdir(parents=True, exist_ok=True)
+        directory = ensure_state_dir()
         with open(directory / f"{self.prefix}.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:

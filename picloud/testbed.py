@@ -65,7 +65,8 @@ class Testbed:
     __test__ = False  # not a pytest test class, despite the name
     def __init__(self, topology: str | Path | Topology, *, containers_per_pi: int = 1,
                  controller: str | list[str] | None = None, tenants: str | Path | None = None,
-                 backend: str = "local", prefix: str | None = None, **backend_options: Any):
+                 backend: str = "local", prefix: str | None = None, api_open: bool = False,
+                 **backend_options: Any):
         if backend not in BACKENDS:
             raise FabricError(f"backend {backend!r}: unknown (one of {', '.join(BACKENDS)})")
         if isinstance(containers_per_pi, bool) or not isinstance(containers_per_pi, int) or containers_per_pi < 0:
@@ -81,6 +82,7 @@ class Testbed:
         self.backend = backend
         self.backend_options = backend_options
         self._wanted_prefix = prefix
+        self.api_open = bool(api_open)  # True: the controller API takes changes without the token
         self.state: RunState | None = None
         self.fabric: Any = None
         self._controller_proc: subprocess.Popen | None = None
@@ -103,6 +105,44 @@ class Testbed:
     @property
     def controller_api(self) -> str | None:
         return (self.state.controller.get("api") if self.state else None) or None
+
+    @property
+    def controller_token(self) -> str | None:
+        """The run's controller API token (read from its 0600 file); None for an open API or none."""
+        path = self.state.controller.get("token_file") if self.state else None
+        if not path:
+            return None
+        from picloud.secrets_files import read_token
+
+        try:
+            return read_token(path, "controller API token file")
+        except PiCloudError as exc:
+            raise ControllerError(str(exc)) from None
+
+    def controller_headers(self) -> dict[str, str]:
+        """Headers for a state-changing controller API request: the token, when the API has one."""
+        from picloud.httpguard import TOKEN_HEADER
+
+        token = self.controller_token
+        return {TOKEN_HEADER: token} if token else {}
+
+    def controller_request(self, method: str, path: str, body: Any = None, timeout: float = 10.0) -> Any:
+        """Send a request to this run's controller API with its token (a JSON body when `body` is
+        not None); the decoded JSON reply (None when empty). ControllerError on failure."""
+        import requests
+
+        if not self.controller_api:
+            raise ControllerError(f"run {self.prefix}: no PiCloud controller API")
+        kwargs: dict[str, Any] = {"headers": self.controller_headers(), "timeout": timeout}
+        if body is not None:
+            kwargs["json"] = body
+        try:
+            resp = requests.request(method, self.controller_api + path, **kwargs)
+        except requests.RequestException as exc:
+            raise ControllerError(f"controller API {self.controller_api}{path}: unreachable ({exc})") from None
+        if resp.status_code >= 300:
+            raise ControllerError(f"controller API {method} {path}: HTTP {resp.status_code}: {resp.text[:200]}")
+        return resp.json() if resp.content else None
 
     def up(self) -> Testbed:
         if self.state is not None:
@@ -213,6 +253,16 @@ class Testbed:
         listen, api = f"{host}:{of_port(prefix)}", f"127.0.0.1:{api_port(prefix)}"
         argv = [sys.executable, "-m", "controller_apps.runner", *(mode or []), "--listen", listen,
                 "--api", api, "--topology", str(self.state.path)]
+        token_file = None
+        if self.api_open:
+            argv.append("--api-open")
+        else:
+            from picloud.runstate import api_token_path
+            from picloud.secrets_files import write_token
+
+            token_file = api_token_path(prefix)
+            write_token(token_file)  # a fresh token per run, 0600, before the controller reads it
+            argv += ["--api-token-file", str(token_file)]
         if mode is None or "tenancy" in mode:
             # Every run of the default app set has a tenants file (empty at first), so tenancy runs
             # from the start and tenants can be created on the live fabric.
@@ -222,9 +272,12 @@ class Testbed:
             argv += ["--tenants", self.state.tenants_file]
         log_path = self.state.path.with_suffix(".controller.log")
         self.state.controller = {"mode": None if mode is None else list(mode), "target": f"tcp:{listen}",
-                                 "targets": [f"tcp:{listen}"], "api": f"http://{api}", "log": str(log_path)}
+                                 "targets": [f"tcp:{listen}"], "api": f"http://{api}", "log": str(log_path),
+                                 "token_file": str(token_file) if token_file else None}
         self.state.save()
-        with open(log_path, "ab") as logf:
+        from picloud.secrets_files import open_private
+
+        with open_private(log_path, "ab") as logf:
             self._controller_proc = subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT,
                                                      stdin=subprocess.DEVNULL, start_new_session=True)
         self.state.intend("pids", [proc.record(self._controller_proc, "controller").to_dict()])

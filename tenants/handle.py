@@ -61,6 +61,12 @@ def _controller(testbed: Any) -> str:
     return api
 
 
+def _headers(testbed: Any) -> dict[str, str]:
+    """The run's API token header (a Testbed reads it from the run's 0600 token file)."""
+    get = getattr(testbed, "controller_headers", None)
+    return get() if get else {}
+
+
 def check_tenancy(testbed: Any) -> None:
     """Fail before any side effect when the controller cannot apply tenant rules."""
     import requests
@@ -83,7 +89,7 @@ def reload(testbed: Any) -> dict[str, Any]:
 
     api = _controller(testbed)
     try:
-        resp = requests.post(api + "/tenants/reload", timeout=RELOAD_TIMEOUT)
+        resp = requests.post(api + "/tenants/reload", headers=_headers(testbed), timeout=RELOAD_TIMEOUT)
     except requests.RequestException as exc:
         raise TenantError(f"controller API {api}/tenants/reload: unreachable ({type(exc).__name__})") from None
     if resp.status_code != 200:

@@ -20,6 +20,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--apps", nargs="+", default=None, metavar="APP",
                    help="controller apps to run instead of the default set (names or .py files)")
     p.add_argument("--tenants", default=None, metavar="FILE", help="tenants YAML file to apply")
+    p.add_argument("--api-open", action="store_true",
+                   help="controller API without a token for changes, as Ryu's (tutorials that curl it); "
+                        "default: changes need the token in the run's state directory")
     p.add_argument("--backend", default="local", choices=["local", "docker", "cluster"])
     p.add_argument("--containers", default=None, choices=["namespace", "docker"],
                    help="'docker' makes every container a Docker container (same as --backend docker)")
@@ -81,7 +84,10 @@ def _up(args: argparse.Namespace) -> int:
     if args.controller and args.apps:
         raise FabricError("--controller and --apps: choose one (an external controller runs its own apps)")
     tb = Testbed(args.topology, containers_per_pi=args.containers_per_pi, controller=controller,
-                 tenants=args.tenants, backend=backend, **options)
+                 tenants=args.tenants, backend=backend, api_open=args.api_open, **options)
+    if args.api_open:
+        print("picloud: warning: --api-open: anyone who can reach the controller API can change every flow "
+              "table, including the rules that isolate tenants", file=sys.stderr, flush=True)
     t0 = time.monotonic()
     tb.up()
     try:

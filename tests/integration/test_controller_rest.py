@@ -34,7 +34,7 @@ def get(tb: Testbed, path: str):
 
 
 def post(tb: Testbed, path: str, body: dict) -> None:
-    response = requests.post(tb.controller_api + path, json=body, timeout=5)
+    response = requests.post(tb.controller_api + path, json=body, headers=tb.controller_headers(), timeout=5)
     assert response.status_code == 200, response.text
 
 

@@ -76,7 +76,8 @@ def test_verify_detects_a_broken_egress_check(two_tenants):
         flow = {"dpid": tb.topology.dpid(m.pi), "table_id": 3, "priority": 3000,
                 "match": {"eth_dst": m.mac, "dl_vlan": plan.tenant(intruder).id},
                 "actions": [{"type": "POP_VLAN"}, {"type": "OUTPUT", "port": m.port}]}
-        requests.post(tb.controller_api + "/stats/flowentry/add", json=flow, timeout=10).raise_for_status()
+        requests.post(tb.controller_api + "/stats/flowentry/add", json=flow, headers=tb.controller_headers(),
+                      timeout=10).raise_for_status()
     report = tb.verify_isolation()
     assert not report.ok and "FAIL" in report.summary()
     assert report.matrix["red"]["blue"] > 0 and report.matrix["blue"]["red"] > 0

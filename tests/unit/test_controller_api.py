@@ -67,11 +67,17 @@ class AnsweringDatapath:
             self._reply(parser.OFPMeterStatsReply, stats, msg.xid)
 
 
+TOKEN = "unit-test-token"
+
+
 @pytest.fixture
 def client():
+    """A client that sends the API token, as `Testbed.controller_request` does."""
     STATE.reset()
     api.WAITERS.clear()
-    yield api.create_app().test_client()
+    client = api.create_app(api.api_policy("127.0.0.1", TOKEN)).test_client()
+    client.environ_base["HTTP_X_PICLOUD_TOKEN"] = TOKEN
+    yield client
     STATE.reset()
     api.WAITERS.clear()
 
@@ -130,19 +136,31 @@ def test_flowentry_add_sends_the_flow_mod_ryu_would(client):
     assert mod.instructions[0].actions[0].port == 2
 
 
-def test_flowentry_delete_uses_delete_command_and_body_without_content_type(client):
+def test_flowentry_delete_uses_delete_command(client):
     dp = AnsweringDatapath(1)
     STATE.datapaths[1] = dp
-    response = client.post("/stats/flowentry/delete", data='{"dpid": 1, "match": {"in_port": 4}}')
+    response = client.post("/stats/flowentry/delete", data='{"dpid": 1, "match": {"in_port": 4}}',
+                           content_type="application/json")
     assert response.status_code == 200
     assert dp.sent[-1].command == ofp.OFPFC_DELETE and dp.sent[-1].match["in_port"] == 4
+
+
+def test_a_body_without_json_content_type_is_refused_before_parsing(client):
+    """Issue 19 finding 1: text/plain is what a web page may POST cross-origin without a preflight;
+    Ryu parsed any body. Was 200 and an OFPFlowMod sent."""
+    dp = AnsweringDatapath(1)
+    STATE.datapaths[1] = dp
+    for ctype in ("text/plain", "application/x-www-form-urlencoded", None):
+        response = client.post("/stats/flowentry/add", data='{"dpid": 1, "priority": 65535}', content_type=ctype)
+        assert response.status_code == 415, (ctype, response.status_code)
+    assert dp.sent == []
 
 
 def test_errors_are_json_with_ryu_status_codes(client):
     assert client.get("/stats/flow/99").status_code == 404
     assert client.get("/stats/flow/notanumber").status_code == 400
     STATE.datapaths[1] = AnsweringDatapath(1)
-    assert client.post("/stats/flowentry/add", data="{bad json").status_code == 400
+    assert client.post("/stats/flowentry/add", data="{bad json", content_type="application/json").status_code == 400
     missing = client.post("/stats/flowentry/add", json={"match": {}})
     assert missing.status_code == 400 and "dpid" in missing.get_json()["error"]
     assert client.post("/stats/flowentry/explode", json={"dpid": 1}).status_code == 404
@@ -164,9 +182,20 @@ def test_registered_blueprints_are_served():
     bp.add_url_rule("/extra/ping", "ping", lambda: {"pong": True})
     api.register_blueprint(bp)
     try:
-        assert api.create_app().test_client().get("/extra/ping").get_json() == {"pong": True}
+        client = api.create_app().test_client()
+        assert client.get("/extra/ping").get_json() == {"pong": True}
+        # ...and behind the same guard: a change through a registered route needs the token too.
+        bp_post = Blueprint("extra_test_post", __name__)
+        hit = []
+        bp_post.add_url_rule("/extra/poke", "poke", lambda: hit.append(1) or {"ok": True}, methods=["POST", "PUT"])
+        api.register_blueprint(bp_post)
+        client = api.create_app(api.api_policy("127.0.0.1", TOKEN)).test_client()
+        assert client.post("/extra/poke", json={}).status_code == 401
+        assert client.put("/extra/poke", json={}, headers={"X-PiCloud-Token": "nope"}).status_code == 403
+        assert hit == []
+        assert client.post("/extra/poke", json={}, headers={"X-PiCloud-Token": TOKEN}).status_code == 200
     finally:
-        api._extra_blueprints[:] = [b for b in api._extra_blueprints if b.name != "extra_test"]
+        api._extra_blueprints[:] = [b for b in api._extra_blueprints if not b.name.startswith("extra_test")]
 
 
 def test_port_status_refreshes_the_port_list_in_state():
