@@ -35,12 +35,16 @@ CONTROLLER_READY_TIMEOUT = 60.0  # seconds, plus READY_PER_BRIDGE for each bridg
 READY_PER_BRIDGE = 0.25  # 400 bridges on 2 busy cores took over a minute to connect
 
 
-def load_topology(source: str | Path | Topology, containers_per_pi: int = 1) -> Topology:
-    if isinstance(source, Topology):
+def load_topology(source: str | Path | Topology, containers_per_pi: int = 1, pi_model: str | None = None,
+                  bw: float | None = None) -> Topology:
+    if isinstance(source, Topology) and pi_model is None and bw is None:
         return source
     from topology.loader import load_topology as load
 
-    return load(source, containers_per_pi=containers_per_pi)
+    return load(source, containers_per_pi=containers_per_pi, pi_model=pi_model, bw=bw)
+
+
+_UNSET: Any = object()
 
 
 @dataclass
@@ -57,8 +61,21 @@ class LinkHandle:
     def up(self) -> None:
         self.testbed.fabric.set_link(self.a, self.b, up=True)
 
-    def shape(self, bw: float | None) -> None:
-        self.testbed.fabric.shape_link(self.a, self.b, bw)
+    def shape(self, bw: Any = _UNSET, **impairments: Any) -> Link:
+        """Re-shape the link while the run is up: `shape(10)`, `shape(100, delay="5ms", loss=1)`,
+        `shape(None)` to remove the rate. Keywords: delay, jitter, loss (percent), queue
+        (packets); an attribute left out keeps its value, None removes it. delay/jitter/loss need
+        the kernel's sch_netem and are refused without it. Returns the link as it now is."""
+        from topology.backends.local import KEEP
+
+        if bw is _UNSET:
+            bw = KEEP
+        unknown = sorted(set(impairments) - {"delay", "jitter", "loss", "queue"})
+        if unknown:
+            raise FabricError(f"link {self.a!r}-{self.b!r}: shape() has no {', '.join(unknown)} "
+                              "(bw, delay, jitter, loss, queue)")
+        link = self.testbed.fabric.shape_link(self.a, self.b, bw, **impairments)
+        return link if isinstance(link, Link) else self.testbed.topology.link(self.a, self.b)
 
 
 class Testbed:
@@ -76,7 +93,13 @@ class Testbed:
                                   "or a list of apps")
         if tenants is not None and not Path(tenants).is_file():
             raise FabricError(f"tenants file {str(tenants)!r}: not found")
-        self.topology = load_topology(topology, containers_per_pi)
+        # A Pi model shapes every Pi uplink to its NIC rate on every backend (and sets the Docker
+        # and cluster backends' CPU/memory limits); `bw` sets the fabric links (topology.rates).
+        bw = backend_options.pop("bw", None)
+        pi_model = backend_options.get("pi_model")
+        if backend == "local":
+            backend_options.pop("pi_model", None)
+        self.topology = load_topology(topology, containers_per_pi, pi_model=pi_model, bw=bw)
         self.controller = controller
         self.tenants_source = Path(tenants) if tenants is not None else None
         self.backend = backend

@@ -305,11 +305,20 @@ def check_containers_per_pi(value: object, where: str) -> int:
     return value
 
 
-def build(spec: str, containers_per_pi: int = 1) -> Topology:
-    """Build the topology a spec names; the topology's name is the spec as given (trimmed)."""
+def build(spec: str, containers_per_pi: int = 1, pi_model: str | None = None,
+          bw: float | None = None) -> Topology:
+    """Build the topology a spec names; the topology's name is the spec as given (trimmed).
+
+    `pi_model` shapes every Pi uplink to that model's NIC rate (`picloud:` defaults to Model B, the
+    Glasgow Pi Cloud's board: 100 Mbit/s); `bw` sets every switch-to-switch link (Mbit/s)."""
+    from topology import rates
+
     family, values = parse_spec(spec)
     per_pi = check_containers_per_pi(containers_per_pi, f"topology spec {spec!r}")
-    return family.build(spec.strip(), per_pi, *values)
+    if pi_model is not None:
+        rates.model(pi_model)  # refuse an unknown model before building
+    topo = family.build(spec.strip(), per_pi, *values)
+    return rates.apply(topo, pi_model or rates.DEFAULT_PI_MODEL.get(family.name), bw)
 
 
 def bisection_links(spec: str) -> tuple[int, str] | None:

@@ -44,6 +44,7 @@ class PiModel:
     cores: int
     mhz: int
     memory_mb: int
+    nic_mbit: float  # the Ethernet rate its uplinks are shaped to (see the sources below)
 
     def cpus(self, host_cpus: int, reference_mhz: int = 3000) -> float:
         """CPU share (in host cores) that stands in for this Pi.
@@ -59,12 +60,24 @@ class PiModel:
 # https://www.raspberrypi.com/documentation/computers/raspberry-pi.html and
 # https://datasheets.raspberrypi.com/ (Pi 4 Model B and Pi 5 product briefs). Where a model ships
 # with several memory sizes the preset takes the launch variant named in the comment.
+# NIC rates (`nic_mbit`, the Pi's Ethernet as the scale model shapes its uplinks):
+# - Models B, B+, 2 B and 3 B: 10/100 Ethernet through the SMSC LAN9512/LAN9514 USB hub + Ethernet
+#   chip (same documentation page, "Ethernet: 10/100");
+# - 3 B+: "Gigabit Ethernet over USB 2.0 (maximum throughput 300 Mbps)" (Raspberry Pi 3 Model B+
+#   product brief, https://datasheets.raspberrypi.com/rpi3/raspberry-pi-3-b-plus-product-brief.pdf;
+#   the LAN7515 hangs off the SoC's single USB 2.0 port);
+# - 4 B and 5: true Gigabit Ethernet (Pi 4: BCM54213PE PHY on the SoC's GENET MAC; Pi 5: through
+#   the RP1 I/O controller), product briefs above.
+# Model B is the Glasgow Raspberry Pi Cloud's own board (Tso et al., ICDCS Workshops 2013): the
+# 512 MB revision 2 sold from October 2012.
 PI_MODELS: dict[str, PiModel] = {
-    "b+": PiModel("b+", "Raspberry Pi 1 Model B+ (2014)", "BCM2835, ARM1176JZF-S", 1, 700, 512),
-    "2": PiModel("2", "Raspberry Pi 2 Model B (2015)", "BCM2836, Cortex-A7", 4, 900, 1024),
-    "3": PiModel("3", "Raspberry Pi 3 Model B (2016)", "BCM2837, Cortex-A53", 4, 1200, 1024),
-    "4": PiModel("4", "Raspberry Pi 4 Model B, 4 GB (2019)", "BCM2711, Cortex-A72", 4, 1500, 4096),
-    "5": PiModel("5", "Raspberry Pi 5, 4 GB (2023)", "BCM2712, Cortex-A76", 4, 2400, 4096),
+    "b": PiModel("b", "Raspberry Pi 1 Model B rev 2 (2012)", "BCM2835, ARM1176JZF-S", 1, 700, 512, 100),
+    "b+": PiModel("b+", "Raspberry Pi 1 Model B+ (2014)", "BCM2835, ARM1176JZF-S", 1, 700, 512, 100),
+    "2": PiModel("2", "Raspberry Pi 2 Model B (2015)", "BCM2836, Cortex-A7", 4, 900, 1024, 100),
+    "3": PiModel("3", "Raspberry Pi 3 Model B (2016)", "BCM2837, Cortex-A53", 4, 1200, 1024, 100),
+    "3b+": PiModel("3b+", "Raspberry Pi 3 Model B+ (2018)", "BCM2837B0, Cortex-A53", 4, 1400, 1024, 300),
+    "4": PiModel("4", "Raspberry Pi 4 Model B, 4 GB (2019)", "BCM2711, Cortex-A72", 4, 1500, 4096, 1000),
+    "5": PiModel("5", "Raspberry Pi 5, 4 GB (2023)", "BCM2712, Cortex-A76", 4, 2400, 4096, 1000),
 }
 
 

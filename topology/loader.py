@@ -38,11 +38,15 @@ def fill_containers(topo: Topology, containers_per_pi: int, where: str) -> Topol
     return topo
 
 
-def load_topology(source: str | Path | Topology, containers_per_pi: int = 1) -> Topology:
+def load_topology(source: str | Path | Topology, containers_per_pi: int = 1, pi_model: str | None = None,
+                  bw: float | None = None) -> Topology:
     """A validated Topology from a spec (`fattree:4`), a file (YAML, JSON, GraphML, Mininet `.py`,
-    optionally `file.py:name,ARGS`) or a Topology (validated, not changed)."""
+    optionally `file.py:name,ARGS`) or a Topology (validated, not changed unless a Pi model or
+    fabric rate is asked for). `pi_model`/`bw`: see `topology.rates.apply`."""
+    from topology import rates
+
     if isinstance(source, Topology):
-        return validate(source, source.name)
+        return validate(rates.apply(source, pi_model, bw), source.name)
     if not isinstance(source, str | Path):
         raise TopologyError(f"topology {source!r}: expected a spec, a file path or a Topology")
     text = str(source).strip()
@@ -51,11 +55,11 @@ def load_topology(source: str | Path | Topology, containers_per_pi: int = 1) -> 
     selected = _PY_SELECTOR_RE.match(text)
     if path.is_file() or path.is_dir():
         topo = load_mininet_file(path) if path.suffix.lower() == ".py" else read_file(path)
-        return validate(fill_containers(topo, per_pi, text), text)
+        return validate(rates.apply(fill_containers(topo, per_pi, text), pi_model, bw), text)
     if selected and Path(selected["path"]).is_file():
         topo = load_mininet_file(selected["path"], selected["selector"])
-        return validate(fill_containers(topo, per_pi, text), text)
+        return validate(rates.apply(fill_containers(topo, per_pi, text), pi_model, bw), text)
     family = text.split(":")[0].lower()
     if family not in FAMILIES and _looks_like_path(text):
         raise TopologyError(f"{text}: no such file (give a topology file or a spec like fattree:4)")
-    return validate(build(text, containers_per_pi=per_pi), text)
+    return validate(build(text, containers_per_pi=per_pi, pi_model=pi_model, bw=bw), text)

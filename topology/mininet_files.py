@@ -15,13 +15,13 @@ Mapping (Mininet -> PiCloud):
   become containers on it (`ip=` and `mac=` honoured; unset ips get 10.0.0.N/8 in Mininet's host
   order, as Mininet would give them); switches without hosts stay switches, with the role their
   name suggests (`core*`, `agg*`, `spine*`, `leaf*`, `tor*`, else `edge`);
-- `addLink` options `bw` (Mbit/s), `delay`, `loss` (percent) and `max_queue_size` (packets) shape
+- `addLink` options `bw` (Mbit/s), `delay`, `jitter`, `loss` (percent) and `max_queue_size` (packets) shape
   the link whatever its `cls` (TCLink or not: a file that states a rate means it); a host's link
   options shape its container's attachment;
 - names are lower-cased with `_`, `.` and spaces turned into `-`; a name that still breaks the
   rules, or two names that become one, is an error;
 - errors: a host linked to two switches, to another host or to nothing; parallel links.
-Options with no PiCloud meaning (`dpid`, `jitter`, `cpu`, explicit port numbers...) are ignored
+Options with no PiCloud meaning (`dpid`, `cpu`, explicit port numbers...) are ignored
 with a warning; Mininet-only plumbing options (`cls`, `defaultRoute`, `protocols`...) silently.
 Port numbers follow PiCloud's rule (uplinks first, containers last), not Mininet's.
 
@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 
 _MODULE_NAME = "picloud_mininet_topology"  # never "__main__": the file's start-up block stays off
 _SHIM_LOCK = threading.Lock()  # sys.modules is process-wide: one load at a time
-_LINK_OPTIONS = {"bw": "bw", "delay": "delay", "loss": "loss", "max_queue_size": "queue"}
+_LINK_OPTIONS = {"bw": "bw", "delay": "delay", "jitter": "jitter", "loss": "loss", "max_queue_size": "queue"}
 _QUIET_OPTIONS = {
     "cls", "defaultRoute", "inNamespace", "protocols", "failMode", "datapath", "inband", "stp",
     "batch", "listenPort", "intfName1", "intfName2", "addr1", "addr2", "use_htb", "use_hfsc",

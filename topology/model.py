@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import networkx as nx
@@ -23,7 +23,7 @@ NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
 IFNAMSIZ = 15  # Linux interface names: 15 bytes plus the terminating NUL
 DEFAULT_NETWORK = ipaddress.ip_network("10.0.0.0/8")
 _KIND_LETTER = {"switch": "s", "pi": "p", "container": "c"}
-LINK_ATTRS = ("bw", "delay", "loss", "queue")
+LINK_ATTRS = ("bw", "delay", "jitter", "loss", "queue")
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,7 @@ class Link:
     bw: float | None = None  # Mbit/s
     delay: str | None = None  # "2ms"
     loss: float | None = None  # percent
+    jitter: str | None = None  # "1ms": netem's delay variation (needs delay)
     queue: int | None = None  # packets
 
     @property
@@ -93,6 +94,15 @@ def _positive_number(value: Any, what: str, allow_zero: bool = False) -> float:
 
 
 _DELAY_RE = re.compile(r"^\d+(\.\d+)?(us|ms|s)$")
+
+
+def _duration(value: Any, what: str) -> str:
+    """A delay or jitter as tc writes it: a number means milliseconds, as in Mininet."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        value = f"{_positive_number(value, what, allow_zero=True):g}ms"
+    if not isinstance(value, str) or not _DELAY_RE.match(value):
+        raise TopologyError(f"{what} {value!r} must look like '2ms', '500us' or '1s'")
+    return value
 
 
 @dataclass
@@ -173,6 +183,7 @@ class Topology:
         delay: str | None = None,
         loss: float | None = None,
         queue: int | None = None,
+        jitter: str | None = None,
     ) -> Link:
         where = f"link {a!r}-{b!r}"
         for end in (a, b):
@@ -198,16 +209,27 @@ class Topology:
                 raise TopologyError(f"{where}: queue {queue!r} must be a whole number of packets")
             queue = int(queue_f)
         if delay is not None:
-            if isinstance(delay, int | float) and not isinstance(delay, bool):
-                delay = f"{_positive_number(delay, f'{where}: delay', allow_zero=True):g}ms"
-            if not isinstance(delay, str) or not _DELAY_RE.match(delay):
-                raise TopologyError(f"{where}: delay {delay!r} must look like '2ms', '500us' or '1s'")
+            delay = _duration(delay, f"{where}: delay")
+        if jitter is not None:
+            jitter = _duration(jitter, f"{where}: jitter")
+            if delay is None:
+                raise TopologyError(f"{where}: jitter {jitter} without a delay (jitter varies the delay; "
+                                    "netem needs both)")
         port_a, port_b = self._next_port[a], self._next_port[b]
         self._next_port[a] += 1
         self._next_port[b] += 1
-        link = Link(a, b, port_a, port_b, bw=bw, delay=delay, loss=loss, queue=queue)
+        link = Link(a, b, port_a, port_b, bw=bw, delay=delay, loss=loss, queue=queue, jitter=jitter)
         self.graph.add_edge(a, b, link=link)
         self._links.append((a, b))
+        return link
+
+    def set_bw(self, a: str, b: str, bw: float | None) -> Link:
+        """Change one link's rate (a Pi model or `--bw` applied after building); ports stay."""
+        link = self.link(a, b)
+        if bw is not None:
+            bw = _positive_number(bw, f"link {a!r}-{b!r}: bw")
+        link = replace(link, bw=bw)
+        self.graph.edges[a, b]["link"] = link
         return link
 
     # --- reading ------------------------------------------------------------------------------

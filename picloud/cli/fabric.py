@@ -27,7 +27,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--containers", default=None, choices=["namespace", "docker"],
                    help="'docker' makes every container a Docker container (same as --backend docker)")
     p.add_argument("--image", default=None, help="Docker image for --containers docker")
-    p.add_argument("--pi-model", default=None, help="Pi preset for Docker CPU/memory limits (b+, 2, 3, 4, 5)")
+    p.add_argument("--pi-model", default=None,
+                   help="Pi model (b, b+, 2, 3, 3b+, 4, 5): its NIC rate shapes every Pi uplink (b..3: 100 "
+                        "Mbit/s, 3b+: 300, 4 and 5: 1000; picloud:R,P defaults to b) and, with Docker, "
+                        "its CPU/memory set the container limits")
+    p.add_argument("--bw", type=float, default=None, metavar="MBIT",
+                   help="rate of every switch-to-switch (fabric) link, Mbit/s")
     p.add_argument("--cluster", default=None, metavar="INVENTORY", help="run on real Pis listed in INVENTORY")
     p.add_argument("--ui", action="store_true", help="also serve the web UI")
     p.add_argument("--port", type=int, default=8080, help="web UI port (with --ui)")
@@ -69,10 +74,12 @@ def _backend_options(args: argparse.Namespace) -> tuple[str, dict]:
     if backend != "local":
         if args.image:
             options["image"] = args.image
-        if args.pi_model:
-            options["pi_model"] = args.pi_model
-    elif args.image or args.pi_model:
-        raise FabricError("--image/--pi-model: only with --containers docker")
+    elif args.image:
+        raise FabricError("--image: only with --containers docker")
+    if args.pi_model:
+        options["pi_model"] = args.pi_model
+    if args.bw is not None:
+        options["bw"] = args.bw
     return backend, options
 
 

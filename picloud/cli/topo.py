@@ -24,6 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     show.add_argument("source", metavar="SPEC|FILE", help=SOURCE_HELP)
     show.add_argument("--containers-per-pi", type=int, default=1, metavar="N",
                       help="containers on each Pi (builders, and files without containers)")
+    show.add_argument("--pi-model", default=None, help="shape every Pi uplink to this model's NIC rate")
+    show.add_argument("--bw", type=float, default=None, metavar="MBIT", help="rate of every fabric link")
     show.add_argument("--json", action="store_true", help="print the numbers as JSON")
     show.set_defaults(func=_show)
 
@@ -33,7 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="output format (default: from the -o extension, else yaml)")
     export.add_argument("-o", "--output", metavar="FILE", default=None, help="write here instead of stdout")
     export.add_argument("--containers-per-pi", type=int, default=1, metavar="N",
-                        help="containers on each Pi (builders, and files without containers)")
+                      help="containers on each Pi (builders, and files without containers)")
+    export.add_argument("--pi-model", default=None, help="shape every Pi uplink to this model's NIC rate")
+    export.add_argument("--bw", type=float, default=None, metavar="MBIT", help="rate of every fabric link")
     export.set_defaults(func=_export)
 
 
@@ -47,7 +51,7 @@ def _show(args: argparse.Namespace) -> int:
     from topology.loader import load_topology
     from topology.metrics import summary
 
-    topo = load_topology(args.source, containers_per_pi=args.containers_per_pi)
+    topo = load_topology(args.source, containers_per_pi=args.containers_per_pi, pi_model=args.pi_model, bw=args.bw)
     data = summary(topo, spec=args.source if _is_spec(args.source) else None)
     if args.json:
         print(json.dumps(data, indent=2))
@@ -90,7 +94,7 @@ def _export(args: argparse.Namespace) -> int:
         from picloud.errors import TopologyError
 
         raise TopologyError(f"{args.output}: cannot tell the format to write (use --format yaml|json)")
-    topo = load_topology(args.source, containers_per_pi=args.containers_per_pi)
+    topo = load_topology(args.source, containers_per_pi=args.containers_per_pi, pi_model=args.pi_model, bw=args.bw)
     if args.output:
         write_file(topo, args.output, fmt)
         print(f"wrote {args.output} ({fmt}, {len(topo.bridges)} bridges, {len(topo.containers)} containers)",

@@ -32,7 +32,7 @@ def test_no_model_means_no_limits():
 
 
 def test_unknown_model_is_refused_with_the_choices():
-    with pytest.raises(FabricError, match=r"--pi-model: pi model 'zero': unknown \(one of b\+, 2, 3, 4, 5\)"):
+    with pytest.raises(FabricError, match=r"--pi-model: pi model 'zero': unknown \(one of b, b\+, 2, 3, 3b\+, 4, 5\)"):
         fabric(pi_model="zero")
 
 

@@ -143,8 +143,8 @@ def test_graphml_parallel_edges_are_refused(tmp_path: Path) -> None:
         ("t.yaml", "pis: [{name: p1}]\ncontainers: [{name: c1, pi: p1, ip: banana}]\n",
          "container 'c1': invalid ip 'banana'"),
         ("t.yaml", "pis: [{name: p1, rack: first}]\n", "pi 'p1': rack 'first' must be a whole number >= 0"),
-        ("t.yaml", "pis: [{name: p1}]\ncontainers: [{name: c1, pi: p1, link: {jitter: 1}}]\n",
-         "container 'c1': 'link' takes only bw, delay, loss, queue"),
+        ("t.yaml", "pis: [{name: p1}]\ncontainers: [{name: c1, pi: p1, link: {color: 1}}]\n",
+         "container 'c1': 'link' takes only bw, delay, jitter, loss, queue"),
         ("t.txt", "<svg/>", "XML but not GraphML"),
     ],
 )

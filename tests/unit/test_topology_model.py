@@ -83,7 +83,7 @@ def test_counts_and_fabric_links() -> None:
         (lambda t: t.add_container("c", "tor1"), "container 'c': unknown pi 'tor1' (containers run on a declared pi)"),
         (lambda t: t.add_container("c", "pi1", ip="fe80::1"), "container 'c': ip 'fe80::1' is not IPv4"),
         (lambda t: t.add_container("c", "pi1", mac="zz:00:00:00:00:00"), "container 'c': invalid mac"),
-        (lambda t: t.add_container("c", "pi1", link={"jitter": 1}), "'link' takes only bw, delay, loss, queue"),
+        (lambda t: t.add_container("c", "pi1", link={"color": 1}), "'link' takes only bw, delay, jitter, loss, queue"),
     ],
 )
 def test_add_calls_refuse_bad_input(call, message: str) -> None:

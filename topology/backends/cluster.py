@@ -535,7 +535,7 @@ class ClusterFabric:
         for wire in self._link_wires(a, b):
             self.remote(wire.host).set_port(self.bridge(wire.node), self._wire_port(wire), up)
 
-    def shape_link(self, a: str, b: str, bw: float | None) -> None:
+    def shape_link(self, a: str, b: str, bw: float | None = None, **impairments: object) -> None:
         raise FabricError(f"link {a!r}-{b!r}: shaping is not available in cluster mode (no tc over OVSDB)")
 
     def _extra(self) -> dict[str, dict]:

@@ -10,15 +10,20 @@ from __future__ import annotations
 
 import logging
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import networkx as nx
 
 from picloud.errors import FabricError, TopologyError
 from picloud.runstate import RunState
+from topology import tcplan
 from topology.effects import ethtool, ip, netns, ovs, tc
 from topology.effects.proc import CommandError
 from topology.model import Link, Topology, dpid_str, ifname
+from topology.tcplan import Shape
+
+KEEP: Any = object()  # shape_link: leave this attribute as it is
 
 log = logging.getLogger(__name__)
 CONTAINER_IFACE = "eth0"
@@ -85,10 +90,12 @@ class LocalFabric:
         for link in topo.links:
             for node in (link.a, link.b):
                 self.end(node, link)
-        if any(ln.delay or ln.loss for ln in topo.links) and not tc.netem_available():
-            bad = next(ln for ln in topo.links if ln.delay or ln.loss)
-            raise FabricError(f"link {bad.a!r}-{bad.b!r}: delay/loss need the kernel's sch_netem, which this "
-                              "kernel lacks (remove delay/loss, or use a kernel with netem)")
+        impaired = [ln for ln in topo.links if Shape.of(ln).needs_netem]
+        if impaired and not tc.netem_available():
+            bad = impaired[0]
+            raise FabricError(f"link {bad.a!r}-{bad.b!r}: delay/jitter/loss need the kernel's sch_netem, which "
+                              f"kernel {tc.kernel()} lacks ({len(impaired)} link(s); remove delay/jitter/loss, "
+                              "or use a kernel with netem)")
         if not self.controllers:
             bridges = topo.graph.subgraph(topo.bridges)
             if not nx.is_forest(bridges):
@@ -157,9 +164,10 @@ class LocalFabric:
                                                                f"ofport_request={e.port}")
         txn.commit(timeout=300)
         for link, ea, eb in bridge_ends + container_ends:
-            if link.bw:
+            shape = Shape.of(link)
+            if not shape.empty:
                 for e in (ea, eb):
-                    tc.shape(e.iface, link.bw, link.queue, e.netns)
+                    tc.apply(tcplan.plan(e.iface, shape, e.netns))
 
     def _container_lines(self, address: str, gateway: str | None) -> list[str]:
         lines = ["link set lo up", f"addr add {address} dev {CONTAINER_IFACE}", f"link set {CONTAINER_IFACE} up"]
@@ -189,15 +197,36 @@ class LocalFabric:
     def set_link(self, a: str, b: str, up: bool) -> None:
         ip.set_links_now([(e.iface, e.netns) for e in self._link_ends(a, b)], up)
 
-    def shape_link(self, a: str, b: str, bw: float | None) -> None:
-        if bw is not None and (isinstance(bw, bool) or not isinstance(bw, int | float) or not bw > 0):
-            raise FabricError(f"link {a!r}-{b!r}: bw {bw!r} must be a positive number of Mbit/s")
-        queue = self.topology.link(a, b).queue
+    def shape_link(self, a: str, b: str, bw: Any = KEEP, *, delay: Any = KEEP, jitter: Any = KEEP,
+                   loss: Any = KEEP, queue: Any = KEEP) -> Link:
+        """Re-shape a link while the run is up, as Mininet's `TCIntf.config`: each attribute given
+        replaces the link's (None removes it), the others stay. Validated by the same rules as a
+        topology file, and refused before any tc call where it needs netem and the kernel lacks it.
+        The new shape is written into the run's topology, so load, slowdown and the fidelity
+        monitor use the rate the link really has."""
+        try:
+            link = self.topology.link(a, b)
+        except TopologyError:
+            raise FabricError(f"link {a!r}-{b!r}: no such link in run {self.prefix}") from None
+        wanted = {k: getattr(link, k) if v is KEEP else v for k, v in
+                  (("bw", bw), ("delay", delay), ("jitter", jitter), ("loss", loss), ("queue", queue))}
+        try:
+            probe = Topology()
+            for end in (link.a, link.b):
+                probe.add_switch(end) if self.topology.kind(end) != "container" else probe.add_pi(end)
+            new = probe.add_link(link.a, link.b, **wanted)
+        except TopologyError as exc:
+            raise FabricError(str(exc).replace("link ", f"run {self.prefix}: link ", 1)) from None
+        shape = Shape.of(new)
+        if shape.needs_netem and not tc.netem_available():
+            raise FabricError(f"link {a!r}-{b!r}: delay/jitter/loss need the kernel's sch_netem, which kernel "
+                              f"{tc.kernel()} lacks")
         for e in self._link_ends(a, b):
-            if bw is None:
-                tc.unshape(e.iface, e.netns)
-            else:
-                tc.shape(e.iface, float(bw), queue, e.netns)
+            tc.apply(tcplan.plan(e.iface, shape, e.netns, replace=True))
+        self.topology.graph.edges[link.a, link.b]["link"] = replace(link, **wanted)
+        with self.state.transaction():
+            self.state.topology = self.topology.to_dict()
+        return self.topology.link(a, b)
 
     def add_container(self, name: str, pi: str, ip_addr: str, mac: str, prefixlen: int,
                       gateway: str | None) -> int:

@@ -1,6 +1,6 @@
-"""Traffic control: the only caller of `tc`. Rate limits use TBF (see `shape` for why not HTB,
-which Mininet's TCLink uses); delay and loss would need netem, which some kernels (this one) lack, so
-its presence is probed before anything is built."""
+"""Traffic control: the only caller of `tc`. What to run is decided by the pure
+`topology.tcplan.plan` (TBF for rate, a netem child for delay/jitter/loss; see there for why);
+this module runs it, and probes whether the kernel has netem before anything is built."""
 
 from __future__ import annotations
 
@@ -8,28 +8,29 @@ import functools
 import uuid
 
 from topology.effects.proc import run
+from topology.tcplan import Command, Shape, plan
 
 
-def shape(iface: str, bw_mbit: float, queue: int | None = None, netns: str | None = None) -> None:
-    """Egress shaping at bw Mbit/s with a token bucket filter.
+def apply(commands: list[Command]) -> None:
+    for cmd in commands:
+        run(list(cmd.argv), check=cmd.check)
 
-    TBF, not HTB: with TSO on, packets reach the qdisc as GSO aggregates of up to a few hundred
-    KB. HTB sends each whole (a 200 KB burst every 160 ms at 10 Mbit/s), so TCP sees wild RTT
-    swings and retransmits spuriously (measured: 5.6-9.4 Mbit/s on a 10 Mbit/s link). TBF splits
-    an aggregate larger than its bucket back into MTU packets (tbf_segment), so the shaped link
-    behaves like a wire. The queue is about 100 ms at the link rate, or `queue` MTU packets when
-    given (Mininet's max_queue_size)."""
-    ns = ["-n", netns] if netns else []
-    rate_bytes = bw_mbit * 1e6 / 8
-    burst = max(10 * 1514, int(rate_bytes * 0.004))  # 4 ms of line rate, at least ten frames
-    limit = queue * 1514 if queue else max(2 * burst, int(rate_bytes * 0.1))
-    run(["tc", *ns, "qdisc", "replace", "dev", iface, "root", "tbf", "rate", f"{bw_mbit}mbit",
-         "burst", str(burst), "limit", str(limit)])
+
+def shape(iface: str, bw_mbit: float | None, queue: int | None = None, netns: str | None = None,
+          delay: str | None = None, jitter: str | None = None, loss: float | None = None,
+          replace: bool = True) -> None:
+    """Give one link end its shape (replacing whatever it had)."""
+    apply(plan(iface, Shape(bw_mbit, delay, jitter, loss, queue), netns, replace=replace))
 
 
 def unshape(iface: str, netns: str | None = None) -> None:
+    apply(plan(iface, Shape(), netns, replace=True))
+
+
+def stats(iface: str, netns: str | None = None) -> str:
+    """`tc -s qdisc show` of one interface (drops, overlimits), for the fidelity monitor."""
     ns = ["-n", netns] if netns else []
-    run(["tc", *ns, "qdisc", "del", "dev", iface, "root"], check=False)
+    return run(["tc", *ns, "-s", "qdisc", "show", "dev", iface], check=False).stdout
 
 
 @functools.cache
@@ -44,3 +45,9 @@ def netem_available() -> bool:
                    check=False).returncode == 0
     finally:
         run(["ip", "netns", "del", ns], check=False)
+
+
+def kernel() -> str:
+    import platform
+
+    return platform.release()
