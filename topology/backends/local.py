@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -18,7 +19,7 @@ import networkx as nx
 from picloud.errors import FabricError, TopologyError
 from picloud.runstate import RunState
 from topology import tcplan
-from topology.effects import ethtool, ip, netns, ovs, tc
+from topology.effects import ethtool, ip, netns, ovs, rtnl, tc
 from topology.effects.proc import CommandError
 from topology.model import Link, Topology, dpid_str, ifname
 from topology.tcplan import Shape
@@ -135,18 +136,20 @@ class LocalFabric:
         topo = self.topology
         ip.batch([f"netns add {ns}" for ns in namespaces])
         lines = []
+        group = ip.run_group(self.prefix)
         for _, ea, eb in bridge_ends:
-            lines += [f"link add {ea.iface} type veth peer name {eb.iface}",
+            lines += [f"link add {ea.iface} group {group} type veth peer name {eb.iface} group {group}",
                       f"link set {ea.iface} up", f"link set {eb.iface} up"]
         for link, ea, eb in container_ends:
             host, inner = (ea, eb) if eb.netns else (eb, ea)
             container = link.a if ea.netns else link.b
             mac = topo.node(container).mac
-            lines += [f"link add {host.iface} type veth peer name {inner.iface} address {mac} netns {inner.netns}",
+            lines += [f"link add {host.iface} group {group} type veth peer name {inner.iface} address {mac} "
+                      f"netns {inner.netns}",
                       f"link set {host.iface} up"]
         ip.batch(lines)
-        ip.batch_in_namespaces({self.netns(c): self._container_lines(topo.node(c).ip, None)
-                                for c in topo.containers})
+        rtnl.configure(rtnl.ContainerIface(self.netns(c), topo.node(c).ip, None, CONTAINER_IFACE)
+                       for c in topo.containers)
         if self.datapath == "netdev" and not ovs.userspace_tso_active():
             self.offload_off = True
             log.warning("notice: OVS userspace TSO is not active, so TX checksum offload is turned off on "
@@ -168,11 +171,6 @@ class LocalFabric:
             if not shape.empty:
                 for e in (ea, eb):
                     tc.apply(tcplan.plan(e.iface, shape, e.netns))
-
-    def _container_lines(self, address: str, gateway: str | None) -> list[str]:
-        lines = ["link set lo up", f"addr add {address} dev {CONTAINER_IFACE}", f"link set {CONTAINER_IFACE} up"]
-        lines.append(f"route add default via {gateway}" if gateway else f"route add default dev {CONTAINER_IFACE}")
-        return lines
 
     def _add_bridge(self, txn: ovs.Transaction, node: str) -> None:
         name = self.bridge(node)
@@ -250,9 +248,10 @@ class LocalFabric:
             self.state.intend("veth", [host_iface])
             try:
                 self._make_namespace(name, ns)
-                ip.batch([f"link add {host_iface} type veth peer name {CONTAINER_IFACE} address {mac} netns {ns}",
+                ip.batch([f"link add {host_iface} group {ip.run_group(self.prefix)} type veth peer name "
+                          f"{CONTAINER_IFACE} address {mac} netns {ns}",
                           f"link set {host_iface} up"])
-                ip.batch(self._container_lines(f"{ip_addr}/{prefixlen}", gateway), netns=ns)
+                rtnl.configure([rtnl.ContainerIface(ns, f"{ip_addr}/{prefixlen}", gateway, CONTAINER_IFACE)])
                 if self.offload_off:
                     ethtool.tx_offload_off([(None, host_iface), (ns, CONTAINER_IFACE)])
                 ovs.Transaction().add("add-port", self.bridge(pi), host_iface).add(
@@ -309,16 +308,27 @@ class LocalFabric:
 
 def remove_objects(state: RunState) -> None:
     """Remove every object a run's state names, plus bridges carrying its label. Idempotent; also
-    the clean-up path after a crash, so it trusts only the state file and the label."""
-    bridges = set(state.objects.get("bridges", [])) | set(ovs.bridges_labelled(state.prefix))
-    if bridges and ovs.running():
-        ovs.delete_bridges(sorted(bridges))
+    the clean-up path after a crash, so it trusts only the state file and the label.
+
+    Two batches that run at once: one OVSDB transaction for every bridge (ovs-vswitchd then spends
+    one kernel RCU grace period per port closing its packet socket, ~16 ms each here, mostly asleep),
+    and the kernel's share: namespaces (which take their veth ends and peers with them in one
+    kernel batch), then one `link del group N` for the run's root-namespace veths."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        bridges_gone = pool.submit(_remove_bridges, state)
+        ip.delete_netns(state.objects.get("netns", []))
+        state.objects["netns"] = []
+        ip.delete_links(state.objects.get("veth", []), group=ip.run_group(state.prefix))
+        state.objects["veth"] = []
+        bridges_gone.result()
     state.objects["bridges"] = []
-    # Namespaces before veths: deleting a namespace removes its veth ends (and their peers) in one
-    # kernel batch, far faster than one `link del` each.
-    ip.delete_netns(state.objects.get("netns", []))
-    state.objects["netns"] = []
-    ip.delete_links(state.objects.get("veth", []))
-    state.objects["veth"] = []
     state.extra.pop("containers", None)
     state.save()
+
+
+def _remove_bridges(state: RunState) -> None:
+    bridges = set(state.objects.get("bridges", []))
+    if ovs.running():
+        bridges |= set(ovs.bridges_labelled(state.prefix))
+        if bridges:
+            ovs.delete_bridges(sorted(bridges))

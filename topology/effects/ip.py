@@ -68,8 +68,31 @@ def _delete_until_gone(names: Iterable[str], present, line: str, what: str) -> N
         raise CommandError(["ip", what, "del"], 1, f"could not delete {', '.join(sorted(left))}")
 
 
-def delete_links(names: Iterable[str]) -> None:
-    """Deleting one veth end deletes its peer; missing names are fine (idempotent clean-up)."""
+GROUP_BASE = 0x50430000  # "PC" << 16: device groups of PiCloud runs
+
+
+def run_group(prefix: str) -> int:
+    """The device group (IFLA_GROUP) a run's root-namespace veths carry: one per run prefix, so a
+    whole run's links go in one `link del group N`. The kernel then unregisters them all in one
+    batch with one RCU grace period, instead of one grace period (~16 ms here) per device."""
+    return GROUP_BASE + int(prefix[2:])
+
+
+def group_links(group: int) -> set[str]:
+    # iproute2 prints an empty object for every device outside the group: skip those.
+    out = run(["ip", "-j", "link", "show", "group", str(group)], check=False).stdout.strip()
+    return {entry["ifname"] for entry in json.loads(out) if "ifname" in entry} if out else set()
+
+
+def delete_links(names: Iterable[str], group: int | None = None) -> None:
+    """Deleting one veth end deletes its peer; missing names are fine (idempotent clean-up).
+    With the run's group: one kernel batch for all of them, but only when every device in the
+    group is one of `names` (a stranger who happened to pick the same group keeps its devices)."""
+    names = set(names)
+    if group is not None and names:
+        members = group_links(group)
+        if members and members <= names:
+            batch([f"link del group {group}"], force=True)
     _delete_until_gone(names, links, "link del {}", "link")
 
 

@@ -50,15 +50,15 @@ def running(db: str | None = None) -> bool:
 
 def bridges_labelled(prefix: str | None = None, db: str | None = None) -> list[str]:
     """Bridges carrying our run label (of one run, or of any run when prefix is None)."""
-    cond = f"external_ids:{RUN_LABEL}={prefix}" if prefix else f"external_ids:{RUN_LABEL}!=\"\""
-    out = vsctl("--bare", "--columns=name,external_ids", "find", "Bridge", db=db, check=False)
     if prefix is None:
+        out = vsctl("--bare", "--columns=name,external_ids", "find", "Bridge", db=db, check=False)
         names = []
         for block in out.split("\n\n"):
             lines = block.strip().splitlines()
             if len(lines) >= 2 and f"{RUN_LABEL}=" in lines[1]:
                 names.append(lines[0].strip())
         return names
+    cond = f"external_ids:{RUN_LABEL}={prefix}"
     out = vsctl("--bare", "--columns=name", "find", "Bridge", cond, db=db, check=False)
     return [line.strip() for line in out.splitlines() if line.strip()]
 

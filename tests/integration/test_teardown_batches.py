@@ -1,0 +1,73 @@
+"""The batched set-up and teardown paths against the tools they replace: in-process rtnetlink must
+leave a namespace exactly as `ip -batch` does, and `link del group N` must spare a stranger's device
+that happens to carry a run's group number."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from topology.effects import ip, rtnl
+from topology.effects.proc import CommandError
+
+NS_IP, NS_RTNL = "pftb0", "pftb1"  # this test's own names (never a run prefix: those start with pc)
+
+
+def _ns_view(ns: str) -> tuple[list, list, list]:
+    def j(*argv: str) -> list:
+        return json.loads(subprocess.run(["ip", "-n", ns, "-j", *argv], capture_output=True, text=True,
+                                         check=True).stdout or "[]")
+    links = sorted((e["ifname"], "UP" in e["flags"]) for e in j("link", "show"))
+    addrs = sorted((e["ifname"], a["local"], a["prefixlen"], a["scope"]) for e in j("addr", "show")
+                   for a in e.get("addr_info", []) if a["family"] == "inet")
+    routes = sorted((r["dst"], r.get("dev"), r.get("gateway"), r.get("scope"), r.get("protocol"))
+                    for r in j("route", "show"))
+    return links, addrs, routes
+
+
+@pytest.fixture
+def two_namespaces():
+    try:
+        for ns in (NS_IP, NS_RTNL):
+            subprocess.run(["ip", "netns", "add", ns], check=True)
+            subprocess.run(["ip", "-n", ns, "link", "add", "eth0", "type", "veth", "peer", "name", "peer0"],
+                           check=True)
+        yield
+    finally:
+        ip.delete_netns([NS_IP, NS_RTNL])
+
+
+@pytest.mark.parametrize("gateway", [None, "10.9.0.1"])
+def test_rtnl_configures_a_namespace_as_ip_batch_does(two_namespaces, gateway):
+    ip.batch(["link set lo up", "addr add 10.9.0.7/16 dev eth0", "link set eth0 up",
+              f"route add default via {gateway}" if gateway else "route add default dev eth0"], netns=NS_IP)
+    rtnl.configure([rtnl.ContainerIface(NS_RTNL, "10.9.0.7/16", gateway)])
+    view = _ns_view(NS_RTNL)
+    assert view == _ns_view(NS_IP)
+    assert ("eth0", "10.9.0.7", 16, "global") in view[1] and any(r[:3] == ("default", "eth0", gateway)
+                                                               for r in view[2])
+
+
+def test_rtnl_names_the_namespace_and_request_that_failed(two_namespaces):
+    rtnl.configure([rtnl.ContainerIface(NS_RTNL, "10.9.0.7/16")])
+    with pytest.raises(CommandError, match=rf"{NS_RTNL}: addr add 10.9.0.7/16 dev eth0: File exists"):
+        rtnl.configure([rtnl.ContainerIface(NS_RTNL, "10.9.0.7/16")])
+    with pytest.raises(CommandError, match=rf"{NS_RTNL}: no interface eth9"):
+        rtnl.configure([rtnl.ContainerIface(NS_RTNL, "10.9.0.8/16", iface="eth9")])
+
+
+def test_group_delete_removes_a_runs_links_and_spares_a_stranger_in_the_group():
+    group = ip.run_group("pc999")
+    ours = ["pftbA0", "pftbB0"]
+    try:
+        ip.batch([f"link add {n} group {group} type veth peer name {n[:-1]}1 group {group}" for n in ours])
+        ip.delete_links(ours + [n[:-1] + "1" for n in ours], group=group)
+        assert not ip.group_links(group) and not {"pftbA0", "pftbB1"} & ip.links()
+        ip.batch([f"link add {n} group {group} type veth peer name {n[:-1]}1 group {group}" for n in ours])
+        ip.batch([f"link add pftbX0 group {group} type veth peer name pftbX1"])  # a stranger in the group
+        ip.delete_links(ours, group=group)
+        assert ip.group_links(group) == {"pftbX0"} and not {"pftbA0", "pftbB1"} & ip.links()
+    finally:
+        ip.delete_links(["pftbA0", "pftbB0", "pftbX0"])
