@@ -32,6 +32,8 @@ from typing import Any
 
 from picloud.errors import TrafficError
 from traffic import arrivals, workloads
+from traffic.monitor import Monitor
+from traffic.monitor import assess as assess_fidelity
 from traffic.results import FlowRecord, Results
 from traffic.trace import Trace, generate
 
@@ -262,6 +264,7 @@ def replay(testbed: Any, trace: Trace, out: str | Path, tenant: str | None = Non
     records = _replay(testbed, trace, ips, directory, port, progress, runner)
     flows = _records(trace, records, tenant or "", float(meta0["warmup"]), float(meta0["link_bps"]))
     meta["lateness_p99_by_agent_us"] = records.get("_late", {})
+    meta["fidelity"] = assess_fidelity(testbed, trace, flows, meta, records.get("_samples"), directory)
     if runner is not None:
         meta["scenario"] = runner.finish(directory, flows, records, duration + float(meta0["drain"]))
     return Results.save(directory, flows, meta)
@@ -276,6 +279,7 @@ def _replay(testbed: Any, trace: Trace, ips: dict[str, str], directory: Path, po
     participants = trace.meta["hosts"]
     agents: dict[str, _Agent] = {}
     out: dict[Any, Any] = {"_late": {}}
+    monitor: Monitor | None = None
     duration, drain = float(trace.meta["duration"]), float(trace.meta["drain"])
     try:
         for c in participants:
@@ -293,6 +297,7 @@ def _replay(testbed: Any, trace: Trace, ips: dict[str, str], directory: Path, po
                 ready.add(container)
             elif rec["ev"] == "exit":
                 raise TrafficError(f"agent {container}: exited at start (see {logs / (container + '.log')})")
+        monitor = Monitor(testbed, {c: a.proc.pid for c, a in agents.items()}).start()  # traffic.monitor
         by_source = trace.by_source()
         # Time for every agent to parse its flows before the first one is due.
         t0 = time.monotonic() + 0.5 + len(trace.flows) / 50_000
@@ -333,6 +338,8 @@ def _replay(testbed: Any, trace: Trace, ips: dict[str, str], directory: Path, po
                 runner.stop()
             else:
                 runner.wait()
+        if monitor is not None:
+            out["_samples"] = monitor.stop()  # before the agents exit: their /proc holds the TCP counters
         for agent in agents.values():
             agent.stop()
     while True:  # server records flushed at stop

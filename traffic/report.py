@@ -1,7 +1,8 @@
 """Text reports (one run, or two side by side) and PNG plots of a run's results.
 
 The text is what `picloud traffic report DIR [DIR2]` prints: FCT mean/p50/p99 per size bucket,
-slowdown, goodput, achieved versus target load, lateness and flow status counts. Plots use
+slowdown, goodput, achieved versus target load, lateness, flow status counts and the fidelity
+verdict with its reasons (traffic.fidelity). Plots use
 matplotlib's Agg backend (no display needed): the FCT CDF per bucket and the slowdown by flow size.
 """
 
@@ -56,6 +57,9 @@ def rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
                 f"of {summary['link_bps'] / 1e6:g} Mbit/s x {summary['senders']} senders"))
     late = summary["lateness_us"]
     out.append(("start lateness", f"p50 {_us(late['p50'])}  p99 {_us(late['p99'])}  max {_us(late['max'])}"))
+    verdict = summary.get("fidelity") or {}
+    out.append(("fidelity", verdict.get("verdict", "not assessed")
+                + (f" ({len(verdict['reasons'])} reason(s) below)" if verdict.get("reasons") else "")))
     return out
 
 
@@ -72,6 +76,10 @@ def render(results: list[Results]) -> str:
         cells = [col[i][1].ljust(w) if i < len(col) else "".ljust(w)
                  for col, w in zip(columns, widths, strict=True)]
         lines.append("  ".join([label.ljust(width_label)] + cells).rstrip())
+    for r in results:
+        reasons = (r.summary.get("fidelity") or {}).get("reasons") or []
+        if reasons:
+            lines += ["", f"fidelity: degraded ({r.directory})", *(f"  - {why}" for why in reasons)]
     for r in results:
         events = Path(r.directory) / "events.csv"
         if events.is_file():

@@ -118,6 +118,9 @@ def summarize(records: list[FlowRecord], meta: dict[str, Any]) -> dict[str, Any]
     }
     if job_times:
         out["jobs"] = {"count": len(job_times), "completion_us": _stats(job_times)}
+    verdict = meta.get("fidelity")
+    if verdict:  # traffic.fidelity: the verdict and its reasons (the samples stay in fidelity.json)
+        out["fidelity"] = {k: verdict.get(k) for k in ("verdict", "reasons", "checks", "numbers")}
     return out
 
 
@@ -180,6 +183,12 @@ class Results:
         meta = json.loads((directory / "meta.json").read_text())
         flows = read_flows(directory / "flows.csv")
         return cls(directory, flows, summarize(flows, meta), meta)
+
+    @property
+    def fidelity(self) -> dict[str, Any] | None:
+        """`{"verdict": "faithful"|"degraded", "reasons": [...], "checks", "numbers"}` of the run
+        (traffic.fidelity), or None for a run recorded before the monitor existed."""
+        return self.summary.get("fidelity")
 
     def report(self, other: Results | None = None) -> str:
         from traffic.report import render

@@ -130,6 +130,7 @@ def experiment_summary(root: Path, directory: Path) -> dict[str, Any]:
         "modified": (directory / "summary.json").stat().st_mtime,
         "summary": summary,
         "headline": headline(summary),
+        "fidelity": fidelity_badge(summary),
         "files": files,
         "plots": [f for f in files if f.endswith(".png")],
         "flows_csv": "flows.csv" if "flows.csv" in files else None,
@@ -143,6 +144,15 @@ HEADLINE = (  # (label, path into summary.json, scale)
     ("FCT p50 ms", ("all", "fct_us", "p50"), 1e-3), ("FCT p99 ms", ("all", "fct_us", "p99"), 1e-3),
     ("slowdown p99", ("all", "slowdown", "p99"), 1),
 )
+
+
+def fidelity_badge(summary: Mapping[str, Any]) -> dict[str, Any]:
+    """`{"verdict": "faithful"|"degraded"|"not assessed", "reasons": [...]}` of a run's
+    `traffic.fidelity` verdict, for the badge on its card (older runs have none)."""
+    verdict = summary.get("fidelity") if isinstance(summary, Mapping) else None
+    if not isinstance(verdict, Mapping) or verdict.get("verdict") not in ("faithful", "degraded"):
+        return {"verdict": "not assessed", "reasons": []}
+    return {"verdict": verdict["verdict"], "reasons": [str(r) for r in verdict.get("reasons") or []]}
 
 
 def headline(summary: Mapping[str, Any]) -> list[tuple[str, Any]]:

@@ -99,3 +99,45 @@ def ofctl(*args: str, bridge: str, protocol: str = "OpenFlow13") -> str:
 
 def port_up(bridge: str, port: str, up: bool) -> None:
     run(["ovs-ofctl", "-O", "OpenFlow13", "mod-port", bridge, port, "up" if up else "down"])
+
+
+PIDFILE = "/var/run/openvswitch/ovs-vswitchd.pid"
+
+
+def vswitchd_pid() -> int | None:
+    try:
+        with open(PIDFILE) as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def datapath_counters() -> dict[str, int]:
+    """`dpctl/show` lookups summed over the datapaths: hit, missed, lost (lost: upcalls dropped)."""
+    out = run(["ovs-appctl", "dpctl/show"], check=False, timeout=15).stdout
+    totals = {"hit": 0, "missed": 0, "lost": 0}
+    for m in re.finditer(r"lookups: hit:(\d+) missed:(\d+) lost:(\d+)", out):
+        for key, value in zip(("hit", "missed", "lost"), m.groups(), strict=True):
+            totals[key] += int(value)
+    return totals
+
+
+def interface_drops(names: Iterable[str]) -> dict[str, dict[str, int]]:
+    """rx_dropped/tx_dropped of the named OVS interfaces (one ovsdb read for all)."""
+    import json
+
+    wanted = set(names)
+    if not wanted:
+        return {}
+    text = run(["ovs-vsctl", "--format=json", "--columns=name,statistics", "list", "Interface"],
+               check=False, timeout=30).stdout
+    try:
+        rows = json.loads(text).get("data", [])
+    except ValueError:
+        return {}
+    out = {}
+    for name, stats in rows:
+        if name in wanted and isinstance(stats, list) and stats[0] == "map":
+            values = dict(stats[1])
+            out[name] = {k: int(values.get(k, 0)) for k in ("rx_dropped", "tx_dropped")}
+    return out

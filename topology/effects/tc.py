@@ -5,6 +5,7 @@ this module runs it, and probes whether the kernel has netem before anything is 
 from __future__ import annotations
 
 import functools
+import re
 import uuid
 
 from topology.effects.proc import run
@@ -51,3 +52,20 @@ def kernel() -> str:
     import platform
 
     return platform.release()
+
+
+_QDISC_RE = re.compile(r"^qdisc (\S+) (\S+) dev (\S+) (root|parent \S+).*?\n Sent (\d+) bytes (\d+) pkt "
+                       r"\(dropped (\d+), overlimits (\d+)", re.M)
+
+
+def root_counters(netns: str | None = None) -> dict[str, dict[str, int]]:
+    """Root-qdisc counters of every interface of a namespace in one `tc -s qdisc show`: the root's
+    drops are the modelled queue's (a netem child's own random loss is not counted there)."""
+    ns = ["-n", netns] if netns else []
+    text = run(["tc", *ns, "-s", "qdisc", "show"], check=False, timeout=30).stdout
+    out = {}
+    for m in _QDISC_RE.finditer(text):
+        kind, _handle, dev, where = m.group(1), m.group(2), m.group(3), m.group(4)
+        if where == "root" and kind in ("tbf", "netem", "htb"):
+            out[dev] = {"sent_packets": int(m.group(6)), "dropped": int(m.group(7)), "overlimits": int(m.group(8))}
+    return out
