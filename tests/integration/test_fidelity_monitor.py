@@ -1,0 +1,40 @@
+"""The fidelity monitor on a real run: it samples real counters (CPU, OVS, qdiscs of the shaped Pi
+uplinks, each container's TCP MIB) and the verdict lands in every place a user reads results.
+Whether the run is faithful depends on the shared host's load, so the test asserts the evidence and
+the consistency of the verdict, not which verdict it is (that is bench/fidelity_bench.py's job)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from picloud.testbed import Testbed
+from traffic import fidelity
+
+pytestmark = pytest.mark.root
+
+
+def test_a_traffic_run_on_shaped_pis_records_counters_and_a_verdict(leaves_nothing, tmp_path: Path) -> None:
+    with Testbed("picloud:1,2") as tb:
+        leaves_nothing.append(tb.prefix)
+        res = tb.traffic(workload="websearch", load=0.1, duration=4, seed=2, out=tmp_path / "run", drain=8)
+    assert res.meta["link_bps"] == 100e6  # the Model B NIC the Pi uplinks are shaped to
+    recorded = json.loads((res.directory / "fidelity.json").read_text())
+    samples = recorded["samples"]
+    assert len(samples["cpu"]) >= 3 and len(samples["cpu"][0]["cores"]) >= 1
+    assert len(samples["ovs_cpu"]) >= 3 and len(samples["datapath"]) == 2
+    assert len(samples["qdiscs"]) == 4  # two Pi uplinks, both ends shaped
+    assert sum(q["end"]["sent_packets"] - q["start"]["sent_packets"] for q in samples["qdiscs"].values()) > 0
+    assert set(samples["tcp"]) == set(res.meta["hosts"])
+    assert all(c["end"]["OutSegs"] > c["start"]["OutSegs"] for c in samples["tcp"].values())
+
+    verdict = res.fidelity
+    assert verdict["verdict"] in ("faithful", "degraded")
+    assert (verdict["verdict"] == "degraded") == bool(verdict["reasons"])
+    assert verdict["checks"]["core_busy"] != "n/a" and verdict["checks"]["unexplained_retrans"] != "n/a"
+    assert verdict["checks"]["impossible_fct"] != "n/a"  # every path crosses a shaped uplink
+    assert json.loads((res.directory / "summary.json").read_text())["fidelity"]["verdict"] == verdict["verdict"]
+    assert fidelity.assess_recorded(res.directory)["checks"] == verdict["checks"]
+    assert "fidelity" in res.report()
