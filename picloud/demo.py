@@ -130,7 +130,7 @@ def _run(run: DemoRun, Testbed: Any, ui_port: int) -> int:
 
     def ui() -> str:
         run.ui = testbed.ui(port=ui_port)
-        return f"open {run.ui.url}  (token for actions: {run.ui.token})"
+        return f"open {run.ui.url}  (token for actions: {run.ui.token_hint()})"
 
     def traffic() -> str:
         a, b = _agg_link(testbed)

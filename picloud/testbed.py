@@ -484,11 +484,12 @@ class Testbed:
 
         return BoundScenario(self, entries, seed)
 
-    def ui(self, port: int = 8080, host: str = "127.0.0.1") -> Any:
+    def ui(self, port: int = 8080, host: str = "127.0.0.1", host_names: tuple[str, ...] = ()) -> Any:
+        """Serve the web UI; `host_names`: more names browsers use for it (checked Host headers)."""
         self._require_up()
         from webui.server import UIServer
 
-        return UIServer(self, host=host, port=port)
+        return UIServer(self, host=host, port=port, host_names=tuple(host_names))
 
 
 def _tail(path: str | None, lines: int = 3) -> str:

@@ -11,10 +11,12 @@ from __future__ import annotations
 import functools
 import hmac
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from flask import Blueprint, abort, current_app, jsonify, request, send_file
 
+from picloud import httpguard
 from picloud.errors import UIError
 from topology.model import Topology, dpid_str
 from webui import catalog, tables
@@ -40,19 +42,31 @@ def sampled() -> dict[str, Any]:
     return live.sample() if snap["seq"] == 0 else snap
 
 
+def check_token() -> Any:
+    """Every state-changing request (any route, present or future) needs the token: 401 without,
+    403 with a wrong one. Runs before the route; the guard has already bounded the body's size, so
+    reading a form field here parses at most MAX_BODY bytes."""
+    if request.method in httpguard.SAFE_METHODS or request.routing_exception is not None:
+        return None  # a read, or no such route/method: Flask answers 404/405, nothing runs
+    given = request.headers.get(httpguard.TOKEN_HEADER) or (request.form.get("token") if request.mimetype ==
+                                                              "multipart/form-data" else None)
+    if not given:
+        return jsonify(error="unauthorized",
+                       message="actions need the token printed when the UI started "
+                               "(header X-PiCloud-Token or form field token)"), 401
+    if not hmac.compare_digest(given.encode(), current_app.config["TOKEN"].encode()):
+        return jsonify(error="forbidden", message="wrong token"), 403
+    return None
+
+
 def requires_token(func: Callable[..., Any]) -> Callable[..., Any]:
-    """401 without a token, 403 with a wrong one; checked before the body is even parsed."""
+    """Marks an action (the app-wide `check_token` enforces it; this re-checks, so a route copied
+    into another app without that hook still refuses)."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        given = request.headers.get("X-PiCloud-Token") or request.form.get("token")
-        if not given:
-            return jsonify(error="unauthorized",
-                           message="actions need the token printed when the UI started "
-                                   "(header X-PiCloud-Token or form field token)"), 401
-        if not hmac.compare_digest(given.encode(), current_app.config["TOKEN"].encode()):
-            return jsonify(error="forbidden", message="wrong token"), 403
-        return func(*args, **kwargs)
+        refused = check_token() if request.method not in httpguard.SAFE_METHODS else None
+        return refused if refused is not None else func(*args, **kwargs)
 
     return wrapper
 
@@ -259,13 +273,28 @@ def _experiment(eid: str) -> Any:
     return root, directory
 
 
+# Results files the browser may show inline: they cannot run script in the UI's origin. Anything
+# else (an SVG can carry <script>; HTML; unknown types) is a download, never rendered here.
+INLINE_TYPES = {".png": "image/png", ".csv": "text/plain; charset=utf-8", ".json": "text/plain; charset=utf-8",
+                ".txt": "text/plain; charset=utf-8"}
+
+
 @bp.get("/experiments/<path:eid>/files/<fname>")
 def experiment_file(eid: str, fname: str) -> Any:
     _, directory = _experiment(eid)
-    path = directory / fname
-    if "/" in fname or path.suffix not in catalog.EXPERIMENT_FILES or not path.is_file():
-        abort(404, description=f"experiment {eid!r}: no file {fname!r}")
-    return send_file(path)
+    try:
+        if Path(fname).suffix not in catalog.EXPERIMENT_FILES:
+            raise FileNotFoundError(fname)
+        handle = catalog.open_inside(directory, fname)
+    except OSError:
+        abort(404, description=f"experiment {eid!r}: no file {fname!r} (symlinks and files outside the "
+                               "experiment directory are not served)")
+    inline = INLINE_TYPES.get(Path(fname).suffix)
+    response = send_file(handle, mimetype=inline or "application/octet-stream", as_attachment=inline is None,
+                         download_name=fname, max_age=0)
+    # Even opened directly, a results file gets no script and no origin of its own.
+    response.headers["Content-Security-Policy"] = "default-src 'none'; img-src 'self'; sandbox"
+    return response
 
 
 @bp.get("/experiments/<path:eid>")

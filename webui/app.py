@@ -1,8 +1,14 @@
 """The Flask application factory: configuration in, app out (Flask tutorial's `flaskr` shape).
 
 Config keys: `SOURCE` (a `webui.sources.DataSource`, required), `TOKEN` (the action token; a
-random one when absent), `INTERVAL` (seconds between live samples, default `live.DEFAULT_INTERVAL`).
+random one when absent), `INTERVAL` (seconds between live samples, default `live.DEFAULT_INTERVAL`),
+`HOST` (the bound address, default loopback) and `HOST_NAMES` (more names clients may use for it).
 Blueprints: `api` (JSON), `stream` (Server-Sent Events and the event log), `pages` (HTML).
+
+The whole app sits behind `picloud.httpguard` (Host check against DNS rebinding, no foreign Origin
+and only JSON or multipart bodies for actions, a 1 MiB body limit checked from Content-Length, CSP
+without inline script and no framing), and every state-changing request needs the token, checked
+once for all routes before the body is parsed.
 """
 
 from __future__ import annotations
@@ -14,10 +20,12 @@ from typing import Any
 from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from picloud import httpguard
 from picloud.errors import ControllerError, PiCloudError, UIError
 from webui.live import DEFAULT_INTERVAL, LiveView
 
 EXTENSION = "picloud"
+MAX_BODY = httpguard.MIB  # the UI's actions send a few fields; nothing it accepts comes near this
 
 
 def create_app(config: Mapping[str, Any]) -> Flask:
@@ -37,6 +45,10 @@ def create_app(config: Mapping[str, Any]) -> Flask:
     app.register_blueprint(api.bp)
     app.register_blueprint(stream.bp)
     app.register_blueprint(pages.bp)
+    app.before_request(api.check_token)
+    httpguard.install(app, httpguard.Policy(
+        hosts=httpguard.host_names(str(config.get("HOST") or "127.0.0.1"), tuple(config.get("HOST_NAMES") or ())),
+        body_types=httpguard.FORM_TYPES, max_body=MAX_BODY, token=None))
 
     def _wants_json() -> bool:
         return request.path.startswith("/api/")
@@ -56,8 +68,7 @@ def create_app(config: Mapping[str, Any]) -> Flask:
         return jsonify(error="bad request", message=str(exc)), 400
 
     @app.after_request
-    def no_sniff(response: Any) -> Any:
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    def no_store(response: Any) -> Any:
         response.headers.setdefault("Cache-Control", "no-store")
         return response
 

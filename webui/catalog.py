@@ -117,12 +117,48 @@ def find_experiments(root: Path | None, max_depth: int = 3) -> list[dict[str, An
     return [experiment_summary(root, d) for d in found]
 
 
+def inside_file(directory: Path, name: str) -> Path | None:
+    """`directory/name` when it is a regular file that is no symlink and resolves inside
+    `directory`; None otherwise. A results directory is written by experiments, possibly by other
+    users: a `leak.txt -> /etc/shadow` symlink in it must not make the UI (running as root) a
+    file server for the whole machine."""
+    if not name or "/" in name or "\\" in name or "\0" in name or name in (".", ".."):
+        return None
+    path = directory / name
+    try:
+        if path.is_symlink() or not path.is_file():
+            return None
+        if path.resolve().parent != directory.resolve():
+            return None
+    except OSError:
+        return None
+    return path
+
+
+def open_inside(directory: Path, name: str, mode: str = "rb") -> Any:
+    """Open a file `inside_file` admits, with O_NOFOLLOW so a symlink swapped in after the check
+    still fails; FileNotFoundError when it is not admitted."""
+    import os
+    import stat
+
+    path = inside_file(directory, name)
+    if path is None:
+        raise FileNotFoundError(f"{name}: not a regular file inside the experiment directory")
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise FileNotFoundError(f"{name}: not a regular file")
+    return os.fdopen(fd, mode, **({"newline": ""} if "b" not in mode else {}))
+
+
 def experiment_summary(root: Path, directory: Path) -> dict[str, Any]:
     try:
-        summary = json.loads((directory / "summary.json").read_text())
+        with open_inside(directory, "summary.json", "r") as f:
+            summary = json.loads(f.read())
     except (OSError, ValueError) as exc:
         summary = {"error": f"summary.json unreadable: {exc}"}
-    files = sorted(p.name for p in directory.iterdir() if p.is_file() and p.suffix in EXPERIMENT_FILES)
+    files = sorted(p.name for p in directory.iterdir()
+                   if p.suffix in EXPERIMENT_FILES and inside_file(directory, p.name) is not None)
     eid = experiment_id(root, directory)
     return {
         "id": eid,
@@ -181,10 +217,10 @@ def resolve_experiment(root: Path | None, eid: str) -> Path | None:
 
 
 def read_flows_csv(path: Path, limit: int = 200) -> dict[str, Any]:
-    """The first `limit` rows of flows.csv, for the experiment page's table."""
+    """The first `limit` rows of flows.csv, for the experiment page's table (no symlinks)."""
     import csv
 
-    with open(path, newline="") as f:
+    with open_inside(path.parent, path.name, "r") as f:
         reader = csv.DictReader(f)
         rows = []
         total = 0

@@ -59,7 +59,7 @@ class UIServer:
 
     def __init__(self, target: Any, host: str = "127.0.0.1", port: int = 8080, *, token: str | None = None,
                  results: Path | str | None = "results", interval: float = DEFAULT_INTERVAL,
-                 record: bool = True) -> None:
+                 record: bool = True, host_names: tuple[str, ...] = ()) -> None:
         if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
             raise UIError(f"web UI: port {port!r} (must be 0..65535)")
         if not is_loopback(host):
@@ -67,7 +67,9 @@ class UIServer:
                         "run; actions still need the token", host)
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request on the console
         self.source, self.testbed = _as_source(target, results)
-        self.app = create_app({"SOURCE": self.source, "TOKEN": token, "INTERVAL": interval})
+        self.host_names = tuple(host_names)
+        self.app = create_app({"SOURCE": self.source, "TOKEN": token, "INTERVAL": interval, "HOST": host,
+                               "HOST_NAMES": self.host_names})
         self.token: str = self.app.config["TOKEN"]
         try:
             self._server = make_server(host, port, self.app, threaded=True)
@@ -105,10 +107,16 @@ class UIServer:
         self.stop()
         argv = [sys.executable, "-m", "picloud", "ui", "--run", state.prefix, "--host", host, "--port", str(port),
                 "--interval", str(self._interval), "--no-record"]
+        for name in self.host_names:
+            argv += ["--host-name", name]
         if self._results is not None:
             argv += ["--results", str(Path(self._results).resolve())]
         log_path = state.path.with_suffix(".ui.log")
-        with open(log_path, "ab") as logf:
+        from picloud.secrets_files import open_private
+
+        # The child's stdout is this log, not a terminal, so it never prints the token (see
+        # `token_hint`); the log is 0600 anyway, in the 0700 state directory.
+        with open_private(log_path, "ab") as logf:
             child = subprocess.Popen(argv, env={**os.environ, TOKEN_ENV: token}, stdout=logf,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         state.intend("pids", [proc_effects.record(child, "webui").to_dict()])
@@ -126,14 +134,25 @@ class UIServer:
         raise UIError(f"web UI: the detached UI did not listen on {host}:{port} within {timeout:g} s "
                       f"(see {log_path})")
 
+    def token_hint(self, stream: Any = None) -> str:
+        """How to show the token on `stream` (stdout): the token itself on a terminal; where its file
+        is otherwise. Output that is not a terminal ends up in log files and CI logs, which other
+        people read: the 0600 token file is the one place the token lives."""
+        stream = stream if stream is not None else sys.stdout
+        if getattr(stream, "isatty", lambda: False)():
+            return self.token
+        state = getattr(self.testbed, "state", None)
+        where = self._token_file or (Path(state.ui["token_file"]) if state is not None and
+                                     state.ui.get("token_file") else None)
+        return f"in {where}" if where else "not shown (output is not a terminal; UIServer.token has it)"
+
     @staticmethod
     def _record_as(state: Any, url: str, token: str) -> Path:
-        from picloud.runstate import state_dir
+        from picloud.runstate import ensure_state_dir
+        from picloud.secrets_files import write_token
 
-        path = state_dir() / f"{state.prefix}.ui-token"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(token + "\n")
+        path = ensure_state_dir() / f"{state.prefix}.ui-token"
+        write_token(path, token)
         state.ui = {"url": url, "token_file": str(path)}
         state.save()
         return path

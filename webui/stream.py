@@ -8,6 +8,7 @@ read it with any HTTP client.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,6 +21,42 @@ from webui.metrics import COUNTER_KEYS
 bp = Blueprint("stream", __name__, url_prefix="/api")
 KEEPALIVE = 15.0  # seconds without a sample before a comment line keeps proxies from closing
 EVENT_KINDS = ("link", "switch", "tenant", "traffic", "controller", "host", "ui")
+# Each open stream holds a server thread for as long as it lasts. Without a cap, 200 idle
+# connections held 206 threads (issue 19). A browser tab needs one; a few dozen is plenty.
+MAX_STREAMS = 48
+MAX_STREAMS_PER_CLIENT = 16
+SLOTS_KEY = "picloud_stream_slots"
+
+
+class StreamSlots:
+    """Counts open streams, in total and per client address; `take` refuses past the caps."""
+
+    def __init__(self, total: int = MAX_STREAMS, per_client: int = MAX_STREAMS_PER_CLIENT) -> None:
+        self.total, self.per_client = total, per_client
+        self.lock = threading.Lock()
+        self.open: dict[str, int] = {}
+
+    def take(self, client: str) -> str | None:
+        """None when a slot was taken for `client`; else why not (for the 503's message)."""
+        with self.lock:
+            if sum(self.open.values()) >= self.total:
+                return f"the UI serves at most {self.total} live streams at once"
+            if self.open.get(client, 0) >= self.per_client:
+                return f"at most {self.per_client} live streams per client ({client})"
+            self.open[client] = self.open.get(client, 0) + 1
+            return None
+
+    def give(self, client: str) -> None:
+        with self.lock:
+            left = self.open.get(client, 0) - 1
+            if left > 0:
+                self.open[client] = left
+            else:
+                self.open.pop(client, None)
+
+
+def slots() -> StreamSlots:
+    return current_app.extensions.setdefault(SLOTS_KEY, StreamSlots())
 
 
 # Link ends travel as arrays in this order (named once per frame in `end_keys`): a fattree:8
@@ -54,6 +91,13 @@ def stream() -> Response:
     except ValueError:
         last = 0
     once = request.args.get("once") == "1"
+    client = request.remote_addr or "?"
+    pool = slots()
+    refused = pool.take(client)
+    if refused is not None:
+        return Response(json.dumps({"error": "service unavailable",
+                                    "message": f"{refused}; close another tab or try again shortly"}),
+                        status=503, mimetype="application/json", headers={"Retry-After": "5"})
 
     def generate() -> Iterator[str]:
         seq = last
@@ -73,8 +117,12 @@ def stream() -> Response:
             if once:
                 return
 
-    return Response(generate(), mimetype="text/event-stream",
-                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    response = Response(generate(), mimetype="text/event-stream",
+                        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    # The server closes the response when the stream ends or the client has gone (also before the
+    # first byte): the slot is given back exactly once.
+    response.call_on_close(lambda: pool.give(client))
+    return response
 
 
 @bp.get("/events")

@@ -104,7 +104,7 @@ def _up(args: argparse.Namespace) -> int:
         print(f"picloud: run {tb.prefix} up: {c['switches']} switches, {c['pis']} Pis, "
               f"{len(tb.containers)} containers, {c['links']} links, datapath {datapath}, "
               f"controller {tb.state.controller.get('target', 'none')}, {time.monotonic() - t0:.1f}s"
-              + (f", UI {ui.url} token {ui.token}" if ui else ""), flush=True)
+              + (f", UI {ui.url} token {ui.token_hint()}" if ui else ""), flush=True)
         if args.detach:
             if ui is not None:
                 ui.detach()

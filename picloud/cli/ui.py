@@ -15,6 +15,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--run", default=None, metavar="PREFIX", help="the run to show (default: the only one up)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default loopback; anything else exposes the UI, with a warning)")
+    p.add_argument("--host-name", action="append", default=[], metavar="NAME",
+                   help="another name browsers use to reach the UI (the Host header is checked against the "
+                        "bound address and these names, against DNS rebinding)")
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--results", default="results", metavar="DIR", help="where traffic result directories are")
     p.add_argument("--interval", type=float, default=0.75, metavar="S", help="seconds between live samples")
@@ -29,8 +32,10 @@ def _ui(args: argparse.Namespace) -> int:
     testbed = Testbed.attach(args.run)
     # A non-loopback --host is logged as a warning by UIServer (library users get it too).
     server = UIServer(testbed, host=args.host, port=args.port, token=os.environ.get(TOKEN_ENV),
-                      results=args.results, interval=args.interval, record=not args.no_record)
-    print(f"picloud: web UI for run {testbed.prefix} at {server.url}  (token for actions: {server.token})",
+                      results=args.results, interval=args.interval, record=not args.no_record,
+                      host_names=tuple(args.host_name))
+    # The token itself only on a terminal: a detached UI's stdout is its log file.
+    print(f"picloud: web UI for run {testbed.prefix} at {server.url}  (token for actions: {server.token_hint()})",
           flush=True)
     done = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: done.set())

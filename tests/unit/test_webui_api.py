@@ -208,8 +208,18 @@ def test_cut_and_restore_a_link(client, app, topo):
 
 
 def test_token_as_form_field(client):
-    resp = client.post("/api/links/core1/agg1-1", data={"token": TOKEN, "up": "false"})
+    resp = client.post("/api/links/core1/agg1-1", data={"token": TOKEN, "up": "false"},
+                       content_type="multipart/form-data")
     assert resp.status_code == 200 and resp.get_json()["up"] is False
+
+
+@pytest.mark.parametrize("ctype", ["application/x-www-form-urlencoded", "text/plain"])
+def test_a_body_a_web_page_can_send_without_preflight_is_refused(client, source, ctype):
+    """Issue 19: a cross-site <form> or no-cors fetch sends these types; even with the token, refused."""
+    before = source.controller_state()
+    resp = client.post("/api/links/core1/agg1-1", data=f"token={TOKEN}&up=false", content_type=ctype)
+    assert resp.status_code == 415
+    assert source.controller_state() == before
 
 
 @pytest.mark.parametrize("body,status", [({}, 400), ({"up": "maybe"}, 400), ([1], 400), ("up", 400)])

@@ -212,6 +212,14 @@ const PiCloud = (() => {
   }
 
   // Every page shows whether the live stream is connected.
-  document.addEventListener("DOMContentLoaded", () => { initToken(); onLive(() => {}); });
+  // Pages name their script in <body data-boot data-arg>: the Content-Security-Policy allows no
+  // inline <script>, so nothing a template (or an injected string) writes can run.
+  const pages = {switchList, switchPage, tenantsPage, eventsPage};
+  document.addEventListener("DOMContentLoaded", () => {
+    initToken();
+    onLive(() => {});
+    const boot = document.body.dataset.boot;
+    if (boot && Object.hasOwn(pages, boot)) pages[boot](document.body.dataset.arg);
+  });
   return {$, esc, fmtBps, fmtNum, toast, getJSON, act, onLive, switchList, switchPage, tenantsPage, eventsPage};
 })();
