@@ -204,7 +204,8 @@ def test_pages_run_under_their_content_security_policy(browser, ui, testbed):
         page.goto(ui.url)
         page.wait_for_selector("#topo[data-ready='1']", timeout=20_000)
         for path, ready in (("switches", "#switches tbody tr"), ("switches/core1", "#flows tbody tr"),
-                            ("tenants", "#tenants:not(:has-text('loading'))"), ("events", "#events tbody tr"), ("", "#live.on")):
+                            ("tenants", "#tenants:not(:has-text('loading'))"), ("events", "#events tbody tr"),
+                            ("", "#live.on")):
             page.goto(ui.url + path)
             page.wait_for_selector(ready, state="attached", timeout=20_000)
             page.wait_for_selector("#live.on", state="attached", timeout=20_000)
