@@ -484,6 +484,14 @@ class Testbed:
 
         return BoundScenario(self, entries, seed)
 
+    def capture(self, targets: list[str], bpf: str | None = None, out: str | Path | None = None) -> Any:
+        """`with tb.capture(["link:A,B", "port:tor1:3", "web1"]) as cap:` one pcapng of many points;
+        `cap.result` after the block (see `traffic.capture`)."""
+        self._require_up()
+        from traffic.capture import Capture
+
+        return Capture(self, targets, bpf, out)
+
     def ui(self, port: int = 8080, host: str = "127.0.0.1", host_names: tuple[str, ...] = ()) -> Any:
         """Serve the web UI; `host_names`: more names browsers use for it (checked Host headers)."""
         self._require_up()

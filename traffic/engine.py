@@ -202,7 +202,8 @@ def run(
     duration: float = 10.0, seed: int = 1, tenant: str | None = None, out: str | Path | None = None,
     progress: bool = False, warmup: float | None = None, scale_size: float = 1.0, scale_time: float = 1.0,
     arrival: str = "poisson", link_mbps: float | None = None, drain: float = 10.0, port: int = AGENT_PORT,
-    concurrency: int = 1, think: float = 0.0, scenario: Any = None, **pattern_args: Any,
+    concurrency: int = 1, think: float = 0.0, scenario: Any = None, capture: list[str] | None = None,
+    **pattern_args: Any,
 ) -> Results:
     """Replay a seeded trace on the testbed; see the module docstring. Returns the run's Results."""
     # --- everything that can be wrong with the request, before any side effect -----------------
@@ -227,12 +228,12 @@ def run(
                      **pattern_args)
     trace.meta.update(warmup=warmup, drain=drain, tenant=tenant)
     return replay(testbed, trace, out if out is not None else default_out(wl.name, pattern), tenant=tenant,
-                  progress=progress, port=port, addresses=(hosts, ips), scenario=scenario)
+                  progress=progress, port=port, addresses=(hosts, ips), scenario=scenario, capture=capture)
 
 
 def replay(testbed: Any, trace: Trace, out: str | Path, tenant: str | None = None, progress: bool = False,
            port: int = AGENT_PORT, addresses: tuple[list[str], dict[str, str]] | None = None,
-           scenario: Any = None) -> Results:
+           scenario: Any = None, capture: list[str] | None = None) -> Results:
     """Replay a given trace (from `generate`, a saved trace.csv, or built by hand, as the benchmark
     does) and write the run directory. Missing metadata gets the engine's defaults. `scenario` (a
     file, a list of entries or a `traffic.scenario.Scenario`) is applied during the replay."""
@@ -257,12 +258,29 @@ def replay(testbed: Any, trace: Trace, out: str | Path, tenant: str | None = Non
 
         runner = scenario_run.prepare(testbed, scenario, duration, meta0["hosts"])
     directory = Path(out)
+    cap = None
+    if capture:  # targets checked now; the capture itself brackets the replay
+        from traffic.capture import Capture
+
+        cap = Capture(testbed, list(capture), bpf=f"tcp port {port}", out=directory / "capture.pcapng")
     directory.mkdir(parents=True, exist_ok=True)
     trace.to_csv(directory / "trace.csv")
     meta = {**meta0, **_run_meta(testbed, tenant), "addresses": ips}
     (directory / "meta.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
-    records = _replay(testbed, trace, ips, directory, port, progress, runner)
+    if cap is not None:
+        cap.start()
+    try:
+        records = _replay(testbed, trace, ips, directory, port, progress, runner)
+    finally:
+        if cap is not None:
+            cap.stop()
     flows = _records(trace, records, tenant or "", float(meta0["warmup"]), float(meta0["link_bps"]))
+    if cap is not None and cap.result is not None:
+        from traffic import capture_check
+
+        check = capture_check.compare(flows, capture_check.connections(
+            capture_check.read_packets(cap.result.path), port))
+        meta["capture"] = {"path": str(cap.result.path), "interfaces": cap.result.interfaces, "check": check}
     meta["lateness_p99_by_agent_us"] = records.get("_late", {})
     meta["fidelity"] = assess_fidelity(testbed, trace, flows, meta, records.get("_samples"), directory)
     if runner is not None:

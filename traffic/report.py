@@ -81,6 +81,17 @@ def render(results: list[Results]) -> str:
         if reasons:
             lines += ["", f"fidelity: degraded ({r.directory})", *(f"  - {why}" for why in reasons)]
     for r in results:
+        cap = (r.meta or {}).get("capture")
+        if cap:
+            ifs = cap.get("interfaces", [])
+            drops = [i.get("dropped") for i in ifs]
+            dropped = "unknown" if any(d is None for d in drops) else str(sum(drops))
+            check = cap.get("check") or {}
+            diff = check.get("abs_diff_us") or {}
+            lines += ["", f"capture {cap['path']}: {sum(i.get('packets', 0) for i in ifs)} packets on {len(ifs)} "
+                          f"interfaces, {dropped} dropped by the kernel",
+                      f"FCT engine vs capture: {check.get('compared', 0)} flows, |difference| p50 "
+                      f"{_us(diff.get('p50'))}  p99 {_us(diff.get('p99'))}  max {_us(diff.get('max'))}"]
         events = Path(r.directory) / "events.csv"
         if events.is_file():
             from traffic.scenario_cost import render_events

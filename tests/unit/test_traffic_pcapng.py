@@ -1,0 +1,85 @@
+"""pcapng interface naming and counting, and the capture-side FCT/bytes of agent connections (pure)."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from traffic import capture_check, pcapng
+from traffic.capture_check import Packet
+from traffic.results import FlowRecord
+
+
+def _block(btype: int, body: bytes, order: str = "<") -> bytes:
+    body += b"\0" * (-len(body) % 4)
+    return struct.pack(order + "II", btype, 12 + len(body)) + body + struct.pack(order + "I", 12 + len(body))
+
+
+def _opt(code: int, value: bytes, order: str = "<") -> bytes:
+    return struct.pack(order + "HH", code, len(value)) + value + b"\0" * (-len(value) % 4)
+
+
+def _file(order: str = "<", drops: int = 3) -> bytes:
+    shb = _block(pcapng.SHB, struct.pack(order + "IHHq", pcapng.BYTE_ORDER_MAGIC, 1, 0, -1), order)
+    idb = lambda name: _block(pcapng.IDB, struct.pack(order + "HHI", 1, 0, 262144)  # noqa: E731
+                              + _opt(2, name, order) + _opt(9, b"\x09", order) + _opt(0, b"", order), order)
+    epb = lambda if_id, n: _block(pcapng.EPB, struct.pack(order + "IIIII", if_id, 0, 1, n, n)  # noqa: E731
+                                  + b"\xaa" * n, order)
+    isb = _block(pcapng.ISB, struct.pack(order + "III", 1, 0, 2) + _opt(4, struct.pack(order + "Q", 5), order)
+                 + _opt(5, struct.pack(order + "Q", drops), order) + _opt(0, b"", order), order)
+    return shb + idb(b"eth0") + idb(b"eth0") + epb(0, 60) + epb(1, 61) + epb(1, 100) + isb
+
+
+@pytest.mark.parametrize("order", ["<", ">"])
+def test_rename_gives_each_interface_its_name_and_keeps_everything_else(order):
+    data = _file(order)
+    before = pcapng.interfaces(data)
+    assert [i.name for i in before] == ["eth0", "eth0"]
+    renamed = pcapng.rename_interfaces(data, [("web1", "container web1"), ("tor1:3", "port 3 of tor1")])
+    after = pcapng.interfaces(renamed)
+    assert [(i.name, i.description) for i in after] == [("web1", "container web1"), ("tor1:3", "port 3 of tor1")]
+    assert [(i.packets, i.bytes) for i in after] == [(1, 60), (2, 161)]
+    assert after[1].received == 5 and after[1].dropped == 3 and after[0].dropped is None
+    # other IDB options (if_tsresol, code 9) survive the rewrite
+    assert b"\x09\x00\x01\x00\x09" in renamed if order == "<" else b"\x00\x09\x00\x01\x09" in renamed
+
+
+def test_truncated_or_corrupt_files_are_refused():
+    data = _file()
+    with pytest.raises(pcapng.PcapngError):
+        pcapng.interfaces(data[:-3])
+    with pytest.raises(pcapng.PcapngError):
+        pcapng.interfaces(data[:4] + struct.pack("<I", 13) + data[8:])
+
+
+def _conn(iface: str, t0: float, sport: int, flow_id: int, size: int, retransmit: bool = False) -> list[Packet]:
+    isn = 1000
+    header = flow_id.to_bytes(8, "big") + size.to_bytes(8, "big")
+    pkts = [Packet(t0, iface, "10.0.0.1", "10.0.0.2", sport, 5301, 0x02, isn, b"", 0),
+            Packet(t0 + 0.001, iface, "10.0.0.1", "10.0.0.2", sport, 5301, 0x18, isn + 1, header, 16)]
+    sent, t = 0, t0 + 0.002
+    while sent < size:
+        n = min(1448, size - sent)
+        pkts.append(Packet(t, iface, "10.0.0.1", "10.0.0.2", sport, 5301, 0x10, isn + 17 + sent, b"", n))
+        if retransmit and sent == 0:
+            pkts.append(Packet(t + 0.0005, iface, "10.0.0.1", "10.0.0.2", sport, 5301, 0x10, isn + 17, b"", n))
+        sent += n
+        t += 0.0001
+    pkts.append(Packet(t + 0.001, iface, "10.0.0.2", "10.0.0.1", 5301, sport, 0x18, 1, b"\0" * 8, 8))
+    return pkts
+
+
+def test_connections_count_bytes_once_and_time_syn_to_answer():
+    pkts = _conn("a", 1.0, 40000, 7, 10_000, retransmit=True) + _conn("b", 1.0004, 40000, 7, 10_000)
+    seen = capture_check.connections(pkts, 5301)
+    by_iface = {s.iface: s for s in seen}
+    assert by_iface["a"].flow_id == 7 and by_iface["a"].client_bytes == 10_016  # the retransmission counted once
+    assert by_iface["a"].fct_us == pytest.approx((0.002 + 7 * 0.0001 + 0.001) * 1e6, rel=1e-6)
+    flow = FlowRecord(id=7, src="a", dst="b", tenant="", size=10_000, scheduled=0, job=-1, status="done",
+                      start=0.0, lateness_us=0, fct_us=by_iface["a"].fct_us + 250, sent=10_000,
+                      bytes_received=10_000, warmup=False, ideal_us=800)
+    out = capture_check.compare([flow], seen)
+    assert out["compared"] == 1 and out["flows"][0]["iface"] == "a"  # judged where the SYN was seen first
+    assert out["abs_diff_us"]["p99"] == pytest.approx(250)
+    assert out["flows"][0]["capture_bytes"] == 10_000
