@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,7 +84,9 @@ class Testbed:
     def __init__(self, topology: str | Path | Topology, *, containers_per_pi: int = 1,
                  controller: str | list[str] | None = None, tenants: str | Path | None = None,
                  backend: str = "local", prefix: str | None = None, api_open: bool = False,
-                 **backend_options: Any):
+                 progress: Callable[[str, int, int], None] | None = None, **backend_options: Any):
+        # progress(stage, done, total) hears each step of up(); picloud.progress draws it on a terminal
+        self._progress = progress or (lambda stage, done=0, total=0: None)
         if backend not in BACKENDS:
             raise FabricError(f"backend {backend!r}: unknown (one of {', '.join(BACKENDS)})")
         if isinstance(containers_per_pi, bool) or not isinstance(containers_per_pi, int) or containers_per_pi < 0:
@@ -180,6 +183,8 @@ class Testbed:
             self.state.save()
             targets = self._start_controller()
             self.fabric = self._make_fabric(targets)
+            if hasattr(self.fabric, "progress"):
+                self.fabric.progress = self._progress
             self.fabric.up()
             if self._controller_proc is not None:
                 self._wait_for_switches()
@@ -334,6 +339,8 @@ class Testbed:
                 seen = set(self._controller_get("/stats/switches", timeout=2))
             except ControllerError:
                 seen = set()
+            self._progress("switches connected" if not want <= seen else "discovery and routing",
+                           len(want & seen), len(want))
             if want <= seen and self._controller_ready():
                 return
             time.sleep(0.2)

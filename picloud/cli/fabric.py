@@ -84,19 +84,24 @@ def _backend_options(args: argparse.Namespace) -> tuple[str, dict]:
 
 
 def _up(args: argparse.Namespace) -> int:
+    from picloud.progress import BringUpProgress
     from picloud.testbed import Testbed
 
     backend, options = _backend_options(args)
     controller = args.controller if args.controller else args.apps
     if args.controller and args.apps:
         raise FabricError("--controller and --apps: choose one (an external controller runs its own apps)")
+    bar = BringUpProgress()  # drawn only on a terminal, and only once the bring-up passes ~3 s
     tb = Testbed(args.topology, containers_per_pi=args.containers_per_pi, controller=controller,
-                 tenants=args.tenants, backend=backend, api_open=args.api_open, **options)
+                 tenants=args.tenants, backend=backend, api_open=args.api_open, progress=bar, **options)
     if args.api_open:
         print("picloud: warning: --api-open: anyone who can reach the controller API can change every flow "
               "table, including the rules that isolate tenants", file=sys.stderr, flush=True)
     t0 = time.monotonic()
-    tb.up()
+    try:
+        tb.up()
+    finally:
+        bar.close()
     try:
         ui = tb.ui(port=args.port) if args.ui else None
         c = tb.topology.counts()

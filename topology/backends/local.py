@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import subprocess
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
@@ -49,6 +50,8 @@ class LocalFabric:
         self.controllers = controllers or []
         self.datapath = datapath or ("system" if ovs.kernel_datapath_available() else "netdev")
         self.offload_off = False
+        # progress(stage, done, total): told before each batched step (picloud.progress draws it)
+        self.progress: Callable[[str, int, int], None] = lambda stage, done=0, total=0: None
 
     # --- names --------------------------------------------------------------------------------
     def bridge(self, node: str) -> str:
@@ -134,7 +137,9 @@ class LocalFabric:
 
     def _build(self, namespaces, bridge_ends, container_ends) -> None:
         topo = self.topology
+        self.progress("namespaces", 0, len(namespaces))
         ip.batch([f"netns add {ns}" for ns in namespaces])
+        self.progress("veth pairs", 0, len(bridge_ends) + len(container_ends))
         lines = []
         group = ip.run_group(self.prefix)
         for _, ea, eb in bridge_ends:
@@ -148,8 +153,10 @@ class LocalFabric:
                       f"netns {inner.netns}",
                       f"link set {host.iface} up"]
         ip.batch(lines)
-        rtnl.configure(rtnl.ContainerIface(self.netns(c), topo.node(c).ip, None, CONTAINER_IFACE)
-                       for c in topo.containers)
+        for i, c in enumerate(topo.containers):
+            if i % 50 == 0:
+                self.progress("container interfaces", i, len(topo.containers))
+            rtnl.configure([rtnl.ContainerIface(self.netns(c), topo.node(c).ip, None, CONTAINER_IFACE)])
         if self.datapath == "netdev" and not ovs.userspace_tso_active():
             self.offload_off = True
             log.warning("notice: OVS userspace TSO is not active, so TX checksum offload is turned off on "
@@ -165,7 +172,10 @@ class LocalFabric:
                 if e.bridge:
                     txn.add("add-port", e.bridge, e.iface).add("set", "Interface", e.iface,
                                                                f"ofport_request={e.port}")
+        ports = sum(1 for _, ea, eb in bridge_ends + container_ends for e in (ea, eb) if e.bridge)
+        self.progress(f"one OVSDB transaction: {len(topo.bridges)} bridges, {ports} ports", 0, 0)
         txn.commit(timeout=300)
+        self.progress("link shaping", 0, 0)
         for link, ea, eb in bridge_ends + container_ends:
             shape = Shape.of(link)
             if not shape.empty:
