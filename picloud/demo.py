@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from picloud.errors import PiCloudError
+from topology.rates import pi_uplinks
+from traffic.fidelity import line as fidelity_line
 
 DEMO_SPEC = "picloud:4,4"
 DEMO_CONTAINERS_PER_PI = 2
@@ -106,8 +108,11 @@ def _run(run: DemoRun, Testbed: Any, ui_port: int) -> int:
         testbed.__enter__()
         run.testbed = testbed
         c = testbed.topology.counts()
+        rates = sorted({testbed.topology.link(a, b).bw for a, b in pi_uplinks(testbed.topology)} - {None})
+        shaped = (f"Pi uplinks shaped to {', '.join(f'{r:g}' for r in rates)} Mbit/s (Raspberry Pi Model B NIC)"
+                  if rates else "Pi uplinks unshaped")
         return (f"{c['switches']} switches, {c['pis']} Pis, {c['containers']} containers, "
-                f"{c['links']} links, prefix {testbed.prefix}")
+                f"{c['links']} links, {shaped}, prefix {testbed.prefix}")
 
     def reach() -> str:
         matrix = testbed.ping_all(tcp=True)
@@ -151,7 +156,8 @@ def _run(run: DemoRun, Testbed: Any, ui_port: int) -> int:
     def summary() -> str:
         print(run.results.report(), flush=True)
         plots = ", ".join(str(p) for p in run.results.plots())
-        return f"plots: {plots}"
+        # The verdict: whether these numbers describe the modelled Pi network or the host (traffic.fidelity).
+        return f"{fidelity_line(run.results.fidelity)}; plots: {plots}"
 
     steps: list[tuple[str, Callable[[], str | None]]] = [
         ("build the scale model and start the controller", build),
@@ -161,7 +167,7 @@ def _run(run: DemoRun, Testbed: Any, ui_port: int) -> int:
         ("start the web UI", ui),
         (f"run {DEMO_WORKLOAD} at {DEMO_LOAD:.0%} load for {run.traffic_seconds:.0f}s, "
          "cutting an aggregation link", traffic),
-        ("summarise flow completion times", summary),
+        ("summarise flow completion times and the fidelity verdict", summary),
     ]
     try:
         for name, action in steps:

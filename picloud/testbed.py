@@ -62,20 +62,17 @@ class LinkHandle:
     def up(self) -> None:
         self.testbed.fabric.set_link(self.a, self.b, up=True)
 
-    def shape(self, bw: Any = _UNSET, **impairments: Any) -> Link:
+    def shape(self, bw: Any = _UNSET, *, delay: Any = _UNSET, jitter: Any = _UNSET, loss: Any = _UNSET,
+              queue: Any = _UNSET) -> Link:
         """Re-shape the link while the run is up: `shape(10)`, `shape(100, delay="5ms", loss=1)`,
-        `shape(None)` to remove the rate. Keywords: delay, jitter, loss (percent), queue
-        (packets); an attribute left out keeps its value, None removes it. delay/jitter/loss need
-        the kernel's sch_netem and are refused without it. Returns the link as it now is."""
+        `shape(None)` to remove the rate. delay/jitter like "2ms", loss in percent, queue in packets;
+        an attribute left out keeps its value, None removes it. delay/jitter/loss need the kernel's
+        sch_netem and are refused without it. Returns the link as it now is."""
         from topology.backends.local import KEEP
 
-        if bw is _UNSET:
-            bw = KEEP
-        unknown = sorted(set(impairments) - {"delay", "jitter", "loss", "queue"})
-        if unknown:
-            raise FabricError(f"link {self.a!r}-{self.b!r}: shape() has no {', '.join(unknown)} "
-                              "(bw, delay, jitter, loss, queue)")
-        link = self.testbed.fabric.shape_link(self.a, self.b, bw, **impairments)
+        given = {"delay": delay, "jitter": jitter, "loss": loss, "queue": queue}
+        impairments = {k: v for k, v in given.items() if v is not _UNSET}
+        link = self.testbed.fabric.shape_link(self.a, self.b, KEEP if bw is _UNSET else bw, **impairments)
         return link if isinstance(link, Link) else self.testbed.topology.link(self.a, self.b)
 
 
@@ -490,6 +487,16 @@ class Testbed:
         from traffic.scenario_run import BoundScenario
 
         return BoundScenario(self, entries, seed)
+
+    def calibrate(self, seconds: float = 2.0) -> dict[str, Any]:
+        """Measure goodput, RTT and loss per configured link class and the unshaped ceiling
+        (traffic.calibrate); stored with the run, so its traffic runs stand on it."""
+        self._require_up()
+        from traffic import calibrate
+
+        result = calibrate.measure(self, seconds=seconds)
+        calibrate.store(self, result)
+        return result
 
     def capture(self, targets: list[str], bpf: str | None = None, out: str | Path | None = None) -> Any:
         """`with tb.capture(["link:A,B", "port:tor1:3", "web1"]) as cap:` one pcapng of many points;

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from picloud.errors import TrafficError
-from traffic import arrivals, workloads
+from traffic import arrivals, calibrate, workloads
 from traffic.monitor import Monitor
 from traffic.monitor import assess as assess_fidelity
 from traffic.results import FlowRecord, Results
@@ -66,25 +66,41 @@ def resolve_hosts(testbed: Any, tenant: str | None) -> tuple[list[str], dict[str
 
 
 def link_rate_bps(testbed: Any, hosts: list[str], link_mbps: float | None) -> float:
-    """The nominal access rate C: explicit, else the slowest shaped access among the hosts (a
-    container's own link, else its Pi's uplinks, which the Pi's NIC is), else 100 Mbit/s."""
+    return link_rate(testbed, hosts, link_mbps)[0]
+
+
+def link_rate(testbed: Any, hosts: list[str], link_mbps: float | None) -> tuple[float, str]:
+    """The nominal access rate C and where it comes from: explicit, else the slowest shaped access
+    among the hosts (a container's own link, else its Pi's uplinks, which the Pi's NIC is; a
+    run-time container, such as a tenant member, sits on its Pi like any other), else the run's
+    calibrated unshaped ceiling, else 100 Mbit/s, said so in meta.json (`link_rate_source`)."""
     if link_mbps is not None:
         if not link_mbps > 0:
             raise TrafficError(f"link_mbps: {link_mbps} (must be positive)")
-        return float(link_mbps) * 1e6
+        return float(link_mbps) * 1e6, "link_mbps given"
     rates = []
     topo = testbed.topology
+    extra = (getattr(getattr(testbed, "state", None), "extra", None) or {}).get("containers", {})
     for h in hosts:
-        if h not in topo or topo.kind(h) != "container":
+        if h in topo and topo.kind(h) == "container":
+            pi, own = topo.node(h).pi, topo.link(h, topo.node(h).pi).bw
+        elif h in extra and extra[h].get("pi") in topo:
+            pi, own = extra[h]["pi"], None
+        else:
             continue
-        pi = topo.node(h).pi
-        own = topo.link(h, pi).bw
         peers = [peer for peer in topo.ports(pi).values() if topo.kind(peer) != "container"]
         uplinks = [topo.link(pi, peer).bw for peer in peers]
         shaped = [float(bw) for bw in [own, *uplinks] if bw]
         if shaped:
             rates.append(min(shaped) if own is None else float(own))
-    return (min(rates) if rates else DEFAULT_LINK_MBPS) * 1e6
+    if rates:
+        return min(rates) * 1e6, "shaped access links (the slowest of the hosts' own links and Pi uplinks)"
+    ceiling = calibrate.ceiling_bps(calibrate.stored(testbed)) if getattr(testbed, "state", None) else None
+    if ceiling:
+        return ceiling, "calibrated unshaped ceiling (picloud calibrate): the fabric has no shaped access link"
+    return DEFAULT_LINK_MBPS * 1e6, ("assumed 100 Mbit/s: the fabric has no shaped access link, no --link-mbps "
+                                     "was given and the run is not calibrated (picloud calibrate); load and "
+                                     "slowdown are relative to a rate no link enforces")
 
 
 def _versions() -> dict[str, str]:
@@ -222,11 +238,11 @@ def run(
     if tenant is not None and len(hosts) < 2:
         raise TrafficError(f"tenant {tenant!r}: {len(hosts)} member(s) (pattern {pattern!r} needs at "
                            "least 2)")
-    link_bps = link_rate_bps(testbed, hosts, link_mbps)
+    link_bps, link_source = link_rate(testbed, hosts, link_mbps)
     trace = generate(hosts, wl, load, pattern, duration, seed, link_bps, arrival=arrival,
                      scale_size=scale_size, scale_time=scale_time, concurrency=concurrency, think=think,
                      **pattern_args)
-    trace.meta.update(warmup=warmup, drain=drain, tenant=tenant)
+    trace.meta.update(warmup=warmup, drain=drain, tenant=tenant, link_rate_source=link_source)
     return replay(testbed, trace, out if out is not None else default_out(wl.name, pattern), tenant=tenant,
                   progress=progress, port=port, addresses=(hosts, ips), scenario=scenario, capture=capture)
 
@@ -267,6 +283,7 @@ def replay(testbed: Any, trace: Trace, out: str | Path, tenant: str | None = Non
     trace.to_csv(directory / "trace.csv")
     meta = {**meta0, **_run_meta(testbed, tenant), "addresses": ips}
     (directory / "meta.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
+    (directory / "calibration.json").write_text(json.dumps(calibrate.for_run(testbed), indent=1) + "\n")
     if cap is not None:
         cap.start()
     try:

@@ -23,8 +23,9 @@ def _ip(testbed: Any, container: str) -> str:
 
 
 def bulk(testbed: Any, src: str, dst: str, duration: float = 10.0, parallel: int = 1,
-         port: int = IPERF_PORT) -> dict[str, Any]:
-    """One iperf3 test src -> dst; returns goodput_mbps, sent_mbps, retransmits, seconds."""
+         port: int = IPERF_PORT, omit: float = 0.0) -> dict[str, Any]:
+    """One iperf3 test src -> dst; returns goodput_mbps, sent_mbps, retransmits, seconds. `omit`:
+    seconds of slow start (and a shaper's initial bucket) left out of the figures (iperf3 -O)."""
     if not shutil.which("iperf3"):
         raise TrafficError("iperf: iperf3 is not installed (run 'make setup')")
     if src == dst:
@@ -38,6 +39,8 @@ def bulk(testbed: Any, src: str, dst: str, duration: float = 10.0, parallel: int
                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         argv = ["iperf3", "-c", dst_ip, "-p", str(port), "-t", f"{duration:g}", "-P", str(parallel), "-J"]
+        if omit > 0:
+            argv += ["-O", f"{omit:g}"]
         for _attempt in range(20):  # the server needs a moment to listen
             rc, output = testbed.fabric.exec(src, argv, timeout=duration + 30)
             data = _parse(output)

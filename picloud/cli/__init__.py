@@ -16,7 +16,8 @@ from picloud.errors import PiCloudError
 
 # Command groups, in the order `picloud --help` lists them. A module that does not exist yet is
 # skipped, so groups can land one at a time.
-GROUPS = ["fabric", "topo", "controller", "tenant", "traffic", "capture", "ui", "cluster", "image", "demo"]
+GROUPS = ["fabric", "topo", "controller", "tenant", "traffic", "calibrate", "capture", "ui", "cluster", "image",
+          "demo"]
 
 
 def build_parser() -> argparse.ArgumentParser:
