@@ -10,8 +10,9 @@ Two halves:
 - `RestStatsApp`, an os-ken app the runner always loads: tracks datapaths in `STATE.datapaths`,
   asks each new switch (and each switch whose ports changed) for its port descriptions
   (`STATE.switch_enter`), and hands multipart replies to the Flask thread waiting for them.
-- `create_app()`, the Flask application: ofctl_rest's routes, `/state`, `/state/events`, and any
-  blueprint another app passed to `register_blueprint()` at construction.
+- `create_app()`, the Flask application: ofctl_rest's routes, `/state`, `/state/events`, any
+  blueprint another app passed to `register_blueprint()` at construction, and the routes Ryu REST
+  apps registered through `ryu.app.wsgi` (`controller_apps.wsgi_bridge`).
 
 Unlike Ryu's API, this one is authenticated: `picloud.httpguard.Guard` stands in front of the whole
 WSGI app, so every state-changing request (any method but GET/HEAD/OPTIONS, on any route, including
@@ -36,6 +37,7 @@ from os_ken.lib import ofctl_v1_0, ofctl_v1_2, ofctl_v1_3, ofctl_v1_4, ofctl_v1_
 from os_ken.ofproto import ofproto_v1_0, ofproto_v1_2, ofproto_v1_3, ofproto_v1_4, ofproto_v1_5
 from werkzeug.serving import BaseWSGIServer, make_server
 
+from controller_apps import wsgi_bridge
 from controller_apps.state import STATE, ControllerState
 from picloud import httpguard
 
@@ -288,6 +290,19 @@ def events() -> Response:
     return jsonify(STATE.events(since))
 
 
+@state_bp.get("/state/openflow")
+def openflow_state() -> Response:
+    """What `picloud up` needs to say which switch connected at which version, or why not: the
+    versions the apps accept (wire numbers and labels), each connected datapath's negotiated version,
+    and the handshakes os-ken refused."""
+    wants = STATE.options.get("of_versions", [])
+    return jsonify({
+        "versions": wants,
+        "switches": {f"{dpid:016x}": dp.ofproto.OFP_VERSION for dpid, dp in list(STATE.datapaths.items())},
+        "refused": [e["text"] for e in STATE.events() if e["kind"] == "openflow"],
+    })
+
+
 MAX_BODY = httpguard.MIB  # a flow entry is a few hundred bytes; a whole tenants plan is not sent here
 
 
@@ -296,7 +311,11 @@ def create_app(policy: httpguard.Policy | None = None) -> Flask:
     guard. `policy` None: loopback names, a fresh random token (tests pass their own)."""
     app = Flask("picloud-controller")
     app.json.sort_keys = False
-    app.register_blueprint(stats)
+    stats_rules = [(wsgi_bridge.shape(r), {"GET"}) for r in _rules_of(stats)]
+    if wsgi_bridge.takes_over_stats(stats_rules):
+        LOG.info("controller API: /stats/* served by the app that registered it (Ryu's ofctl_rest)")
+    else:
+        app.register_blueprint(stats)
     app.register_blueprint(state_bp)
     with _extra_lock:
         for bp in _extra_blueprints:
@@ -305,6 +324,7 @@ def create_app(policy: httpguard.Policy | None = None) -> Flask:
         import secrets
 
         policy = api_policy("127.0.0.1", token=secrets.token_urlsafe(24))
+    wsgi_bridge.mount(app)  # ryu.app.wsgi routes, lowest priority, behind the same guard
     # Last, so it wraps whatever else was mounted on app.wsgi_app: nothing bypasses it.
     httpguard.install(app, policy)
     return app
@@ -315,6 +335,13 @@ def api_policy(host: str, token: str | None, names: tuple[str, ...] = ()) -> htt
     for changes (None: --api-open). No CSP: the API serves JSON, never a page."""
     return httpguard.Policy(hosts=httpguard.host_names(host, names), body_types=httpguard.JSON_TYPES,
                             max_body=MAX_BODY, token=token, csp=True)
+
+
+def _rules_of(bp: Blueprint) -> list[str]:
+    """The URL rules a blueprint declares (Flask keeps them as deferred functions until registered)."""
+    probe = Flask("probe")
+    probe.register_blueprint(bp)
+    return [rule.rule for rule in probe.url_map.iter_rules() if rule.endpoint != "static"]
 
 
 class ApiServer:

@@ -220,10 +220,12 @@ def options_from(args: argparse.Namespace) -> Options:
         raise ControllerError(f"--tenants {args.tenants}: no such file")
     topology = load_topology(args.topology) if args.topology else None
     labels = list(args.apps) or DEFAULT_APPS + (["tenancy"] if args.tenants else [])
-    for spec in [s for s in labels if s in SERVED_BY_API]:
+    served = [s for s in labels if s in SERVED_BY_API and not _ryu_app_file(s)]
+    for spec in served:
         LOG.info("app %s: served by PiCloud's controller API already (%s); not loaded", spec, SERVED_BY_API[spec])
-    labels = [s for s in labels if s not in SERVED_BY_API]
+    labels = [s for s in labels if s not in served]
     apps = [resolve_app(spec) for spec in labels]
+    app_versions(apps, labels)
     _check_free(listen, "--listen")
     if api is not None:
         _check_free(api, "--api")
@@ -253,6 +255,12 @@ def _token(path: str) -> str:
         raise ControllerError(f"--api-token-file: {exc}") from None
     except OSError as exc:
         raise ControllerError(f"--api-token-file {path}: cannot create ({exc.strerror})") from None
+
+
+def _ryu_app_file(spec: str) -> bool:
+    """Ryu's own file for module name `spec` is in RYU_APP_PATH (then it runs, not our stand-in)."""
+    base = os.environ.get(ryu_compat.RYU_APP_PATH_ENV)
+    return bool(base) and spec.startswith("ryu.app.") and (Path(base) / f"{spec.rsplit('.', 1)[1]}.py").is_file()
 
 
 def _parse_config(path: str | None) -> None:
@@ -323,11 +331,28 @@ def repair_partial_checksum(frame: bytes) -> bytes | None:
 
 
 def install_checksum_repair() -> None:
-    """Wrap os-ken's OpenFlow 1.3 packet-in parser so every app gets finished checksums."""
-    from os_ken.ofproto import ofproto_v1_3, ofproto_v1_3_parser
+    """Wrap os-ken's packet-in parsers (every OpenFlow version) so every app gets finished checksums."""
+    from os_ken.ofproto import (
+        ofproto_v1_0,
+        ofproto_v1_0_parser,
+        ofproto_v1_2,
+        ofproto_v1_2_parser,
+        ofproto_v1_3,
+        ofproto_v1_3_parser,
+        ofproto_v1_4,
+        ofproto_v1_4_parser,
+        ofproto_v1_5,
+        ofproto_v1_5_parser,
+    )
 
-    table = ofproto_v1_3_parser._MSG_PARSERS
-    original = table[ofproto_v1_3.OFPT_PACKET_IN]
+    for ofproto, parser in [(ofproto_v1_0, ofproto_v1_0_parser), (ofproto_v1_2, ofproto_v1_2_parser),
+                            (ofproto_v1_3, ofproto_v1_3_parser), (ofproto_v1_4, ofproto_v1_4_parser),
+                            (ofproto_v1_5, ofproto_v1_5_parser)]:
+        _wrap_packet_in(parser._MSG_PARSERS, ofproto.OFPT_PACKET_IN)
+
+
+def _wrap_packet_in(table: dict[int, Any], msg_type: int) -> None:
+    original = table[msg_type]
     if getattr(original, "picloud_repair", False):
         return
 
@@ -339,7 +364,50 @@ def install_checksum_repair() -> None:
         return msg
 
     parse.picloud_repair = True  # type: ignore[attr-defined]
-    table[ofproto_v1_3.OFPT_PACKET_IN] = parse
+    table[msg_type] = parse
+
+
+def app_versions(apps: list[str], labels: list[str]) -> list[int]:
+    """The OpenFlow wire versions every app accepts (os-ken intersects the apps' OFP_VERSIONS);
+    ControllerError naming the apps when they share none, which os-ken would only assert."""
+    from os_ken.ofproto import ofproto_protocol
+
+    from topology import openflow
+
+    common = set(ofproto_protocol._versions)
+    declared: list[tuple[str, list[int]]] = []
+    for name, label in zip(apps, labels, strict=True):
+        module = sys.modules[name]
+        for _, cls in inspect.getmembers(module):
+            if not _is_app_class(cls, module):
+                continue
+            versions = getattr(cls, "OFP_VERSIONS", None)
+            if versions:
+                declared.append((f"{label} ({cls.__name__})", list(versions)))
+                common &= set(versions)
+    if not common:
+        said = "; ".join(f"{who} wants OpenFlow {openflow.labels(v)}" for who, v in declared)
+        raise ControllerError(f"apps share no OpenFlow version: {said} (run them in separate controllers)")
+    return sorted(common)
+
+
+def install_handshake_record() -> None:
+    """Make a refused OpenFlow hello a controller event too, so `picloud up` can say why a switch
+    never connected (os-ken only logs it)."""
+    from os_ken.controller import ofp_handler
+
+    from controller_apps.state import STATE
+
+    original = ofp_handler.OFPHandler._hello_failed
+    if getattr(original, "picloud_record", False):
+        return
+
+    def hello_failed(self: Any, datapath: Any, error_desc: str) -> None:
+        STATE.event("openflow", f"handshake from {datapath.address} refused: {error_desc}")
+        original(self, datapath, error_desc)
+
+    hello_failed.picloud_record = True  # type: ignore[attr-defined]
+    ofp_handler.OFPHandler._hello_failed = hello_failed  # type: ignore[method-assign]
 
 
 def _wait_listening(endpoint: tuple[str, int], timeout: float) -> bool:
@@ -363,6 +431,7 @@ def run(options: Options, stop: threading.Event | None = None) -> int:
 
     stop = stop or threading.Event()
     install_checksum_repair()
+    install_handshake_record()
     cfg.CONF.set_override("ofp_listen_host", options.listen[0])
     cfg.CONF.set_override("ofp_tcp_listen_port", options.listen[1])
     if options.topology is not None:
@@ -374,6 +443,9 @@ def run(options: Options, stop: threading.Event | None = None) -> int:
     manager.load_apps(options.apps + [API_APP])
     contexts = manager.create_contexts()
     manager.instantiate_apps(**contexts)
+    from os_ken.ofproto import ofproto_protocol
+
+    STATE.options["of_versions"] = sorted(ofproto_protocol._supported_versions)
     server = None
     if options.api is not None:
         token = None if options.api_open else _token(str(options.api_token_file))

@@ -7,10 +7,12 @@ different class and never fire. So `ryu.X` is made an alias of `os_ken.X` (same 
 `sys.modules` under both names), and the few names os-ken renamed get their Ryu spelling back
 (`RyuApp`, `RyuException`).
 
-Parts of Ryu that os-ken dropped (the WSGI framework and the REST apps built on it, the sample
-apps, `ryu-manager`) raise `RyuPartMissing` (both an ImportError, so `try: import` fallbacks in apps
-still work, and a ControllerError, so the runner prints one line) naming the part and PiCloud's
-replacement.
+Parts of Ryu that os-ken dropped and users' code builds on are PiCloud's own modules under their
+Ryu names (`OURS`: the sample switches, `ryu.app.wsgi` on the controller's API server); Ryu's REST
+apps then run as they are, from their files, or as `ryu.app.ofctl_rest`... when RYU_APP_PATH names
+a directory holding them. What remains missing raises `RyuPartMissing` (both an ImportError, so
+`try: import` fallbacks in apps still work, and a ControllerError, so the runner prints one line)
+naming the part and what to use instead.
 
 `install()` is idempotent; the runner calls it before loading apps.
 """
@@ -30,26 +32,29 @@ from picloud.errors import ControllerError
 ALIAS = "ryu"
 TARGET = "os_ken"
 
-# Ryu parts os-ken 4.2.2 does not ship, with what to use instead. Prefix match on module names.
+# Ryu modules os-ken dropped that PiCloud provides itself, written from Ryu's documentation.
+OURS: dict[str, str] = {
+    "ryu.app.simple_switch": "controller_apps.ryu_apps.simple_switch",
+    "ryu.app.simple_switch_12": "controller_apps.ryu_apps.simple_switch_12",
+    "ryu.app.simple_switch_13": "controller_apps.ryu_apps.simple_switch_13",
+    "ryu.app.simple_switch_14": "controller_apps.ryu_apps.simple_switch_14",
+    "ryu.app.simple_switch_15": "controller_apps.ryu_apps.simple_switch_15",
+    "ryu.app.wsgi": "controller_apps.ryu_apps.wsgi",
+    "ryu.app.conf_switch_key": "controller_apps.ryu_apps.conf_switch_key",
+}
+
+# Ryu's REST and sample apps that are not ours: they run unmodified from the user's copy of Ryu's
+# file (`picloud controller ofctl_rest.py`). As module names they load from RYU_APP_PATH (a
+# directory holding Ryu's ryu/app/*.py files) when it is set.
+RYU_APP_PATH_ENV = "RYU_APP_PATH"
+
+# Ryu parts neither os-ken nor PiCloud has, with what to use instead. Prefix match on module names.
 MISSING: dict[str, str] = {
-    "ryu.app.wsgi": "a Flask Blueprint passed to controller_apps.api.register_blueprint(bp), "
-                    "served by PiCloud's controller API",
-    "ryu.app.ofctl_rest": "PiCloud's controller API already serves /stats/* with ofctl_rest's JSON shapes",
-    "ryu.app.rest_topology": "GET /state on PiCloud's controller API (the discovery app)",
-    "ryu.app.rest_conf_switch": "PiCloud's controller API (/stats/*, /state)",
-    "ryu.app.rest_firewall": "PiCloud's tenancy app (isolation per tenant)",
-    "ryu.app.rest_router": "PiCloud's routing app",
-    "ryu.app.rest_qos": "per-tenant meters in PiCloud's tenancy app",
-    "ryu.app.rest_vtep": "PiCloud's tenancy app",
     "ryu.app.gui_topology": "the PiCloud web UI ('picloud ui')",
-    "ryu.app.simple_switch_13": "PiCloud's built-in app 'l2_learning'",
-    "ryu.app.simple_switch_14": "PiCloud's built-in app 'l2_learning'",
-    "ryu.app.simple_switch_15": "PiCloud's built-in app 'l2_learning'",
-    "ryu.app.simple_switch_12": "PiCloud's built-in app 'l2_learning'",
-    "ryu.app.simple_switch": "PiCloud's built-in app 'l2_learning'",
-    "ryu.app.simple_monitor_13": "PiCloud's built-in app 'monitor'",
-    "ryu.app.simple_switch_stp_13": "PiCloud's built-in app 'routing' (loop-free without STP)",
-    "ryu.cmd": "'picloud controller APP' or 'python -m controller_apps.runner APP' (for ryu-manager)",
+    "ryu.app.ws_topology": "the PiCloud web UI's live state ('picloud ui'), or GET /state",
+    "ryu.app.simple_switch_websocket_13": "ryu.app.wsgi's websocket part is not provided; "
+                                           "use a ControllerBase REST route",
+    "ryu.cmd": "the 'ryu-manager' command PiCloud installs, or 'picloud controller APP'",
 }
 
 # Ryu names os-ken renamed: (module, Ryu name, os-ken name).
@@ -101,23 +106,55 @@ class RyuAliasFinder(importlib.abc.MetaPathFinder):
         message = missing_message(fullname)
         if message:
             raise RyuPartMissing(message, name=fullname)
-        real = TARGET + fullname[len(ALIAS):]
+        real = OURS.get(fullname) or _user_ryu_app(fullname) or TARGET + fullname[len(ALIAS):]
         try:
             module = importlib.import_module(real)
         except ModuleNotFoundError as exc:
             if exc.name != real and not real.startswith(str(exc.name) + "."):
                 raise  # os-ken itself failed to import a dependency: that is a real error
-            raise RyuPartMissing(
-                f"{fullname}: not in os-ken 4.2.2 (no {real}; PiCloud runs Ryu apps on os-ken's modules, "
-                "this one has no replacement)",
-                name=fullname,
-            ) from None
+            raise RyuPartMissing(_absent_message(fullname, real), name=fullname) from None
         _add_ryu_names(module)
         is_package = hasattr(module, "__path__")
         spec = importlib.machinery.ModuleSpec(fullname, _AliasLoader(module), is_package=is_package)
         if is_package:
             spec.submodule_search_locations = list(module.__path__)
         return spec
+
+
+def _user_ryu_app(fullname: str) -> str | None:
+    """`ryu.app.X` from the directory RYU_APP_PATH names (Ryu's own app files, unmodified), imported
+    under a module name of its own; None when it is not there."""
+    import os
+    from pathlib import Path
+
+    base = os.environ.get(RYU_APP_PATH_ENV)
+    if not base or not fullname.startswith("ryu.app.") or fullname.count(".") != 2:
+        return None
+    path = Path(base) / (fullname.rsplit(".", 1)[1] + ".py")
+    if not path.is_file():
+        return None
+    name = "picloud_ryu_app_" + path.stem
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[name]
+            raise
+    return name
+
+
+def _absent_message(fullname: str, real: str) -> str:
+    if fullname.startswith("ryu.app."):
+        stem = fullname.rsplit(".", 1)[1]
+        return (f"{fullname}: Ryu's app, not part of os-ken or PiCloud; run it from its file "
+                f"('picloud controller {stem}.py', unmodified) or set {RYU_APP_PATH_ENV} to a directory "
+                "holding Ryu's ryu/app/*.py files")
+    return (f"{fullname}: not in os-ken 4.2.2 (no {real}; PiCloud runs Ryu apps on os-ken's modules, "
+            "this one has no replacement)")
 
 
 def _add_ryu_names(module: types.ModuleType) -> None:
@@ -129,10 +166,27 @@ def _add_ryu_names(module: types.ModuleType) -> None:
 _FINDER = RyuAliasFinder()
 
 
+def _app_package_getattr(name: str) -> types.ModuleType:
+    """`from ryu.app import simple_switch_13`: `ryu.app` *is* `os_ken.app`, so Python looks the name
+    up as `os_ken.app.simple_switch_13`, past our finder. This module `__getattr__` of os_ken.app
+    (PEP 562) answers with what `import ryu.app.NAME` gives, including its one-line errors."""
+    if name.startswith("__"):
+        raise AttributeError(name)
+    fullname = f"{ALIAS}.app.{name}"
+    if fullname in OURS or _user_ryu_app(fullname) or missing_message(fullname):
+        return importlib.import_module(fullname)
+    try:
+        return importlib.import_module(f"{TARGET}.app.{name}")
+    except ModuleNotFoundError:
+        raise RyuPartMissing(_absent_message(fullname, f"{TARGET}.app.{name}"), name=fullname) from None
+
+
 def install() -> None:
     """Make `import ryu...` work in this process (idempotent)."""
     if _FINDER not in sys.meta_path:
         sys.meta_path.insert(0, _FINDER)
+    app_package = importlib.import_module(f"{TARGET}.app")
+    app_package.__getattr__ = _app_package_getattr  # type: ignore[attr-defined]
     for module_name, _, _ in RENAMED:
         _add_ryu_names(importlib.import_module(module_name))
 
@@ -143,3 +197,6 @@ def uninstall() -> None:
         sys.meta_path.remove(_FINDER)
     for name in [n for n in sys.modules if n == ALIAS or n.startswith(ALIAS + ".")]:
         del sys.modules[name]
+    app_package = sys.modules.get(f"{TARGET}.app")
+    if app_package is not None and getattr(app_package, "__getattr__", None) is _app_package_getattr:
+        del app_package.__getattr__

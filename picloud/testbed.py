@@ -26,13 +26,15 @@ from typing import Any
 
 from picloud.errors import ControllerError, FabricError, PiCloudError
 from picloud.runstate import RunState, allocate_prefix, api_port, list_runs, of_port
+from topology import openflow
 from topology.effects import netns as netns_effects
-from topology.effects import proc
+from topology.effects import ovs, proc
 from topology.model import Link, Topology
 
 log = logging.getLogger(__name__)
 BACKENDS = ("local", "docker", "cluster")
 CONTROLLER_READY_TIMEOUT = 60.0  # seconds, plus READY_PER_BRIDGE for each bridge
+EXTERNAL_READY_TIMEOUT = 30.0  # an external controller is already running when `picloud up` starts
 READY_PER_BRIDGE = 0.25  # 400 bridges on 2 busy cores took over a minute to connect
 
 
@@ -81,7 +83,8 @@ class Testbed:
     def __init__(self, topology: str | Path | Topology, *, containers_per_pi: int = 1,
                  controller: str | list[str] | None = None, tenants: str | Path | None = None,
                  backend: str = "local", prefix: str | None = None, api_open: bool = False,
-                 progress: Callable[[str, int, int], None] | None = None, **backend_options: Any):
+                 progress: Callable[[str, int, int], None] | None = None,
+                 of_versions: str | list[str] | None = None, **backend_options: Any):
         # progress(stage, done, total) hears each step of up(); picloud.progress draws it on a terminal
         self._progress = progress or (lambda stage, done=0, total=0: None)
         if backend not in BACKENDS:
@@ -100,6 +103,8 @@ class Testbed:
         if backend == "local":
             backend_options.pop("pi_model", None)
         self.topology = load_topology(topology, containers_per_pi, pi_model=pi_model, bw=bw)
+        self.of_versions = openflow.parse_versions(of_versions)  # what every bridge offers
+        self.handshake: dict[str, Any] = {}  # after up(): {"switches": N, "versions": {"1.3": N}}
         self.controller = controller
         self.tenants_source = Path(tenants) if tenants is not None else None
         self.backend = backend
@@ -185,6 +190,8 @@ class Testbed:
             self.fabric.up()
             if self._controller_proc is not None:
                 self._wait_for_switches()
+            elif self.state.controller.get("targets"):
+                self._wait_for_external()
             if self.tenants_source is not None:
                 from tenants.handle import load_tenants_file
 
@@ -246,14 +253,17 @@ class Testbed:
         if self.backend == "local":
             from topology.backends.local import LocalFabric
 
-            return LocalFabric(self.topology, self.state, targets, **self.backend_options)
+            return LocalFabric(self.topology, self.state, targets, of_versions=self.of_versions,
+                               **self.backend_options)
         if self.backend == "docker":
             from topology.backends.docker import DockerFabric
 
-            return DockerFabric(self.topology, self.state, targets, **self.backend_options)
+            return DockerFabric(self.topology, self.state, targets, of_versions=self.of_versions,
+                                **self.backend_options)
         from topology.backends.cluster import ClusterFabric
 
-        return ClusterFabric(self.topology, self.state, targets, **self.backend_options)
+        return ClusterFabric(self.topology, self.state, targets, of_versions=self.of_versions,
+                             **self.backend_options)
 
     # --- controller ---------------------------------------------------------------------------
     def _start_controller(self) -> list[str]:
@@ -323,27 +333,122 @@ class Testbed:
         return resp.json()
 
     def _wait_for_switches(self) -> None:
-        want = {self.topology.dpid(n) for n in self.topology.bridges}
+        """Until every bridge has completed the OpenFlow handshake with our controller and the
+        fabric is routed. A version the apps and the bridges cannot agree on fails at once, one
+        line per switch; a switch still unconnected at the deadline gets OVS's view of why."""
+        names = {self.topology.dpid(n): n for n in self.topology.bridges}
+        want = set(names)
         limit = CONTROLLER_READY_TIMEOUT + READY_PER_BRIDGE * len(want)
         deadline = time.monotonic() + limit
         seen: set[int] = set()
+        of_state: dict[str, Any] = {}
         while time.monotonic() < deadline:
             assert self._controller_proc is not None
             if self._controller_proc.poll() is not None:
                 raise ControllerError(f"controller exited with code {self._controller_proc.returncode}: "
                                       f"{_tail(self.state.controller.get('log'))}")
             try:
-                seen = set(self._controller_get("/stats/switches", timeout=2))
+                of_state = self._controller_get("/state/openflow", timeout=2)
             except ControllerError:
-                seen = set()
+                time.sleep(0.2)
+                continue
+            wants = of_state.get("versions") or []
+            if wants:
+                reasons = [r for n in self.topology.bridges
+                           if (r := openflow.mismatch_reason(n, wants, self.of_versions))]
+                if reasons:
+                    raise ControllerError(_switch_lines(reasons, len(names)))
+            seen = {int(d, 16) for d in of_state.get("switches", {})}
             self._progress("switches connected" if not want <= seen else "discovery and routing",
                            len(want & seen), len(want))
             if want <= seen and self._controller_ready():
+                self._record_handshake(of_state, names)
                 return
             time.sleep(0.2)
-        what = (f"{len(want - seen)} of {len(want)} switches did not connect" if not want <= seen
-                else "the fabric was not discovered and routed")
-        raise ControllerError(f"controller: {what} within {limit:.0f}s (log: {self.state.controller.get('log')})")
+        if not want <= seen:
+            lines = self._why_unconnected([names[d] for d in sorted(want - seen)], of_state)
+            raise ControllerError(_switch_lines(lines, len(names), f"within {limit:.0f}s (log: "
+                                                f"{self.state.controller.get('log')})"))
+        raise ControllerError(f"controller: the fabric was not discovered and routed within {limit:.0f}s "
+                              f"(log: {self.state.controller.get('log')})")
+
+    def _record_handshake(self, of_state: dict[str, Any], names: dict[int, str]) -> None:
+        versions: dict[str, int] = {}
+        for dpid, wire in of_state.get("switches", {}).items():
+            if int(dpid, 16) in names:
+                key = openflow.label(int(wire))
+                versions[key] = versions.get(key, 0) + 1
+        self.handshake = {"switches": len(names), "versions": versions}
+
+    def _why_unconnected(self, nodes: list[str], of_state: dict[str, Any]) -> list[str]:
+        """One line per switch that has not completed the handshake, from OVS's Controller rows
+        (is_connected, state, last_error) and the handshakes the controller refused."""
+        assert self.fabric is not None
+        links = ovs.controller_links([self.fabric.bridge(n) for n in nodes]) if self.backend != "cluster" else {}
+        refused = of_state.get("refused") or []
+        lines = []
+        for node in nodes:
+            rows = links.get(self.fabric.bridge(node), []) if self.backend != "cluster" else []
+            if not rows:
+                lines.append(f"{node}: did not complete the OpenFlow handshake (no controller status from OVS)")
+                continue
+            row = rows[0]
+            state, error = row.status.get("state", "?"), row.status.get("last_error")
+            if row.is_connected:
+                why = (f"connected to {row.target} but the controller never finished the handshake"
+                       + (f" (controller: {refused[-1]})" if refused else ""))
+            else:
+                why = f"not connected to {row.target} (OVS: state {state}" + \
+                      (f", last error {error!r})" if error else ")")
+            lines.append(f"{node}: {why}")
+        return lines
+
+    def _wait_for_external(self) -> None:
+        """An external controller's switches: OVS must hold an established connection to it on
+        every bridge, twice in a row a second apart (a controller that refuses the version closes
+        the connection right after the hello, so one sample could catch it open)."""
+        assert self.fabric is not None and self.state is not None
+        if self.backend == "cluster":
+            return  # the Pis' OVS is remote: the cluster backend checks its own controller probe
+        bridges = {self.fabric.bridge(n): n for n in self.topology.bridges}
+        limit = EXTERNAL_READY_TIMEOUT + READY_PER_BRIDGE * len(bridges)
+        deadline = time.monotonic() + limit
+        stable = refused = 0
+        links: dict[str, list[ovs.ControllerLink]] = {}
+        while time.monotonic() < deadline:
+            links = ovs.controller_links(bridges)
+            up = all(any(r.is_connected and r.status.get("state") in ("ACTIVE", "IDLE") for r in links.get(b, []))
+                     for b in bridges)
+            stable = stable + 1 if up else 0
+            if stable >= 2:
+                self.handshake = {"switches": len(bridges), "versions": {}}
+                return
+            # A refused version does not heal: three polls of only that and we say so at once.
+            down = [r for b in bridges for r in links.get(b, [])[:1] if not r.is_connected]
+            refused = refused + 1 if down and all(r.status.get("last_error") == "Protocol error" for r in down) else 0
+            if refused >= 3:
+                break
+            time.sleep(1.0)
+        lines = []
+        offers = openflow.labels(self.of_versions)
+        for bridge, node in sorted(bridges.items(), key=lambda kv: kv[1]):
+            rows = links.get(bridge, [])
+            row = rows[0] if rows else None
+            if row is None or (row.is_connected and row.status.get("state") in ("ACTIVE", "IDLE")):
+                continue
+            state, error = row.status.get("state", "?"), row.status.get("last_error")
+            if error == "Protocol error":
+                peer = ovs.refused_versions(row.target)
+                speaks = _peer_versions(peer) if peer else "none of them"
+                why = f"the controller at {row.target} speaks OpenFlow {speaks}, the bridge offers {offers}"
+            elif error in (None, "End of file") and "sec_since_connect" in row.status:
+                why = (f"{row.target} accepts the connection and then closes it (OVS: state {state}); "
+                       f"a controller whose apps want a version the bridge does not offer ({offers}) does that")
+            else:
+                why = f"not connected to {row.target} (OVS: state {state}" + \
+                      (f", last error {error!r})" if error else ")")
+            lines.append(f"{node}: {why}")
+        raise ControllerError(_switch_lines(lines or ["the connections kept dropping"], len(bridges)))
 
     def _runs(self, app: str) -> bool:
         return self.controller is None or app in self.controller
@@ -512,6 +617,21 @@ class Testbed:
         from webui.server import UIServer
 
         return UIServer(self, host=host, port=port, host_names=tuple(host_names))
+
+
+def _peer_versions(text: str) -> str:
+    """OVS's 'version 0x04 and earlier' / 'versions 0x01, 0x04' -> '1.3 and earlier' / '1.0, 1.3'."""
+    def one(m: re.Match[str]) -> str:
+        wire = int(m.group(0), 16)
+        return openflow.label(wire) if wire in openflow.WIRE.values() else m.group(0)
+
+    return re.sub(r"0x[0-9a-fA-F]+", one, re.sub(r"^versions? ", "", text.strip()))
+
+
+def _switch_lines(lines: list[str], total: int, when: str = "") -> str:
+    """ "N of M bridges did not connect[ when]:" and one line per switch (at most 10 shown)."""
+    shown = lines[:10] + ([f"... and {len(lines) - 10} more"] if len(lines) > 10 else [])
+    return "\n".join([f"{len(lines)} of {total} bridges did not connect{' ' + when if when else ''}:", *shown])
 
 
 def _tail(path: str | None, lines: int = 3) -> str:

@@ -23,6 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--api-open", action="store_true",
                    help="controller API without a token for changes, as Ryu's (tutorials that curl it); "
                         "default: changes need the token in the run's state directory")
+    p.add_argument("--of-versions", default=None, metavar="V,V",
+                   help="OpenFlow versions every bridge offers, e.g. 13,14 (default: 10,11,12,13,14,15; "
+                        "each app negotiates the one it declares, PiCloud's own apps 1.3)")
     p.add_argument("--backend", default="local", choices=["local", "docker", "cluster"])
     p.add_argument("--containers", default=None, choices=["namespace", "docker"],
                    help="'docker' makes every container a Docker container (same as --backend docker)")
@@ -93,7 +96,8 @@ def _up(args: argparse.Namespace) -> int:
         raise FabricError("--controller and --apps: choose one (an external controller runs its own apps)")
     bar = BringUpProgress()  # drawn only on a terminal, and only once the bring-up passes ~3 s
     tb = Testbed(args.topology, containers_per_pi=args.containers_per_pi, controller=controller,
-                 tenants=args.tenants, backend=backend, api_open=args.api_open, progress=bar, **options)
+                 tenants=args.tenants, backend=backend, api_open=args.api_open, progress=bar,
+                 of_versions=args.of_versions, **options)
     if args.api_open:
         print("picloud: warning: --api-open: anyone who can reach the controller API can change every flow "
               "table, including the rules that isolate tenants", file=sys.stderr, flush=True)
@@ -108,7 +112,8 @@ def _up(args: argparse.Namespace) -> int:
         datapath = getattr(tb.fabric, "datapath", backend)
         print(f"picloud: run {tb.prefix} up: {c['switches']} switches, {c['pis']} Pis, "
               f"{len(tb.containers)} containers, {c['links']} links, datapath {datapath}, "
-              f"controller {tb.state.controller.get('target', 'none')}, {time.monotonic() - t0:.1f}s"
+              f"controller {tb.state.controller.get('target', 'none')}{_handshake(tb.handshake)}, "
+              f"{time.monotonic() - t0:.1f}s"
               + (f", UI {ui.url} token {ui.token_hint()}" if ui else ""), flush=True)
         if args.detach:
             if ui is not None:
@@ -128,6 +133,18 @@ def _up(args: argparse.Namespace) -> int:
             if args.ui and "ui" in locals() and ui is not None:
                 ui.stop()
             tb.down()
+
+
+def _handshake(done: dict) -> str:
+    """' (3 of 3 switches connected, OpenFlow 1.4)' for the ready line; '' without a controller."""
+    if not done:
+        return ""
+    versions = done.get("versions") or {}
+    if not versions:
+        return f" ({done['switches']} of {done['switches']} bridges connected, version chosen by the controller)"
+    at = ", ".join(f"{n} at OpenFlow {v}" if len(versions) > 1 else f"OpenFlow {v}"
+                   for v, n in sorted(versions.items()))
+    return f" ({sum(versions.values())} of {done['switches']} bridges connected, {at})"
 
 
 def _down(args: argparse.Namespace) -> int:

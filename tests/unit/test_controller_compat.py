@@ -68,10 +68,8 @@ def test_from_import_of_submodules_and_attribute_access(alias):
 
 
 @pytest.mark.parametrize(("module", "part", "replacement"), [
-    ("ryu.app.wsgi", "ryu.app.wsgi", "register_blueprint"),
-    ("ryu.app.ofctl_rest", "ryu.app.ofctl_rest", "/stats/"),
-    ("ryu.app.simple_switch_13", "ryu.app.simple_switch_13", "l2_learning"),
-    ("ryu.cmd.manager", "ryu.cmd", "picloud controller"),  # the parent package is what is missing
+    ("ryu.app.gui_topology", "ryu.app.gui_topology", "picloud ui"),
+    ("ryu.cmd.manager", "ryu.cmd", "ryu-manager"),  # the parent package is what is missing
 ])
 def test_missing_part_is_one_line_naming_the_replacement(alias, module, part, replacement):
     with pytest.raises(ImportError) as info:
@@ -83,6 +81,31 @@ def test_missing_part_is_one_line_naming_the_replacement(alias, module, part, re
     assert replacement in message
 
 
+@pytest.mark.parametrize("name", ["simple_switch", "simple_switch_12", "simple_switch_13", "simple_switch_14",
+                                  "simple_switch_15", "wsgi", "conf_switch_key"])
+def test_parts_os_ken_dropped_are_ours_under_ryu_names(alias, name):
+    module = importlib.import_module(f"ryu.app.{name}")
+    assert module.__name__ == f"controller_apps.ryu_apps.{name}"
+    # `from ryu.app import X` looks X up on the package, which is os_ken.app: it must agree.
+    assert getattr(importlib.import_module("ryu.app"), name) is module
+
+
+def test_ryu_app_not_ours_names_how_to_run_it(alias, monkeypatch):
+    monkeypatch.delenv(ryu_compat.RYU_APP_PATH_ENV, raising=False)
+    with pytest.raises(ryu_compat.RyuPartMissing) as info:
+        importlib.import_module("ryu.app.rest_firewall")
+    assert "rest_firewall.py" in str(info.value) and "RYU_APP_PATH" in str(info.value)
+    with pytest.raises(ImportError, match="RYU_APP_PATH"):
+        from ryu.app import rest_router  # type: ignore[import-not-found]  # noqa: F401
+
+
+def test_ryu_app_path_serves_the_users_copy_of_a_ryu_app(alias, monkeypatch, tmp_path):
+    (tmp_path / "my_rest.py").write_text("from ryu.app.wsgi import ControllerBase\nMARK = 42\n")
+    monkeypatch.setenv(ryu_compat.RYU_APP_PATH_ENV, str(tmp_path))
+    module = importlib.import_module("ryu.app.my_rest")
+    assert module.MARK == 42
+
+
 def test_unknown_ryu_module_is_missing_not_a_crash(alias):
     with pytest.raises(ryu_compat.RyuPartMissing, match=r"^ryu\.nothing_here: .*no os_ken\.nothing_here"):
         importlib.import_module("ryu.nothing_here")
@@ -90,7 +113,7 @@ def test_unknown_ryu_module_is_missing_not_a_crash(alias):
 
 def test_try_import_fallback_in_apps_still_works(alias):
     try:
-        from ryu.app.wsgi import WSGIApplication  # type: ignore[import-not-found]  # noqa: F401
+        from ryu.app.wsgi import websocket  # type: ignore[import-not-found]  # noqa: F401
         fell_back = False
     except ImportError:
         fell_back = True

@@ -44,6 +44,7 @@ import yaml
 
 from picloud.errors import ClusterError, FabricError, TopologyError
 from picloud.runstate import RunState
+from topology import openflow
 from topology.effects import ethtool, ip, netns, ovs, proc
 from topology.effects.ovsdb_remote import BridgeSpec, PortSpec, Remote
 from topology.effects.proc import CommandError
@@ -190,7 +191,7 @@ class ClusterFabric:
 
     def __init__(self, topology: Topology, state: RunState, controllers: list[str] | None = None,
                  inventory: str | Path | Inventory | None = None, image: str | None = None,
-                 pi_model: str | None = None, timeout: float = 10.0):
+                 pi_model: str | None = None, timeout: float = 10.0, of_versions: list[str] | None = None):
         if inventory is None:
             inventory = state.extra.get("cluster", {}).get("inventory")
         if inventory is None:
@@ -198,6 +199,7 @@ class ClusterFabric:
         from topology.effects import docker_engine
 
         self.image = image or docker_engine.DEFAULT_IMAGE
+        self.of_versions = openflow.parse_versions(of_versions)  # what every bridge offers
         self.model_override = _model_option(pi_model)
         self._engines: dict[str, Any] = {}
         self.topology = topology
@@ -444,7 +446,8 @@ class ClusterFabric:
             listener = f"ptcp:{self._ofctl_port(node)}:{self.inventory.pi(pi).underlay}"
             specs[node] = BridgeSpec(self.bridge(node), dpid_str(topo.dpid(node)), datapath,
                                      controllers=list(self.controllers), listeners=[listener],
-                                     external_ids={"picloud-node": node})
+                                     external_ids={"picloud-node": node},
+                                     protocols=openflow.ovs_protocols(self.of_versions))
         for wire in self.wires:
             if wire.host == pi:
                 specs[wire.node].ports.append(self._wire_port(wire))

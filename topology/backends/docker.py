@@ -34,8 +34,8 @@ log = logging.getLogger(__name__)
 class DockerFabric(LocalFabric):
     def __init__(self, topology: Topology, state: RunState, controllers: list[str] | None = None,
                  image: str = docker_engine.DEFAULT_IMAGE, pi_model: str | None = None,
-                 datapath: str | None = None):
-        super().__init__(topology, state, controllers, datapath=datapath)
+                 datapath: str | None = None, of_versions: list[str] | None = None):
+        super().__init__(topology, state, controllers, datapath=datapath, of_versions=of_versions)
         self.image = image
         self.model: PiModel | None = _model(pi_model)
         self._engine: Any = None

@@ -19,7 +19,7 @@ import networkx as nx
 
 from picloud.errors import FabricError, TopologyError
 from picloud.runstate import RunState
-from topology import tcplan
+from topology import openflow, tcplan
 from topology.effects import ethtool, ip, netns, ovs, rtnl, tc
 from topology.effects.proc import CommandError
 from topology.model import Link, Topology, dpid_str, ifname
@@ -43,7 +43,7 @@ class End:
 
 class LocalFabric:
     def __init__(self, topology: Topology, state: RunState, controllers: list[str] | None = None,
-                 datapath: str | None = None):
+                 datapath: str | None = None, of_versions: list[str] | None = None):
         self.topology = topology
         self.state = state
         self.prefix = state.prefix
@@ -52,6 +52,7 @@ class LocalFabric:
         self.offload_off = False
         # progress(stage, done, total): told before each batched step (picloud.progress draws it)
         self.progress: Callable[[str, int, int], None] = lambda stage, done=0, total=0: None
+        self.of_versions = openflow.parse_versions(of_versions)  # what every bridge offers
 
     # --- names --------------------------------------------------------------------------------
     def bridge(self, node: str) -> str:
@@ -186,7 +187,8 @@ class LocalFabric:
         name = self.bridge(node)
         secure = bool(self.controllers)
         txn.add("add-br", name)
-        txn.add("set", "Bridge", name, f"datapath_type={self.datapath}", "protocols=OpenFlow13",
+        txn.add("set", "Bridge", name, f"datapath_type={self.datapath}",
+                "protocols=" + ",".join(openflow.ovs_protocols(self.of_versions)),
                 f"fail_mode={'secure' if secure else 'standalone'}",
                 f"other-config:datapath-id={dpid_str(self.topology.dpid(node))}",
                 "other-config:disable-in-band=true", f"external_ids:{ovs.RUN_LABEL}={self.prefix}",

@@ -6,6 +6,7 @@ ovsdbapp does: one round trip and one reconfiguration of ovs-vswitchd instead of
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Iterable
@@ -141,3 +142,81 @@ def interface_drops(names: Iterable[str]) -> dict[str, dict[str, int]]:
             values = dict(stats[1])
             out[name] = {k: int(values.get(k, 0)) for k in ("rx_dropped", "tx_dropped")}
     return out
+
+
+@dataclass
+class ControllerLink:
+    """What OVS knows of one bridge's connection to its controller (`ovs-vsctl list controller`)."""
+
+    bridge: str
+    target: str
+    protocols: list[str]  # the bridge's `protocols` column, e.g. ["OpenFlow13"]
+    is_connected: bool
+    status: dict[str, str]  # state, last_error, sec_since_connect, sec_since_disconnect
+
+
+def controller_links(bridges: Iterable[str], db: str | None = None) -> dict[str, list[ControllerLink]]:
+    """bridge -> its controller connections, in two ovs-vsctl calls for any number of bridges."""
+    wanted = set(bridges)
+    rows = _json_rows(vsctl("--format=json", "--columns=name,controller,protocols", "list", "Bridge", db=db))
+    ctl = {r["_uuid"]: r for r in _json_rows(vsctl(
+        "--format=json", "--columns=_uuid,target,is_connected,status", "list", "Controller", db=db))}
+    out: dict[str, list[ControllerLink]] = {}
+    for row in rows:
+        if row["name"] not in wanted:
+            continue
+        links = []
+        for uuid in _set(row["controller"]):
+            c = ctl.get(uuid)
+            if c is not None:
+                links.append(ControllerLink(row["name"], c["target"], _set(row["protocols"]),
+                                            bool(c["is_connected"]), dict(_map(c["status"]))))
+        out[row["name"]] = links
+    return out
+
+
+def _json_rows(text: str) -> list[dict]:
+    """ovs-vsctl --format=json output -> one dict per row, OVSDB atoms left as they come."""
+    doc = json.loads(text or '{"headings": [], "data": []}')
+    rows = []
+    for data in doc["data"]:
+        row = {}
+        for name, value in zip(doc["headings"], data, strict=True):
+            row[name] = value[1] if isinstance(value, list) and value[:1] == ["uuid"] else value
+        rows.append(row)
+    return rows
+
+
+def _set(value: object) -> list:
+    """An OVSDB set (["set", [...]] or a bare atom) as a list of atoms (uuids unwrapped)."""
+    if isinstance(value, list) and value[:1] == ["set"]:
+        return [v[1] if isinstance(v, list) and v[:1] == ["uuid"] else v for v in value[1]]
+    if isinstance(value, list) and value[:1] == ["uuid"]:
+        return [value[1]]
+    return [value]
+
+
+def _map(value: object) -> list[tuple[str, str]]:
+    if isinstance(value, list) and value[:1] == ["map"]:
+        return [(k, v) for k, v in value[1]]
+    return []
+
+
+_NEGOTIATION = re.compile(r"\|vconn\|\w+\|(?P<target>\S+): version negotiation failed \(we support "
+                          r"(?P<ours>[^,]+), peer supports (?P<peer>[^)]+)\)")
+
+
+def refused_versions(target: str, log_path: str = VSWITCHD_LOG, tail_bytes: int = 1 << 20) -> str | None:
+    """What the last failed version negotiation with `target` says the peer supports (OVS logs it,
+    e.g. 'version 0x04 and earlier'), from the end of ovs-vswitchd's log; None when not found."""
+    try:
+        with open(log_path, "rb") as f:
+            f.seek(max(0, os.path.getsize(log_path) - tail_bytes))
+            text = f.read().decode(errors="replace")
+    except OSError:
+        return None
+    found = None
+    for m in _NEGOTIATION.finditer(text):
+        if m.group("target") == target:
+            found = m.group("peer")
+    return found

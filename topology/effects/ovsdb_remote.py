@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from picloud.errors import ClusterError
+from topology.openflow import DEFAULT, ovs_protocols
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ class BridgeSpec:
     listeners: list[str] = field(default_factory=list)  # passive ptcp: targets, for ovs-ofctl
     ports: list[PortSpec] = field(default_factory=list)
     external_ids: dict[str, str] = field(default_factory=dict)
+    protocols: list[str] = field(default_factory=lambda: ovs_protocols(DEFAULT))  # OVS spelling
 
 
 def _quiet_imports() -> Any:
@@ -278,7 +280,7 @@ class Remote:
 
     def _set_bridge_columns(self, txn: Any, row: Any, spec: BridgeSpec, prefix: str) -> None:
         row.datapath_type = spec.datapath_type
-        row.protocols = ["OpenFlow13"]
+        row.protocols = list(spec.protocols)
         row.fail_mode = ["secure"] if spec.controllers else ["standalone"]
         row.other_config = {"datapath-id": spec.dpid, "disable-in-band": "true"}
         row.external_ids = {RUN_LABEL: prefix, **spec.external_ids}
