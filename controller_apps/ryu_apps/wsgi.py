@@ -38,14 +38,14 @@ HEX16 = "[0-9a-f]{16}"  # the dpid pattern Ryu apps' requirements usually use (r
 
 _ROUTE_ATTR = "routing_info"
 NOT_PROVIDED = {
-    "websocket": "WebSocket routes",
-    "WebSocketRPCServer": "WebSocket RPC",
-    "WebSocketRegistrationWrapper": "WebSocket RPC",
-    "WebSocketServerTransport": "WebSocket RPC",
-    "WebSocketDisconnectedError": "WebSocket RPC",
-    "rpc_public": "WebSocket RPC",
-    "WSGIServer": "a WSGI server of its own",
-    "start_service": "a WSGI server of its own",
+    "websocket": "WebSocket routes are",
+    "WebSocketRPCServer": "WebSocket RPC is",
+    "WebSocketRegistrationWrapper": "WebSocket RPC is",
+    "WebSocketServerTransport": "WebSocket RPC is",
+    "WebSocketDisconnectedError": "WebSocket RPC is",
+    "rpc_public": "WebSocket RPC is",
+    "WSGIServer": "a WSGI server of its own is",
+    "start_service": "a WSGI server of its own is",
 }
 
 
@@ -155,6 +155,6 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(f"module 'ryu.app.wsgi' has no attribute {name!r}")
     from controller_apps.ryu_compat import RyuPartMissing
 
-    raise RyuPartMissing(f"ryu.app.wsgi.{name}: {part} is not provided by PiCloud's wsgi layer "
+    raise RyuPartMissing(f"ryu.app.wsgi.{name}: {part} not provided by PiCloud's wsgi layer "
                          "(routes are served by the controller API; use ControllerBase with @route)",
                          name=f"ryu.app.wsgi.{name}")

@@ -64,7 +64,7 @@ def test_runner_serves_api_and_exits_cleanly_on_sigterm():
 
 
 @pytest.mark.parametrize(("app", "expected"), [
-    (str(FIXTURES / "needs_wsgi.py"), "ryu.app.wsgi: not in os-ken 4.2.2"),
+    (str(FIXTURES / "needs_websocket.py"), "ryu.app.wsgi.websocket: WebSocket routes are not provided"),
     (str(FIXTURES / "broken_syntax.py"), "broken_syntax.py:3: syntax error"),
     ("no_such_app", "no such built-in app or module"),
     ("/nonexistent/app.py", "no such file"),

@@ -97,7 +97,7 @@ def test_own_ryu_hub_forwards_tcp(hub_testbed):
 def test_ryu_app_needing_a_dropped_part_fails_the_run_with_one_line(leaves_nothing, tmp_path):
     from picloud.errors import ControllerError
 
-    tb = Testbed("single:1", controller=[str(FIXTURES / "needs_wsgi.py")])
+    tb = Testbed("single:1", controller=[str(FIXTURES / "needs_websocket.py")])
     with pytest.raises(ControllerError) as info:
         tb.up()
-    assert "ryu.app.wsgi: not in os-ken 4.2.2" in str(info.value)
+    assert "ryu.app.wsgi.websocket: WebSocket routes are not provided" in str(info.value)
