@@ -417,8 +417,10 @@ class Testbed:
         links: dict[str, list[ovs.ControllerLink]] = {}
         while time.monotonic() < deadline:
             links = ovs.controller_links(bridges)
-            up = all(any(r.is_connected and r.status.get("state") in ("ACTIVE", "IDLE") for r in links.get(b, []))
-                     for b in bridges)
+            live = [b for b in bridges
+                    if any(r.is_connected and r.status.get("state") in ("ACTIVE", "IDLE") for r in links.get(b, []))]
+            up = len(live) == len(bridges)
+            self._progress("switches connected", len(live), len(bridges))
             stable = stable + 1 if up else 0
             if stable >= 2:
                 self.handshake = {"switches": len(bridges), "versions": {}}
