@@ -20,7 +20,7 @@ from typing import Any
 
 from picloud.errors import FabricError
 
-PREFIX_RE = re.compile(r"^pc[1-9][0-9]{0,2}$")
+PREFIX_RE = re.compile(r"\Apc[1-9][0-9]{0,2}\Z")
 OBJECT_KINDS = ("netns", "veth", "bridges", "pids", "containers", "ovs_instances")
 
 

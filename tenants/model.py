@@ -18,7 +18,7 @@ import netaddr
 
 from picloud.errors import TenantError
 
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
+NAME_RE = re.compile(r"\A[a-z0-9][a-z0-9-]{0,31}\Z")
 MAX_NAME = 32  # topology node names: 1..32 characters
 MIN_TENANT_ID, MAX_TENANT_ID = 1, 4094  # usable 802.1Q VLAN ids
 # First octets: 0x0a and 0x0e have the locally-administered bit (0x02) set and the group bit

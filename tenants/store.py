@@ -46,6 +46,9 @@ def plan_from_dict(data: Any, where: str = "tenants") -> TenantPlan:
     """Inverse of `TenantPlan.to_dict()`, validated."""
     if data is None:
         return TenantPlan()
+    from topology.model import refuse_control_chars
+
+    refuse_control_chars(data, where, TenantError)
     data = _mapping(data, where, {"version", "tenants", "peerings"}, set())
     if data.get("version", 1) != 1:
         raise TenantError(f"{where}: version {data.get('version')!r} is not supported (expected 1)")

@@ -19,7 +19,7 @@ from picloud.errors import TopologyError
 from topology.model import Topology
 
 MAX_NODES = 100_000  # switches + Pis + containers; larger models do not fit one machine anyway
-_NUMBER_RE = re.compile(r"^[0-9]+$")
+_NUMBER_RE = re.compile(r"\A[0-9]+\Z")
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from picloud.errors import ClusterError
-from topology.model import NAME_RE, Topology, ifname
+from topology.model import NAME_RE, Topology, control_char, ifname
 
 VXLAN_PORT = 4789  # IANA-assigned VXLAN UDP port (RFC 7348 section 5)
 
@@ -126,8 +126,8 @@ class Inventory:
         raise ClusterError(f"{self.source}: unknown pi {name!r} (pis: {', '.join(p.name for p in self.pis)})")
 
 
-_OVSDB_RE = re.compile(r"^(tcp|ssl):([^:]+|\[[0-9a-fA-F:]+\]):(\d{1,5})$")
-_DOCKER_RE = re.compile(r"^(ssh|tcp)://(?:([^@/]+)@)?([^:/@]+)(?::(\d{1,5}))?/?$")
+_OVSDB_RE = re.compile(r"\A(tcp|ssl):([^:]+|\[[0-9a-fA-F:]+\]):(\d{1,5})\Z")
+_DOCKER_RE = re.compile(r"\A(ssh|tcp)://(?:([^@/]+)@)?([^:/@]+)(?::(\d{1,5}))?/?\Z")
 
 
 def parse_ovsdb(text: str) -> Endpoint:
@@ -170,6 +170,10 @@ def inventory_problems(data: Any, source: str = "inventory") -> list[str]:
     problems: list[str] = []
     if not isinstance(data, dict):
         return [f"{source}: expected a mapping with a 'pis' list (see provisioning/README.md)"]
+    found = control_char(data)
+    if found:
+        return [f"{source}: {found[0]} {found[1]!r} holds a control character (newline, tab, NUL...): "
+                "names and addresses are printable text"]
     unknown = set(data) - {"pis", "controller"}
     for key in sorted(unknown):
         problems.append(f"{source}: unknown key {key!r} (allowed: pis, controller)")

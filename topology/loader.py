@@ -17,7 +17,32 @@ from topology.mininet_files import load_file as load_mininet_file
 from topology.model import Topology
 from topology.validate import validate
 
-_PY_SELECTOR_RE = re.compile(r"^(?P<path>.+\.py):(?P<selector>[^/\\]+)$")
+_PY_SELECTOR_RE = re.compile(r"\A(?P<path>.+\.py):(?P<selector>[^/\\]+)\Z")
+
+
+_warned: set[str] = set()
+
+
+def python_file(source: object) -> Path | None:
+    """The Mininet `.py` file a topology source names (`file.py` or `file.py:NAME,ARGS`), if any."""
+    if not isinstance(source, str | Path):
+        return None
+    text = str(source).strip()
+    selected = _PY_SELECTOR_RE.match(text)
+    path = Path(selected["path"]) if selected else Path(text)
+    return path if path.suffix.lower() == ".py" and path.is_file() else None
+
+
+def code_warning(source: object) -> str | None:
+    """The one-time warning for a topology that is Python code (None for data files, or when
+    already given for this file in this process): loading it runs it with this process's rights,
+    root's under `picloud up`, exactly as `mn --custom` does."""
+    path = python_file(source)
+    if path is None or str(path.resolve()) in _warned:
+        return None
+    _warned.add(str(path.resolve()))
+    return (f"picloud: warning: {path} is a Mininet Python file: loading it RUNS it as code with this "
+            "user's rights (root for 'picloud up'); load only files you trust")
 
 
 def _looks_like_path(text: str) -> bool:

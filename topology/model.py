@@ -19,7 +19,7 @@ from picloud.errors import TopologyError
 
 KINDS = ("switch", "pi", "container")
 SWITCH_ROLES = ("core", "aggregation", "spine", "leaf", "tor", "edge")
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
+NAME_RE = re.compile(r"\A[a-z0-9][a-z0-9-]{0,31}\Z")
 IFNAMSIZ = 15  # Linux interface names: 15 bytes plus the terminating NUL
 DEFAULT_NETWORK = ipaddress.ip_network("10.0.0.0/8")
 _KIND_LETTER = {"switch": "s", "pi": "p", "container": "c"}
@@ -74,6 +74,34 @@ def ifname(prefix: str, short: str, port: int | None = None) -> str:
     return name
 
 
+def control_char(data: Any, path: str = "") -> tuple[str, str] | None:
+    """(where, value) of the first string in `data` (nested dicts/lists, keys too) holding a control
+    character (C0, DEL, C1: newline, tab, NUL...); None if there is none. Names and addresses end
+    up in `ip -batch` lines, OVS commands and logs, where a newline starts a new command or record."""
+    if isinstance(data, str):
+        bad = next((c for c in data if ord(c) < 32 or 127 <= ord(c) < 160), None)
+        return (path or "value", data) if bad is not None else None
+    if isinstance(data, dict):
+        for key, value in data.items():
+            found = control_char(key, f"{path}.{key!r}" if path else repr(key)) or control_char(
+                value, f"{path}.{key}" if path else str(key))
+            if found:
+                return found
+    elif isinstance(data, list | tuple):
+        for i, value in enumerate(data):
+            found = control_char(value, f"{path}[{i}]")
+            if found:
+                return found
+    return None
+
+
+def refuse_control_chars(data: Any, where: str, error: type[Exception] = TopologyError) -> None:
+    found = control_char(data)
+    if found:
+        raise error(f"{where}: {found[0]} {found[1]!r} holds a control character (newline, tab, NUL...): "
+                    "names and addresses are printable text")
+
+
 def _check_name(name: str, what: str) -> None:
     if not isinstance(name, str) or not NAME_RE.match(name):
         raise TopologyError(
@@ -83,6 +111,7 @@ def _check_name(name: str, what: str) -> None:
 
 
 def _positive_number(value: Any, what: str, allow_zero: bool = False) -> float:
+    refuse_control_chars(value, what)  # float() would accept "100\n"
     if isinstance(value, bool) or not isinstance(value, int | float):
         try:
             value = float(value)
@@ -93,7 +122,7 @@ def _positive_number(value: Any, what: str, allow_zero: bool = False) -> float:
     return float(value)
 
 
-_DELAY_RE = re.compile(r"^\d+(\.\d+)?(us|ms|s)$")
+_DELAY_RE = re.compile(r"\A\d+(\.\d+)?(us|ms|s)\Z")
 
 
 def _duration(value: Any, what: str) -> str:
@@ -115,6 +144,9 @@ class Topology:
     _links: list[tuple[str, str]] = field(default_factory=list)
     _next_port: dict[str, int] = field(default_factory=dict)
     _index: dict[str, int] = field(default_factory=dict)  # position within its kind: short ids in O(1)
+
+    def __post_init__(self) -> None:
+        refuse_control_chars(self.name, "topology name")
 
     # --- building -----------------------------------------------------------------------------
     def _add_node(self, node: Node) -> str:
@@ -156,6 +188,7 @@ class Topology:
         """The contract's defaults (10.0.0.k+1/8, 02:00:00:..) for the next container, or the
         given ip (prefix /8 when none is written) and mac, checked and normalised."""
         index = len(self._order["container"])
+        refuse_control_chars({"ip": ip, "mac": mac}, f"container {name!r}")
         if ip is None:
             ip = f"{DEFAULT_NETWORK.network_address + index + 1}/{DEFAULT_NETWORK.prefixlen}"
         else:
@@ -171,7 +204,7 @@ class Topology:
             ip = str(iface)
         if mac is None:
             mac = default_mac(index)
-        elif not isinstance(mac, str) or not re.match(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$", mac.lower()):
+        elif not isinstance(mac, str) or not re.match(r"\A[0-9a-f]{2}(:[0-9a-f]{2}){5}\Z", mac.lower()):
             raise TopologyError(f"container {name!r}: invalid mac {mac!r} (six hex bytes like 02:00:00:00:00:01)")
         return ip, mac.lower()
 
@@ -335,6 +368,7 @@ class Topology:
         the order of sections; containers' links come last, as the builders make them."""
         if not isinstance(data, dict):
             raise TopologyError(f"{where}: expected a mapping with switches, pis, containers, links")
+        refuse_control_chars(data, where)
         unknown = set(data) - {"name", "switches", "pis", "containers", "links"}
         if unknown:
             raise TopologyError(

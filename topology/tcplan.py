@@ -31,7 +31,7 @@ FRAME = 1514  # bytes of a full Ethernet frame without FCS, as tc counts it
 BUCKET_S = 0.004  # TBF bucket: 4 ms of line rate
 QUEUE_S = 0.1  # default queue: 100 ms of line rate
 NETEM_DEFAULT_LIMIT = 1000  # packets, netem's own default
-_TIME_RE = re.compile(r"^(\d+(?:\.\d+)?)(us|ms|s)$")
+_TIME_RE = re.compile(r"\A(\d+(?:\.\d+)?)(us|ms|s)\Z")
 
 
 @dataclass(frozen=True)

@@ -94,6 +94,11 @@ def _up(args: argparse.Namespace) -> int:
     controller = args.controller if args.controller else args.apps
     if args.controller and args.apps:
         raise FabricError("--controller and --apps: choose one (an external controller runs its own apps)")
+    from topology.loader import code_warning
+
+    warning = code_warning(args.topology)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
     bar = BringUpProgress()  # drawn only on a terminal, and only once the bring-up passes ~3 s
     tb = Testbed(args.topology, containers_per_pi=args.containers_per_pi, controller=controller,
                  tenants=args.tenants, backend=backend, api_open=args.api_open, progress=bar,

@@ -41,6 +41,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     export.set_defaults(func=_export)
 
 
+def _warn_code(source: str) -> None:
+    from topology.loader import code_warning
+
+    warning = code_warning(source)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
+
+
 def _is_spec(source: str) -> bool:
     from topology.builders import FAMILIES
 
@@ -51,6 +59,7 @@ def _show(args: argparse.Namespace) -> int:
     from topology.loader import load_topology
     from topology.metrics import summary
 
+    _warn_code(args.source)
     topo = load_topology(args.source, containers_per_pi=args.containers_per_pi, pi_model=args.pi_model, bw=args.bw)
     data = summary(topo, spec=args.source if _is_spec(args.source) else None)
     if args.json:
@@ -94,6 +103,7 @@ def _export(args: argparse.Namespace) -> int:
         from picloud.errors import TopologyError
 
         raise TopologyError(f"{args.output}: cannot tell the format to write (use --format yaml|json)")
+    _warn_code(args.source)
     topo = load_topology(args.source, containers_per_pi=args.containers_per_pi, pi_model=args.pi_model, bw=args.bw)
     if args.output:
         write_file(topo, args.output, fmt)

@@ -106,3 +106,19 @@ def test_cli_errors_are_one_line_with_exit_2(tmp_path: Path, capsys: pytest.Capt
     assert main(["topo", "export", "single", "-o", str(tmp_path / "t.txt")]) == 2
     assert "t.txt: cannot tell the format to write" in capsys.readouterr().err
     assert not (tmp_path / "t.txt").exists()
+
+
+def test_show_of_a_mininet_python_file_warns_once_that_it_runs_code(tmp_path, capsys) -> None:
+    """Issue 19 finding 9: loading a .py topology executes it (as root under `picloud up`); only a
+    docstring said so."""
+    from topology import loader
+
+    source = tmp_path / "mine.py"
+    source.write_text((FIXTURES / "mininet_two_switch.py").read_text())
+    loader._warned.discard(str(source.resolve()))
+    assert main(["topo", "show", str(source)]) == 0
+    assert main(["topo", "show", str(source)]) == 0
+    err = capsys.readouterr().err
+    assert err.count("RUNS it as code") == 1 and "load only files you trust" in err
+    assert main(["topo", "show", str(FIXTURES / "two_racks.yaml")]) == 0
+    assert "RUNS it as code" not in capsys.readouterr().err

@@ -270,7 +270,7 @@ class ClusterFabric:
 
     def _pi_reachable_target(self, target: str) -> str:
         """Our controller listens on loopback; a Pi reaches it at the inventory's controller address."""
-        m = re.match(r"^(tcp|ssl):([^:]+):(\d+)$", target)
+        m = re.match(r"\A(tcp|ssl):([^:]+):(\d+)\Z", target)
         if m and ipaddress.ip_address(m.group(2)).is_loopback:
             if not self.inventory.controller:
                 raise FabricError(f"{self.inventory.source}: no 'controller' address, and the Pis cannot reach "
@@ -703,7 +703,7 @@ DEFAULT_UNDERLAY = "172.29.0.0/24"
 LOCAL_DOCKER = "unix:///var/run/docker.sock"
 OVSDB_PORT = 6640
 VSWITCH_SCHEMA = "/usr/share/openvswitch/vswitch.ovsschema"
-EMU_NAME_RE = re.compile(r"^[a-z][a-z0-9]{1,7}$")
+EMU_NAME_RE = re.compile(r"\A[a-z][a-z0-9]{1,7}\Z")
 
 
 def make_ca(cert: Path, key: Path, name: str) -> None:
