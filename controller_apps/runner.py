@@ -1,7 +1,7 @@
 """The controller process: os-ken apps (ours, os-ken's or unmodified Ryu apps) plus the REST API.
 
     python -m controller_apps.runner [APP ...] --listen 127.0.0.1:OFPORT --api 127.0.0.1:APIPORT
-        [--api-token-file FILE | --api-open] [--api-host NAME ...]
+        [--api-token-file FILE | --api-open] [--api-host NAME ...] [--tls-key K --tls-cert C --tls-ca CA]
         [--topology STATE_JSON] [--tenants TENANTS_YAML] [--config FILE]
 
 Why our own runner instead of `ryu-manager`/`osken-manager`: os-ken 4.2.2 ships no manager CLI,
@@ -79,6 +79,8 @@ class Options:
     api_token_file: str | None = None  # None with api_open, or with the API off
     api_open: bool = False
     api_hosts: tuple[str, ...] = ()
+    api_token_created: bool = False  # the runner made the default token file: it removes it at exit
+    tls: tuple[str, str, str] | None = None  # (key, cert, ca): OpenFlow over TLS, switches need a CA-signed cert
 
 
 def parse_endpoint(text: str, option: str) -> tuple[str, int]:
@@ -205,6 +207,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--api-host", action="append", default=[], metavar="NAME",
                         help="another Host name clients use for the API (default: the bound address; "
                              "loopback also answers to localhost)")
+    parser.add_argument("--tls-key", metavar="FILE", help="OpenFlow over TLS (ssl:): the controller's private key")
+    parser.add_argument("--tls-cert", metavar="FILE", help="OpenFlow over TLS: the controller's certificate")
+    parser.add_argument("--tls-ca", metavar="FILE",
+                        help="OpenFlow over TLS: the CA that signed the switches' certificates (required: "
+                             "a switch without one is refused)")
     parser.add_argument("--topology", metavar="STATE_JSON", help="intended topology (run state or topology file)")
     parser.add_argument("--tenants", metavar="TENANTS_YAML", help="tenants file for the tenancy app")
     parser.add_argument("--config", metavar="FILE", help="oslo.config file for the apps (as ryu-manager --config-file)")
@@ -236,14 +243,23 @@ def options_from(args: argparse.Namespace) -> Options:
     for name in args.api_host:
         if not name or any(c.isspace() or ord(c) < 32 or c in "/@" for c in name):
             raise ControllerError(f"--api-host {name!r}: not a host name")
+    tls_files = (args.tls_key, args.tls_cert, args.tls_ca)
+    if any(tls_files) and not all(tls_files):
+        raise ControllerError("--tls-key, --tls-cert, --tls-ca: give all three for OpenFlow over TLS")
+    for option, path in zip(("--tls-key", "--tls-cert", "--tls-ca"), tls_files, strict=True):
+        if path and not Path(path).is_file():
+            raise ControllerError(f"{option} {path}: no such file")
+    created = False
     if api is not None and not args.api_open:
         from picloud.runstate import state_dir
 
         token_file = args.api_token_file or str(state_dir() / f"controller-{api[1]}.api-token")
+        created = not Path(token_file).exists() and not args.api_token_file
         _token(token_file)  # create or check it now: a bad file is a one-line error, not a crash later
     return Options(apps=apps, listen=listen, api=api, topology=topology, topology_file=args.topology,
                    tenants_file=args.tenants, config=args.config, labels=labels, api_token_file=token_file,
-                   api_open=bool(args.api_open), api_hosts=tuple(args.api_host))
+                   api_open=bool(args.api_open), api_hosts=tuple(args.api_host), api_token_created=created,
+                   tls=tuple(str(Path(p).resolve()) for p in tls_files) if all(tls_files) else None)
 
 
 def _token(path: str) -> str:
@@ -434,10 +450,20 @@ def run(options: Options, stop: threading.Event | None = None) -> int:
     install_handshake_record()
     cfg.CONF.set_override("ofp_listen_host", options.listen[0])
     cfg.CONF.set_override("ofp_tcp_listen_port", options.listen[1])
+    scheme = "tcp"
+    if options.tls is not None:
+        # os-ken listens with TLS only (no plain port) once a key and certificate are set, and with
+        # ca_certs it requires each switch's certificate to be signed by that CA.
+        key, cert, ca = options.tls
+        cfg.CONF.set_override("ofp_ssl_listen_port", options.listen[1])
+        cfg.CONF.set_override("ctl_privkey", key)
+        cfg.CONF.set_override("ctl_cert", cert)
+        cfg.CONF.set_override("ca_certs", ca)
+        scheme = "ssl"
     if options.topology is not None:
         STATE.set_intended(options.topology)
     STATE.options.update(topology_file=options.topology_file, tenants_file=options.tenants_file,
-                         listen=f"tcp:{options.listen[0]}:{options.listen[1]}")
+                         listen=f"{scheme}:{options.listen[0]}:{options.listen[1]}")
 
     manager = AppManager.get_instance()
     manager.load_apps(options.apps + [API_APP])
@@ -459,11 +485,13 @@ def run(options: Options, stop: threading.Event | None = None) -> int:
         _shutdown(manager, server)
         return 1
     auth = "open" if options.api_open else f"token in {options.api_token_file}"
-    LOG.info("picloud controller ready: openflow tcp:%s:%d, api %s, apps %s", options.listen[0],
+    LOG.info("picloud controller ready: openflow %s:%s:%d, api %s, apps %s", scheme, options.listen[0],
              options.listen[1], f"{server.url} ({auth})" if server else "off", " ".join(options.labels))
     stop.wait()
     LOG.info("picloud controller stopping")
     _shutdown(manager, server)
+    if options.api_token_created and options.api_token_file:
+        Path(options.api_token_file).unlink(missing_ok=True)  # ours alone: leave no stray secret behind
     return 0
 
 

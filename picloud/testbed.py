@@ -288,6 +288,14 @@ class Testbed:
         listen, api = f"{host}:{of_port(prefix)}", f"127.0.0.1:{api_port(prefix)}"
         argv = [sys.executable, "-m", "controller_apps.runner", *(mode or []), "--listen", listen,
                 "--api", api, "--topology", str(self.state.path)]
+        scheme = "tcp"
+        if self.backend == "cluster":
+            from topology.backends.cluster import openflow_tls
+
+            tls = openflow_tls(self.backend_options)
+            if tls is not None:
+                argv += ["--tls-key", tls["key"], "--tls-cert", tls["cert"], "--tls-ca", tls["ca"]]
+                scheme = "ssl"
         token_file = None
         if self.api_open:
             argv.append("--api-open")
@@ -306,8 +314,8 @@ class Testbed:
             self.state.tenants_file = str(run_tenants_path(self.state))
             argv += ["--tenants", self.state.tenants_file]
         log_path = self.state.path.with_suffix(".controller.log")
-        self.state.controller = {"mode": None if mode is None else list(mode), "target": f"tcp:{listen}",
-                                 "targets": [f"tcp:{listen}"], "api": f"http://{api}", "log": str(log_path),
+        self.state.controller = {"mode": None if mode is None else list(mode), "target": f"{scheme}:{listen}",
+                                 "targets": [f"{scheme}:{listen}"], "api": f"http://{api}", "log": str(log_path),
                                  "token_file": str(token_file) if token_file else None}
         self.state.save()
         from picloud.secrets_files import open_private
@@ -316,7 +324,7 @@ class Testbed:
             self._controller_proc = subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT,
                                                      stdin=subprocess.DEVNULL, start_new_session=True)
         self.state.intend("pids", [proc.record(self._controller_proc, "controller").to_dict()])
-        return [f"tcp:{listen}"]
+        return [f"{scheme}:{listen}"]
 
     def _controller_get(self, path: str, timeout: float = 5.0) -> Any:
         import requests

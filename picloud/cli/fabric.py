@@ -37,6 +37,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bw", type=float, default=None, metavar="MBIT",
                    help="rate of every switch-to-switch (fabric) link, Mbit/s")
     p.add_argument("--cluster", default=None, metavar="INVENTORY", help="run on real Pis listed in INVENTORY")
+    p.add_argument("--openflow-tls", action=argparse.BooleanOptionalAction, default=None,
+                   help="cluster: OpenFlow between the Pis and our controller over TLS with the cluster's CA "
+                        "(default: on when the inventory's OVSDB endpoints are ssl:)")
     p.add_argument("--ui", action="store_true", help="also serve the web UI")
     p.add_argument("--port", type=int, default=8080, help="web UI port (with --ui)")
     p.add_argument("--detach", action="store_true", help="leave the run up and return (stop: picloud down)")
@@ -74,6 +77,10 @@ def _backend_options(args: argparse.Namespace) -> tuple[str, dict]:
     if args.cluster:
         backend = "cluster"
         options["inventory"] = args.cluster
+        if args.openflow_tls is not None:
+            options["openflow_tls"] = args.openflow_tls
+    elif args.openflow_tls is not None:
+        raise FabricError("--openflow-tls: only with --cluster (local runs keep OpenFlow on loopback)")
     if backend != "local":
         if args.image:
             options["image"] = args.image

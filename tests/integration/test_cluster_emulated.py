@@ -319,3 +319,35 @@ def test_overlapping_tenants_across_pis_under_the_default_controller(emulated, i
         red = [m.name for m in tb.tenant("red").members]
         matrix = tb.ping_all(tcp=True, containers=red)
         assert all(loss == 0.0 for row in matrix.values() for loss in row.values()), matrix
+
+
+def test_openflow_runs_over_tls_with_the_clusters_ca_where_ovsdb_does(tmp_path):
+    """Issue 19 finding 10: cluster OpenFlow was plain TCP over the underlay. With TLS Pis, our
+    controller listens ssl: only (the orchestrator's certificate, the cluster's CA required of every
+    switch), the Pis connect with their own keys, and a plain-TCP OpenFlow hello gets no answer."""
+    import struct
+
+    emu = EmulatedCluster("pcof", 2, subnet="172.29.2.0/24", tls=True)
+    try:
+        emu.start()
+        inventory = emu.write_inventory(tmp_path / "inventory.yaml")
+        with Testbed(build("single:2", 1), backend="cluster", inventory=str(inventory)) as tb:
+            target = tb.state.controller["target"]
+            assert target.startswith("ssl:"), target
+            assert tb.ping_all(tcp=True) == {"pi1-c1": {"pi2-c1": 0.0}, "pi2-c1": {"pi1-c1": 0.0}}
+            switches = requests.get(tb.controller_api + "/stats/switches", timeout=5).json()
+            assert sorted(switches) == sorted(tb.topology.dpid(n) for n in tb.topology.bridges)
+            _, host, port = target.split(":")
+            with socket.create_connection((host, int(port)), timeout=5) as sock:
+                sock.sendall(struct.pack("!BBHI", 4, 0, 8, 1))  # OFPT_HELLO, OpenFlow 1.3, in clear
+                sock.settimeout(5)
+                try:
+                    reply = sock.recv(64)
+                except (ConnectionResetError, TimeoutError):
+                    reply = b""
+            assert not reply.startswith(b"\x04\x00"), "the controller answered OpenFlow in clear text"
+        with Testbed(build("single:2", 1), backend="cluster", inventory=str(inventory), openflow_tls=False) as tb:
+            assert tb.state.controller["target"].startswith("tcp:")  # the documented opt-out
+    finally:
+        emu.stop()
+    assert not {"pcofh", "pcofe0", "pcofe1"} & ip.netns_list()

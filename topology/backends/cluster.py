@@ -191,7 +191,10 @@ class ClusterFabric:
 
     def __init__(self, topology: Topology, state: RunState, controllers: list[str] | None = None,
                  inventory: str | Path | Inventory | None = None, image: str | None = None,
-                 pi_model: str | None = None, timeout: float = 10.0, of_versions: list[str] | None = None):
+                 pi_model: str | None = None, timeout: float = 10.0, of_versions: list[str] | None = None,
+                 openflow_tls: bool | None = None):
+        # openflow_tls is the controller's business (Testbed starts it, see `openflow_tls()`); the
+        # fabric only passes the ssl: targets it is given on to the Pis.
         if inventory is None:
             inventory = state.extra.get("cluster", {}).get("inventory")
         if inventory is None:
@@ -931,6 +934,10 @@ class EmulatedCluster:
                       "add-port", "underlay", "nic0", "--",
                       "set-manager", f"{'pssl' if self.tls else 'ptcp'}:{OVSDB_PORT}:{self.address(i)}", "--",
                       "set", "Open_vSwitch", ".", f"ovs_version={_ovs_version()}", db=db_url)
+            if self.tls:
+                # As the playbook's `ovs-vsctl set-ssl`: ovs-vswitchd's key for ssl: controllers.
+                ovs.vsctl("--no-wait", "set-ssl", str(self.tls_dir / f"e{i}-key.pem"),
+                          str(self.tls_dir / f"e{i}.pem"), str(self.tls_dir / "ca.pem"), db=db_url)
         self._spawn(i, "ovs-vswitchd", [
             "ovs-vswitchd", db_url, "--disable-system", f"--pidfile={d / 'ovs-vswitchd.pid'}",
             f"--unixctl={d / 'ovs-vswitchd.ctl'}", f"--log-file={d / 'ovs-vswitchd.log'}", "-vconsole:off"])
@@ -991,6 +998,27 @@ class EmulatedCluster:
         ip.delete_netns([self.hub_netns] + [self.pi_netns(i) for i in range(self.count)])
         ip.delete_links([self.gateway_iface])
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def openflow_tls(backend_options: dict[str, Any]) -> dict[str, str] | None:
+    """The TLS files (key, cert, ca; absolute paths) for our controller's OpenFlow listener, or None
+    for plain TCP. `openflow_tls` option: True, False, or None (the default) for "wherever OVSDB
+    already uses TLS": every Pi's ovsdb endpoint is ssl:. The controller presents the orchestrator's
+    certificate, signed by the cluster's CA, and accepts only switches whose certificate that CA
+    signed (each Pi's OVS uses its own key, set with `ovs-vsctl set-ssl` by provisioning)."""
+    source = backend_options.get("inventory")
+    wanted = backend_options.get("openflow_tls")
+    if source is None or wanted is False:
+        return None
+    inventory = load_inventory(source)
+    on_tls = [p for p in inventory.pis if p.ovsdb.scheme == "ssl"]
+    if wanted is None and (not on_tls or len(on_tls) != len(inventory.pis)):
+        return None
+    files = next((p.tls for p in inventory.pis if p.tls and all(p.tls.get(k) for k in ("key", "cert", "ca"))), None)
+    if files is None:
+        raise FabricError(f"{inventory.source}: OpenFlow over TLS needs tls: ca, cert, key in the inventory "
+                          "(the cluster's CA and the orchestrator's certificate)")
+    return {k: str(Path(files[k]).resolve()) for k in ("key", "cert", "ca")}
 
 
 def controller_address(backend_options: dict[str, Any]) -> str | None:
