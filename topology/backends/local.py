@@ -177,11 +177,13 @@ class LocalFabric:
         self.progress(f"one OVSDB transaction: {len(topo.bridges)} bridges, {ports} ports", 0, 0)
         txn.commit(timeout=300)
         self.progress("link shaping", 0, 0)
+        plans = []
         for link, ea, eb in bridge_ends + container_ends:
             shape = Shape.of(link)
             if not shape.empty:
                 for e in (ea, eb):
-                    tc.apply(tcplan.plan(e.iface, shape, e.netns))
+                    plans += tcplan.plan(e.iface, shape, e.netns)
+        tc.apply_many(plans)
 
     def _add_bridge(self, txn: ovs.Transaction, node: str) -> None:
         name = self.bridge(node)
