@@ -284,11 +284,14 @@ def replay(testbed: Any, trace: Trace, out: str | Path, tenant: str | None = Non
     meta = {**meta0, **_run_meta(testbed, tenant), "addresses": ips}
     (directory / "meta.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
     (directory / "calibration.json").write_text(json.dumps(calibrate.for_run(testbed), indent=1) + "\n")
+    recorder = _recorder(testbed)
     if cap is not None:
         cap.start()
     try:
         records = _replay(testbed, trace, ips, directory, port, progress, runner)
     finally:
+        if recorder is not None:
+            recorder.stop()
         if cap is not None:
             cap.stop()
     flows = _records(trace, records, tenant or "", float(meta0["warmup"]), float(meta0["link_bps"]))
@@ -302,7 +305,22 @@ def replay(testbed: Any, trace: Trace, out: str | Path, tenant: str | None = Non
     meta["fidelity"] = assess_fidelity(testbed, trace, flows, meta, records.get("_samples"), directory)
     if runner is not None:
         meta["scenario"] = runner.finish(directory, flows, records, duration + float(meta0["drain"]))
-    return Results.save(directory, flows, meta)
+    results = Results.save(directory, flows, meta)
+    if recorder is not None and "t0" in records:
+        recorder.write(directory, records["t0"], flows, meta.get("scenario") or [],
+                       {"name": directory.name, "duration": duration, "summary": results.summary})
+    return results
+
+
+def _recorder(testbed: Any) -> Any:
+    """The UI's live samples at 1 Hz into the results (`webui.record`), for replay and export."""
+    try:
+        from webui.record import Recorder
+    except ImportError:  # the web UI is optional for the engine
+        return None
+    recorder = Recorder(testbed)
+    recorder.start()
+    return recorder
 
 
 def _replay(testbed: Any, trace: Trace, ips: dict[str, str], directory: Path, port: int,

@@ -23,6 +23,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--interval", type=float, default=0.75, metavar="S", help="seconds between live samples")
     p.add_argument("--no-record", action="store_true", help=argparse.SUPPRESS)  # set by UIServer.detach()
     p.set_defaults(func=_ui)
+    usub = p.add_subparsers(dest="ui_command", metavar="[export]")
+    e = usub.add_parser("export", help="write one self-contained offline HTML file that replays a run")
+    e.add_argument("directory", metavar="RESULTS_DIR", help="a traffic run's results directory")
+    e.add_argument("--out", required=True, metavar="FILE.html")
+    e.set_defaults(func=_export)
+
+
+def _export(args: argparse.Namespace) -> int:
+    from webui.export import export
+
+    path = export(args.directory, args.out)
+    print(f"picloud: replay of {args.directory} written to {path} ({path.stat().st_size // 1024} KiB, offline)")
+    return 0
 
 
 def _ui(args: argparse.Namespace) -> int:

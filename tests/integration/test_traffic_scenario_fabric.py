@@ -61,6 +61,13 @@ def test_scenario_during_traffic_is_applied_logged_and_costed(leaves_nothing, tm
         meta = json.loads((res.directory / "meta.json").read_text())
         assert len(meta["scenario"]) == len(rows)
         assert "scenario events" in res.report()
+        # The UI's live samples were recorded at 1 Hz with the scenario marked, and export to one file.
+        timeline = json.loads((res.directory / "timeline.json").read_text())
+        assert len(timeline["samples"]) >= 6 and len(timeline["scenario"]) == len(rows)
+        assert any(not ln["up"] for s in timeline["samples"] for ln in s["links"]), "no cut link recorded"
+        from webui.export import export
+
+        assert export(res.directory, tmp_path / "replay.html").stat().st_size > 10_000
         # Everything the scenario broke it also repaired, and the restarted controller routes again.
         print(res.report())
         deadline = time.monotonic() + 30  # the restarted controller rediscovers by LLDP rounds
