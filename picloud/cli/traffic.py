@@ -34,7 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                                               "default)")
     p.add_argument("--drain", type=float, default=10.0, help="seconds allowed after the last arrival")
     p.add_argument("--link-mbps", type=float, default=None,
-                   help="nominal link rate for load and slowdown (default: the topology's, else 100)")
+                   help="nominal link rate for load and slowdown (default: the hosts' shaped access links, else "
+                        "the run's calibrated ceiling, else an assumed 100, said so in meta.json)")
     p.add_argument("--scale-size", type=float, default=1.0, help="multiply every flow size (slow links)")
     p.add_argument("--scale-time", type=float, default=1.0, help="stretch every start time (slow links)")
     p.add_argument("--stride", type=int, default=None, help="stride pattern: i")

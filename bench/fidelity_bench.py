@@ -1,0 +1,151 @@
+"""Fidelity benchmark: does the verdict tell a run the host kept up with from one it did not, and
+how accurate is link shaping?
+
+    .venv/bin/python -m bench.fidelity_bench [--quick] [--runs N] [--seconds S] [--rates 1,10,100,1000]
+
+1. Shaping accuracy: linear:2 without a controller, the s1-s2 link shaped to each rate in turn
+   (traffic crosses it through OVS's userspace datapath with TSO, so the qdisc sees GSO segments);
+   one iperf3 TCP flow, the first second omitted; goodput against the configured rate (target:
+   within 10 %).
+2. Verdicts: on picloud:2,4 (Model B Pis, 100 Mbit/s uplinks), N web-search runs at 30 % load
+   interleaved with N runs under a CPU hog (one busy loop per core in the root namespace). Targets
+   (issue 13): degraded in at least 19 of 20 hog runs, faithful in at least 19 of 20 quiet runs, no
+   flow with a slowdown below 0.95 in a faithful run.
+
+Prints Markdown tables (run_all turns them into the "## Fidelity" section of RESULTS.md), each with
+the load average at the time: on a shared machine "quiet" means "without our hog", not idle.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from picloud.testbed import Testbed  # noqa: E402
+from topology.builders import build  # noqa: E402
+from traffic import iperf  # noqa: E402
+
+
+def load() -> str:
+    return "/".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def shaping(rates: list[float], seconds: float) -> list[str]:
+    rows = ["| configured Mbit/s | goodput Mbit/s | goodput / configured | within 10 % | retransmits | "
+            "load avg 1/5/15 |", "| --- | --- | --- | --- | --- | --- |"]
+    with Testbed(build("linear:2"), controller="none") as tb:
+        a, b = tb.containers[:2]
+        tb.ping_all()
+        try:  # what the path carries unshaped right now: the ceiling any shaped figure sits under
+            r = iperf.bulk(tb, a, b, duration=seconds, omit=1.0, port=5211)
+            rows.append(f"| unshaped (ceiling now) | {r['goodput_mbps']:.2f} | - | - | {r['retransmits']} | {load()} |")
+        except Exception as exc:  # noqa: BLE001
+            rows.append(f"| unshaped (ceiling now) | failed: {str(exc)[:80]} | - | - | - | {load()} |")
+        for rate in rates:
+            tb.link("s1", "s2").shape(rate)
+            try:
+                r = iperf.bulk(tb, a, b, duration=seconds, omit=1.0, port=5211)
+                ratio = r["goodput_mbps"] / rate
+                rows.append(f"| {rate:g} | {r['goodput_mbps']:.2f} | {ratio:.3f} | "
+                            f"{'yes' if abs(ratio - 1) <= 0.10 else 'no'} | {r['retransmits']} | {load()} |")
+            except Exception as exc:  # noqa: BLE001 - a failed measurement is a row, not a crash
+                rows.append(f"| {rate:g} | failed: {str(exc)[:80]} | - | no | - | {load()} |")
+            print(rows[-1], file=sys.stderr, flush=True)
+    return rows
+
+
+class Hog:
+    """One busy loop per core in the root namespace, ended by PID."""
+
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen] = []
+
+    def __enter__(self) -> Hog:
+        for _ in range(os.cpu_count() or 1):
+            self.procs.append(subprocess.Popen([sys.executable, "-c", "while True: pass"]))
+        time.sleep(1.0)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for p in self.procs:
+            p.send_signal(signal.SIGKILL)
+        for p in self.procs:
+            p.wait(timeout=10)
+
+
+def verdicts(spec: str, runs: int, seconds: float, load_frac: float) -> list[str]:
+    results: dict[str, list[dict]] = {"quiet": [], "hog": []}
+    with Testbed(spec) as tb, tempfile.TemporaryDirectory(prefix="picloud-fidelity-") as tmp:
+        for i in range(runs):
+            order = ("quiet", "hog") if i % 2 == 0 else ("hog", "quiet")  # interleaved, order alternating
+            for cond in order:
+                before = load()
+                out = Path(tmp) / f"{cond}-{i}"
+                if cond == "hog":
+                    with Hog():
+                        res = tb.traffic(workload="websearch", load=load_frac, duration=seconds, seed=100 + i,
+                                         out=out, drain=10)
+                else:
+                    res = tb.traffic(workload="websearch", load=load_frac, duration=seconds, seed=100 + i,
+                                     out=out, drain=10)
+                v = res.fidelity or {}
+                slow = [r.slowdown for r in res.flows if r.measured and r.slowdown is not None]
+                failed = [k for k, s in (v.get("checks") or {}).items() if s == "failed"]
+                busy = ((v.get("numbers") or {}).get("cpu") or {}).get("busy")
+                results[cond].append({"verdict": v.get("verdict"), "failed": failed, "load": before, "busy": busy,
+                                      "min_slowdown": min(slow, default=None)})
+                print(f"run {i} {cond}: {v.get('verdict')} {failed} load {before}", file=sys.stderr, flush=True)
+    rows = ["| condition | runs | faithful | degraded | checks failed (runs) | min slowdown, faithful runs | "
+            "busiest core (mean of runs) | load avg at start (min-max) |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for cond, rs in results.items():
+        faithful = [r for r in rs if r["verdict"] == "faithful"]
+        counts = collections.Counter(c for r in rs for c in r["failed"])
+        reasons = ", ".join(f"{k} ({n})" for k, n in counts.most_common()) or "-"
+        slow = [r["min_slowdown"] for r in faithful if r["min_slowdown"] is not None]
+        busy = [max(r["busy"]) for r in rs if r["busy"]]
+        loads = sorted(float(r["load"].split("/")[0]) for r in rs)
+        busy_text = f"{sum(busy) / len(busy):.0%}" if busy else "-"
+        load_text = f"{loads[0]:.1f}-{loads[-1]:.1f}" if loads else "-"
+        label = "CPU hog, one busy loop per core" if cond == "hog" else "no hog"
+        rows.append(f"| {label} | {len(rs)} | {len(faithful)} | {len(rs) - len(faithful)} | {reasons} | "
+                    f"{f'{min(slow):.3f}' if slow else '-'} | {busy_text} | {load_text} |")
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="2 runs of each condition, 6 s, rates 10,100")
+    parser.add_argument("--runs", type=int, default=20, help="runs per condition (default 20)")
+    parser.add_argument("--seconds", type=float, default=15.0, help="length of each traffic run")
+    parser.add_argument("--load", type=float, default=0.3)
+    parser.add_argument("--topology", default="picloud:2,4")
+    parser.add_argument("--rates", default="1,10,100,1000", help="Mbit/s for the shaping table")
+    parser.add_argument("--shape-seconds", type=float, default=5.0)
+    args = parser.parse_args()
+    if args.quick:
+        args.runs, args.seconds, args.rates, args.shape_seconds = 2, 6.0, "10,100", 3.0
+    rates = [float(r) for r in args.rates.split(",")]
+    print(f"Shaping accuracy: one iperf3 TCP flow over a TBF-shaped link (linear:2, userspace datapath), "
+          f"{args.shape_seconds:g} s, first second omitted.\n")
+    print("\n".join(shaping(rates, args.shape_seconds)))
+    print(f"\nVerdicts: {args.topology}, websearch at {args.load:.0%} load, {args.seconds:g} s per run, "
+          f"{args.runs} runs per condition, interleaved.\n")
+    print("\n".join(verdicts(args.topology, args.runs, args.seconds, args.load)))
+    print(json.dumps({"load_after": load()}), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
