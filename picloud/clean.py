@@ -17,8 +17,28 @@ from topology.effects import ovs, proc
 log = logging.getLogger(__name__)
 
 
-def clean(prefixes: list[str] | None = None) -> list[str]:
-    """Clean the given runs (default: every run with a state file, and labelled orphans)."""
+def live_reason(state: RunState) -> str | None:
+    """Why a run is still in use, or None when it is not (then its objects are leftovers).
+
+    A run is live while the process that owns it (`picloud up`, a script's Testbed) is alive; a
+    detached run has no owner, and is live while a process it recorded (its controller, its UI)
+    is, or, when it recorded none (`--controller none`), until `picloud down`. A run whose owner
+    was killed is not live, even if its controller still runs: that controller is a leftover."""
+    owner = state.extra.get("owner")
+    if owner and proc.is_ours(proc.ProcessRecord.from_dict(owner)):
+        return f"in use by PID {owner['pid']}"
+    if state.extra.get("detached"):
+        alive = [r["pid"] for r in state.objects.get("pids", []) if proc.is_ours(proc.ProcessRecord.from_dict(r))]
+        if alive:
+            return f"detached, its PID {alive[0]} alive"
+        if not state.objects.get("pids"):
+            return "detached (stop it with picloud down)"
+    return None
+
+
+def clean(prefixes: list[str] | None = None, force: bool = False) -> list[str]:
+    """Clean the given runs (default: every run with a state file, and labelled orphans). Live runs
+    (see `live_reason`) are left alone, with a warning, unless `force`."""
     from picloud.errors import FabricError
 
     runs = prefixes if prefixes is not None else list_runs()
@@ -30,10 +50,10 @@ def clean(prefixes: list[str] | None = None) -> list[str]:
             if prefixes is not None:
                 raise
             continue
-        owner = state.extra.get("owner")
-        if prefixes is None and owner and proc.is_ours(proc.ProcessRecord.from_dict(owner)):
-            log.warning("picloud: run %s is in use by PID %s: left alone (picloud clean --run %s forces it)",
-                        prefix, owner["pid"], prefix)
+        why = None if force else live_reason(state)
+        if why:
+            log.warning("picloud: run %s is %s: left alone (picloud clean --run %s --force removes it)",
+                        prefix, why, prefix)
             continue
         clean_state(state)
         cleaned.append(prefix)

@@ -105,6 +105,14 @@ class Testbed:
         self.topology = load_topology(topology, containers_per_pi, pi_model=pi_model, bw=bw)
         self.of_versions = openflow.parse_versions(of_versions)  # what every bridge offers
         self.handshake: dict[str, Any] = {}  # after up(): {"switches": N, "versions": {"1.3": N}}
+        if tenants is not None:  # validated before anything is built: a bad file costs no fabric
+            from tenants.handle import plan_tenants_file
+
+            apps = [] if isinstance(controller, str) else controller
+            if controller is not None and not any("tenancy" in str(a) for a in apps):
+                raise FabricError(f"tenants file {str(tenants)!r}: needs PiCloud's controller with the tenancy "
+                                  f"app (controller is {controller!r})")
+            plan_tenants_file(self.topology, tenants)
         self.controller = controller
         self.tenants_source = Path(tenants) if tenants is not None else None
         self.backend = backend

@@ -270,6 +270,20 @@ def load_tenants_file(testbed: Any, source: str | Path) -> TenantPlan:
           - {name: blue, subnet: 10.0.0.0/24, count: 8, placement: spread, rate: 20}
         peerings: [[blue, green]]
     """
+    plan = plan_tenants_file(testbed.topology, source)
+    with locked_plan(testbed) as path:
+        check_tenancy(testbed)
+        for tenant in plan.tenants:
+            plan = _create_members(testbed, plan, plan.tenant(tenant.name), plan.tenant(tenant.name).members)
+        store.save(plan, path)
+        reload(testbed)
+    return plan
+
+
+def plan_tenants_file(topology: Any, source: str | Path) -> TenantPlan:
+    """Read and validate a tenants file against a topology, without touching any system: the
+    Testbed calls it before building anything, so a bad file costs no fabric (and again when it
+    realises the plan on the built run)."""
     source = Path(source)
     try:
         data = yaml.safe_load(source.read_text()) or {}
@@ -281,18 +295,12 @@ def load_tenants_file(testbed: Any, source: str | Path) -> TenantPlan:
     is_spec = isinstance(entries, list) and any(isinstance(e, dict) and ("count" in e or "id" not in e)
                                                 for e in entries)
     if is_spec:
-        plan = _plan_from_spec(testbed, data, str(source))
+        plan = _plan_from_spec(topology, data, str(source))
     else:
         plan = store.plan_from_dict(data, where=str(source))
-        planner.validate(plan, testbed.topology, where=str(source))
+        planner.validate(plan, topology, where=str(source))
         plan = TenantPlan(tuple(t.with_members(tuple(_detached(m) for m in t.members)) for t in plan.tenants),
                           plan.peerings)
-    with locked_plan(testbed) as path:
-        check_tenancy(testbed)
-        for tenant in plan.tenants:
-            plan = _create_members(testbed, plan, plan.tenant(tenant.name), plan.tenant(tenant.name).members)
-        store.save(plan, path)
-        reload(testbed)
     return plan
 
 
@@ -302,7 +310,7 @@ def _detached(member: Member) -> Member:
     return replace(member, port=None)  # ports belong to a run; this run assigns its own
 
 
-def _plan_from_spec(testbed: Any, data: dict[str, Any], where: str) -> TenantPlan:
+def _plan_from_spec(topology: Any, data: dict[str, Any], where: str) -> TenantPlan:
     unknown = set(data) - {"tenants", "peerings", "version"}
     if unknown:
         raise TenantError(f"{where}: unknown key {sorted(unknown)[0]!r} (allowed: tenants, peerings)")
@@ -318,12 +326,12 @@ def _plan_from_spec(testbed: Any, data: dict[str, Any], where: str) -> TenantPla
         subnets = entry.get("subnets", entry.get("subnet"))
         try:
             plan = planner.create_tenant(plan, name, subnets, rate=entry.get("rate"), tenant_id=entry.get("id"),
-                                         topology=testbed.topology)
+                                         topology=topology)
             placement = entry.get("placement", "spread")
             if isinstance(placement, str) and placement not in planner.PLACEMENTS:  # "pi1,pi2" or one Pi
                 placement = [p.strip() for p in placement.split(",")]
             if entry.get("count"):
-                plan, _ = planner.add_members(plan, testbed.topology, name, entry["count"], placement)
+                plan, _ = planner.add_members(plan, topology, name, entry["count"], placement)
         except TenantError as exc:
             raise TenantError(f"{where}: {exc}") from None
     for pair in data.get("peerings") or []:

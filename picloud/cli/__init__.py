@@ -11,6 +11,7 @@ import argparse
 import importlib
 import logging
 import sys
+from typing import NoReturn
 
 from picloud.errors import PiCloudError
 
@@ -20,8 +21,18 @@ GROUPS = ["fabric", "topo", "controller", "tenant", "traffic", "calibrate", "cap
           "demo"]
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """Bad input is one line naming the problem and exit 2, for every subcommand (argparse's own
+    error prints the whole usage block first). Subparsers inherit this class from their parent."""
+
+    def error(self, message: str) -> NoReturn:
+        command = self.prog.removeprefix("picloud").strip()
+        print(f"picloud: error: {command + ': ' if command else ''}{message}", file=sys.stderr)
+        sys.exit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         prog="picloud", description="PiCloud SDN testbed: a Raspberry Pi Cloud on one box or many."
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")

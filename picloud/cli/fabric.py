@@ -67,6 +67,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("clean", help="remove every object left by PiCloud runs (and nothing else)")
     p.add_argument("--run", default=None, metavar="PREFIX", help="only this run")
+    p.add_argument("--force", action="store_true",
+                   help="also remove live runs (a running 'picloud up', a detached run whose controller runs)")
     p.set_defaults(func=_clean)
 
 
@@ -131,6 +133,7 @@ def _up(args: argparse.Namespace) -> int:
             if ui is not None:
                 ui.detach()
             tb.state.extra.pop("owner", None)
+            tb.state.extra["detached"] = True  # `picloud clean` leaves it alone while its controller runs
             tb.state.save()
             tb.state = None  # leave it up; `picloud down` attaches to it by its state file
             return 0
@@ -242,6 +245,6 @@ def _print_matrix(matrix: dict[str, dict[str, float]]) -> None:
 def _clean(args: argparse.Namespace) -> int:
     from picloud.clean import clean
 
-    cleaned = clean([args.run] if args.run else None)
+    cleaned = clean([args.run] if args.run else None, force=args.force)
     print("picloud: cleaned " + (", ".join(cleaned) if cleaned else "nothing (no PiCloud objects found)"))
     return 0

@@ -1,0 +1,68 @@
+"""`picloud clean` leaves live runs alone: which runs count as live (real processes, no root)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from picloud.clean import live_reason
+from picloud.runstate import RunState
+from topology.effects import proc
+
+
+@pytest.fixture
+def alive():
+    """A real process standing in for an owner or a controller, and its record."""
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    yield proc.record(child, "controller").to_dict()
+    child.kill()
+    child.wait()
+
+
+@pytest.fixture
+def dead():
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    record = proc.record(child, "controller").to_dict()
+    child.wait()
+    return record
+
+
+def state(**kw) -> RunState:
+    s = RunState(prefix="pc99")
+    s.objects["pids"] = kw.pop("pids", [])
+    s.extra.update(kw)
+    return s
+
+
+def test_a_run_whose_owner_lives_is_live(alive, dead):
+    assert "in use by PID" in live_reason(state(owner=alive, pids=[dead]))
+
+
+def test_a_killed_owner_leaves_a_leftover_even_with_its_controller_alive(alive, dead):
+    """kill -9 of `picloud up`: its controller keeps running, but the run is debris."""
+    assert live_reason(state(owner=dead, pids=[alive])) is None
+
+
+def test_a_detached_run_is_live_while_its_controller_runs(alive, dead):
+    assert "detached" in live_reason(state(detached=True, pids=[alive]))
+    assert live_reason(state(detached=True, pids=[dead])) is None
+
+
+def test_a_detached_run_without_processes_stays_until_picloud_down():
+    assert "picloud down" in live_reason(state(detached=True))
+
+
+def test_clean_leaves_a_live_run_and_force_removes_it(monkeypatch, tmp_path, alive):
+    monkeypatch.setenv("PICLOUD_STATE_DIR", str(tmp_path))
+    import picloud.clean as clean_mod
+
+    removed = []
+    monkeypatch.setattr(clean_mod, "clean_state", lambda s: removed.append(s.prefix))
+    monkeypatch.setattr(clean_mod.ovs, "running", lambda: False)
+    s = state(detached=True, pids=[alive])
+    s.save()
+    assert clean_mod.clean() == [] and removed == []
+    assert clean_mod.clean(["pc99"]) == [] and removed == []
+    assert clean_mod.clean(["pc99"], force=True) == ["pc99"] and removed == ["pc99"]
