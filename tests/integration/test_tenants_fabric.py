@@ -267,8 +267,9 @@ def test_rate_limit_holds_and_other_tenant_unaffected(tmp_path):
         assert blue <= 5.5, f"blue received {blue:.1f} Mbit/s over its 5 Mbit/s limit"
         assert blue >= carried / 3, f"blue received {blue:.1f} Mbit/s where the host carries {carried:.1f}"
         assert after_blue["band_stats"][0]["packet_band_count"] > 0, f"blue's meter never dropped: {after_blue}"
-        # Red is unaffected: none of its packets went through blue's meter, and it was carried.
-        assert after_red["packet_in_count"] == after_blue["packet_in_count"], (after_blue, after_red)
+        # Red is unaffected: its ~2,700 packets did not go through blue's meter (blue's own stragglers,
+        # an ARP refresh or iperf3's closing control segments, may add a few), and it was carried.
+        assert after_red["packet_in_count"] - after_blue["packet_in_count"] < 50, (after_blue, after_red)
         assert red > 0.5, f"red (no limit) received {red:.1f} of the 5 Mbit/s it offered"
 
 
