@@ -3,7 +3,7 @@ packet-ins and count the flow-mods and packet-outs it answers with.
 
     python bench/cbench.py [--quick] [--switches 16] [--outstanding 1000] [--loops 5] [--ms 1000]
                            [--rounds 2] [--controllers simple_switch_13,l2_learning,pipeline,ovs-testcontroller]
-                           [--install fattree:8] [--record [--note TEXT]]
+                           [--install fattree:8] [--record]
 
 Why our own: cbench (from the oflops suite) speaks OpenFlow 1.0 only and is no longer packaged.
 This one does what it does, in OpenFlow 1.3: each fake switch connects over TCP, says hello,
@@ -508,7 +508,6 @@ def main(argv: list[str] | None = None) -> int:
                         help="also time the default pipeline's proactive install on fake switches wired as SPEC "
                              "(e.g. fattree:8)")
     parser.add_argument("--record", action="store_true", help=f"write the results into {RESULTS}")
-    parser.add_argument("--note", default="", help="a paragraph recorded under the table (with --record)")
     args = parser.parse_args(argv)
     if args.quick:
         args.loops, args.ms, args.settle, args.rounds = 3, 1000, 1.0, 1
@@ -549,7 +548,7 @@ def main(argv: list[str] | None = None) -> int:
                f"Ratios are to {BASELINE} (Ryu's sample on plain os-ken). "
                f"Load average when done: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1/5/15 min; the "
                "box is shared, so compare ratios within one run rather than absolute numbers).\n\n"
-               + summary + (f"\n\n{args.note.strip()}" if args.note.strip() else ""))
+               + summary)
     return 0
 
 

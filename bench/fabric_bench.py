@@ -142,13 +142,10 @@ def status_rss_kib(text: str) -> int:
 
 
 def replace_section(document: str, section: str, body: str) -> str:
-    """Replace SECTION's block (up to the next '## ' heading) in a Markdown document, or append it.
-    Other sections are other engineers' results and stay byte for byte."""
-    pattern = re.compile(rf"^{re.escape(section)}\n.*?(?=^## |\Z)", re.S | re.M)
-    block = f"{section}\n\n{body.strip()}\n\n"
-    if pattern.search(document):
-        return pattern.sub(lambda _: block, document)
-    return document.rstrip("\n") + "\n\n" + block
+    """run_all's (one writer of RESULTS.md sections, with its stamp); kept here for importers."""
+    from bench.run_all import replace_section as replace
+
+    return replace(document, section, body)
 
 
 # --- measurements -----------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import hashlib
 import os
 import platform
 import re
@@ -96,29 +97,40 @@ def replace_header(document: str, header: str) -> str:
     return header.rstrip("\n") + "\n\n" + rest
 
 
+STAMP = re.compile(r"^<!-- written by make bench; sha256 ([0-9a-f]{16}) -->$", re.M)
+
+
+def stamp(section: str, body: str) -> str:
+    """The line that ends every section make bench writes: a digest of the heading and body, so a
+    figure typed in by hand afterwards shows up (`edited_sections`, checked by a unit test)."""
+    digest = hashlib.sha256(f"{section}\n\n{body.strip()}".encode()).hexdigest()[:16]
+    return f"<!-- written by make bench; sha256 {digest} -->"
+
+
 def replace_section(document: str, section: str, body: str) -> str:
-    """Replace SECTION's block (up to the next '## ' heading), or append it."""
+    """Replace SECTION's block (up to the next '## ' heading), or append it; the block ends with
+    its stamp. Nothing of the old block is kept: every word and figure comes from this run."""
     pattern = re.compile(rf"^{re.escape(section)}\n.*?(?=^## |\Z)", re.S | re.M)
-    block = f"{section}\n\n{body.strip()}\n\n"
+    block = f"{section}\n\n{body.strip()}\n\n{stamp(section, body)}\n\n"
     if pattern.search(document):
         return pattern.sub(lambda _: block, document)
     return document.rstrip("\n") + "\n\n" + block
 
 
-def section_body(document: str, section: str) -> str:
-    """The text of SECTION (without its heading); blank when the document has none."""
-    match = re.search(rf"^{re.escape(section)}\n(.*?)(?=^## |\Z)", document, re.S | re.M)
-    return match.group(1).strip() if match else ""
+def sections(document: str) -> dict[str, str]:
+    """'## ' heading -> the text up to the next one (the header above the first is not a section)."""
+    parts = re.split(r"^(## .*)$", document, flags=re.M)
+    return {parts[i]: parts[i + 1] for i in range(1, len(parts) - 1, 2)}
 
 
-def trailing_notes(body: str) -> str:
-    """What follows a section's last table: notes its owner wrote by hand (for example which test
-    covers what the benchmark cannot), kept when the tables above them are regenerated."""
-    lines = body.strip().splitlines()
-    last_table = max((i for i, line in enumerate(lines) if line.startswith("|")), default=None)
-    if last_table is None:
-        return ""
-    return "\n".join(lines[last_table + 1:]).strip()
+def edited_sections(document: str) -> list[str]:
+    """Sections whose text no longer matches their stamp (edited by hand), or that carry none."""
+    bad = []
+    for heading, text in sections(document).items():
+        match = STAMP.search(text)
+        if not match or stamp(heading, text[:match.start()]) != match.group(0):
+            bad.append(heading)
+    return bad
 
 
 def cpu_model(cpuinfo: str) -> str:
@@ -258,8 +270,7 @@ def main(argv: list[str] | None = None) -> int:
             statuses.append((bench, status))
             document = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
             if body is not None:
-                notes = trailing_notes(section_body(document, bench.section))
-                document = replace_section(document, bench.section, body + ("\n\n" + notes if notes else ""))
+                document = replace_section(document, bench.section, body)
             RESULTS.write_text(document)
     document = RESULTS.read_text() if RESULTS.exists() else ""
     RESULTS.write_text(replace_header(document, header(date, machine_text, load_before, load(), args.quick,

@@ -62,8 +62,9 @@ def test_header_is_replaced_and_sections_stay():
 def test_section_replaced_in_place_or_appended():
     doc = "# B\n\n## Fabric\n\nold\n\n## Web UI\n\nui\n"
     replaced = run_all.replace_section(doc, "## Web UI", "new")
-    assert replaced == "# B\n\n## Fabric\n\nold\n\n## Web UI\n\nnew\n\n"
-    assert run_all.replace_section(doc, "## Tenants", "t").endswith("## Web UI\n\nui\n\n## Tenants\n\nt\n\n")
+    assert replaced == f"# B\n\n## Fabric\n\nold\n\n## Web UI\n\nnew\n\n{run_all.stamp('## Web UI', 'new')}\n\n"
+    appended = run_all.replace_section(doc, "## Tenants", "t")
+    assert appended.endswith(f"## Web UI\n\nui\n\n## Tenants\n\nt\n\n{run_all.stamp('## Tenants', 't')}\n\n")
 
 
 def test_machine_description_parsing():
@@ -87,15 +88,29 @@ def test_every_registered_benchmark_has_a_unique_section():
     assert all(s.startswith("## ") for s in sections)
 
 
-def test_hand_written_notes_after_the_tables_survive_regeneration():
+def test_regeneration_keeps_nothing_of_the_old_section_and_stamps_the_new():
     doc = ("# B\n\n## Web UI\n\nold intro, load 7.9\n\n| a | b |\n| --- | --- |\n| 1 | 2 |\n\n"
-           "The live path is checked by tests/browser/test_ui_live.py.\n\n## Fabric\n\nx\n")
-    body = run_all.section_body(doc, "## Web UI")
-    assert body.startswith("old intro") and body.endswith("test_ui_live.py.")
-    assert run_all.trailing_notes(body) == "The live path is checked by tests/browser/test_ui_live.py."
-    assert run_all.trailing_notes("no table here") == ""
-    assert run_all.trailing_notes("| a |\n| - |") == ""
-    assert run_all.section_body(doc, "## Tenants") == ""
+           "A note typed by hand: 42 ms.\n\n## Fabric\n\nx\n")
+    out = run_all.replace_section(doc, "## Web UI", "| a | b |\n| --- | --- |\n| 3 | 4 |")
+    web = run_all.sections(out)["## Web UI"]
+    assert "typed by hand" not in web and "old intro" not in web and "| 3 | 4 |" in web
+    assert run_all.edited_sections(out) == ["## Fabric"]  # Fabric was never written by make bench
+
+
+def test_a_figure_typed_into_a_written_section_is_detected():
+    doc = run_all.replace_section("# B\n", "## Tenants", "| meter | 19.8 Mbit/s |")
+    assert run_all.edited_sections(doc) == []
+    assert run_all.edited_sections(doc.replace("19.8", "20.0")) == ["## Tenants"]
+    assert run_all.edited_sections(doc.replace("|\n\n<!--", "|\n\nReading: 3x faster.\n\n<!--")) == ["## Tenants"]
+
+
+def test_results_md_has_no_hand_edited_section():
+    """Every stamped section of bench/RESULTS.md is exactly what a make bench run wrote. Sections
+    from before stamping (none stamped) are listed by name until their next run rewrites them."""
+    document = run_all.RESULTS.read_text()
+    stamped = [h for h, text in run_all.sections(document).items() if run_all.STAMP.search(text)]
+    assert not set(run_all.edited_sections(document)) & set(stamped), "hand-edited: rerun make bench --only NAME"
+
 
 
 def test_run_script_keeps_stdout_and_stops_a_script_that_overruns(tmp_path):
