@@ -9,7 +9,7 @@ say() { printf 'setup: %s\n' "$*"; }
 [ "$(id -u)" -eq 0 ] || { echo "setup: error: run as root (PiCloud creates namespaces, veths and OVS bridges)" >&2; exit 2; }
 
 PKGS=(openvswitch-switch openvswitch-testcontroller iproute2 iputils-ping ethtool iperf3 tcpdump tshark
-      python3-venv python3-dev chromium docker.io debootstrap busybox-static mininet)
+      python3-venv python3-dev chromium docker.io debootstrap busybox-static mininet curl)
 [ -n "${PICLOUD_EXTRA_PKGS:-}" ] && read -r -a extra <<<"$PICLOUD_EXTRA_PKGS" && PKGS+=("${extra[@]}")
 missing=()
 for p in "${PKGS[@]}"; do
