@@ -31,6 +31,9 @@ class Threshold:
 
 
 THRESHOLDS: dict[str, Threshold] = {
+    "observed": Threshold(2, (
+        "CPU samples the monitor must have (start and end at least): without them no check of the host "
+        "ran, and an unobserved run is not certified")),
     "core_busy": Threshold(0.90, (
         "mean busy fraction of any core over the run. Above 90 % the run queue is rarely empty, so "
         "packets, timers and agents wait for a core and delays are the host's, not the model's (Mininet-HiFi "
@@ -164,7 +167,8 @@ def counters(samples: dict[str, Any]) -> dict[str, Any]:
     out["qdisc"] = {k: sum(_delta(v.get("start"), v.get("end"), k) for v in qdiscs.values())
                     for k in ("sent_packets", "dropped", "overlimits")}
     out["shaped_ifaces"] = len(qdiscs)
-    tcp = samples.get("tcp") or {}
+    tcp = {c: v for c, v in (samples.get("tcp") or {}).items()
+           if (v.get("start") or {}).get("netns") == (v.get("end") or {}).get("netns")}
     per = {c: {"retrans": _delta(v.get("start"), v.get("end"), "RetransSegs"),
                "out": _delta(v.get("start"), v.get("end"), "OutSegs")} for c, v in tcp.items()}
     out["tcp"] = {"retrans": sum(p["retrans"] for p in per.values()), "out_segs": sum(p["out"] for p in per.values()),
@@ -191,6 +195,8 @@ def assess(samples: dict[str, Any], flows: list[Any], meta: dict[str, Any],
 
     cpu = nums.get("cpu") or {}
     busy = cpu.get("busy") or []
+    # Nothing observed is nothing certified: a run without the host's CPU samples cannot be faithful.
+    check("observed", bool(busy), "the monitor recorded no CPU samples, so nothing vouches for this run")
     check("core_busy", bool(busy) and max(busy) <= t["core_busy"].value if busy else None,
           f"host CPU saturated: busiest core {max(busy or [0]):.0%} busy over the run "
           f"(threshold {t['core_busy'].value:.0%})")
@@ -222,7 +228,7 @@ def assess(samples: dict[str, Any], flows: list[Any], meta: dict[str, Any],
     p99 = float(np.percentile(lateness, 99)) if lateness else None
     nums["lateness_p99_us"] = None if p99 is None else round(p99, 1)
     check("lateness_p99_us", None if p99 is None else p99 <= t["lateness_p99_us"].value,
-          f"flow starts late: p99 {p99 and p99 / 1000:.1f} ms (threshold {t['lateness_p99_us'].value / 1000:g} ms)")
+          f"flow starts late: p99 {(p99 or 0) / 1000:.1f} ms (threshold {t['lateness_p99_us'].value / 1000:g} ms)")
 
     # The workload: sizes against the published CDF, offered against target, carried against offered.
     scale = float(meta.get("scale_size", 1.0) or 1.0)

@@ -50,7 +50,7 @@ def read_ticks(pid: int | None) -> int | None:
         return None
 
 
-def read_tcp(pid: int) -> dict[str, int] | None:
+def read_tcp(pid: int) -> dict[str, Any] | None:
     """The TCP MIB of the network namespace process PID lives in."""
     try:
         with open(f"/proc/{pid}/net/snmp") as f:
@@ -60,7 +60,12 @@ def read_tcp(pid: int) -> dict[str, int] | None:
     if len(rows) < 2:
         return None
     values = dict(zip(rows[0][1:], rows[1][1:], strict=False))
-    return {k: int(values.get(k, 0)) for k in ("OutSegs", "RetransSegs", "InSegs")}
+    out: dict[str, Any] = {k: int(values.get(k, 0)) for k in ("OutSegs", "RetransSegs", "InSegs")}
+    # Which namespace the counters are of: a process still in `ip netns exec` before its exec reads
+    # the root namespace's; the verdict uses a container only when start and end agree.
+    with contextlib.suppress(OSError):
+        out["netns"] = os.readlink(f"/proc/{pid}/ns/net")
+    return out
 
 
 def shaped_ends(testbed: Any) -> list[tuple[str, str | None]]:

@@ -205,6 +205,9 @@ def run(testbed: Any, servers: int | None = None, client: str | None = None, rat
             client, [sys.executable, "-m", "traffic.web", "client", "--targets", targets, "--rate", str(rate),
                      "--duration", str(duration), "--timeout", str(timeout), "--size", str(size)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=str(REPO_ROOT))
+        from traffic.monitor import Monitor  # the fidelity monitor, as on every traffic run
+
+        monitor = Monitor(testbed, {**pids, client: client_proc.pid}).start()
         samples: dict[str, list[float]] = {c: [] for c in pids}
         last = dict(before)
         last_t = t_start
@@ -217,6 +220,7 @@ def run(testbed: Any, servers: int | None = None, client: str | None = None, rat
                     samples[c].append((now - last[c]) / (now_t - last_t))
                     last[c] = now
             last_t = now_t
+        counters = monitor.stop()
         stdout, stderr = client_proc.communicate(timeout=30)
         wall = time.monotonic() - t_start
         lines = [ln for ln in stdout.splitlines() if ln.startswith("{")]
@@ -230,6 +234,11 @@ def run(testbed: Any, servers: int | None = None, client: str | None = None, rat
                for c, v in samples.items()}
         result.update(servers=chosen, client=client, size=size, timeout_s=timeout, duration_s=duration,
                       server_cpu=cpu, run_prefix=getattr(testbed.state, "prefix", None))
+        from traffic import fidelity
+
+        # Host-side checks only: requests are not a flow-size workload, so KS, load and the FCT bound are n/a.
+        verdict = fidelity.assess(counters, [], {}, None, {})
+        result["fidelity"] = {k: verdict[k] for k in ("verdict", "reasons", "checks", "numbers")}
     finally:
         if client_proc is not None:
             _stop(client_proc)
@@ -242,6 +251,8 @@ def run(testbed: Any, servers: int | None = None, client: str | None = None, rat
 
 
 def render(result: dict[str, Any]) -> str:
+    from traffic.fidelity import line as fidelity_line
+
     r, c = result["response_ms"], result["connect_ms"]
     cpu = [v["mean"] for v in result["server_cpu"].values() if v["mean"] is not None]
 
@@ -259,6 +270,7 @@ def render(result: dict[str, Any]) -> str:
         f"errors             {result['error_count']} {result['errors'] or ''}".rstrip(),
         f"server CPU         mean {100 * float(np.mean(cpu)):.1f}% of a core per server" if cpu else
         "server CPU         -",
+        fidelity_line(result.get("fidelity")),
     ])
 
 

@@ -28,9 +28,10 @@ def recorded(name: str) -> tuple[Topology, list[FlowRecord], dict, dict]:
 def test_recorded_loaded_run_is_degraded_for_each_of_its_reasons():
     v = fidelity.assess_recorded(FIXTURES / "loaded-picloud-2x4")
     assert v["verdict"] == "degraded"
-    assert v["checks"] == {"core_busy": "failed", "steal": "ok", "ovs_cpu": "ok", "datapath_lost": "ok",
-                           "port_drops": "ok", "unexplained_retrans": "failed", "lateness_p99_us": "failed",
-                           "ks": "ok", "offered_sigma": "ok", "carried": "failed", "impossible_fct": "ok"}
+    assert v["checks"] == {"observed": "ok", "core_busy": "failed", "steal": "ok", "ovs_cpu": "ok",
+                           "datapath_lost": "ok", "port_drops": "ok", "unexplained_retrans": "failed",
+                           "lateness_p99_us": "failed", "ks": "ok", "offered_sigma": "ok", "carried": "failed",
+                           "impossible_fct": "ok"}
     n = v["numbers"]
     assert n["cpu"]["busy"] == [1.0, 0.9995]
     assert n["tcp"]["retrans"] == 1453 and n["tcp"]["out_segs"] == 4443 and n["qdisc"]["dropped"] == 0
@@ -128,7 +129,8 @@ def test_unassessable_checks_say_so():
     v = fidelity.assess_run(topo, flows, {"duration": 2, "link_bps": 1e8, "load": 0.1, "hosts": ["pi1-c1"],
                                           "workload": "websearch"}, {})
     assert v["checks"]["impossible_fct"] == "n/a" and v["checks"]["core_busy"] == "n/a"
-    assert v["verdict"] == "faithful"
+    assert v["verdict"] == "degraded"  # unobserved is not certified
+    assert v["reasons"] == ["the monitor recorded no CPU samples, so nothing vouches for this run"]
 
 
 def test_ks_distance_against_every_published_cdf_holds_its_level():
