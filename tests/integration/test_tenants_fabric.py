@@ -220,7 +220,10 @@ def _received_mbit(job) -> float:
     srv, cli = job
     try:
         out, _ = cli.communicate(timeout=60)
-        srv.wait(timeout=10)
+        try:  # the client's JSON already holds the server's counts; a one-off UDP server that has
+            srv.wait(timeout=10)  # not noticed the end (its last control segment late) is killed below
+        except subprocess.TimeoutExpired:
+            print(f"iperf3 server on port {srv.args[-1]} still running 10 s after its client ended: killed")
     finally:
         for proc in (cli, srv):  # never leave an iperf3 behind in a namespace about to go
             if proc.poll() is None:

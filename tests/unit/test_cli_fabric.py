@@ -97,3 +97,16 @@ def test_every_type_error_in_every_subcommand_is_one_line_and_exit_2(capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith(f"picloud: error: {' '.join(path)}: argument {option}"), err
         assert f"invalid {kind.__name__} value: 'abc'" in err[0], err
+
+
+def test_a_huge_failed_command_is_reported_in_one_short_line():
+    """The 1,000-container build's single ovs-vsctl transaction timed out with a 100 KB argv."""
+    import subprocess
+
+    from topology.backends.local import brief
+
+    argv = ["ovs-vsctl", "--timeout=300", "--"] + ["add-port", "pc3p1", "pc3p1p2"] * 5000
+    line = brief(subprocess.TimeoutExpired(argv, 310))
+    assert line == "'ovs-vsctl --timeout=300 -- ...' (15003 arguments) timed out after 310s"
+    long = brief(RuntimeError("x" * 10_000 + "\nsecond line"))
+    assert "\n" not in long and len(long) < 400 and long.endswith("(10012 characters)")

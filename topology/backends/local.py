@@ -131,7 +131,7 @@ class LocalFabric:
             self._build(namespaces, bridge_ends, container_ends)
         except (CommandError, OSError, subprocess.TimeoutExpired) as exc:
             self.down()
-            raise FabricError(f"run {self.prefix}: building the fabric failed: {exc}") from exc
+            raise FabricError(f"run {self.prefix}: building the fabric failed: {brief(exc)}") from exc
         except BaseException:
             self.down()
             raise
@@ -346,3 +346,13 @@ def _remove_bridges(state: RunState) -> None:
         bridges |= set(ovs.bridges_labelled(state.prefix))
         if bridges:
             ovs.delete_bridges(sorted(bridges))
+
+
+def brief(exc: BaseException, limit: int = 300) -> str:
+    """An error as one readable line: a batched command's argv can run to 100,000 characters (one
+    ovs-vsctl transaction for a whole 1,000-container fabric), which must not become the message."""
+    if isinstance(exc, subprocess.TimeoutExpired):
+        cmd = [str(a) for a in exc.cmd] if isinstance(exc.cmd, list | tuple) else str(exc.cmd).split()
+        return f"'{' '.join(cmd[:3])} ...' ({len(cmd)} arguments) timed out after {exc.timeout:.0f}s"
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
