@@ -197,6 +197,34 @@ def set_link(a: str, b: str) -> Any:
     return jsonify(id=link_id(ln.a, ln.b), up=up)
 
 
+MAX_CAPTURE_SECONDS = 60
+
+
+@bp.post("/links/<a>/<b>/capture")
+@requires_token
+def capture_link(a: str, b: str) -> Any:
+    """Capture both ends of a link for the next N seconds; answer with the pcapng file. It is also
+    kept under the results directory (captures/), and its kernel drop count is in a header."""
+    data = body()
+    seconds = data.get("seconds", 5)
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 1 <= seconds <= MAX_CAPTURE_SECONDS:
+        raise UIError(f"capture: seconds {seconds!r} (1..{MAX_CAPTURE_SECONDS})")
+    topo, _, _ = view().display()
+    if not topo.graph.has_edge(a, b):
+        abort(404, description=f"link {a}-{b}: no such link (see /api/links)")
+    capture = getattr(view().source, "capture_link", None)
+    if capture is None:
+        abort(501, description="capture: this UI shows no live fabric")
+    result = capture(a, b, float(seconds))
+    view().events.add("capture", f"captured link {a}-{b} for {seconds:g} s: {result.packets} packets, "
+                                 f"{result.dropped} dropped by the kernel")
+    response = send_file(result.path, mimetype="application/x-pcapng", as_attachment=True,
+                         download_name=result.path.name, max_age=0)
+    response.headers["X-PiCloud-Capture-Packets"] = str(result.packets)
+    response.headers["X-PiCloud-Capture-Dropped"] = str(result.dropped)
+    return response
+
+
 @bp.get("/tenants")
 def tenants() -> Any:
     topo, _, _ = view().display()

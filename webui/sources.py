@@ -201,6 +201,16 @@ class TestbedSource:
         handle = self.testbed.link(a, b)
         handle.up() if up else handle.down()
 
+    def capture_link(self, a: str, b: str, seconds: float) -> Any:
+        """Both ends of a link for `seconds`, into RESULTS/captures/ (`traffic.capture`)."""
+        from datetime import UTC, datetime
+
+        from traffic.capture import capture_for
+
+        stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+        out = (self._results or Path("results")) / "captures" / f"capture-{stamp}-{a}-{b}.pcapng"
+        return capture_for(self.testbed, [f"link:{a},{b}"], seconds, out=out)
+
     def _ip(self, container: str) -> str:
         try:
             return str(self.testbed.container_ip(container))

@@ -56,3 +56,40 @@ def test_capture_counts_match_the_agents_and_interfaces_keep_their_names(leaves_
         tshark = subprocess.run(["tshark", "-r", str(path), "-T", "fields", "-e", "frame.interface_name"],
                                 capture_output=True, text=True, timeout=120).stdout.split()
         assert set(tshark) == set(names)
+
+
+def test_ui_link_capture_downloads_a_pcapng_with_both_ends(leaves_nothing, tmp_path):
+    import threading
+    import time
+
+    import requests
+
+    from webui.server import UIServer
+
+    with Testbed(build("single:2"), controller="none") as tb:
+        leaves_nothing.append(tb.prefix)
+        ui = UIServer(tb, port=0, token="t0ken", results=tmp_path / "results", record=False)
+        try:
+            base = ui.url.rstrip("/")
+            url = f"{base}/api/links/s1/pi2/capture"
+            headers = {"Origin": base}
+            refused = requests.post(url, json={"seconds": 1}, headers=headers, timeout=30)
+            assert refused.status_code == 401, refused.text[:300]
+            src, dst = tb.containers
+            pinger = threading.Thread(target=lambda: tb.exec(src, ["ping", "-c", "8", "-i", "0.2",
+                                                                   tb.container_ip(dst)]))
+            pinger.start()
+            time.sleep(0.3)
+            resp = requests.post(url, json={"seconds": 2}, headers={**headers, "X-PiCloud-Token": "t0ken"},
+                                 timeout=60)
+            pinger.join()
+        finally:
+            ui.stop()
+        assert resp.status_code == 200, resp.text[:300]
+        assert resp.headers["Content-Disposition"].startswith("attachment") and resp.headers[
+            "X-PiCloud-Capture-Dropped"] == "0"
+        ifs = pcapng.interfaces(resp.content)
+        assert sorted(i.name for i in ifs) == ["pi2>s1", "s1>pi2"]
+        assert all(i.packets >= 4 for i in ifs), [(i.name, i.packets) for i in ifs]  # pings both ways
+        kept = list((tmp_path / "results" / "captures").glob("*.pcapng"))
+        assert len(kept) == 1 and kept[0].read_bytes() == resp.content

@@ -175,6 +175,7 @@ def test_wrong_method_is_json_405(client):
 
 # --- the token rule ------------------------------------------------------------------------------
 ACTIONS = [("post", "/api/links/core1/agg1-1", {"up": False}),
+           ("post", "/api/links/core1/agg1-1/capture", {"seconds": 1}),
            ("post", "/api/verify", {}),
            ("post", "/api/tenants/red/members", {"count": 1}),
            ("delete", "/api/tenants/red/members/x", None),
@@ -335,3 +336,12 @@ def test_flow_tables_without_a_controller_are_503(topo):
         assert "no PiCloud controller" in error(app.test_client().get("/api/switches/core1/flows"), 503)
     finally:
         live(app).stop()
+
+
+def test_link_capture_checks_its_request_before_capturing(client, topo):
+    assert "seconds" in error(client.post("/api/links/core1/agg1-1/capture", **auth(json={"seconds": 0})), 400)
+    assert "seconds" in error(client.post("/api/links/core1/agg1-1/capture", **auth(json={"seconds": "5"})), 400)
+    error(client.post("/api/links/core1/core2/capture", **auth(json={"seconds": 1})), 404)
+    # a recorded or static source has no fabric to capture on: said so, not a traceback
+    assert "no live fabric" in error(client.post("/api/links/core1/agg1-1/capture", **auth(json={"seconds": 1})),
+                                     501)

@@ -66,6 +66,27 @@ const PiCloud = (() => {
     return data;
   }
 
+  // A state-changing request whose answer is a file (a capture): saved under the name the server gives.
+  async function download(url, body) {
+    const r = await fetch(url, {
+      method: "POST", headers: {"Content-Type": "application/json", "X-PiCloud-Token": token()},
+      body: JSON.stringify(body),
+    });
+    if (!r.ok) {
+      const data = await r.json().catch(() => ({}));
+      toast(data.message || `${r.status}`, true);
+      throw new Error(data.message);
+    }
+    const name = (/filename="?([^";]+)"?/.exec(r.headers.get("Content-Disposition") || "") || [])[1] || "capture.pcapng";
+    const link = document.createElement("a");
+    link.href = URL.createObjectURL(await r.blob());
+    link.download = name;
+    document.body.appendChild(link);
+    link.click();
+    setTimeout(() => { URL.revokeObjectURL(link.href); link.remove(); }, 1000);
+    return {name, dropped: r.headers.get("X-PiCloud-Capture-Dropped"), packets: r.headers.get("X-PiCloud-Capture-Packets")};
+  }
+
   // One EventSource per page; pages register listeners for each sample.
   const listeners = [];
   let source = null;
@@ -221,5 +242,5 @@ const PiCloud = (() => {
     const boot = document.body.dataset.boot;
     if (boot && Object.hasOwn(pages, boot)) pages[boot](document.body.dataset.arg);
   });
-  return {$, esc, fmtBps, fmtNum, toast, getJSON, act, onLive, switchList, switchPage, tenantsPage, eventsPage};
+  return {$, esc, fmtBps, fmtNum, toast, getJSON, act, download, onLive, switchList, switchPage, tenantsPage, eventsPage};
 })();

@@ -4,7 +4,7 @@
 "use strict";
 
 (() => {
-  const {$, esc, fmtBps, fmtNum, act, toast, getJSON, onLive} = PiCloud;
+  const {$, esc, fmtBps, fmtNum, act, download, toast, getJSON, onLive} = PiCloud;
   const NS = "http://www.w3.org/2000/svg";
   const svg = $("#topo"), hover = $("#hover"), panel = $("#panel"), panelBody = $("#panel-body");
   // Switch colours are deep and muted so the bright tenant colours of containers stand apart.
@@ -179,7 +179,18 @@
     if (d.kind !== "fabric") { openPanel(linkCard(id)); return; }
     const l = latest.get(id) || {up: true};
     openPanel(`${linkCard(id)}<p><button class="danger" id="cut">cut link</button> <button class="go" id="restore">restore link</button></p>
+      <p>capture the next <input id="cap-secs" type="number" min="1" max="60" value="5" style="width:4rem"> s
+      <button class="go" id="capture">capture</button></p>
       <p class="dim">actions need the token printed when the UI started</p>`);
+    $("#capture").addEventListener("click", async () => {
+      const seconds = Number($("#cap-secs").value);
+      $("#capture").disabled = true;
+      toast(`capturing ${d.a}-${d.b} for ${seconds} s`);
+      try {
+        const r = await download(`/api/links/${encodeURIComponent(d.a)}/${encodeURIComponent(d.b)}/capture`, {seconds});
+        toast(`${r.name}: ${r.packets} packets, ${r.dropped} dropped by the kernel`);
+      } finally { $("#capture").disabled = false; }
+    });
     const set = async (up) => {
       await act("POST", `/api/links/${encodeURIComponent(d.a)}/${encodeURIComponent(d.b)}`, {up});
       toast(`link ${d.a}-${d.b} ${up ? "restored" : "cut"}`);
