@@ -103,7 +103,7 @@ def part_add(tb, rows: list[str]) -> None:
         if ok == 992 or time.perf_counter() > deadline:
             break
     reach_s = time.perf_counter() - t0
-    predicted = R.counts(R.compute(current_plan(tb), tb.topology)[0])
+    predicted = R.counts(R.compute(current_plan(tb), tb.topology))
     tid = big.id
     measured = tenancy_flows(tb, [tid, 0])
     rows.append(f"| create empty tenant (plan + reload) | {created:.2f} s | |")

@@ -23,7 +23,14 @@ from os_ken.controller.handler import CONFIG_DISPATCHER, MAIN_DISPATCHER, set_ev
 from os_ken.lib.packet import ether_types, ethernet
 from os_ken.ofproto import ofproto_v1_3
 
-from controller_apps.pipeline import COOKIE_L2
+from controller_apps import flows as fl
+from controller_apps.flows import Flow, Match
+from controller_apps.pipeline import COOKIE_L2, Table
+
+# One table, declared like the shared pipeline's (flows.encode checks every flow against it).
+TABLES = {0: Table(0, "l2", "l2_learning", "controller", "MAC learning in one table, like a user's app",
+                   frozenset({"in_port", "eth_src", "eth_dst"}))}
+TABLE_MISS = Flow(0, 0, Match(), (fl.TO_CONTROLLER,), cookie=COOKIE_L2)
 
 
 class L2Learning(app_manager.OSKenApp):
@@ -36,17 +43,12 @@ class L2Learning(app_manager.OSKenApp):
     @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)
     def switch_features_handler(self, ev: Any) -> None:
         dp = ev.msg.datapath
-        ofp, parser = dp.ofproto, dp.ofproto_parser
         self.mac_to_port[ev.msg.datapath_id] = {}  # dp.id may not be set yet (handlers run in threads)
-        to_controller = [parser.OFPActionOutput(ofp.OFPP_CONTROLLER, ofp.OFPCML_NO_BUFFER)]
-        self.add_flow(dp, 0, parser.OFPMatch(), to_controller)
+        self.add_flow(dp, TABLE_MISS)
 
-    def add_flow(self, dp: Any, priority: int, match: Any, actions: list[Any], buffer_id: int | None = None) -> None:
-        ofp, parser = dp.ofproto, dp.ofproto_parser
-        inst = [parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, actions)]
-        dp.send_msg(parser.OFPFlowMod(
-            datapath=dp, cookie=COOKIE_L2, priority=priority, match=match, instructions=inst,
-            buffer_id=ofp.OFP_NO_BUFFER if buffer_id is None else buffer_id))
+    @staticmethod
+    def add_flow(dp: Any, flow: Flow, buffer_id: int | None = None) -> None:
+        dp.send_msg(fl.flow_mod(dp, flow, dp.ofproto.OFPFC_ADD, TABLES, buffer_id))
 
     @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
     def packet_in_handler(self, ev: Any) -> None:
@@ -61,14 +63,14 @@ class L2Learning(app_manager.OSKenApp):
         table = self.mac_to_port.setdefault(dp.id, {})
         table[eth.src] = in_port
         out_port = table.get(eth.dst, ofp.OFPP_FLOOD)
-        actions = [parser.OFPActionOutput(out_port)]
 
         if out_port != ofp.OFPP_FLOOD:
-            match = parser.OFPMatch(in_port=in_port, eth_dst=eth.dst, eth_src=eth.src)
+            flow = Flow(0, 1, Match(in_port=in_port, eth_dst=eth.dst, eth_src=eth.src), (fl.output(out_port),),
+                        cookie=COOKIE_L2)
             if msg.buffer_id != ofp.OFP_NO_BUFFER:
-                self.add_flow(dp, 1, match, actions, msg.buffer_id)
+                self.add_flow(dp, flow, msg.buffer_id)
                 return  # the switch releases the buffered packet through the new flow
-            self.add_flow(dp, 1, match, actions)
+            self.add_flow(dp, flow)
         data = msg.data if msg.buffer_id == ofp.OFP_NO_BUFFER else None
         dp.send_msg(parser.OFPPacketOut(datapath=dp, buffer_id=msg.buffer_id, in_port=in_port,
-                                        actions=actions, data=data))
+                                        actions=[parser.OFPActionOutput(out_port)], data=data))

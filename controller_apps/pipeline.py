@@ -37,19 +37,27 @@ class Table:
     owner: str
     miss: str  # "next" (goto the next table), "controller" or "drop"
     purpose: str
+    # The OXM fields our apps' flows in this table may match (flows.encode checks every flow):
+    # the table's contract, so one app's flow never depends on a field another app does not expect.
+    match_fields: frozenset[str] = frozenset()
 
 
 TABLES: tuple[Table, ...] = (
-    Table(0, "classify", "tenancy", "next", "port -> tenant, anti-spoofing"),
-    Table(1, "arp", "routing", "next", "controller-answered ARP"),
-    Table(2, "forward", "routing", "controller", "forwarding on eth_dst; a user's app may own it"),
-    Table(3, "egress", "routing", "drop", "tenant check before output to a container"),
+    Table(0, "classify", "tenancy", "next", "port -> tenant, anti-spoofing",
+          frozenset({"in_port", "vlan_vid", "eth_src", "eth_type", "ipv4_src", "arp_spa", "arp_sha"})),
+    Table(1, "arp", "routing", "next", "controller-answered ARP",
+          frozenset({"in_port", "vlan_vid", "eth_src", "eth_dst", "eth_type", "ipv4_dst"})),
+    Table(2, "forward", "routing", "controller", "forwarding on (vlan_vid, eth_dst); a user's app may own it",
+          frozenset({"vlan_vid", "eth_dst", "eth_type", "arp_op", "arp_tpa"})),
+    Table(3, "egress", "routing", "drop", "tenant check before output to a container",
+          frozenset({"vlan_vid", "eth_dst"})),
 )
 TABLE_CLASSIFY = 0
 TABLE_ARP = 1
 TABLE_FORWARD = 2
 TABLE_EGRESS = 3
 TABLE_BY_NAME: dict[str, Table] = {t.name: t for t in TABLES}
+TABLE_BY_ID: dict[int, Table] = {t.table_id: t for t in TABLES}
 
 # Cookie layout: app id in bits 48..63, tenant id (VLAN id, 0 = untenanted) in the low bits.
 COOKIE_APP_SHIFT = 48

@@ -39,6 +39,7 @@ from os_ken.lib import hub
 from os_ken.lib.packet import arp, ether_types, ethernet, packet, vlan
 from os_ken.ofproto import ofproto_v1_3
 
+from controller_apps import flows as fl
 from controller_apps import pipeline
 from controller_apps import routing_rules as rr
 from controller_apps.state import STATE, ControllerState
@@ -97,7 +98,7 @@ class Routing(app_manager.OSKenApp):
         self.state: ControllerState = kwargs.get("state", STATE)
         self.lock = threading.Lock()  # one computation at a time; guards datapaths and installed
         self.datapaths: dict[int, Any] = {}
-        self.installed: dict[int, rr.SwitchRules | None] = {}  # None: unknown, install everything
+        self.installed: dict[int, fl.SwitchRules | None] = {}  # None: unknown, install everything
         self.graph: Any = None  # the fabric graph of the last full computation (None: none yet)
         self.routed: dict[str, rr.Host] = {}  # lower-case MAC -> host, as installed
         self.host_cursor = 0  # STATE's host change number that `routed` reflects
@@ -197,7 +198,7 @@ class Routing(app_manager.OSKenApp):
         parser, ofp = dp.ofproto_parser, dp.ofproto
         buffered = msg.buffer_id != ofp.OFP_NO_BUFFER
         rules = self.installed.get(dp.id)
-        key = (pipeline.TABLE_FORWARD, rr.PRIORITY_HOST, (("eth_dst", data[:6].hex(":")),))
+        key = (pipeline.TABLE_FORWARD, rr.PRIORITY_HOST, rr.forward_match(data[:6].hex(":")))
         if rules is not None and key in rules.flows:
             actions = [parser.OFPActionOutput(ofp.OFPP_TABLE)]
         elif buffered:
@@ -224,9 +225,9 @@ class Routing(app_manager.OSKenApp):
             desired = rr.desired_state(graph, hosts)
             sent = 0
             for dpid, dp in sorted(self.datapaths.items()):
-                rules = desired.get(dpid, rr.SwitchRules())
+                rules = desired.get(dpid, fl.SwitchRules())
                 old = self.installed.get(dpid)
-                msgs = rr.resync_messages(dp, rules) if old is None else rr.encode(dp, rr.diff(old, rules))
+                msgs = fl.encode(dp, fl.resync(rules) if old is None else fl.diff(old, rules))
                 for msg in msgs:
                     dp.send_msg(msg)
                 sent += len(msgs)
@@ -268,9 +269,9 @@ class Routing(app_manager.OSKenApp):
             dp, rules = self.datapaths.get(dpid), self.installed.get(dpid)
             if dp is None or rules is None:
                 continue  # gone since the last full computation, which is already due
-            for msg in rr.encode(dp, change):
+            for msg in fl.encode(dp, change):
                 dp.send_msg(msg)
                 sent += 1
-            rr.apply_change(rules, change)
+            fl.apply_change(rules, change)
         LOG.debug("routing: %d host change(s), %d messages", len(updates), sent)
         return sent

@@ -2,8 +2,9 @@
 
 Faucet-style: nothing here talks to a switch. `desired_state` turns a view of the fabric (bridges,
 links, which links are up) and the known hosts into the complete set of flows and groups each
-bridge should hold; `diff` compares that with what a bridge holds now and returns only the
-changes; `encode` turns a change into os-ken messages for one datapath. The routing app is then a
+bridge should hold, in the controller's one flow representation (`controller_apps.flows`);
+`flows.diff` compares that with what a bridge holds now and returns only the changes;
+`flows.encode` turns a change into os-ken messages for one datapath. The routing app is then a
 thin loop: recompute, diff, send. Host changes take a shortcut: `host_changes` derives the same
 difference from the changed hosts alone (a host's flows depend only on it, the fabric and which
 bridges have hosts), so a new container costs its own flows, not a pass over every host.
@@ -49,31 +50,33 @@ from __future__ import annotations
 import functools
 import ipaddress
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import networkx as nx
 
+from controller_apps import flows as fl
 from controller_apps import pipeline
+from controller_apps.flows import (
+    ETH_TYPE_ARP,
+    MULTICAST,
+    OFPVID_NONE,
+    Bucket,
+    Change,
+    Flow,
+    Group,
+    Match,
+    SwitchRules,
+)
 from controller_apps.pipeline import COOKIE_ROUTING, TABLE_ARP, TABLE_EGRESS, TABLE_FORWARD
 from topology.model import Topology
 
 GROUP_BASE = 0x40000000  # routing's group ids live in [GROUP_BASE, GROUP_BASE + GROUP_SPAN)
 GROUP_SPAN = 1 << 28
 HASH_SLOTS = 16  # OVS's dp_hash table size for up to 16 equal-weight buckets
-ETH_TYPE_ARP = 0x0806
-MULTICAST = ("01:00:00:00:00:00", "01:00:00:00:00:00")
 PRIORITY_HOST = pipeline.PRIORITY_DEFAULT
 PRIORITY_ARP_ANSWER = pipeline.PRIORITY_DEFAULT + 10  # above eth_dst rules: unicast re-probes too
 PRIORITY_ARP_OTHER = pipeline.PRIORITY_DEFAULT - 10
 PRIORITY_MULTICAST_DROP = pipeline.PRIORITY_DEFAULT - 10
-OFPVID_NONE = 0x0000  # OXM vlan_vid value meaning "no VLAN tag" (OpenFlow 1.3, 7.2.3.8)
-
-Match = tuple[tuple[str, Any], ...]
-# Actions are small tuples, encoded by `encode`:
-#   ("output", port) / ("output", "in_port") / ("output", "controller") / ("group", group_id)
-#   ("set_field", oxm_name, value) / ("move", src_oxm, dst_oxm, n_bits)
-Action = tuple[Any, ...]
 
 
 @dataclass(frozen=True)
@@ -85,64 +88,6 @@ class Host:
     dpid: int
     port: int
     tenant: str | int | None = None
-
-
-@dataclass(frozen=True)
-class Flow:
-    table: int
-    priority: int
-    match: Match
-    actions: tuple[Action, ...] = ()
-    goto: int | None = None
-    cookie: int = COOKIE_ROUTING
-
-    @property
-    def key(self) -> tuple[int, int, Match]:
-        """What identifies a flow in a switch (OFPFC_*_STRICT semantics)."""
-        return (self.table, self.priority, self.match)
-
-
-@dataclass(frozen=True)
-class Bucket:
-    port: int  # output port, also the watched port
-
-    @property
-    def watch_port(self) -> int:
-        return self.port
-
-
-@dataclass(frozen=True)
-class Group:
-    group_id: int
-    type: str  # "select" or "ff"
-    buckets: tuple[Bucket, ...]
-
-
-@dataclass
-class SwitchRules:
-    """Everything routing wants on one bridge, keyed so two states compare cheaply."""
-
-    flows: dict[tuple[int, int, Match], Flow] = field(default_factory=dict)
-    groups: dict[int, Group] = field(default_factory=dict)
-
-    def add(self, flow: Flow) -> None:
-        self.flows[flow.key] = flow
-
-
-@dataclass
-class Change:
-    """The messages needed to turn one bridge's installed rules into the desired ones."""
-
-    add_groups: list[Group] = field(default_factory=list)
-    modify_groups: list[Group] = field(default_factory=list)
-    delete_groups: list[int] = field(default_factory=list)
-    add_flows: list[Flow] = field(default_factory=list)
-    modify_flows: list[Flow] = field(default_factory=list)
-    delete_flows: list[Flow] = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return sum(len(x) for x in (self.add_groups, self.modify_groups, self.delete_groups,
-                                    self.add_flows, self.modify_flows, self.delete_flows))
 
 
 # --- the fabric graph ----------------------------------------------------------------------------
@@ -277,31 +222,52 @@ def group_for(group_id: int, primary: list[int], alternates: list[int], distance
 
 # --- desired state -------------------------------------------------------------------------------
 def arp_responder_match(ip: str) -> Match:
-    return (("eth_type", ETH_TYPE_ARP), ("vlan_vid", OFPVID_NONE), ("arp_op", 1), ("arp_tpa", ip))
+    return Match(eth_type=ETH_TYPE_ARP, vlan_vid=OFPVID_NONE, arp_op=1, arp_tpa=ip)
+
+
+def _route(table: int, priority: int, match: Match, actions: tuple[fl.Action, ...] = (),
+           goto: int | None = None) -> Flow:
+    return Flow(table, priority, match, actions, goto, None, COOKIE_ROUTING)
 
 
 def _arp_responder(host: Host) -> Flow:
     """Answer `who-has host.ip` with `host.mac` in the data plane: turn the request into the reply
     and send it back out of the port it came in on (the Neutron ARP-responder recipe)."""
-    match = arp_responder_match(host.ip)
-    actions: tuple[Action, ...] = (
-        ("move", "eth_src", "eth_dst", 48),
-        ("set_field", "eth_src", host.mac),
-        ("set_field", "arp_op", 2),
-        ("move", "arp_sha", "arp_tha", 48),
-        ("move", "arp_spa", "arp_tpa", 32),
-        ("set_field", "arp_sha", host.mac),
-        ("set_field", "arp_spa", host.ip),
-        ("output", "in_port"),
+    assert host.ip is not None
+    actions = (
+        fl.move("eth_src", "eth_dst", 48),
+        fl.set_field("eth_src", host.mac),
+        fl.set_field("arp_op", 2),
+        fl.move("arp_sha", "arp_tha", 48),
+        fl.move("arp_spa", "arp_tpa", 32),
+        fl.set_field("arp_sha", host.mac),
+        fl.set_field("arp_spa", host.ip),
+        fl.output("in_port"),
     )
-    return Flow(TABLE_FORWARD, PRIORITY_ARP_ANSWER, match, actions)
+    return _route(TABLE_FORWARD, PRIORITY_ARP_ANSWER, arp_responder_match(host.ip), actions)
 
 
 def _known_sender(host: Host) -> Flow:
     """ARP from a host we know, where we know it: no need to tell the controller."""
-    match = (("eth_type", ETH_TYPE_ARP), ("vlan_vid", OFPVID_NONE), ("in_port", host.port),
-             ("eth_src", host.mac))
-    return Flow(TABLE_ARP, PRIORITY_HOST, match, goto=TABLE_FORWARD)
+    match = Match(eth_type=ETH_TYPE_ARP, vlan_vid=OFPVID_NONE, in_port=host.port, eth_src=host.mac)
+    return _route(TABLE_ARP, PRIORITY_HOST, match, goto=TABLE_FORWARD)
+
+
+def forward_match(mac: str) -> Match:
+    """The match of a host's rules in `forward` and `egress`."""
+    return Match(eth_dst=mac)
+
+
+def _to_egress(host: Host) -> Flow:
+    return _route(TABLE_FORWARD, PRIORITY_HOST, forward_match(host.mac), goto=TABLE_EGRESS)
+
+
+def _egress(host: Host) -> Flow:
+    return _route(TABLE_EGRESS, PRIORITY_HOST, forward_match(host.mac), (fl.output(host.port),))
+
+
+def _to_group(host: Host, group_id: int) -> Flow:
+    return _route(TABLE_FORWARD, PRIORITY_HOST, forward_match(host.mac), (fl.group(group_id),))
 
 
 def usable_hosts(graph: nx.MultiGraph, hosts: Iterable[Host]) -> list[Host]:
@@ -321,7 +287,7 @@ def desired_state(graph: nx.MultiGraph, hosts: Iterable[Host]) -> dict[int, Swit
     hosts = usable_hosts(graph, hosts)
     state = {dpid: SwitchRules() for dpid in graph.nodes}
     for rules in state.values():
-        rules.add(Flow(TABLE_FORWARD, PRIORITY_MULTICAST_DROP, (("eth_dst", MULTICAST),)))
+        rules.add(_route(TABLE_FORWARD, PRIORITY_MULTICAST_DROP, Match(eth_dst=MULTICAST)))
     by_bridge: dict[int, list[Host]] = {}
     for host in hosts:
         by_bridge.setdefault(host.dpid, []).append(host)
@@ -332,8 +298,8 @@ def desired_state(graph: nx.MultiGraph, hosts: Iterable[Host]) -> dict[int, Swit
         if dpid not in state:
             continue
         rules = state[dpid]
-        rules.add(Flow(TABLE_ARP, PRIORITY_ARP_OTHER, (("eth_type", ETH_TYPE_ARP), ("vlan_vid", OFPVID_NONE)),
-                       (("output", "controller"),), goto=TABLE_FORWARD))
+        rules.add(_route(TABLE_ARP, PRIORITY_ARP_OTHER, Match(eth_type=ETH_TYPE_ARP, vlan_vid=OFPVID_NONE),
+                         (fl.TO_CONTROLLER,), goto=TABLE_FORWARD))
         for host in by_bridge[dpid]:
             if host.tenant is None:
                 rules.add(_known_sender(host))
@@ -344,10 +310,9 @@ def desired_state(graph: nx.MultiGraph, hosts: Iterable[Host]) -> dict[int, Swit
         if destination in state:
             rules = state[destination]
             for host in attached:
-                rules.add(Flow(TABLE_FORWARD, PRIORITY_HOST, (("eth_dst", host.mac),), goto=TABLE_EGRESS))
+                rules.add(_to_egress(host))
                 if host.tenant is None:
-                    rules.add(Flow(TABLE_EGRESS, PRIORITY_HOST, (("eth_dst", host.mac),),
-                                   (("output", host.port),)))
+                    rules.add(_egress(host))
         hops = next_hops(graph, destination, adjacency) if destination in graph else {}
         for dpid, rules in state.items():
             if dpid == destination:
@@ -355,8 +320,7 @@ def desired_state(graph: nx.MultiGraph, hosts: Iterable[Host]) -> dict[int, Swit
             primary, alternates, distance = hops.get(dpid, ([], [], 0))
             rules.groups[group_id] = group_for(group_id, primary, alternates, distance)
             for host in attached:
-                rules.add(Flow(TABLE_FORWARD, PRIORITY_HOST, (("eth_dst", host.mac),),
-                               (("group", group_id),)))
+                rules.add(_to_group(host, group_id))
     return state
 
 
@@ -371,12 +335,11 @@ def host_flows(graph: nx.MultiGraph, host: Host, host_bridges: Iterable[int]) ->
     out: dict[int, list[Flow]] = {}
     for dpid in graph.nodes:
         if dpid == host.dpid:
-            flows = [Flow(TABLE_FORWARD, PRIORITY_HOST, (("eth_dst", host.mac),), goto=TABLE_EGRESS)]
+            flows = [_to_egress(host)]
             if host.tenant is None:
-                flows += [Flow(TABLE_EGRESS, PRIORITY_HOST, (("eth_dst", host.mac),), (("output", host.port),)),
-                          _known_sender(host)]
+                flows += [_egress(host), _known_sender(host)]
         else:
-            flows = [Flow(TABLE_FORWARD, PRIORITY_HOST, (("eth_dst", host.mac),), (("group", group_id),))]
+            flows = [_to_group(host, group_id)]
         out[dpid] = flows
     for dpid in arp_bridges:
         out[dpid].append(_arp_responder(host))
@@ -419,8 +382,8 @@ def host_changes(graph: nx.MultiGraph, routed: dict[str, Host],
             host = source.get(mac)
             if host is not None and host.tenant is None and host.ip and ips[host.ip] > 1:
                 return None  # an updated host's IP is shared: ARP answers are keyed by IP
-    old: dict[int, dict[tuple[int, int, Match], Flow]] = {}
-    new: dict[int, dict[tuple[int, int, Match], Flow]] = {}
+    old: dict[int, dict[fl.FlowKey, Flow]] = {}
+    new: dict[int, dict[fl.FlowKey, Flow]] = {}
     for mac in sorted(touched):
         for source, target in ((routed, old), (after, new)):
             if (host := source.get(mac)) is not None:
@@ -428,127 +391,7 @@ def host_changes(graph: nx.MultiGraph, routed: dict[str, Host],
                     target.setdefault(dpid, {}).update((f.key, f) for f in flows)
     changes: dict[int, Change] = {}
     for dpid in sorted(set(old) | set(new)):
-        change = diff(SwitchRules(flows=old.get(dpid, {})), SwitchRules(flows=new.get(dpid, {})))
+        change = fl.diff(SwitchRules(flows=old.get(dpid, {})), SwitchRules(flows=new.get(dpid, {})))
         if len(change):
             changes[dpid] = change
     return changes, after
-
-
-def apply_change(rules: SwitchRules, change: Change) -> None:
-    """Record in `rules` (what a bridge was sent) that `change` (flows only) was sent too."""
-    for flow in change.add_flows + change.modify_flows:
-        rules.add(flow)
-    for flow in change.delete_flows:
-        rules.flows.pop(flow.key, None)
-
-
-# --- diff ----------------------------------------------------------------------------------------
-def diff(installed: SwitchRules | None, desired: SwitchRules) -> Change:
-    """The minimal change from `installed` (None: unknown, install everything) to `desired`.
-    A changed group is modified in place, so flows pointing at it never see it missing."""
-    change = Change()
-    old = installed or SwitchRules()
-    for gid, group in sorted(desired.groups.items()):
-        if gid not in old.groups:
-            change.add_groups.append(group)
-        elif old.groups[gid] != group:
-            change.modify_groups.append(group)
-    change.delete_groups = sorted(set(old.groups) - set(desired.groups))
-    for key, flow in desired.flows.items():  # insertion order: deterministic, as desired_state is
-        if key not in old.flows:
-            change.add_flows.append(flow)
-        elif old.flows[key] != flow:
-            change.modify_flows.append(flow)
-    change.delete_flows = [flow for key, flow in old.flows.items() if key not in desired.flows]
-    return change
-
-
-# --- encoding ------------------------------------------------------------------------------------
-def _action(dp: Any, action: Action) -> Any:
-    parser, ofp = dp.ofproto_parser, dp.ofproto
-    kind = action[0]
-    if kind == "output":
-        port = {"in_port": ofp.OFPP_IN_PORT, "controller": ofp.OFPP_CONTROLLER}.get(action[1], action[1])
-        return parser.OFPActionOutput(port, ofp.OFPCML_NO_BUFFER if port == ofp.OFPP_CONTROLLER else 0)
-    if kind == "group":
-        return parser.OFPActionGroup(action[1])
-    if kind == "set_field":
-        return parser.OFPActionSetField(**{action[1]: action[2]})
-    if kind == "move":
-        return parser.NXActionRegMove(src_field=action[1], dst_field=action[2], n_bits=action[3])
-    raise ValueError(f"routing_rules: unknown action {action!r}")
-
-
-PARTS_KEPT = 1 << 16  # encoded matches and instructions kept for reuse
-_parts: dict[tuple[Any, Flow], tuple[Any, list[Any]]] = {}
-
-
-def _flow_parts(dp: Any, flow: Flow) -> tuple[Any, list[Any]]:
-    """The os-ken match and instructions of `flow`, built once and shared by every flow-mod that
-    carries the same flow: a host's rule towards its Pi's group and its ARP answer are the same on
-    every bridge, and building the match (MAC and IP text to bytes and back) was most of the cost
-    of answering a new host. os-ken only reads these objects when it serialises a message (it
-    sets their length fields, to the same value each time), so sharing them is safe."""
-    key = (dp.ofproto_parser, flow)
-    parts = _parts.get(key)
-    if parts is None:
-        inst = []
-        if flow.actions:
-            inst.append(pipeline.apply(dp, [_action(dp, a) for a in flow.actions]))
-        if flow.goto is not None:
-            inst.append(pipeline.goto(dp, flow.goto))
-        if len(_parts) >= PARTS_KEPT:
-            _parts.clear()
-        parts = _parts[key] = (dp.ofproto_parser.OFPMatch(**dict(flow.match)), inst)
-    return parts
-
-
-def _flow_mod(dp: Any, flow: Flow, command: int) -> Any:
-    parser, ofp = dp.ofproto_parser, dp.ofproto
-    match, inst = _flow_parts(dp, flow)
-    return parser.OFPFlowMod(
-        datapath=dp, cookie=flow.cookie, table_id=flow.table, command=command, priority=flow.priority,
-        buffer_id=ofp.OFP_NO_BUFFER, out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY,
-        match=match, instructions=inst,
-    )
-
-
-def _group_mod(dp: Any, group: Group, command: int) -> Any:
-    parser, ofp = dp.ofproto_parser, dp.ofproto
-    kind = ofp.OFPGT_SELECT if group.type == "select" else ofp.OFPGT_FF
-    buckets = [parser.OFPBucket(weight=1 if group.type == "select" else 0, watch_port=b.watch_port,
-                                watch_group=ofp.OFPG_ANY, actions=[parser.OFPActionOutput(b.port)])
-               for b in group.buckets]
-    return parser.OFPGroupMod(dp, command, kind, group.group_id, buckets)
-
-
-def encode(dp: Any, change: Change) -> list[Any]:
-    """os-ken messages for `change`, in a safe order: groups exist before flows point at them, and
-    flows stop pointing at a group before it is deleted."""
-    parser, ofp = dp.ofproto_parser, dp.ofproto
-    msgs: list[Any] = []
-    msgs += [_group_mod(dp, g, ofp.OFPGC_ADD) for g in change.add_groups]
-    msgs += [_group_mod(dp, g, ofp.OFPGC_MODIFY) for g in change.modify_groups]
-    msgs += [_flow_mod(dp, f, ofp.OFPFC_ADD) for f in change.add_flows]
-    msgs += [_flow_mod(dp, f, ofp.OFPFC_MODIFY_STRICT) for f in change.modify_flows]
-    msgs += [_flow_mod(dp, f, ofp.OFPFC_DELETE_STRICT) for f in change.delete_flows]
-    msgs += [parser.OFPGroupMod(dp, ofp.OFPGC_DELETE, ofp.OFPGT_SELECT, gid, [])
-             for gid in change.delete_groups]
-    return msgs
-
-
-def resync_messages(dp: Any, desired: SwitchRules) -> list[Any]:
-    """A full install on a (re)connected bridge whose contents are unknown, without removing
-    anything first: a restarted controller must not interrupt established flows.
-
-    Each group is sent as ADD then MODIFY: whichever of the two fails (the group exists, or it does
-    not), the group ends up exactly as desired and is never missing. Flows are sent as ADD, which
-    replaces an entry with the same match and priority in place. Routing flows a previous controller
-    installed for hosts that have since gone are not found this way; they only match those hosts'
-    MACs, and the next change to such a host replaces them."""
-    ofp = dp.ofproto
-    msgs: list[Any] = []
-    for group in desired.groups.values():
-        msgs += [_group_mod(dp, group, ofp.OFPGC_ADD), _group_mod(dp, group, ofp.OFPGC_MODIFY)]
-    msgs += [_flow_mod(dp, f, ofp.OFPFC_ADD) for f in desired.flows.values()]
-    return msgs

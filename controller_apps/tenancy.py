@@ -28,9 +28,10 @@ from os_ken.lib.packet import arp, ethernet, packet, vlan
 from os_ken.ofproto import ether, ofproto_v1_3
 
 from controller_apps import api, pipeline
+from controller_apps import flows as fl
 from controller_apps import tenancy_rules as rules_mod
+from controller_apps.flows import Flow, Match, Meter, SwitchRules
 from controller_apps.state import STATE
-from controller_apps.tenancy_rules import Meter, Rule
 from picloud.errors import PiCloudError
 from tenants import store
 from tenants.model import TenantPlan
@@ -40,11 +41,10 @@ LOG = logging.getLogger(__name__)
 BARRIER_TIMEOUT = 10.0
 
 
-def rule_from_stats(dp_id: int, stat: Any) -> Rule:
+def flow_from_stats(stat: Any) -> Flow:
     """The key-relevant part of a flow read back from a switch (instructions are not compared:
-    after a restart every kept rule is modified in place anyway)."""
-    match = rules_mod.make_match(**{k: v for k, v in stat.match.items()})
-    return Rule(dp_id, stat.table_id, stat.priority, match, cookie=stat.cookie)
+    after a restart every kept flow is modified in place anyway)."""
+    return Flow(stat.table_id, stat.priority, Match(stat.match.items()), cookie=stat.cookie)
 
 
 class Tenancy(app_manager.OSKenApp):
@@ -57,13 +57,12 @@ class Tenancy(app_manager.OSKenApp):
         self.topology: Topology = STATE.intended or Topology()
         self.plan = TenantPlan()
         self.datapaths: dict[int, Any] = {}
-        self.installed: dict[int, dict[tuple, Rule]] = {}  # dpid -> key -> rule, once synced
-        self.installed_meters: dict[int, dict[int, Meter]] = {}
+        self.installed: dict[int, SwitchRules] = {}  # dpid -> what it was sent, once synced
         self.syncing: dict[int, dict[str, Any]] = {}  # dpid -> {"xid", "stats"} during a connect sync
         self.barriers: dict[tuple[int, int], threading.Event] = {}
         if self.path:
             self.plan = store.load(self.path)
-        self.wanted, self.wanted_meters = rules_mod.compute(self.plan, self.topology)
+        self.wanted: dict[int, SwitchRules] = rules_mod.compute(self.plan, self.topology)
         self._register_hosts(TenantPlan(), self.plan)
         api.register_blueprint(self._blueprint())
 
@@ -96,13 +95,13 @@ class Tenancy(app_manager.OSKenApp):
         with self.lock:
             old_plan = self.plan
             self.plan = new_plan
-            self.wanted, self.wanted_meters = rules_mod.compute(new_plan, self.topology)
+            self.wanted = rules_mod.compute(new_plan, self.topology)
             sent: dict[str, int] = {"add": 0, "modify": 0, "delete": 0, "meters": 0}
             events = []
             for dp_id, dp in list(self.datapaths.items()):
                 if dp_id not in self.installed:
                     continue  # still syncing after connect: that sync reads self.wanted when it lands
-                counts = self._apply(dp, list(self.installed[dp_id].values()), assume_same=True)
+                counts = self._apply(dp, self.installed[dp_id], assume_same=True)
                 for k, v in counts.items():
                     sent[k] += v
                 events.append(self._barrier(dp))
@@ -124,82 +123,18 @@ class Tenancy(app_manager.OSKenApp):
             STATE.add_host(mac, m.ip, dpid(m.pi), m.port, name=m.name, tenant=tenant.name)
 
     # --- sending ----------------------------------------------------------------------------------
-    def _apply(self, dp: Any, installed: list[Rule], assume_same: bool,
-               meters_present: set[int] | None = None) -> dict[str, int]:
-        """Send meters, then flows (adds and modifies before deletes, so a changed member is never
-        unprotected), then delete meters no flow uses any more. Caller holds the lock."""
-        wanted = self.wanted.get(dp.id, [])
-        meters = {m.meter_id: m for m in self.wanted_meters.get(dp.id, [])}
-        have_meters = self.installed_meters.get(dp.id, {}) if meters_present is None else {
-            i: None for i in meters_present}
-        for meter_id, meter in meters.items():
-            if meter_id not in have_meters:
-                dp.send_msg(self._meter_mod(dp, dp.ofproto.OFPMC_ADD, meter))
-            elif have_meters[meter_id] != meter:
-                dp.send_msg(self._meter_mod(dp, dp.ofproto.OFPMC_MODIFY, meter))
-        change = rules_mod.diff(installed, wanted, assume_same=assume_same)
-        for rule in change.add:
-            dp.send_msg(self._flow_mod(dp, rule, dp.ofproto.OFPFC_ADD))
-        for rule in change.modify:
-            dp.send_msg(self._flow_mod(dp, rule, dp.ofproto.OFPFC_MODIFY_STRICT))
-        for rule in change.delete:
-            dp.send_msg(self._flow_mod(dp, rule, dp.ofproto.OFPFC_DELETE_STRICT))
-        stale_meters = [i for i in have_meters if i not in meters]
-        for meter_id in stale_meters:
-            dp.send_msg(dp.ofproto_parser.OFPMeterMod(dp, dp.ofproto.OFPMC_DELETE, 0, meter_id, []))
-        self.installed[dp.id] = {r.key: r for r in wanted}
-        self.installed_meters[dp.id] = dict(meters)
-        return {"add": len(change.add), "modify": len(change.modify), "delete": len(change.delete),
-                "meters": len(meters) + len(stale_meters)}
-
-    @staticmethod
-    def _meter_mod(dp: Any, command: int, meter: Meter) -> Any:
-        ofp, parser = dp.ofproto, dp.ofproto_parser
-        band = parser.OFPMeterBandDrop(rate=meter.rate_kbps, burst_size=meter.burst_kbit)
-        return parser.OFPMeterMod(dp, command, ofp.OFPMF_KBPS | ofp.OFPMF_BURST, meter.meter_id, [band])
-
-    @staticmethod
-    def _actions(dp: Any, rule: Rule) -> list[Any]:
-        ofp, parser = dp.ofproto, dp.ofproto_parser
-        out = []
-        for action in rule.actions:
-            kind = action[0]
-            if kind == "push_vlan":
-                out.append(parser.OFPActionPushVlan(ether.ETH_TYPE_8021Q))
-            elif kind == "set_vlan":
-                out.append(parser.OFPActionSetField(vlan_vid=rules_mod.vid(action[1])))
-            elif kind == "pop_vlan":
-                out.append(parser.OFPActionPopVlan())
-            elif kind == "output":
-                out.append(parser.OFPActionOutput(action[1]))
-            elif kind == "controller":
-                out.append(parser.OFPActionOutput(ofp.OFPP_CONTROLLER, ofp.OFPCML_NO_BUFFER))
-            elif kind == "set_eth_src":
-                out.append(parser.OFPActionSetField(eth_src=action[1]))
-            elif kind == "set_eth_dst":
-                out.append(parser.OFPActionSetField(eth_dst=action[1]))
-            elif kind == "dec_ttl":
-                out.append(parser.OFPActionDecNwTtl())
-            else:
-                raise ValueError(f"tenancy: unknown action {action!r}")
-        return out
-
-    def _flow_mod(self, dp: Any, rule: Rule, command: int) -> Any:
-        ofp, parser = dp.ofproto, dp.ofproto_parser
-        instructions = []
-        if rule.meter is not None:
-            instructions.append(parser.OFPInstructionMeter(rule.meter, ofp.OFPIT_METER))
-        actions = self._actions(dp, rule)
-        if actions:
-            instructions.append(parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, actions))
-        if rule.goto is not None:
-            instructions.append(parser.OFPInstructionGotoTable(rule.goto))
-        strict_delete = command == ofp.OFPFC_DELETE_STRICT
-        return parser.OFPFlowMod(
-            datapath=dp, cookie=rule.cookie, cookie_mask=0xFFFFFFFFFFFFFFFF if strict_delete else 0,
-            table_id=rule.table, command=command, priority=rule.priority, buffer_id=ofp.OFP_NO_BUFFER,
-            out_port=ofp.OFPP_ANY, out_group=ofp.OFPG_ANY, match=parser.OFPMatch(**dict(rule.match)),
-            instructions=[] if strict_delete else instructions)
+    def _apply(self, dp: Any, installed: SwitchRules, assume_same: bool) -> dict[str, int]:
+        """Send the difference from `installed` to what the plan wants on `dp` (`flows.encode`:
+        meters first, adds and modifies before deletes, so a changed member is never unprotected,
+        stale meters last). Caller holds the lock."""
+        wanted = self.wanted.get(dp.id, SwitchRules())
+        change = fl.diff(installed, wanted, assume_same=assume_same)
+        for msg in fl.encode(dp, change):
+            dp.send_msg(msg)
+        self.installed[dp.id] = wanted
+        return {"add": len(change.add_flows), "modify": len(change.modify_flows),
+                "delete": len(change.delete_flows),
+                "meters": len(change.add_meters) + len(change.modify_meters) + len(change.delete_meters)}
 
     def _barrier(self, dp: Any) -> threading.Event:
         msg = dp.ofproto_parser.OFPBarrierRequest(dp)
@@ -224,7 +159,7 @@ class Tenancy(app_manager.OSKenApp):
                 self.datapaths[dp.id] = dp
                 self.installed.pop(dp.id, None)
                 if dp.id not in self.wanted:
-                    self.installed[dp.id] = {}  # a switch, not a Pi: tenancy has nothing for it
+                    self.installed[dp.id] = SwitchRules()  # a switch, not a Pi: tenancy has nothing for it
                     return
                 parser, ofp = dp.ofproto_parser, dp.ofproto
                 req = parser.OFPMeterConfigStatsRequest(dp, 0, ofp.OFPM_ALL)
@@ -270,8 +205,9 @@ class Tenancy(app_manager.OSKenApp):
             if body is None:
                 return
             sync = self.syncing.pop(dp.id)
-            have = [rule_from_stats(dp.id, s) for s in body]
-            counts = self._apply(dp, have, assume_same=False, meters_present=sync["meters"])
+            have = SwitchRules(meters={i: Meter(i, 0, 0) for i in sync["meters"]})  # contents unknown
+            have.extend(flow_from_stats(s) for s in body)
+            counts = self._apply(dp, have, assume_same=False)
         LOG.info("tenancy: %s synced: %s", STATE.name_of(dp.id), counts)
 
     @set_ev_cls(ofp_event.EventOFPBarrierReply, MAIN_DISPATCHER)

@@ -1,9 +1,9 @@
 """Tenancy's OpenFlow rules as a pure function of (tenant plan, topology) -> rules per datapath.
 
-The handlers in `controller_apps.tenancy` only turn these into messages and send the difference
-between what is installed and what is wanted (Faucet's approach: config in, messages out). Rules
-are plain frozen dataclasses so tests can compare them, diff them, and run packets through them
-with a fake flow table.
+The handlers in `controller_apps.tenancy` only send the difference between what is installed and
+what is wanted (Faucet's approach: config in, messages out). Rules are `controller_apps.flows`
+values, the representation routing uses too, so tests compare them, diff them, and run packets
+through tenancy's and routing's rules together on one fake flow table.
 
 What the rules enforce (docs/CONTRACTS.md, "Hosts and tenants in the pipeline"):
 
@@ -28,9 +28,18 @@ Routing forwards the tagged frames on eth_dst alone; MACs are unique fabric-wide
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import Any
 
+from controller_apps import flows as fl
+from controller_apps.flows import (
+    ETH_TYPE_ARP,
+    ETH_TYPE_IP,
+    OFPVID_NONE,
+    OFPVID_PRESENT,
+    Flow,
+    Match,
+    Meter,
+    SwitchRules,
+)
 from controller_apps.pipeline import (
     COOKIE_TENANCY,
     PRIORITY_SECURITY,
@@ -39,16 +48,11 @@ from controller_apps.pipeline import (
     TABLE_EGRESS,
     TABLE_FORWARD,
     cookie,
-    cookie_tenant,
 )
 from tenants.model import Member, Tenant, TenantPlan
 from topology.model import Topology, dpid
 
-ETH_TYPE_IP = 0x0800
-ETH_TYPE_ARP = 0x0806
-OFPVID_PRESENT = 0x1000
-OFPVID_NONE = 0x0000
-MULTICAST_BIT = ("01:00:00:00:00:00", "01:00:00:00:00:00")
+MULTICAST_BIT = fl.MULTICAST
 
 # Priorities above routing's (PRIORITY_HIGH and below), ordered within each table.
 PRI_ALLOW = PRIORITY_SECURITY + 300
@@ -64,59 +68,7 @@ PRI_TAGGED_DROP = PRIORITY_SECURITY + 100
 # window the burst lets a tenant exceed its rate by at most 5%.
 METER_BURST_S = 0.3
 METER_MIN_BURST_KBIT = 64
-
-Match = tuple[tuple[str, Any], ...]
-Action = tuple[Any, ...]
-
-
-def make_match(**fields: Any) -> Match:
-    """A match as a sorted tuple of (OFPMatch field, value): hashable and comparable."""
-    return tuple(sorted((k, normalise(v)) for k, v in fields.items()))
-
-
-def normalise(value: Any) -> Any:
-    """MACs lowercase; masked values as (value, mask) tuples; lists (from JSON/stats) to tuples."""
-    if isinstance(value, list | tuple):
-        return tuple(normalise(v) for v in value)
-    if isinstance(value, str):
-        return value.lower()
-    return value
-
-
-@dataclass(frozen=True)
-class Rule:
-    """One flow entry. No actions and no goto means drop."""
-
-    dpid: int
-    table: int
-    priority: int
-    match: Match
-    actions: tuple[Action, ...] = ()
-    goto: int | None = None
-    meter: int | None = None
-    cookie: int = COOKIE_TENANCY
-
-    @property
-    def key(self) -> tuple[int, int, int, Match]:
-        """What OpenFlow identifies a flow by (strict match): the same key means the same flow."""
-        return (self.dpid, self.table, self.priority, self.match)
-
-    @property
-    def tenant_id(self) -> int:
-        return cookie_tenant(self.cookie)
-
-    def fields(self) -> dict[str, Any]:
-        return dict(self.match)
-
-
-@dataclass(frozen=True)
-class Meter:
-    """A per-tenant rate limit on one Pi: meter id = tenant id, a drop band at `rate_kbps`."""
-
-    dpid: int
-    meter_id: int
-    rate_kbps: int
-    burst_kbit: int
+TAGGED = (OFPVID_PRESENT, OFPVID_PRESENT)  # vlan_vid value/mask: any VLAN tag
 
 
 def vid(tenant_id: int) -> int:
@@ -127,25 +79,31 @@ def _attached(tenant: Tenant) -> list[Member]:
     return [m for m in tenant.members if m.port is not None]
 
 
-def member_rules(tenant: Tenant, member: Member) -> list[Rule]:
+def _rule(tenant_id: int, table: int, priority: int, match: Match, actions: tuple[fl.Action, ...] = (),
+          goto: int | None = None, meter: int | None = None) -> Flow:
+    """A tenancy flow; its cookie carries the tenant id (0: the tenant-independent guards)."""
+    return Flow(table, priority, match, actions, goto, meter, cookie(COOKIE_TENANCY, tenant_id))
+
+
+def member_rules(tenant: Tenant, member: Member) -> list[Flow]:
     """Classify and egress rules at one member's port."""
     assert member.port is not None
-    dp, port, ck = dpid(member.pi), member.port, cookie(COOKIE_TENANCY, tenant.id)
-    tag: tuple[Action, ...] = (("push_vlan",), ("set_vlan", tenant.id))
-    meter = tenant.id if tenant.rate is not None else None
+    port, tid = member.port, tenant.id
+    tag = (fl.PUSH_VLAN, fl.set_field("vlan_vid", vid(tid)))
+    meter = tid if tenant.rate is not None else None
     return [
-        Rule(dp, TABLE_CLASSIFY, PRI_ALLOW,
-             make_match(in_port=port, vlan_vid=OFPVID_NONE, eth_src=member.mac, eth_type=ETH_TYPE_IP,
-                        ipv4_src=member.ip),
-             tag, TABLE_ARP, meter, ck),
-        Rule(dp, TABLE_CLASSIFY, PRI_ALLOW,
-             make_match(in_port=port, vlan_vid=OFPVID_NONE, eth_src=member.mac, eth_type=ETH_TYPE_ARP,
-                        arp_spa=member.ip, arp_sha=member.mac),
-             tag, TABLE_ARP, None, ck),
-        Rule(dp, TABLE_CLASSIFY, PRI_MEMBER_DROP, make_match(in_port=port), (), None, None, ck),
-        Rule(dp, TABLE_EGRESS, PRI_ALLOW, make_match(vlan_vid=vid(tenant.id), eth_dst=member.mac),
-             (("pop_vlan",), ("output", port)), None, None, ck),
-        Rule(dp, TABLE_EGRESS, PRI_MEMBER_DROP, make_match(eth_dst=member.mac), (), None, None, ck),
+        _rule(tid, TABLE_CLASSIFY, PRI_ALLOW,
+              Match(in_port=port, vlan_vid=OFPVID_NONE, eth_src=member.mac, eth_type=ETH_TYPE_IP,
+                    ipv4_src=member.ip),
+              tag, TABLE_ARP, meter),
+        _rule(tid, TABLE_CLASSIFY, PRI_ALLOW,
+              Match(in_port=port, vlan_vid=OFPVID_NONE, eth_src=member.mac, eth_type=ETH_TYPE_ARP,
+                    arp_spa=member.ip, arp_sha=member.mac),
+              tag, TABLE_ARP),
+        _rule(tid, TABLE_CLASSIFY, PRI_MEMBER_DROP, Match(in_port=port)),
+        _rule(tid, TABLE_EGRESS, PRI_ALLOW, Match(vlan_vid=vid(tid), eth_dst=member.mac),
+              (fl.POP_VLAN, fl.output(port))),
+        _rule(tid, TABLE_EGRESS, PRI_MEMBER_DROP, Match(eth_dst=member.mac)),
     ]
 
 
@@ -164,50 +122,43 @@ def routed_destinations(plan: TenantPlan, tenant: Tenant) -> list[tuple[str, Ten
     return out
 
 
-def tenant_pi_rules(plan: TenantPlan, tenant: Tenant, pi: str) -> list[Rule]:
-    """Table-1 rules of one tenant on one Pi that hosts some of its members."""
-    dp, ck, tag = dpid(pi), cookie(COOKIE_TENANCY, tenant.id), vid(tenant.id)
+def tenant_pi_rules(plan: TenantPlan, tenant: Tenant) -> list[Flow]:
+    """Table-1 rules of one tenant on each Pi that hosts some of its members."""
+    tid, tag = tenant.id, vid(tenant.id)
     rules = [
-        Rule(dp, TABLE_ARP, PRI_ALLOW, make_match(vlan_vid=tag, eth_type=ETH_TYPE_ARP),
-             (("controller",),), None, None, ck),
-        Rule(dp, TABLE_ARP, PRI_MEMBER_DROP, make_match(vlan_vid=tag, eth_dst=MULTICAST_BIT),
-             (), None, None, ck),
+        _rule(tid, TABLE_ARP, PRI_ALLOW, Match(vlan_vid=tag, eth_type=ETH_TYPE_ARP), (fl.TO_CONTROLLER,)),
+        _rule(tid, TABLE_ARP, PRI_MEMBER_DROP, Match(vlan_vid=tag, eth_dst=MULTICAST_BIT)),
     ]
     for subnet in tenant.subnets:
-        gateway = make_match(vlan_vid=tag, eth_dst=tenant.gateway_mac(subnet.cidr))
-        rules.append(Rule(dp, TABLE_ARP, PRI_GATEWAY_DROP, gateway, (), None, None, ck))
+        rules.append(_rule(tid, TABLE_ARP, PRI_GATEWAY_DROP,
+                           Match(vlan_vid=tag, eth_dst=tenant.gateway_mac(subnet.cidr))))
     for src_cidr, dst_tenant, member in routed_destinations(plan, tenant):
-        actions: list[Action] = [("set_eth_src", dst_tenant.gateway_mac(member.subnet)),
-                                 ("set_eth_dst", member.mac), ("dec_ttl",)]
-        if dst_tenant.id != tenant.id:
-            actions.append(("set_vlan", dst_tenant.id))
-        rules.append(Rule(dp, TABLE_ARP, PRI_ROUTE,
-                          make_match(vlan_vid=tag, eth_dst=tenant.gateway_mac(src_cidr), eth_type=ETH_TYPE_IP,
-                                     ipv4_dst=member.ip),
-                          tuple(actions), TABLE_FORWARD, None, ck))
+        actions = [fl.set_field("eth_src", dst_tenant.gateway_mac(member.subnet)),
+                   fl.set_field("eth_dst", member.mac), fl.DEC_TTL]
+        if dst_tenant.id != tid:
+            actions.append(fl.set_field("vlan_vid", vid(dst_tenant.id)))
+        rules.append(_rule(tid, TABLE_ARP, PRI_ROUTE,
+                           Match(vlan_vid=tag, eth_dst=tenant.gateway_mac(src_cidr), eth_type=ETH_TYPE_IP,
+                                 ipv4_dst=member.ip),
+                           tuple(actions), TABLE_FORWARD))
     return rules
 
 
-def pi_guard_rules(topology: Topology, pi: str, member_ports: Iterable[int]) -> list[Rule]:
+def pi_guard_rules(topology: Topology, pi: str, member_ports: Iterable[int]) -> list[Flow]:
     """Tenant-independent guards on every Pi: no tagged frame enters from, or leaves to, a
     container that is not a tenant member (cookie tenant 0)."""
-    dp, ck = dpid(pi), cookie(COOKIE_TENANCY, 0)
-    tagged = make_match(vlan_vid=(OFPVID_PRESENT, OFPVID_PRESENT))
-    rules = [Rule(dp, TABLE_EGRESS, PRI_TAGGED_DROP, tagged, (), None, None, ck)]
+    rules = [_rule(0, TABLE_EGRESS, PRI_TAGGED_DROP, Match(vlan_vid=TAGGED))]
     members = set(member_ports)
     for port, peer in topology.ports(pi).items():
         if topology.kind(peer) == "container" and port not in members:
-            rules.append(Rule(dp, TABLE_CLASSIFY, PRI_TAGGED_DROP,
-                              make_match(in_port=port, vlan_vid=(OFPVID_PRESENT, OFPVID_PRESENT)),
-                              (), None, None, ck))
+            rules.append(_rule(0, TABLE_CLASSIFY, PRI_TAGGED_DROP, Match(in_port=port, vlan_vid=TAGGED)))
     return rules
 
 
-def compute(plan: TenantPlan, topology: Topology) -> tuple[dict[int, list[Rule]], dict[int, list[Meter]]]:
-    """Every tenancy rule and meter, by datapath id. Pis without members still get the guards;
+def compute(plan: TenantPlan, topology: Topology) -> dict[int, SwitchRules]:
+    """Every tenancy flow and meter, by datapath id. Pis without members still get the guards;
     switches get nothing (tagged frames cross them by routing's eth_dst rules)."""
-    rules: dict[int, list[Rule]] = {dpid(pi): [] for pi in topology.pis}
-    meters: dict[int, list[Meter]] = {dpid(pi): [] for pi in topology.pis}
+    rules: dict[int, SwitchRules] = {dpid(pi): SwitchRules() for pi in topology.pis}
     member_ports: dict[str, list[int]] = {pi: [] for pi in topology.pis}
     for tenant in plan.tenants:
         pis = []
@@ -218,40 +169,16 @@ def compute(plan: TenantPlan, topology: Topology) -> tuple[dict[int, list[Rule]]
             member_ports[member.pi].append(member.port)
             if member.pi not in pis:
                 pis.append(member.pi)
+        shared = tenant_pi_rules(plan, tenant) if pis else []
         for pi in pis:
-            rules[dpid(pi)].extend(tenant_pi_rules(plan, tenant, pi))
+            rules[dpid(pi)].extend(shared)
             if tenant.rate is not None:
                 kbps = max(1, round(tenant.rate * 1000))
                 burst = max(METER_MIN_BURST_KBIT, round(kbps * METER_BURST_S))
-                meters[dpid(pi)].append(Meter(dpid(pi), tenant.id, kbps, burst))
+                rules[dpid(pi)].meters[tenant.id] = Meter(tenant.id, kbps, burst)
     for pi in topology.pis:
         rules[dpid(pi)].extend(pi_guard_rules(topology, pi, member_ports[pi]))
-    return rules, meters
-
-
-@dataclass(frozen=True)
-class Diff:
-    """What to send to move a switch from `installed` to `wanted`: strict adds, strict modifies
-    (same key, different instructions: replaced in place, no packet sees a gap), strict deletes."""
-
-    add: tuple[Rule, ...]
-    modify: tuple[Rule, ...]
-    delete: tuple[Rule, ...]
-
-    def __len__(self) -> int:
-        return len(self.add) + len(self.modify) + len(self.delete)
-
-
-def diff(installed: Iterable[Rule], wanted: Iterable[Rule], assume_same: bool = True) -> Diff:
-    """Rules are identified by key. With `assume_same`, a rule whose key is installed with the
-    same instructions is left alone; when the installed side's instructions are unknown (read
-    back from a switch after a restart), pass assume_same=False to modify every kept rule."""
-    have = {r.key: r for r in installed}
-    want = {r.key: r for r in wanted}
-    add = tuple(r for k, r in want.items() if k not in have)
-    modify = tuple(r for k, r in want.items() if k in have and (not assume_same or have[k] != r))
-    delete = tuple(r for k, r in have.items() if k not in want)
-    return Diff(add, modify, delete)
+    return rules
 
 
 def arp_answer(plan: TenantPlan, tenant_id: int, sender_ip: str, target_ip: str) -> str | None:
@@ -272,10 +199,10 @@ def arp_answer(plan: TenantPlan, tenant_id: int, sender_ip: str, target_ip: str)
     return None
 
 
-def counts(rules: dict[int, list[Rule]]) -> dict[int, int]:
-    """Rules per tenant id (0: the tenant-independent guards)."""
+def counts(rules: dict[int, SwitchRules]) -> dict[int, int]:
+    """Flows per tenant id (0: the tenant-independent guards)."""
     out: dict[int, int] = {}
     for per_dp in rules.values():
-        for rule in per_dp:
-            out[rule.tenant_id] = out.get(rule.tenant_id, 0) + 1
+        for flow in per_dp.flows.values():
+            out[flow.tenant_id] = out.get(flow.tenant_id, 0) + 1
     return out

@@ -1,9 +1,11 @@
 """The discovery and routing apps' handler glue, driven with real os-ken messages against a
-recording fake datapath (it keeps what the app sends), with a private ControllerState."""
+fake datapath (flowtable.FakeDatapath: it keeps what the app sends and applies it to a fake flow
+table), with a private ControllerState."""
 
 from __future__ import annotations
 
 import pytest
+from flowtable import FakeDatapath
 from os_ken.controller import ofp_event
 from os_ken.lib.packet import arp, ether_types, ethernet, packet, vlan
 from os_ken.ofproto import ofproto_v1_3 as ofp
@@ -15,25 +17,6 @@ from controller_apps import routing_rules as rr
 from controller_apps.routing import Routing
 from controller_apps.state import ControllerState
 from topology.builders import build
-
-
-class RecordingDatapath:
-    """What a connected switch looks like to an app: id, ofproto modules, send_msg."""
-
-    def __init__(self, dpid: int):
-        self.id = dpid
-        self.ofproto, self.ofproto_parser = ofp, parser
-        self.sent: list = []
-
-    def send_msg(self, msg) -> None:
-        msg.datapath = self
-        msg.xid = len(self.sent) + 1
-        msg.serialize()  # every message must encode on the wire
-        self.sent.append(msg)
-
-    def take(self) -> list:
-        sent, self.sent = self.sent, []
-        return sent
 
 
 def features(dp) -> ofp_event.EventOFPSwitchFeatures:
@@ -75,7 +58,7 @@ def leafspine():
     state.set_links([{"a": ln.a, "a_port": ln.port_a, "b": ln.b, "b_port": ln.port_b}
                      for ln in topo.fabric_links()])
     app = Routing(state=state)
-    dps = {name: RecordingDatapath(topo.dpid(name)) for name in topo.bridges}
+    dps = {name: FakeDatapath(topo.dpid(name)) for name in topo.bridges}
     for dp in dps.values():
         app.switch_features(features(dp))
     return topo, state, app, dps
@@ -99,7 +82,12 @@ def test_connect_installs_pipeline_then_every_route_without_removing_anything(le
         assert deletes == [], name
         rules = desired[topo.dpid(name)]
         group_mods = [(m.group_id, m.command) for m in sent if isinstance(m, parser.OFPGroupMod)]
-        assert group_mods == [c for gid in rules.groups for c in ((gid, ofp.OFPGC_ADD), (gid, ofp.OFPGC_MODIFY))]
+        assert [g for g, c in group_mods if c == ofp.OFPGC_ADD] == list(rules.groups)
+        assert [g for g, c in group_mods if c == ofp.OFPGC_MODIFY] == list(rules.groups)
+        assert all(i < j for i, (_, c) in enumerate(group_mods) for j, (_, d) in enumerate(group_mods)
+                   if c == ofp.OFPGC_ADD and d == ofp.OFPGC_MODIFY)  # ADD all, then MODIFY all
+        assert dp.table.groups == rules.groups  # what the switch ends up holding
+        assert {k: f for k, f in dp.table.flows.items() if f.cookie == pipeline.COOKIE_ROUTING} == rules.flows
         flows = [i for i, m in enumerate(sent) if isinstance(m, parser.OFPFlowMod)
                  and m.cookie == pipeline.COOKIE_ROUTING and m.command == ofp.OFPFC_ADD]
         assert len(flows) == len(rules.flows)
@@ -146,7 +134,7 @@ def test_a_reconnected_switch_is_fully_reinstalled_without_deletes(leafspine):
     app.recompute()
     dp = dps["leaf1"]
     dp.take()
-    fresh = RecordingDatapath(dp.id)
+    fresh = FakeDatapath(dp.id)
     app.switch_features(features(fresh))
     app.recompute()
     sent = fresh.take()
@@ -186,7 +174,7 @@ def test_discovery_traps_lldp_probes_live_ports_and_turns_probes_into_links():
     state = ControllerState()
     state.set_intended(topo.to_dict())
     app = disc.Discovery(state=state)
-    dps = {name: RecordingDatapath(topo.dpid(name)) for name in topo.bridges}
+    dps = {name: FakeDatapath(topo.dpid(name)) for name in topo.bridges}
     for dp in dps.values():
         app.switch_features(features(dp))
     trap = [m for m in dps["leaf1"].take()
@@ -241,7 +229,7 @@ def test_discovery_declares_intended_hosts_and_learns_only_on_edge_ports():
     state.set_intended(topo.to_dict())
     assert {h["name"] for h in state.hosts()} == set(topo.containers)
     pi = topo.pis[0]
-    dp = RecordingDatapath(topo.dpid(pi))
+    dp = FakeDatapath(topo.dpid(pi))
     app.switch_features(features(dp))
     newcomer = "02:00:00:00:00:42"
     uplink = topo.port(pi, topo.ports(pi)[1])
@@ -342,7 +330,7 @@ def test_features_before_os_ken_sets_the_datapath_id(leafspine):
     _, _, app, dps = leafspine
     app.recompute()
     dp = dps["leaf1"]
-    fresh = RecordingDatapath(dp.id)
+    fresh = FakeDatapath(dp.id)
     msg = parser.OFPSwitchFeatures(fresh, datapath_id=dp.id)
     fresh.id = None
     app.switch_features(ofp_event.EventOFPSwitchFeatures(msg))

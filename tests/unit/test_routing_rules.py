@@ -1,106 +1,20 @@
 """Routing rules, pure: paths, ECMP groups, failover buckets and diff minimality on real builder
-topologies, checked with a fake flow table that answers "where does this packet go" over every
-ECMP choice, and asserts the negatives: never out of another port, never a loop, never flooded."""
+topologies, checked with the fake flow table (flowtable.Fabric) that answers "where does this
+packet go" over every ECMP choice, and asserts the negatives: never out of another port, never a
+loop, never flooded."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pytest
+from flowtable import Delivery, FakeDatapath
+from flowtable import Fabric as FakeFabric
 
+from controller_apps import flows as fl
 from controller_apps import pipeline
 from controller_apps import routing_rules as rr
+from controller_apps.flows import Match
 from topology.builders import build
 from topology.model import Topology
-
-
-@dataclass(frozen=True)
-class Delivery:
-    dpid: int
-    port: int
-
-
-class FakeFabric:
-    """Executes routing's desired state like OVS would, for one packet (eth_dst, eth_type), over
-    all select-bucket choices. Returns every place the packet ends up: a Delivery (out of a
-    non-fabric port), "controller", "drop", "lost" (out of a dead link) or "loop"."""
-
-    def __init__(self, topo: Topology, state: dict[int, rr.SwitchRules],
-                 dead: set[frozenset[str]] = frozenset()):
-        self.topo, self.state = topo, state
-        self.peer: dict[tuple[int, int], tuple[int, int]] = {}
-        self.dead_ports: set[tuple[int, int]] = set()
-        for ln in topo.fabric_links():
-            a, b = (topo.dpid(ln.a), ln.port_a), (topo.dpid(ln.b), ln.port_b)
-            self.peer[a], self.peer[b] = b, a
-            if frozenset((ln.a, ln.b)) in dead:
-                self.dead_ports |= {a, b}
-
-    def lookup(self, dpid: int, table: int, pkt: dict) -> rr.Flow | None:
-        best = None
-        for flow in self.state[dpid].flows.values():
-            if flow.table != table or not all(self._matches(k, v, pkt) for k, v in flow.match):
-                continue
-            if best is None or flow.priority > best.priority:
-                best = flow
-        return best
-
-    @staticmethod
-    def _matches(field: str, value, pkt: dict) -> bool:
-        if field == "eth_dst" and isinstance(value, tuple):
-            return bool(int(pkt["eth_dst"].split(":")[0], 16) & 1)
-        if field == "vlan_vid":
-            return value == rr.OFPVID_NONE and pkt.get("vlan") is None
-        return pkt.get(field) == value
-
-    def send(self, dpid: int, in_port: int, pkt: dict) -> list:
-        return self._run(dpid, in_port, pkt, frozenset())
-
-    def _run(self, dpid: int, in_port: int, pkt: dict, seen: frozenset) -> list:
-        if (dpid, in_port) in seen:
-            return ["loop"]
-        seen = seen | {(dpid, in_port)}
-        pkt = dict(pkt, in_port=in_port)
-        table = pipeline.TABLE_CLASSIFY
-        outs: list = []  # what earlier tables' apply-actions already sent
-        while True:
-            flow = self.lookup(dpid, table, pkt)
-            if flow is None:
-                miss = pipeline.TABLES[table].miss
-                if miss == "next":
-                    table += 1
-                    continue
-                return outs + ["controller" if miss == "controller" else "drop"]
-            for action in flow.actions:
-                outs += self._act(dpid, in_port, pkt, action, seen)
-            if flow.goto is None:
-                return outs or ["drop"]
-            table = flow.goto
-
-    def _act(self, dpid: int, in_port: int, pkt: dict, action: tuple, seen: frozenset) -> list:
-        if action[0] == "output":
-            return self._output(dpid, in_port, action[1], pkt, seen)
-        if action[0] == "group":
-            group = self.state[dpid].groups[action[1]]
-            live = [b for b in group.buckets if (dpid, b.watch_port) not in self.dead_ports]
-            if not live:
-                return ["drop"]
-            chosen = live[:1] if group.type == "ff" else sorted(set(live), key=lambda b: b.port)
-            return [r for b in chosen for r in self._output(dpid, in_port, b.port, pkt, seen)]
-        return []  # set_field / move: not needed for unicast walks
-
-    def _output(self, dpid: int, in_port: int, port, pkt: dict, seen: frozenset) -> list:
-        if port == "controller":
-            return ["controller"]
-        if port == "in_port":
-            port = in_port
-        elif port == in_port:
-            return ["drop"]  # OpenFlow never sends back out of the in_port unless told IN_PORT
-        if (dpid, port) in self.dead_ports:
-            return ["lost"]
-        if (dpid, port) in self.peer:
-            return self._run(*self.peer[(dpid, port)], pkt, seen)
-        return [Delivery(dpid, port)]
 
 
 def container_end(topo: Topology, name: str) -> Delivery:
@@ -123,7 +37,7 @@ def assert_all_pairs_delivered(topo: Topology, fabric: FakeFabric) -> int:
     return checked
 
 
-def state_for(topo: Topology, down=()) -> dict[int, rr.SwitchRules]:
+def state_for(topo: Topology, down=()) -> dict[int, fl.SwitchRules]:
     return rr.desired_state(rr.graph_from_topology(topo, down), rr.hosts_from_topology(topo))
 
 
@@ -140,7 +54,7 @@ def test_containers_sharing_a_pi_reach_each_other_inside_it():
     n = len(topo.containers)
     assert assert_all_pairs_delivered(topo, FakeFabric(topo, state)) == n * (n - 1)
     first, second = topo.containers_on(topo.pis[0])[:2]
-    key = (pipeline.TABLE_FORWARD, rr.PRIORITY_HOST, (("eth_dst", topo.node(second).mac),))
+    key = (pipeline.TABLE_FORWARD, rr.PRIORITY_HOST, rr.forward_match(topo.node(second).mac))
     assert state[topo.dpid(topo.pis[0])].flows[key].goto == pipeline.TABLE_EGRESS  # never leaves the Pi
 
 
@@ -255,17 +169,18 @@ def test_arp_requests_are_answered_in_place_and_only_unknown_senders_reach_the_c
                "arp_op": 1, "arp_tpa": ip}
     assert fabric.send(start.dpid, start.port, request) == [start]  # the reply goes back in_port
     flow = fabric.lookup(start.dpid, pipeline.TABLE_FORWARD, dict(request, in_port=start.port))
-    assert flow.actions[-1] == ("output", "in_port")
-    assert ("set_field", "eth_src", topo.node(target).mac) in flow.actions
-    assert ("set_field", "arp_spa", ip) in flow.actions
+    assert flow.actions[-1] == fl.output("in_port")
+    assert fl.set_field("eth_src", topo.node(target).mac) in flow.actions
+    assert fl.set_field("arp_spa", ip) in flow.actions
     unicast_reprobe = dict(request, eth_dst=topo.node(target).mac)  # the kernel's reachability check
     assert fabric.send(start.dpid, start.port, unicast_reprobe) == [start]
     newcomer = dict(request, eth_src="02:00:00:00:00:63")  # a container the controller does not know
     assert fabric.send(start.dpid, start.port, newcomer) == ["controller", start]
     unknown = dict(request, arp_tpa="10.9.9.9")
     assert fabric.send(start.dpid, start.port, unknown) == ["drop"]  # nobody to answer, never flooded
-    tagged = dict(request, vlan=5)  # tenancy's: routing neither answers nor floods it
-    assert fabric.lookup(start.dpid, pipeline.TABLE_ARP, tagged) is None
+    tagged = dict(request, vlan_vid=fl.vid(5), in_port=start.port)  # tenancy's: routing leaves it alone
+    assert fabric.lookup(start.dpid, pipeline.TABLE_ARP, tagged).cookie == pipeline.COOKIE_PIPELINE
+    assert fabric.send(start.dpid, start.port, tagged) == ["drop"]  # neither answered nor flooded
 
 
 def test_tenant_hosts_are_routed_but_egress_and_arp_are_left_to_tenancy():
@@ -274,14 +189,14 @@ def test_tenant_hosts_are_routed_but_egress_and_arp_are_left_to_tenancy():
     pi = topo.dpid(topo.pis[1])
     member = rr.Host("0a:00:00:00:00:07", "10.1.0.7", pi, 9, tenant=7)
     state = rr.desired_state(graph, [*rr.hosts_from_topology(topo), member])
-    key = (pipeline.TABLE_FORWARD, rr.PRIORITY_HOST, (("eth_dst", member.mac),))
+    key = (pipeline.TABLE_FORWARD, rr.PRIORITY_HOST, rr.forward_match(member.mac))
     assert state[pi].flows[key].goto == pipeline.TABLE_EGRESS
     assert not any(f.table == pipeline.TABLE_EGRESS and ("eth_dst", member.mac) in f.match
                    for f in state[pi].flows.values())
     assert not any(("arp_tpa", "10.1.0.7") in f.match
                    for rules in state.values() for f in rules.flows.values())
     other = topo.dpid(topo.pis[0])
-    assert state[other].flows[key].actions == (("group", rr.group_ids([pi])[pi]),)
+    assert state[other].flows[key].actions == (fl.group(rr.group_ids([pi])[pi]),)
 
 
 def test_hosts_learned_on_fabric_ports_are_ignored():
@@ -295,9 +210,9 @@ def test_hosts_learned_on_fabric_ports_are_ignored():
 def test_recomputation_is_idempotent_and_a_link_failure_only_modifies_groups():
     topo = build("fattree:4")
     before = state_for(topo)
-    assert all(len(rr.diff(before[d], rules)) == 0 for d, rules in state_for(topo).items())
+    assert all(len(fl.diff(before[d], rules)) == 0 for d, rules in state_for(topo).items())
     after = state_for(topo, down=[("core1", "agg4-1")])
-    changes = {d: rr.diff(before[d], after[d]) for d in before}
+    changes = {d: fl.diff(before[d], after[d]) for d in before}
     touched = {topo.by_dpid()[d] for d, c in changes.items() if len(c)}
     for change in changes.values():
         assert not (change.add_flows or change.modify_flows or change.delete_flows)
@@ -318,12 +233,12 @@ def test_a_new_host_adds_only_its_own_flows():
     newcomer = rr.Host("02:00:00:00:00:63", "10.0.0.99", pi, 7)
     after = rr.desired_state(graph, [*hosts, newcomer])
     for dpid in before:
-        change = rr.diff(before[dpid], after[dpid])
+        change = fl.diff(before[dpid], after[dpid])
         assert not (change.modify_flows or change.delete_flows)
         assert not (change.modify_groups or change.delete_groups)
         assert all(("eth_dst", newcomer.mac) in f.match or ("arp_tpa", newcomer.ip) in f.match
                    or ("eth_src", newcomer.mac) in f.match for f in change.add_flows)
-    assert len(rr.diff(before[pi], after[pi]).add_flows) == 4  # forward, egress, ARP answer, known sender
+    assert len(fl.diff(before[pi], after[pi]).add_flows) == 4  # forward, egress, ARP answer, known sender
 
 
 def test_group_ids_are_stable_when_bridges_join_and_unique_on_collision():
@@ -336,25 +251,20 @@ def test_group_ids_are_stable_when_bridges_join_and_unique_on_collision():
 
 def test_encode_orders_groups_before_flows_and_deletes_last():
     from os_ken.ofproto import ofproto_v1_3 as ofp
-    from os_ken.ofproto import ofproto_v1_3_parser as parser
-
-    class Dp:
-        ofproto, ofproto_parser, id = ofp, parser, 1
 
     topo = build("leafspine:2,2,1")
     desired = state_for(topo)[topo.dpid("leaf1")]
-    change = rr.diff(None, desired)
+    change = fl.diff(None, desired)
     change.delete_groups = [rr.GROUP_BASE + 1]
-    change.delete_flows = [rr.Flow(2, 100, (("eth_dst", "02:00:00:00:00:77"),), (("output", 1),))]
-    msgs = rr.encode(Dp(), change)
+    change.delete_flows = [fl.Flow(2, 100, Match(eth_dst="02:00:00:00:00:77"), (fl.output(1),))]
+    dp = FakeDatapath(1)
+    msgs = fl.encode(dp, change)
     kinds = [type(m).__name__ for m in msgs]
     first_flow = kinds.index("OFPFlowMod")
     assert all(k == "OFPGroupMod" for k in kinds[:first_flow])
     assert msgs[-1].command == ofp.OFPGC_DELETE and msgs[-2].command == ofp.OFPFC_DELETE_STRICT
     for msg in msgs:  # every message serialises (real os-ken encoding, no mock)
-        msg.datapath = Dp()
-        msg.xid = 1
-        msg.serialize()
+        dp.send_msg(msg)
 
 
 # --- incremental host changes ---------------------------------------------------------------------
@@ -378,16 +288,16 @@ def _incremental_matches_full(topo: Topology, hosts: list[rr.Host], updates: dic
     changes, routed = result
     assert routed == _routed(graph, after_hosts)
     for dpid in before:
-        full = rr.diff(before[dpid], after[dpid])
-        got = changes.get(dpid, rr.Change())
+        full = fl.diff(before[dpid], after[dpid])
+        got = changes.get(dpid, fl.Change())
         assert not (full.add_groups or full.modify_groups or full.delete_groups)
         assert not (got.add_groups or got.modify_groups or got.delete_groups)
         assert _flow_set(got.add_flows) == _flow_set(full.add_flows), topo.by_dpid()[dpid]
         assert _flow_set(got.modify_flows) == _flow_set(full.modify_flows), topo.by_dpid()[dpid]
         assert _flow_set(got.delete_flows) == _flow_set(full.delete_flows), topo.by_dpid()[dpid]
         assert (dpid in changes) == bool(len(full))
-        installed = rr.SwitchRules(dict(before[dpid].flows), dict(before[dpid].groups))
-        rr.apply_change(installed, got)
+        installed = fl.SwitchRules(dict(before[dpid].flows), dict(before[dpid].groups))
+        fl.apply_change(installed, got)
         assert installed.flows == after[dpid].flows
     return before, after
 
@@ -445,28 +355,20 @@ def test_incremental_host_changes_defer_to_a_full_recomputation_when_groups_or_s
 
 
 def test_flow_mods_sharing_a_flow_encode_identically_on_every_bridge():
-    from os_ken.ofproto import ofproto_v1_3 as ofp
-    from os_ken.ofproto import ofproto_v1_3_parser as parser
-
-    class Dp:
-        ofproto, ofproto_parser = ofp, parser
-
-        def __init__(self, dpid: int):
-            self.id = dpid
-
     topo = build("leafspine:2,2,1")
     host = rr.hosts_from_topology(topo)[0]
     flows = [f for rules in state_for(topo).values() for f in rules.flows.values()
              if ("arp_tpa", host.ip) in f.match or ("eth_dst", host.mac) in f.match]
     wires = {}
     for dpid in (1, 2):
-        dp = Dp(dpid)
-        for msg in rr.encode(dp, rr.Change(add_flows=flows)):
-            msg.datapath, msg.xid = dp, 7
-            msg.serialize()
+        dp = FakeDatapath(dpid)
+        for msg in fl.encode(dp, fl.Change(add_flows=flows)):
+            msg.xid = 7
+            dp.send_msg(msg)
             wires.setdefault(dpid, []).append(bytes(msg.buf))
     assert wires[1] == wires[2] and len(set(wires[1])) == len({f.key + (f.actions,) for f in flows})
-    fresh = rr.encode(Dp(3), rr.Change(add_flows=[rr.Flow(2, 100, (("eth_dst", host.mac),), (("output", 9),))]))
-    fresh[0].datapath, fresh[0].xid = Dp(3), 7
-    fresh[0].serialize()
+    dp = FakeDatapath(3)
+    fresh = fl.encode(dp, fl.Change(add_flows=[fl.Flow(2, 100, Match(eth_dst=host.mac), (fl.output(9),))]))
+    fresh[0].xid = 7
+    dp.send_msg(fresh[0])
     assert bytes(fresh[0].buf) not in wires[1]  # a different flow is not served from the cache

@@ -11,12 +11,14 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
+from flowtable import FakeDatapath
 from os_ken.controller.handler import MAIN_DISPATCHER
 from os_ken.lib.packet import arp, ethernet, packet, vlan
 from os_ken.ofproto import ether, ofproto_v1_3, ofproto_v1_3_parser
 from test_tenants_rules import build
 
 from controller_apps import tenancy_rules as R
+from controller_apps.flows import Flow, Match
 from controller_apps.pipeline import COOKIE_ROUTING, COOKIE_TENANCY, cookie
 from controller_apps.state import STATE
 from controller_apps.tenancy import Tenancy
@@ -28,28 +30,10 @@ from topology.model import dpid
 OFP, PARSER = ofproto_v1_3, ofproto_v1_3_parser
 
 
-class FakeDatapath:
-    """Records what the app sends; answers barriers at once like a switch with nothing queued."""
-
-    def __init__(self, dp_id: int, app: Tenancy | None = None):
-        self.id, self.ofproto, self.ofproto_parser = dp_id, OFP, PARSER
-        self.sent: list = []
-        self.app = app
-        self._xid = 0
-
-    def set_xid(self, msg) -> None:
-        self._xid += 1
-        msg.set_xid(self._xid)
-
-    def send_msg(self, msg) -> None:
-        if msg.xid is None:
-            self.set_xid(msg)
-        self.sent.append(msg)
-        if isinstance(msg, PARSER.OFPBarrierRequest) and self.app is not None:
-            self.app.barrier_handler(SimpleNamespace(msg=SimpleNamespace(datapath=self, xid=msg.xid)))
-
-    def flow_mods(self, command: int) -> list:
-        return [m for m in self.sent if isinstance(m, PARSER.OFPFlowMod) and m.command == command]
+def switch(dp_id: int, app: Tenancy | None = None) -> FakeDatapath:
+    """A fake datapath that answers barriers at once, like a switch with nothing queued."""
+    return FakeDatapath(dp_id, on_barrier=None if app is None else
+                        lambda msg: app.barrier_handler(SimpleNamespace(msg=msg)))
 
 
 @pytest.fixture
@@ -69,7 +53,7 @@ def app(tmp_path):
         STATE.options.update(saved)
 
 
-def stats_entry(rule: R.Rule):
+def stats_entry(rule: Flow):
     return SimpleNamespace(match=PARSER.OFPMatch(**dict(rule.match)), table_id=rule.table,
                            priority=rule.priority, cookie=rule.cookie)
 
@@ -88,9 +72,9 @@ def connect(app: Tenancy, dp: FakeDatapath, meters: list[int], flows: list) -> N
 
 def test_reconnect_modifies_kept_rules_adds_missing_and_deletes_only_stale(app):
     pa = dpid("pa")
-    wanted = app.wanted[pa]
+    wanted = list(app.wanted[pa].flows.values())
     kept, missing = wanted[: len(wanted) // 2], wanted[len(wanted) // 2:]
-    stale = R.Rule(pa, 0, R.PRI_MEMBER_DROP, R.make_match(in_port=99), cookie=cookie(COOKIE_TENANCY, 77))
+    stale = Flow(0, R.PRI_MEMBER_DROP, Match(in_port=99), cookie=cookie(COOKIE_TENANCY, 77))
     dp = FakeDatapath(pa)
     connect(app, dp, meters=[77], flows=[stats_entry(r) for r in kept] + [stats_entry(stale)])
     modified = dp.flow_mods(OFP.OFPFC_MODIFY_STRICT)
@@ -117,7 +101,7 @@ def test_switch_without_tenancy_rules_is_not_asked_anything(app):
 
 
 def test_reload_sends_only_the_difference(app, tmp_path):
-    dp = FakeDatapath(dpid("pb"), app)
+    dp = switch(dpid("pb"), app)
     connect(app, dp, meters=[], flows=[])
     dp.sent.clear()
     plan, gone = P.remove_members(app.plan, "red", ["red-2"])
@@ -133,7 +117,7 @@ def test_reload_sends_only_the_difference(app, tmp_path):
 
 
 def test_reload_of_a_bad_file_changes_nothing(app):
-    dp = FakeDatapath(dpid("pa"), app)
+    dp = switch(dpid("pa"), app)
     connect(app, dp, meters=[], flows=[])
     dp.sent.clear()
     before = app.plan

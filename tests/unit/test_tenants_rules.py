@@ -1,10 +1,8 @@
-"""Tenancy rules through a fake flow table: where does a packet go, and where does it NOT go.
+"""Tenancy rules through the fake flow table: where does a packet go, and where does it NOT go.
 
-The fake runs each Pi's four tables the way OpenFlow 1.3 does (highest priority match, apply
-actions, goto) with stand-ins for the other apps' rules: the pipeline's table-miss gotos and
-routing's eth_dst forwarding, including routing's own egress output for every host, so the tests
-prove tenancy's rules win where they must. Between Pis, a frame leaving the uplink arrives at the
-uplink of the Pi that hosts its eth_dst (routing on eth_dst, as on the real fabric).
+Every bridge runs the pipeline's, routing's and tenancy's rules together (flowtable.Fabric: OpenFlow
+1.3 lookup, ECMP over every bucket), so these tests prove tenancy composes with routing: its rules
+win where they must and routing still carries the tenants' frames.
 """
 
 from __future__ import annotations
@@ -12,15 +10,18 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+import flowtable
 import pytest
 
+from controller_apps import flows as fl
+from controller_apps import routing_rules as rr
 from controller_apps import tenancy_rules as R
-from controller_apps.pipeline import COOKIE_TENANCY, TABLE_ARP, TABLE_CLASSIFY, TABLE_EGRESS, TABLE_FORWARD, cookie
+from controller_apps.flows import OFPVID_NONE, OFPVID_PRESENT, Flow
+from controller_apps.pipeline import COOKIE_TENANCY, TABLE_CLASSIFY, TABLE_EGRESS, cookie
 from tenants import plan as P
 from tenants.model import TenantPlan, gateway_mac
 from topology.model import Topology, dpid
 
-UPLINK = 1
 BCAST = "ff:ff:ff:ff:ff:ff"
 
 
@@ -53,92 +54,32 @@ def build(peer: bool = False, rate: float | None = None) -> tuple[TenantPlan, To
 
 
 class Fabric:
-    """The fake: tenancy rules plus stand-ins for the pipeline and routing."""
+    """Tenancy's rules with the pipeline's and routing's real rules on one fake flow table per
+    bridge (flowtable.Fabric): members are routing hosts with their tenant, as tenancy registers
+    them, and `web` is a default-network container."""
 
     def __init__(self, plan: TenantPlan, t: Topology):
         self.plan, self.topo = plan, t
-        self.rules, self.meters = R.compute(plan, t)
-        self.hosts: dict[str, tuple[str, int, str]] = {}  # mac -> (pi, port, name)
-        for _, m in plan.members:
-            self.hosts[m.mac] = (m.pi, m.port, m.name)
+        self.rules = R.compute(plan, t)
+        members = [rr.Host(m.mac, m.ip, dpid(m.pi), m.port, tenant.name)
+                   for tenant, m in plan.members if m.port is not None]
+        self.routing = rr.desired_state(rr.graph_from_topology(t), rr.hosts_from_topology(t) + members)
+        self.net = flowtable.Fabric(t, self.routing, self.rules)
+        self.names = {(dpid(m.pi), m.port): m.name for _, m in plan.members if m.port is not None}
         for c in t.containers:
-            self.hosts[t.node(c).mac] = (t.node(c).pi, t.port(t.node(c).pi, c), c)
-        self.hits: list[R.Rule] = []
-        self.to_controller: list[dict[str, Any]] = []
+            pi = t.node(c).pi
+            self.names[(dpid(pi), t.port(pi, c))] = c
+
+    @property
+    def hits(self) -> list[Flow]:
+        return [flow for _, flow in self.net.hits]
+
+    @property
+    def to_controller(self) -> list[dict[str, Any]]:
+        return [frame for _, _, _, frame in self.net.packet_ins]
 
     def member(self, name: str):
         return next(m for _, m in self.plan.members if m.name == name)
-
-    def _stand_ins(self, pi: str) -> list[R.Rule]:
-        dp, ck = dpid(pi), 0
-        out = [R.Rule(dp, TABLE_CLASSIFY, 0, (), (), TABLE_ARP, None, ck),
-               R.Rule(dp, TABLE_ARP, 0, (), (), TABLE_FORWARD, None, ck),
-               R.Rule(dp, TABLE_FORWARD, 0, (), (("controller",),), None, None, ck)]
-        for mac, (hpi, port, _) in self.hosts.items():
-            if hpi == pi:
-                out.append(R.Rule(dp, TABLE_FORWARD, 100, R.make_match(eth_dst=mac), (), TABLE_EGRESS, None, ck))
-                out.append(R.Rule(dp, TABLE_EGRESS, 100, R.make_match(eth_dst=mac), (("output", port),), None,
-                                  None, ck))
-            else:
-                out.append(R.Rule(dp, TABLE_FORWARD, 100, R.make_match(eth_dst=mac), (("output", UPLINK),),
-                                  None, None, ck))
-        return out
-
-    @staticmethod
-    def _matches(rule: R.Rule, pkt: dict[str, Any]) -> bool:
-        for field, want in rule.match:
-            have = pkt.get(field)
-            if have is None:
-                return False
-            if isinstance(want, tuple):
-                value, mask = want
-                if isinstance(value, str):
-                    v = int(value.replace(":", ""), 16)
-                    m = int(mask.replace(":", ""), 16)
-                    if int(have.replace(":", ""), 16) & m != v & m:
-                        return False
-                elif have & mask != value & mask:
-                    return False
-            elif have != want:
-                return False
-        return True
-
-    def run_pi(self, pi: str, pkt: dict[str, Any]) -> list[tuple[int, dict[str, Any]]]:
-        rules = self.rules[dpid(pi)] + self._stand_ins(pi)
-        pkt = dict(pkt)
-        table, outputs = TABLE_CLASSIFY, []
-        while table is not None:
-            candidates = [r for r in rules if r.table == table and self._matches(r, pkt)]
-            assert candidates, f"no rule in table {table} for {pkt}"
-            best = max(r.priority for r in candidates)
-            top = [r for r in candidates if r.priority == best]
-            assert len(top) == 1, f"ambiguous rules at priority {best}: {top}"
-            rule = top[0]
-            self.hits.append(rule)
-            if rule.meter is not None:
-                pkt["meter"] = rule.meter
-            for action in rule.actions:
-                kind = action[0]
-                if kind == "push_vlan":
-                    pkt["vlan_vid"] = R.OFPVID_PRESENT
-                elif kind == "set_vlan":
-                    pkt["vlan_vid"] = R.OFPVID_PRESENT | action[1]
-                elif kind == "pop_vlan":
-                    pkt["vlan_vid"] = R.OFPVID_NONE
-                elif kind == "set_eth_src":
-                    pkt["eth_src"] = action[1]
-                elif kind == "set_eth_dst":
-                    pkt["eth_dst"] = action[1]
-                elif kind == "dec_ttl":
-                    pkt["ttl"] -= 1
-                elif kind == "output":
-                    outputs.append((action[1], dict(pkt)))
-                elif kind == "controller":
-                    self.to_controller.append(dict(pkt))
-                else:
-                    raise AssertionError(kind)
-            table = rule.goto
-        return outputs
 
     def send(self, src: str, **fields: Any) -> list[tuple[str, dict[str, Any]]]:
         """Inject a frame at container `src`'s port; return (container, frame) deliveries."""
@@ -147,20 +88,8 @@ class Fabric:
         else:
             m = self.member(src)
             pi, port = m.pi, m.port
-        pkt = {"vlan_vid": R.OFPVID_NONE, "ttl": 64, **fields, "in_port": port}
-        delivered = []
-        queue = [(pi, pkt)]
-        while queue:
-            here, frame = queue.pop()
-            for out_port, out in self.run_pi(here, frame):
-                if out_port == UPLINK:
-                    target = self.hosts.get(out["eth_dst"])
-                    if target and target[0] != here:
-                        queue.append((target[0], {**out, "in_port": UPLINK}))
-                    continue
-                name = next(n for p_, port_, n in self.hosts.values() if p_ == here and port_ == out_port)
-                delivered.append((name, out))
-        return delivered
+        ends = self.net.send(dpid(pi), port, {"ttl": 64, **fields})
+        return [(self.names[(d.dpid, d.port)], d.frame) for d in ends if isinstance(d, flowtable.Delivery)]
 
 
 def ip_frame(src, dst_mac: str, dst_ip: str, **kw) -> dict[str, Any]:
@@ -176,7 +105,7 @@ def fab() -> Fabric:
 def test_intra_tenant_unicast_delivered_untagged_across_and_within_pis(fab):
     b1, b2 = fab.member("blue-1"), fab.member("blue-2")
     got = fab.send("blue-1", **ip_frame(b1, b2.mac, b2.ip))
-    assert [(n, f["vlan_vid"]) for n, f in got] == [("blue-2", R.OFPVID_NONE)]
+    assert [(n, f["vlan_vid"]) for n, f in got] == [("blue-2", OFPVID_NONE)]
     back = fab.send("blue-2", **ip_frame(b2, b1.mac, b1.ip))
     assert [n for n, _ in back] == ["blue-1"]
 
@@ -206,7 +135,7 @@ def test_spoofed_source_dropped_and_counted_under_own_tenant(fab, spoof):
 def test_tagged_frame_from_member_is_dropped_even_with_own_tenant_vlan(fab):
     b1, b2 = fab.member("blue-1"), fab.member("blue-2")
     for vid in (fab.plan.tenant("blue").id, fab.plan.tenant("red").id):
-        frame = ip_frame(b1, b2.mac, b2.ip, vlan_vid=R.OFPVID_PRESENT | vid)
+        frame = ip_frame(b1, b2.mac, b2.ip, vlan_vid=OFPVID_PRESENT | vid)
         assert fab.send("blue-1", **frame) == []
 
 
@@ -228,7 +157,7 @@ def test_arp_goes_to_controller_tagged_with_the_tenant_and_never_to_members(fab)
     got = fab.send("blue-1", eth_src=b1.mac, eth_dst=BCAST, eth_type=R.ETH_TYPE_ARP, arp_spa=b1.ip,
                    arp_sha=b1.mac, arp_tpa="10.0.0.3")
     assert got == []
-    assert [p["vlan_vid"] for p in fab.to_controller] == [R.OFPVID_PRESENT | fab.plan.tenant("blue").id]
+    assert [p["vlan_vid"] for p in fab.to_controller] == [OFPVID_PRESENT | fab.plan.tenant("blue").id]
 
 
 def test_arp_with_spoofed_sender_is_dropped(fab):
@@ -244,7 +173,7 @@ def test_default_network_cannot_inject_into_a_tenant_nor_receive_from_it(fab):
     frame = {"eth_src": web.mac, "eth_dst": b2.mac, "eth_type": R.ETH_TYPE_IP, "ipv4_src": "10.0.0.1",
              "ipv4_dst": b2.ip}
     assert fab.send("web", **frame) == []
-    assert fab.send("web", **frame, **{"vlan_vid": R.OFPVID_PRESENT | fab.plan.tenant("blue").id}) == []
+    assert fab.send("web", **frame, **{"vlan_vid": OFPVID_PRESENT | fab.plan.tenant("blue").id}) == []
     assert fab.send("blue-1", **ip_frame(b1, web.mac, "10.0.0.1")) == []
 
 
@@ -280,23 +209,24 @@ def test_peering_only_when_listed():
 
 def test_rate_limit_meters_ip_but_not_arp_on_every_pi_of_the_tenant():
     plan, t = build(rate=20)
-    rules, meters = R.compute(plan, t)
+    rules = R.compute(plan, t)
     blue = plan.tenant("blue")
     for pi in ("pa", "pb"):
-        assert [(m.meter_id, m.rate_kbps) for m in meters[dpid(pi)]] == [(blue.id, 20000)]
-    metered = [r for rs in rules.values() for r in rs if r.meter is not None]
-    assert metered and all(r.fields()["eth_type"] == R.ETH_TYPE_IP and r.tenant_id == blue.id for r in metered)
+        assert [(m.meter_id, m.rate_kbps) for m in rules[dpid(pi)].meters.values()] == [(blue.id, 20000)]
+    metered = [r for rs in rules.values() for r in rs.flows.values() if r.meter is not None]
+    assert metered and all(r.match.fields()["eth_type"] == R.ETH_TYPE_IP and r.tenant_id == blue.id
+                           for r in metered)
     assert len(metered) == len(blue.members)
 
 
 def test_unattached_members_get_no_rules_and_guards_stay():
     plan, t = build()
     plan = P.set_port(plan, "blue-1", None)
-    rules, _ = R.compute(plan, t)
+    rules = R.compute(plan, t)
     b1 = plan.tenant("blue").member("blue-1")
-    assert not any(r.fields().get("eth_src") == b1.mac or r.fields().get("eth_dst") == b1.mac
-                   for rs in rules.values() for r in rs)
-    guards = [r for r in rules[dpid("pa")] if r.tenant_id == 0]
+    assert not any(r.match.fields().get("eth_src") == b1.mac or r.match.fields().get("eth_dst") == b1.mac
+                   for rs in rules.values() for r in rs.flows.values())
+    guards = [r for r in rules[dpid("pa")].flows.values() if r.tenant_id == 0]
     assert {r.table for r in guards} == {TABLE_CLASSIFY, TABLE_EGRESS}
 
 
@@ -316,21 +246,22 @@ def test_arp_answers_only_within_tenant_and_subnet():
 
 def test_diff_adds_modifies_and_deletes_only_what_changed():
     plan, t = build()
-    before, _ = R.compute(plan, t)
+    before = R.compute(plan, t)
     plan2, _ = P.remove_members(plan, "red", ["red-2"])
     plan2 = P.set_rate(plan2, "blue", 5)
-    after, _ = R.compute(plan2, t)
+    after = R.compute(plan2, t)
     pb = dpid("pb")
-    d = R.diff(before[pb], after[pb])
+    d = fl.diff(before[pb], after[pb])
     red2 = plan.tenant("red").member("red-2")
-    assert d.delete and all(red2.mac in str(r.match) or red2.port in dict(r.match).values() or
-                            r.tenant_id == plan.tenant("red").id for r in d.delete)
-    assert {r.meter for r in d.modify} == {plan.tenant("blue").id}
-    assert not d.add
-    same = R.diff(after[pb], after[pb])
+    assert d.delete_flows and all(red2.mac in str(r.match) or red2.port in dict(r.match).values() or
+                                  r.tenant_id == plan.tenant("red").id for r in d.delete_flows)
+    assert {r.meter for r in d.modify_flows} == {plan.tenant("blue").id}
+    assert [m.meter_id for m in d.add_meters] == [plan.tenant("blue").id]  # blue had no rate before
+    assert not d.add_flows
+    same = fl.diff(after[pb], after[pb])
     assert len(same) == 0
-    restart = R.diff(after[pb], after[pb], assume_same=False)
-    assert len(restart.modify) == len(after[pb]) and not restart.add and not restart.delete
+    restart = fl.diff(after[pb], after[pb], assume_same=False)
+    assert len(restart.modify_flows) == len(after[pb].flows) and not restart.add_flows and not restart.delete_flows
 
 
 def test_rule_counts_per_tenant_grow_linearly():
@@ -339,23 +270,24 @@ def test_rule_counts_per_tenant_grow_linearly():
     plan, _ = P.add_members(plan, t, "a", 4, placement=["pa", "pb"])
     for i, (_, m) in enumerate(plan.members):
         plan = P.set_port(plan, m.name, 10 + i)
-    counts = R.counts(R.compute(plan, t)[0])
+    counts = R.counts(R.compute(plan, t))
     # 5 per member (3 classify, 2 egress) + 3 table-1 rules per Pi used (ARP, multicast, gateway).
     assert counts[plan.tenant("a").id] == 4 * 5 + 2 * 3
 
 
 def test_cookies_carry_tenant_ids():
     plan, t = build()
-    rules, _ = R.compute(plan, t)
-    ids = {r.tenant_id for rs in rules.values() for r in rs}
+    rules = R.compute(plan, t)
+    ids = {r.tenant_id for rs in rules.values() for r in rs.flows.values()}
     assert ids == {0} | {tn.id for tn in plan.tenants}
-    assert all(r.cookie >> 48 == COOKIE_TENANCY >> 48 for rs in rules.values() for r in rs)
+    assert all(r.cookie >> 48 == COOKIE_TENANCY >> 48 for rs in rules.values() for r in rs.flows.values())
 
 
 def test_replace_member_port_moves_rules():
     plan, t = build()
     moved = P.set_port(plan, "blue-1", 42)
-    rules, _ = R.compute(moved, t)
-    ports = {r.fields().get("in_port") for r in rules[dpid("pa")] if r.tenant_id == plan.tenant("blue").id}
+    rules = R.compute(moved, t)
+    ports = {r.match.fields().get("in_port") for r in rules[dpid("pa")].flows.values()
+             if r.tenant_id == plan.tenant("blue").id}
     assert 42 in ports and plan.tenant("blue").member("blue-1").port not in ports
     assert replace(plan) == plan
