@@ -394,7 +394,8 @@ class Discovery(app_manager.OSKenApp):
         self.matched_intended = matched
 
     def learn(self, dpid: int, port: int, data: bytes) -> None:
-        """Learn an untagged sender on a non-fabric port; keeps what others declared about it."""
+        """Learn an untagged sender on a non-fabric port as a default-network host (STATE ignores
+        one on a tenant member's port); keeps what others declared about it."""
         seen = host_from_packet(data)
         if seen is None:
             return
@@ -406,8 +407,7 @@ class Discovery(app_manager.OSKenApp):
         known = self.state.host(mac)
         if known is not None and (known["dpid"], known["port"]) == (dpid, port) and (known["ip"] or not ip):
             return
-        self.state.add_host(mac, ip or (known or {}).get("ip"), dpid, port,
-                            name=(known or {}).get("name"), tenant=(known or {}).get("tenant"))
+        self.state.add_host(mac, ip or (known or {}).get("ip"), dpid, port, name=(known or {}).get("name"))
 
 
 def _port_up(ofp: Any, desc: Any) -> bool:

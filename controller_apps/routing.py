@@ -68,18 +68,22 @@ def inputs_from_state(state: ControllerState, connected: list[int]) -> tuple[Any
         if a is not None and b is not None:
             links.append((a, link["a_port"], b, link["b_port"], link.get("up", True)))
     graph = rr.fabric_graph(connected, links)
-    hosts = [rr.Host(h["mac"], h["ip"], h["dpid"], h["port"], h.get("tenant")) for h in state.hosts()]
-    return graph, hosts
+    return graph, [host_from_record(h) for h in state.hosts()]
+
+
+def host_from_record(record: dict[str, Any]) -> rr.Host:
+    return rr.Host(record["mac"], record["ip"], record["dpid"], record["port"], record.get("tenant"),
+                   record.get("tag", 0))
 
 
 def arp_reply(request: bytes, hosts: list[dict[str, Any]]) -> tuple[bytes, str, str] | None:
-    """The reply to an untagged ARP request for a known untenanted host, the host's name or MAC
-    (for the log) and the IP asked for, or None when the frame is not such a request."""
+    """The reply to an untagged ARP request for a known default-network host, the host's name or
+    MAC (for the log) and the IP asked for, or None when the frame is not such a request."""
     pkt = packet.Packet(request)
     eth, req = pkt.get_protocol(ethernet.ethernet), pkt.get_protocol(arp.arp)
     if eth is None or req is None or req.opcode != arp.ARP_REQUEST or pkt.get_protocol(vlan.vlan) is not None:
         return None
-    host = next((h for h in hosts if h["ip"] == req.dst_ip and h.get("tenant") is None), None)
+    host = next((h for h in hosts if h["ip"] == req.dst_ip and not h.get("tag")), None)
     if host is None:
         return None
     reply = packet.Packet()
@@ -100,7 +104,7 @@ class Routing(app_manager.OSKenApp):
         self.datapaths: dict[int, Any] = {}
         self.installed: dict[int, fl.SwitchRules | None] = {}  # None: unknown, install everything
         self.graph: Any = None  # the fabric graph of the last full computation (None: none yet)
-        self.routed: dict[str, rr.Host] = {}  # lower-case MAC -> host, as installed
+        self.routed: dict[rr.HostKey, rr.Host] = {}  # (tag, MAC) -> host, as installed
         self.host_cursor = 0  # STATE's host change number that `routed` reflects
         self.full_needed = True  # the fabric changed: the next pass recomputes everything
         self.wake = threading.Event()
@@ -233,7 +237,7 @@ class Routing(app_manager.OSKenApp):
                 sent += len(msgs)
                 self.installed[dpid] = rules
             self.graph, self.host_cursor = graph, version
-            self.routed = {h.mac.lower(): h for h in rr.usable_hosts(graph, hosts)}
+            self.routed = {h.key: h for h in rr.usable_hosts(graph, hosts)}
             self.last_compute_s = time.perf_counter() - started
         if sent:
             served = len(rr.usable_hosts(graph, hosts))
@@ -251,14 +255,13 @@ class Routing(app_manager.OSKenApp):
     def _sync_hosts_locked(self) -> int | None:
         if self.graph is None or any(rules is None for rules in self.installed.values()):
             return None
-        version, macs = self.state.host_changes(self.host_cursor)
-        if macs is None:
+        version, keys = self.state.host_changes(self.host_cursor)
+        if keys is None:
             return None
-        updates: dict[str, rr.Host | None] = {}
-        for mac in set(macs):
-            record = self.state.host(mac)
-            updates[mac] = None if record is None else \
-                rr.Host(record["mac"], record["ip"], record["dpid"], record["port"], record.get("tenant"))
+        updates: dict[rr.HostKey, rr.Host | None] = {}
+        for tag, mac in set(keys):
+            record = self.state.host(mac, tag)
+            updates[(tag, mac)] = None if record is None else host_from_record(record)
         result = rr.host_changes(self.graph, self.routed, updates)
         if result is None:
             return None

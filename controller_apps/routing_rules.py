@@ -88,6 +88,20 @@ class Host:
     dpid: int
     port: int
     tenant: str | int | None = None
+    tag: int = 0  # its network: a tenant's VLAN id, 0 for the default network (untagged)
+
+    @property
+    def key(self) -> HostKey:
+        """Hosts are told apart by network and MAC: each network is its own address space."""
+        return (self.tag, self.mac.lower())
+
+    @property
+    def vlan_vid(self) -> int:
+        """How its network's frames cross the fabric: untagged, or with the tenant's VLAN."""
+        return fl.vid(self.tag) if self.tag else OFPVID_NONE
+
+
+HostKey = tuple[int, str]  # (network tag, lower-case MAC)
 
 
 # --- the fabric graph ----------------------------------------------------------------------------
@@ -221,6 +235,7 @@ def group_for(group_id: int, primary: list[int], alternates: list[int], distance
 
 
 # --- desired state -------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=1 << 16)
 def arp_responder_match(ip: str) -> Match:
     return Match(eth_type=ETH_TYPE_ARP, vlan_vid=OFPVID_NONE, arp_op=1, arp_tpa=ip)
 
@@ -253,32 +268,34 @@ def _known_sender(host: Host) -> Flow:
     return _route(TABLE_ARP, PRIORITY_HOST, match, goto=TABLE_FORWARD)
 
 
-def forward_match(mac: str) -> Match:
-    """The match of a host's rules in `forward` and `egress`."""
-    return Match(eth_dst=mac)
+@functools.lru_cache(maxsize=1 << 16)
+def forward_match(mac: str, vlan_vid: int = OFPVID_NONE) -> Match:
+    """The match of a host's rules in `forward` and `egress`: its network's tag and its MAC, so a
+    default host and a tenant member with the same MAC are two destinations, never one."""
+    return Match(vlan_vid=vlan_vid, eth_dst=mac)
 
 
 def _to_egress(host: Host) -> Flow:
-    return _route(TABLE_FORWARD, PRIORITY_HOST, forward_match(host.mac), goto=TABLE_EGRESS)
+    return _route(TABLE_FORWARD, PRIORITY_HOST, forward_match(host.mac, host.vlan_vid), goto=TABLE_EGRESS)
 
 
 def _egress(host: Host) -> Flow:
-    return _route(TABLE_EGRESS, PRIORITY_HOST, forward_match(host.mac), (fl.output(host.port),))
+    return _route(TABLE_EGRESS, PRIORITY_HOST, forward_match(host.mac, host.vlan_vid), (fl.output(host.port),))
 
 
 def _to_group(host: Host, group_id: int) -> Flow:
-    return _route(TABLE_FORWARD, PRIORITY_HOST, forward_match(host.mac), (fl.group(group_id),))
+    return _route(TABLE_FORWARD, PRIORITY_HOST, forward_match(host.mac, host.vlan_vid), (fl.group(group_id),))
 
 
 def usable_hosts(graph: nx.MultiGraph, hosts: Iterable[Host]) -> list[Host]:
     """Hosts routing can serve: one per MAC (the last one wins, as a moved host's newest place),
     not sitting on a fabric port (that would be a mis-learned address), sorted for determinism."""
     fabric_ports = {(d, p) for _, _, data in graph.edges(data=True) for d, p in data["ports"].items()}
-    by_mac: dict[str, Host] = {}
+    by_key: dict[HostKey, Host] = {}
     for host in hosts:
         if (host.dpid, host.port) not in fabric_ports:
-            by_mac[host.mac.lower()] = host
-    return [by_mac[m] for m in sorted(by_mac)]
+            by_key[host.key] = host
+    return [by_key[k] for k in sorted(by_key)]
 
 
 def desired_state(graph: nx.MultiGraph, hosts: Iterable[Host]) -> dict[int, SwitchRules]:
@@ -293,7 +310,7 @@ def desired_state(graph: nx.MultiGraph, hosts: Iterable[Host]) -> dict[int, Swit
         by_bridge.setdefault(host.dpid, []).append(host)
     ids = group_ids(by_bridge)
     adjacency = up_adjacency(graph)
-    arp_hosts = [h for h in hosts if h.tenant is None and h.ip]
+    arp_hosts = [h for h in hosts if not h.tag and h.ip]
     for dpid in by_bridge:
         if dpid not in state:
             continue
@@ -301,7 +318,7 @@ def desired_state(graph: nx.MultiGraph, hosts: Iterable[Host]) -> dict[int, Swit
         rules.add(_route(TABLE_ARP, PRIORITY_ARP_OTHER, Match(eth_type=ETH_TYPE_ARP, vlan_vid=OFPVID_NONE),
                          (fl.TO_CONTROLLER,), goto=TABLE_FORWARD))
         for host in by_bridge[dpid]:
-            if host.tenant is None:
+            if not host.tag:
                 rules.add(_known_sender(host))
         for host in arp_hosts:
             rules.add(_arp_responder(host))
@@ -311,7 +328,7 @@ def desired_state(graph: nx.MultiGraph, hosts: Iterable[Host]) -> dict[int, Swit
             rules = state[destination]
             for host in attached:
                 rules.add(_to_egress(host))
-                if host.tenant is None:
+                if not host.tag:
                     rules.add(_egress(host))
         hops = next_hops(graph, destination, adjacency) if destination in graph else {}
         for dpid, rules in state.items():
@@ -331,12 +348,12 @@ def host_flows(graph: nx.MultiGraph, host: Host, host_bridges: Iterable[int]) ->
     own bridge, its known-sender ARP rule there, a forward rule to its bridge's group everywhere
     else, and its ARP answer on every bridge with hosts."""
     group_id = group_ids(host_bridges)[host.dpid]
-    arp_bridges = [d for d in host_bridges if d in graph] if host.tenant is None and host.ip else []
+    arp_bridges = [d for d in host_bridges if d in graph] if not host.tag and host.ip else []
     out: dict[int, list[Flow]] = {}
     for dpid in graph.nodes:
         if dpid == host.dpid:
             flows = [_to_egress(host)]
-            if host.tenant is None:
+            if not host.tag:
                 flows += [_egress(host), _known_sender(host)]
         else:
             flows = [_to_group(host, group_id)]
@@ -346,28 +363,27 @@ def host_flows(graph: nx.MultiGraph, host: Host, host_bridges: Iterable[int]) ->
     return out
 
 
-def host_changes(graph: nx.MultiGraph, routed: dict[str, Host],
-                 updates: dict[str, Host | None]) -> tuple[dict[int, Change], dict[str, Host]] | None:
+def host_changes(graph: nx.MultiGraph, routed: dict[HostKey, Host],
+                 updates: dict[HostKey, Host | None]) -> tuple[dict[int, Change], dict[HostKey, Host]] | None:
     """The change per bridge that takes the rules `desired_state(graph, routed.values())` holds to
-    those of the hosts after `updates` (MAC -> its new Host, or None when it is gone), computed
-    from the updated hosts alone, and the new routed map. `routed` maps lower-case MACs to usable
-    hosts (what `usable_hosts` returned for the last full computation on `graph`).
+    those of the hosts after `updates` ((tag, MAC) -> its new Host, or None when it is gone),
+    computed from the updated hosts alone, and the new routed map. `routed` maps host keys to
+    usable hosts (what `usable_hosts` returned for the last full computation on `graph`).
 
     Why: a host joining an already-served Pi needs a handful of flows per bridge and no group
     change, while a full recomputation walks every host on every bridge. The result equals
     `diff(desired_state(before), desired_state(after))` exactly (unit tests prove it), under the
     conditions checked here; otherwise None, and the caller recomputes everything: the set of
     bridges with hosts changes (groups, ARP punts and answers placement follow it), or an updated
-    host's IP is shared with another untenanted host (ARP answers are keyed by IP)."""
+    default host's IP is shared with another default host (ARP answers are keyed by IP)."""
     fabric_ports = {(d, p) for _, _, data in graph.edges(data=True) for d, p in data["ports"].items()}
     after = dict(routed)
-    for mac, host in updates.items():
-        mac = mac.lower()
+    for key, host in updates.items():
         if host is None or (host.dpid, host.port) in fabric_ports:
-            after.pop(mac, None)
+            after.pop(key, None)
         else:
-            after[mac] = host
-    touched = {mac.lower() for mac in updates if routed.get(mac.lower()) != after.get(mac.lower())}
+            after[key] = host
+    touched = {key for key in updates if routed.get(key) != after.get(key)}
     bridges = {h.dpid for h in routed.values()}
     if not touched:
         return {}, after
@@ -376,17 +392,17 @@ def host_changes(graph: nx.MultiGraph, routed: dict[str, Host],
     for source in (routed, after):
         ips: dict[str, int] = {}
         for host in source.values():
-            if host.tenant is None and host.ip:
+            if not host.tag and host.ip:
                 ips[host.ip] = ips.get(host.ip, 0) + 1
-        for mac in touched:
-            host = source.get(mac)
-            if host is not None and host.tenant is None and host.ip and ips[host.ip] > 1:
+        for key in touched:
+            host = source.get(key)
+            if host is not None and not host.tag and host.ip and ips[host.ip] > 1:
                 return None  # an updated host's IP is shared: ARP answers are keyed by IP
     old: dict[int, dict[fl.FlowKey, Flow]] = {}
     new: dict[int, dict[fl.FlowKey, Flow]] = {}
-    for mac in sorted(touched):
+    for key in sorted(touched):
         for source, target in ((routed, old), (after, new)):
-            if (host := source.get(mac)) is not None:
+            if (host := source.get(key)) is not None:
                 for dpid, flows in host_flows(graph, host, bridges).items():
                     target.setdefault(dpid, {}).update((f.key, f) for f in flows)
     changes: dict[int, Change] = {}

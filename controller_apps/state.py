@@ -30,6 +30,8 @@ HOST_LOG_KEPT = 100_000  # host changes kept for `host_changes`; older readers g
 
 Endpoint = tuple[str, int]  # (node name or 16-hex dpid, port)
 LinkKey = tuple[Endpoint, Endpoint]
+DEFAULT_NETWORK = 0  # the network tag of untenanted hosts (untagged on the fabric)
+HostKey = tuple[int, str]  # (network tag: a tenant's VLAN id or DEFAULT_NETWORK, lower-case MAC)
 
 
 def link_key(a: str, a_port: int, b: str, b_port: int) -> LinkKey:
@@ -55,11 +57,12 @@ class ControllerState:
             self._names: dict[int, str] = {}  # dpid -> node name, from the intended topology
             self._switches: dict[int, dict[str, Any]] = {}  # dpid -> {"connected", "ports"}
             self._links: dict[LinkKey, dict[str, Any]] = {}  # discovered fabric links
-            self._hosts: dict[str, dict[str, Any]] = {}  # mac -> host record, replaced never mutated
+            self._hosts: dict[HostKey, dict[str, Any]] = {}  # host record, replaced never mutated
             self._hosts_list: list[dict[str, Any]] | None = None  # hosts() cache, None when stale
             self._host_seq = 0  # number of host changes so far
-            self._host_log: list[str] = []  # MAC of change number _host_log_start + 1 + i
+            self._host_log: list[HostKey] = []  # key of change number _host_log_start + 1 + i
             self._host_log_start = 0
+            self._member_ports: dict[tuple[int, int], HostKey] = {}  # (dpid, port) -> tenant member there
             self._util: dict[LinkKey, dict[str, float]] = {}
             self._events: collections.deque[dict[str, Any]] = collections.deque(maxlen=EVENTS_KEPT)
             self.datapaths.clear()
@@ -166,38 +169,63 @@ class ControllerState:
             self._changed("links")
 
     def add_host(self, mac: str, ip: str | None, dpid: int, port: int, name: str | None = None,
-                 tenant: str | int | None = None) -> None:
-        """A host (container) seen or declared at (dpid, port)."""
+                 tenant: str | int | None = None, tag: int = DEFAULT_NETWORK) -> None:
+        """A host (container) seen or declared at (dpid, port), in the network `tag` (a tenant's
+        VLAN id; 0: the default network). Hosts are keyed by (tag, MAC): each network is its own
+        address space, so what discovery learns about the default network can never replace a
+        tenant member that has the same MAC (or IP), nor the other way round."""
         mac = mac.lower()
-        record = {"mac": mac, "ip": ip, "dpid": dpid, "port": int(port), "name": name, "tenant": tenant}
+        key = (tag, mac)
+        record = {"mac": mac, "ip": ip, "dpid": dpid, "port": int(port), "name": name, "tenant": tenant,
+                  "tag": tag}
+        where_key = (dpid, int(port))
         with self._lock:
-            if record["name"] is None and self._intended is not None:
+            if tag == DEFAULT_NETWORK and where_key in self._member_ports:
+                return  # the port is a tenant member's: whatever discovery saw there is not a default host
+            if record["name"] is None and self._intended is not None and tag == DEFAULT_NETWORK:
                 record["name"] = _container_by_mac(self._intended, mac)
-            old = self._hosts.get(mac)
+            old = self._hosts.get(key)
             if old == record:
                 return
-            self._hosts[mac] = record
+            self._hosts[key] = record
             self._hosts_list = None
-            self._log_host(mac)
+            self._log_host(key)
+            if tag != DEFAULT_NETWORK:
+                self._claim_port(key, old, where_key)
         where = f"{self.name_of(dpid)}:{port}"
         verb = "moved to" if old and (old["dpid"], old["port"]) != (dpid, int(port)) else "at"
         self.event("host", f"host {record['name'] or mac} ({ip or '-'}) {verb} {where}")
         self._changed("host")
 
-    def remove_host(self, mac: str) -> None:
+    def remove_host(self, mac: str, tag: int = DEFAULT_NETWORK) -> None:
+        key = (tag, mac.lower())
         with self._lock:
-            old = self._hosts.pop(mac.lower(), None)
+            old = self._hosts.pop(key, None)
             self._hosts_list = None
             if old is not None:
-                self._log_host(mac.lower())
+                self._log_host(key)
+                if self._member_ports.get((old["dpid"], old["port"])) == key:
+                    del self._member_ports[(old["dpid"], old["port"])]
         if old is not None:
             self.event("host", f"host {old['name'] or old['mac']} removed")
             self._changed("host")
 
-    def _log_host(self, mac: str) -> None:
+    def _claim_port(self, key: HostKey, old: dict[str, Any] | None, where: tuple[int, int]) -> None:
+        """A tenant member's port is its tenant's (lock held): default-network hosts learned there
+        (its own frames, seen before tenancy's rules were in place) are forgotten, so routing never
+        answers ARP with them nor sends untagged frames to that port."""
+        if old is not None and self._member_ports.get((old["dpid"], old["port"])) == key:
+            del self._member_ports[(old["dpid"], old["port"])]
+        self._member_ports[where] = key
+        for other, record in list(self._hosts.items()):
+            if other[0] == DEFAULT_NETWORK and (record["dpid"], record["port"]) == where:
+                del self._hosts[other]
+                self._log_host(other)
+
+    def _log_host(self, key: HostKey) -> None:
         """Append one host change (lock held); the oldest half goes when the log is full."""
         self._host_seq += 1
-        self._host_log.append(mac)
+        self._host_log.append(key)
         if len(self._host_log) > HOST_LOG_KEPT:
             drop = len(self._host_log) // 2
             del self._host_log[:drop]
@@ -232,10 +260,10 @@ class ControllerState:
                 self._hosts_list = list(self._hosts.values())
             return list(self._hosts_list)
 
-    def host(self, mac: str) -> dict[str, Any] | None:
-        """One host record by MAC (O(1): discovery asks on every packet-in)."""
+    def host(self, mac: str, tag: int = DEFAULT_NETWORK) -> dict[str, Any] | None:
+        """One host record by network and MAC (O(1): discovery asks on every packet-in)."""
         with self._lock:
-            record = self._hosts.get(mac.lower())
+            record = self._hosts.get((tag, mac.lower()))
             return dict(record) if record is not None else None
 
     @property
@@ -244,8 +272,8 @@ class ControllerState:
         with self._lock:
             return self._host_seq
 
-    def host_changes(self, since: int) -> tuple[int, list[str] | None]:
-        """(current host change number, MACs added, changed or removed after change `since`), so a
+    def host_changes(self, since: int) -> tuple[int, list[HostKey] | None]:
+        """(current host change number, (tag, MAC) keys added, changed or removed after change `since`), so a
         reader that remembers the number sees what changed without scanning every host (routing,
         on each new host among thousands). None for the MACs when the log no longer reaches back
         to `since`: the reader must read all hosts."""
@@ -277,7 +305,7 @@ class ControllerState:
             hosts = [
                 {"mac": h["mac"], "ip": h["ip"], "dpid": dpid_str(h["dpid"]), "port": h["port"],
                  "name": h["name"], **({"tenant": h["tenant"]} if h["tenant"] is not None else {})}
-                for h in sorted(self._hosts.values(), key=lambda h: (h["name"] or "", h["mac"]))
+                for h in sorted(self._hosts.values(), key=lambda h: (h["name"] or "", h["mac"], h["tag"]))
             ]
             diff = self._diff(topo)
             events = [dict(e) for e in list(self._events)[-EVENTS_IN_SNAPSHOT:]]

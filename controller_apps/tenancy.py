@@ -115,12 +115,13 @@ class Tenancy(app_manager.OSKenApp):
         return {"tenants": len(new_plan.tenants), "members": len(new_plan.members), **sent}
 
     def _register_hosts(self, old: TenantPlan, new: TenantPlan) -> None:
-        now = {m.mac: (t, m) for t, m in new.members if m.port is not None}
-        for _, m in old.members:
-            if m.mac not in now:
-                STATE.remove_host(m.mac)
-        for mac, (tenant, m) in now.items():
-            STATE.add_host(mac, m.ip, dpid(m.pi), m.port, name=m.name, tenant=tenant.name)
+        """Members are hosts of their tenant's network (tag = tenant id), for routing."""
+        now = {(t.id, m.mac): (t, m) for t, m in new.members if m.port is not None}
+        for t, m in old.members:
+            if (t.id, m.mac) not in now:
+                STATE.remove_host(m.mac, tag=t.id)
+        for (tag, mac), (tenant, m) in now.items():
+            STATE.add_host(mac, m.ip, dpid(m.pi), m.port, name=m.name, tenant=tenant.name, tag=tag)
 
     # --- sending ----------------------------------------------------------------------------------
     def _apply(self, dp: Any, installed: SwitchRules, assume_same: bool) -> dict[str, int]:

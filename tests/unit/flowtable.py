@@ -120,9 +120,14 @@ class Fabric:
     """Bridges (`FlowTable`s) joined by the topology's fabric links."""
 
     def __init__(self, topo: Topology, *apps: Mapping[int, SwitchRules],
-                 dead: Iterable[frozenset[str]] = ()) -> None:
+                 dead: Iterable[frozenset[str]] = (), tables: Mapping[int, FlowTable] | None = None) -> None:
+        """The pipeline's miss flows and every app's rules on each bridge of `topo`; or, with
+        `tables`, exactly what fake datapaths were sent (FakeDatapath.table)."""
         self.topo = topo
-        self.tables = {topo.dpid(b): FlowTable(topo.dpid(b), pipeline_rules()) for b in topo.bridges}
+        if tables is not None:
+            self.tables = dict(tables)
+        else:
+            self.tables = {topo.dpid(b): FlowTable(topo.dpid(b), pipeline_rules()) for b in topo.bridges}
         for rules in apps:
             for dpid, r in rules.items():
                 self.tables[dpid].install(r)

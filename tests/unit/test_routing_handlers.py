@@ -249,9 +249,9 @@ def test_state_reports_which_hosts_changed_since_a_version():
     state.add_host("02:aa:00:00:00:01", "10.9.0.1", 1, 1)  # no change: not logged
     state.add_host("02:aa:00:00:00:02", None, 1, 2)
     state.remove_host("02:aa:00:00:00:01")
-    version, macs = state.host_changes(start)
+    version, keys = state.host_changes(start)
     assert version == state.host_version == start + 3
-    assert macs == ["02:aa:00:00:00:01", "02:aa:00:00:00:02", "02:aa:00:00:00:01"]
+    assert keys == [(0, "02:aa:00:00:00:01"), (0, "02:aa:00:00:00:02"), (0, "02:aa:00:00:00:01")]
     assert state.host_changes(version) == (version, [])
     assert state.host_changes(version + 1) == (version, None)  # a reader from the future starts over
 

@@ -187,9 +187,9 @@ def test_tenant_hosts_are_routed_but_egress_and_arp_are_left_to_tenancy():
     topo = build("leafspine:2,2,1")
     graph = rr.graph_from_topology(topo)
     pi = topo.dpid(topo.pis[1])
-    member = rr.Host("0a:00:00:00:00:07", "10.1.0.7", pi, 9, tenant=7)
+    member = rr.Host("0a:00:00:00:00:07", "10.1.0.7", pi, 9, tenant="t7", tag=7)
     state = rr.desired_state(graph, [*rr.hosts_from_topology(topo), member])
-    key = (pipeline.TABLE_FORWARD, rr.PRIORITY_HOST, rr.forward_match(member.mac))
+    key = (pipeline.TABLE_FORWARD, rr.PRIORITY_HOST, rr.forward_match(member.mac, fl.vid(7)))
     assert state[pi].flows[key].goto == pipeline.TABLE_EGRESS
     assert not any(f.table == pipeline.TABLE_EGRESS and ("eth_dst", member.mac) in f.match
                    for f in state[pi].flows.values())
@@ -268,20 +268,20 @@ def test_encode_orders_groups_before_flows_and_deletes_last():
 
 
 # --- incremental host changes ---------------------------------------------------------------------
-def _routed(graph, hosts) -> dict[str, rr.Host]:
-    return {h.mac.lower(): h for h in rr.usable_hosts(graph, hosts)}
+def _routed(graph, hosts) -> dict[rr.HostKey, rr.Host]:
+    return {h.key: h for h in rr.usable_hosts(graph, hosts)}
 
 
 def _flow_set(flows) -> set:
     return {(f.key, f) for f in flows}
 
 
-def _incremental_matches_full(topo: Topology, hosts: list[rr.Host], updates: dict[str, rr.Host | None]):
+def _incremental_matches_full(topo: Topology, hosts: list[rr.Host], updates: dict[rr.HostKey, rr.Host | None]):
     """host_changes from `hosts` with `updates` must equal the diff of two full computations, and
     applying it to the old rules must give exactly the new desired rules."""
     graph = rr.graph_from_topology(topo)
     before = rr.desired_state(graph, hosts)
-    after_hosts = [h for h in hosts if h.mac not in updates] + [h for h in updates.values() if h is not None]
+    after_hosts = [h for h in hosts if h.key not in updates] + [h for h in updates.values() if h is not None]
     after = rr.desired_state(graph, after_hosts)
     result = rr.host_changes(graph, _routed(graph, hosts), updates)
     assert result is not None
@@ -312,7 +312,7 @@ def test_incremental_host_addition_equals_a_full_recomputation_and_is_delivered(
     topo = build(spec)
     hosts = rr.hosts_from_topology(topo)
     one = _newcomer(topo, topo.pis[0], 1)
-    _, after = _incremental_matches_full(topo, hosts, {one.mac: one})
+    _, after = _incremental_matches_full(topo, hosts, {one.key: one})
     # the newcomer is reached from every container, and only at its own port
     fabric = FakeFabric(topo, after)
     for src in topo.containers:
@@ -320,7 +320,7 @@ def test_incremental_host_addition_equals_a_full_recomputation_and_is_delivered(
         assert set(fabric.send(start.dpid, start.port, {"eth_dst": one.mac, "eth_type": 0x0800})) == \
             {Delivery(one.dpid, one.port)}
     two = [_newcomer(topo, topo.pis[-1], 2), _newcomer(topo, topo.pis[1], 3)]
-    _incremental_matches_full(topo, [*hosts, one], {h.mac: h for h in two})
+    _incremental_matches_full(topo, [*hosts, one], {h.key: h for h in two})
 
 
 @pytest.mark.parametrize("spec", ["fattree:4", "leafspine:2,4,2"])
@@ -328,15 +328,15 @@ def test_incremental_removal_move_and_readdress_equal_a_full_recomputation(spec)
     topo = build(spec, containers_per_pi=2)
     hosts = rr.hosts_from_topology(topo)
     first, second = hosts[0], hosts[-1]
-    _incremental_matches_full(topo, hosts, {first.mac: None})  # its Pi keeps its other container
+    _incremental_matches_full(topo, hosts, {first.key: None})  # its Pi keeps its other container
     moved = rr.Host(first.mac, first.ip, second.dpid, 60)
-    _incremental_matches_full(topo, hosts, {first.mac: moved})
+    _incremental_matches_full(topo, hosts, {first.key: moved})
     readdressed = rr.Host(first.mac, "10.9.9.9", first.dpid, first.port)
-    _incremental_matches_full(topo, hosts, {first.mac: readdressed})
-    tenant = rr.Host(first.mac, first.ip, first.dpid, first.port, tenant=7)
-    _incremental_matches_full(topo, hosts, {first.mac: tenant})
+    _incremental_matches_full(topo, hosts, {first.key: readdressed})
+    member = rr.Host(first.mac, first.ip, hosts[1].dpid, 70, tenant="t7", tag=7)  # same MAC and IP, a tenant's
+    _incremental_matches_full(topo, hosts, {member.key: member})
     assert rr.host_changes(rr.graph_from_topology(topo), _routed(rr.graph_from_topology(topo), hosts),
-                           {first.mac: first}) == ({}, _routed(rr.graph_from_topology(topo), hosts))
+                           {first.key: first}) == ({}, _routed(rr.graph_from_topology(topo), hosts))
 
 
 def test_incremental_host_changes_defer_to_a_full_recomputation_when_groups_or_shared_ips_change():
@@ -345,13 +345,13 @@ def test_incremental_host_changes_defer_to_a_full_recomputation_when_groups_or_s
     hosts = rr.hosts_from_topology(topo)
     routed = _routed(graph, hosts)
     spine = topo.dpid("spine1")
-    assert rr.host_changes(graph, routed, {"02:aa:00:00:00:09": rr.Host("02:aa:00:00:00:09", None, spine, 9)}) \
+    assert rr.host_changes(graph, routed, {(0, "02:aa:00:00:00:09"): rr.Host("02:aa:00:00:00:09", None, spine, 9)}) \
         is None  # the spine's first host: every bridge needs a new group
-    assert rr.host_changes(graph, routed, {hosts[0].mac: None}) is None  # its Pi's last host
+    assert rr.host_changes(graph, routed, {hosts[0].key: None}) is None  # its Pi's last host
     twin = rr.Host("02:aa:00:00:00:0a", hosts[1].ip, hosts[0].dpid, 9)
-    assert rr.host_changes(graph, routed, {twin.mac: twin}) is None  # the IP's ARP answer is shared
+    assert rr.host_changes(graph, routed, {twin.key: twin}) is None  # the IP's ARP answer is shared
     on_fabric = rr.Host("02:aa:00:00:00:0b", None, topo.dpid("leaf1"), topo.port("leaf1", "spine1"))
-    assert rr.host_changes(graph, routed, {on_fabric.mac: on_fabric}) == ({}, routed)  # mis-learned: ignored
+    assert rr.host_changes(graph, routed, {on_fabric.key: on_fabric}) == ({}, routed)  # mis-learned: ignored
 
 
 def test_flow_mods_sharing_a_flow_encode_identically_on_every_bridge():

@@ -61,7 +61,7 @@ class Fabric:
     def __init__(self, plan: TenantPlan, t: Topology):
         self.plan, self.topo = plan, t
         self.rules = R.compute(plan, t)
-        members = [rr.Host(m.mac, m.ip, dpid(m.pi), m.port, tenant.name)
+        members = [rr.Host(m.mac, m.ip, dpid(m.pi), m.port, tenant.name, tenant.id)
                    for tenant, m in plan.members if m.port is not None]
         self.routing = rr.desired_state(rr.graph_from_topology(t), rr.hosts_from_topology(t) + members)
         self.net = flowtable.Fabric(t, self.routing, self.rules)
