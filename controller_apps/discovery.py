@@ -9,8 +9,11 @@ The algorithm:
    receiver (dpid, in_port) is one end-to-end observation of a link. Each new bridge also
    triggers a re-probe of all bridges, since frames sent before the newcomer's trap rule existed
    were lost; so a fat-tree is known within a few round trips of its last bridge connecting.
-3. Probes repeat every LLDP_INTERVAL seconds; a link not confirmed for LINK_TIMEOUT seconds is
-   gone (a silent failure). A port going down removes its links at once (the port-status
+3. Probes repeat every LLDP_INTERVAL seconds; a link not confirmed for LINK_TIMEOUT seconds, and
+   missing from the replies to the last MISSED_ROUNDS probe rounds, is gone (a silent failure).
+   Counting rounds, not only seconds, is what keeps a stalled controller (a loaded host starves
+   its threads for seconds, then the prober wakes before the queued probes are read) from
+   declaring every link of the fabric dead at once. A port going down removes its links at once (the port-status
    message), which is what routing's fast recomputation hangs on; a port coming up is probed at
    once.
 4. Hosts: the intended topology's containers are declared up front (MAC, IP, Pi port), so routing
@@ -24,6 +27,7 @@ versus discovered difference for the API. `LinkTable` and the LLDP codec are pur
 
 from __future__ import annotations
 
+import collections
 import ipaddress
 import logging
 import struct
@@ -45,7 +49,8 @@ from controller_apps.state import STATE, ControllerState
 LOG = logging.getLogger(__name__)
 
 LLDP_INTERVAL = 1.0  # seconds between probe rounds
-LINK_TIMEOUT = 3.5  # a link unconfirmed this long is gone (three lost probes and a margin)
+LINK_TIMEOUT = 3.5  # a link unconfirmed this long is gone (three lost probes and a margin)...
+MISSED_ROUNDS = 3  # ...if it also missed the replies to this many consecutive probe rounds
 STALE_DOWN = 1.0  # a probe through a port marked down this long ago proves the mark stale
 LLDP_TTL = 5  # seconds, the TTL TLV (informative: we expire links ourselves)
 SYSTEM_NAME = b"picloud"  # marks our probes, so frames from other LLDP speakers are ignored
@@ -113,6 +118,7 @@ class LinkTable:
     def __init__(self) -> None:
         self.seen: dict[tuple[Endpoint, Endpoint], float] = {}
         self.down: dict[Endpoint, float] = {}  # end -> when it was marked down
+        self.rounds: collections.deque[float] = collections.deque(maxlen=MISSED_ROUNDS)  # last rounds sent
 
     def observe(self, sender: Endpoint, receiver: Endpoint, now: float) -> bool:
         """Record one probe; True when the set of links changed."""
@@ -142,8 +148,17 @@ class LinkTable:
         self.down = {e: t for e, t in self.down.items() if e[0] != dpid}
         return self._drop(lambda k: dpid in (k[0][0], k[1][0]))
 
+    def probed(self, now: float) -> None:
+        """A probe round went out of every live port at `now`."""
+        self.rounds.append(now)
+
     def expire(self, now: float, timeout: float = LINK_TIMEOUT) -> bool:
-        return self._drop(lambda k: now - self.seen[k] > timeout)
+        """Drop links unconfirmed for `timeout` that also missed the last MISSED_ROUNDS rounds
+        (not seen since the oldest of them was sent). Call before sending the next round."""
+        if len(self.rounds) < MISSED_ROUNDS:
+            return False
+        oldest = self.rounds[0]
+        return self._drop(lambda k: now - self.seen[k] > timeout and self.seen[k] < oldest)
 
     def _drop(self, doomed: Any) -> bool:
         before = self.links()
@@ -248,10 +263,11 @@ class Discovery(app_manager.OSKenApp):
             if self.probe_all or now >= next_round:
                 self.probe_all = False
                 next_round = now + LLDP_INTERVAL
-                for dpid in list(self.datapaths):
-                    self.probe(dpid)
                 with self.lock:
                     self.table.expire(now)
+                    self.table.probed(now)
+                for dpid in list(self.datapaths):
+                    self.probe(dpid)
                 self.publish(force=True)
 
     def _state_changed(self, kind: str) -> None:

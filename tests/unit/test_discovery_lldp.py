@@ -64,13 +64,31 @@ def test_a_probe_long_after_a_down_mark_proves_the_port_up():
     assert (B, 2) not in table.down
 
 
-def test_links_unconfirmed_for_the_timeout_expire():
+def test_links_unconfirmed_for_the_timeout_and_missing_from_the_last_rounds_expire():
     table = disc.LinkTable()
     table.observe((A, 1), (B, 2), 0.0)
-    table.observe((A, 3), (C, 1), 3.0)
+    for t in (1.0, 2.0, 3.0):  # rounds whose probes only confirm A-C
+        table.probed(t)
+        table.observe((A, 3), (C, 1), t + 0.01)
     assert not table.expire(3.0)
     assert table.expire(0.0 + disc.LINK_TIMEOUT + 0.01)
     assert table.links() == [((A, 3), (C, 1))]
+
+
+def test_a_stalled_controller_does_not_declare_every_link_dead():
+    """A loaded host starves the controller for seconds; the prober then wakes before the probes
+    queued meanwhile are read. Links confirmed in the rounds before the stall stay: only a link that
+    missed the replies to the last MISSED_ROUNDS rounds is gone, however long the stall."""
+    table = disc.LinkTable()
+    for t in (0.0, 1.0, 2.0):
+        table.probed(t)
+        table.observe((A, 1), (B, 2), t + 0.01)
+    assert not table.expire(12.0)  # ten seconds without the prober or the packet-in handler
+    assert table.links() == [((A, 1), (B, 2))]
+    for t in (12.0, 13.0, 14.0):  # three more rounds, no reply: the link is really gone
+        assert not table.expire(t)
+        table.probed(t)
+    assert table.expire(15.0) and table.links() == []
 
 
 def test_a_recabled_port_forgets_its_old_neighbour():
