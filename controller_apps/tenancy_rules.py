@@ -22,7 +22,8 @@ table 3 egress
     (eth_dst=member)                                          -> drop (untagged or another tenant)
     (any VLAN) on every Pi                                    -> drop (never to a non-member container)
 
-Routing forwards the tagged frames on eth_dst alone; MACs are unique fabric-wide (tenants.model).
+Routing carries the tagged frames on (vlan_vid, eth_dst): a tenant is a network of its own, as the
+default network is (docs/CONTRACTS.md).
 """
 
 from __future__ import annotations
