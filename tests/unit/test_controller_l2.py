@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from flowtable import FakeDatapath
 from os_ken.controller import ofp_event
 from os_ken.lib.packet import ether_types, ethernet, packet
 from os_ken.ofproto import ofproto_v1_3 as ofp
@@ -13,16 +14,6 @@ from controller_apps.pipeline import COOKIE_L2
 A, B = "02:00:00:00:00:01", "02:00:00:00:00:02"
 
 
-class RecordingDatapath:
-    ofproto = ofp
-    ofproto_parser = parser
-
-    def __init__(self, dpid: int = 1) -> None:
-        self.id = dpid
-        self.sent: list = []
-
-    def send_msg(self, msg) -> None:
-        self.sent.append(msg)
 
 
 def frame(src: str, dst: str, ethertype: int = ether_types.ETH_TYPE_IP) -> bytes:
@@ -45,7 +36,7 @@ def features(dp):
 
 
 def test_connect_installs_table_miss_to_controller():
-    app, dp = L2Learning(), RecordingDatapath()
+    app, dp = L2Learning(), FakeDatapath()
     app.switch_features_handler(features(dp))
     (mod,) = dp.sent
     assert isinstance(mod, parser.OFPFlowMod) and mod.priority == 0 and mod.table_id == 0
@@ -55,7 +46,7 @@ def test_connect_installs_table_miss_to_controller():
 
 
 def test_unknown_destination_floods_without_installing():
-    app, dp = L2Learning(), RecordingDatapath()
+    app, dp = L2Learning(), FakeDatapath()
     app.packet_in_handler(packet_in(dp, 1, frame(A, B)))
     (out,) = dp.sent
     assert isinstance(out, parser.OFPPacketOut)
@@ -65,7 +56,7 @@ def test_unknown_destination_floods_without_installing():
 
 
 def test_known_destination_installs_exact_flow_and_sends_out_that_port_only():
-    app, dp = L2Learning(), RecordingDatapath()
+    app, dp = L2Learning(), FakeDatapath()
     app.packet_in_handler(packet_in(dp, 1, frame(A, B)))
     app.packet_in_handler(packet_in(dp, 2, frame(B, A)))
     mod, out = dp.sent[1:]
@@ -76,7 +67,7 @@ def test_known_destination_installs_exact_flow_and_sends_out_that_port_only():
 
 
 def test_buffered_packet_is_released_by_the_flow_mod_alone():
-    app, dp = L2Learning(), RecordingDatapath()
+    app, dp = L2Learning(), FakeDatapath()
     app.packet_in_handler(packet_in(dp, 1, frame(A, B)))
     dp.sent.clear()
     app.packet_in_handler(packet_in(dp, 2, frame(B, A), buffer_id=77))
@@ -85,7 +76,7 @@ def test_buffered_packet_is_released_by_the_flow_mod_alone():
 
 
 def test_lldp_is_ignored_and_tables_are_per_switch():
-    app, dp1, dp2 = L2Learning(), RecordingDatapath(1), RecordingDatapath(2)
+    app, dp1, dp2 = L2Learning(), FakeDatapath(1), FakeDatapath(2)
     app.packet_in_handler(packet_in(dp1, 1, frame(A, "01:80:c2:00:00:0e", ether_types.ETH_TYPE_LLDP)))
     assert dp1.sent == [] and app.mac_to_port.get(1, {}) == {}
     app.packet_in_handler(packet_in(dp1, 3, frame(A, B)))

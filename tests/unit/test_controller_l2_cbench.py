@@ -9,6 +9,7 @@ import struct
 import sys
 from pathlib import Path
 
+from flowtable import FakeDatapath
 from os_ken.controller import ofp_event
 from os_ken.lib.packet import ipv4, packet, udp
 from os_ken.ofproto import ofproto_parser
@@ -24,16 +25,6 @@ sys.modules["cbench"] = cbench  # dataclasses look their module up while the cla
 _spec.loader.exec_module(cbench)
 
 
-class RecordingDatapath:
-    ofproto = ofp
-    ofproto_parser = parser
-
-    def __init__(self, dpid: int = 1) -> None:
-        self.id = dpid
-        self.sent: list = []
-
-    def send_msg(self, msg) -> None:
-        self.sent.append(msg)
 
 
 def parse(dp, raw: bytes):
@@ -43,7 +34,7 @@ def parse(dp, raw: bytes):
 
 
 def test_packet_in_parses_with_in_port_buffer_and_a_valid_udp_frame():
-    dp = RecordingDatapath()
+    dp = FakeDatapath()
     msg = parse(dp, cbench.packet_in(3, 5, 0x105))
     assert isinstance(msg, parser.OFPPacketIn)
     assert msg.buffer_id == 0x105 and msg.match["in_port"] == cbench.host_port(5)
@@ -54,7 +45,7 @@ def test_packet_in_parses_with_in_port_buffer_and_a_valid_udp_frame():
 
 
 def test_features_and_port_desc_replies_parse():
-    dp = RecordingDatapath()
+    dp = FakeDatapath()
     features = parse(dp, cbench.features_reply(7, 0xCB0000000001))
     assert features.datapath_id == 0xCB0000000001 and features.xid == 7
     body = struct.pack("!HH4x", cbench.OFPMP_PORT_DESC, 0) + cbench.port_desc(2)
@@ -64,7 +55,7 @@ def test_features_and_port_desc_replies_parse():
 
 
 def test_l2_learning_answers_every_cbench_packet_in_with_one_message():
-    app, dp = L2Learning(), RecordingDatapath()
+    app, dp = L2Learning(), FakeDatapath()
     for _ in range(2):
         for host in range(cbench.HOSTS_PER_SWITCH):
             before = len(dp.sent)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from flowtable import FakeDatapath
 from os_ken.controller import ofp_event
 from os_ken.ofproto import ofproto_v1_3 as ofp
 from os_ken.ofproto import ofproto_v1_3_parser as parser
@@ -11,18 +12,6 @@ from controller_apps import api, monitor
 from controller_apps.monitor import DEFAULT_CAPACITY_BPS, Monitor, PortSample, link_load, port_rates
 from controller_apps.state import STATE
 from topology.model import Topology, dpid
-
-
-class RecordingDatapath:
-    ofproto = ofp
-    ofproto_parser = parser
-
-    def __init__(self, dpid: int) -> None:
-        self.id = dpid
-        self.sent: list = []
-
-    def send_msg(self, msg) -> None:
-        self.sent.append(msg)
 
 
 def topology() -> Topology:
@@ -68,7 +57,7 @@ def test_link_load_takes_busier_direction_and_uses_rx_for_unpolled_end():
 
 
 def test_poll_requests_port_and_flow_stats_for_all_ports_and_tables():
-    dp = RecordingDatapath(1)
+    dp = FakeDatapath(1)
     Monitor().request_stats(dp)
     port_req, flow_req = dp.sent
     assert isinstance(port_req, parser.OFPPortStatsRequest) and port_req.port_no == ofp.OFPP_ANY
@@ -85,7 +74,7 @@ def test_flow_polling_slows_down_only_on_large_fabrics():
 
 
 def test_two_port_replies_give_link_utilisation_against_topology_bw(app):
-    s1, p1 = RecordingDatapath(dpid("s1")), RecordingDatapath(dpid("p1"))
+    s1, p1 = FakeDatapath(dpid("s1")), FakeDatapath(dpid("p1"))
     app.port_stats_handler(port_reply(s1, {1: (0, 0)}))  # t=100
     app.port_stats_handler(port_reply(p1, {1: (0, 0), 2: (0, 0), ofp.OFPP_LOCAL: (0, 0)}))  # t=101
     app.port_stats_handler(port_reply(s1, {1: (2_500_000, 0)}))  # t=102: 10 Mbit/s s1 -> p1 over 2 s
@@ -101,7 +90,7 @@ def test_two_port_replies_give_link_utilisation_against_topology_bw(app):
 
 
 def test_port_status_becomes_a_state_event_and_restarts_the_rate(app):
-    dp = RecordingDatapath(dpid("s1"))
+    dp = FakeDatapath(dpid("s1"))
     app.port_stats_handler(port_reply(dp, {1: (0, 0)}))
     app.port_stats_handler(port_reply(dp, {1: (1000, 0)}))
     assert ("s1", 1) in app.rates
@@ -115,7 +104,7 @@ def test_port_status_becomes_a_state_event_and_restarts_the_rate(app):
 
 
 def test_flow_stats_across_multipart_reply_served_with_rates(app):
-    dp = RecordingDatapath(dpid("s1"))
+    dp = FakeDatapath(dpid("s1"))
 
     def reply(byte_count: int, more: bool):
         msg = parser.OFPFlowStatsReply(dp)

@@ -3,23 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from flowtable import FakeDatapath
 from os_ken.ofproto import ofproto_v1_3, ofproto_v1_3_parser
 
 from controller_apps import pipeline
-
-
-class RecordingDatapath:
-    """Just enough of an os-ken Datapath for message construction and recording sends."""
-
-    ofproto = ofproto_v1_3
-    ofproto_parser = ofproto_v1_3_parser
-
-    def __init__(self, dpid: int = 1) -> None:
-        self.id = dpid
-        self.sent: list = []
-
-    def send_msg(self, msg) -> None:
-        self.sent.append(msg)
 
 
 def test_tables_are_declared_in_contract_order():
@@ -41,7 +28,7 @@ def test_cookie_carries_app_and_tenant():
 
 
 def test_install_messages_chain_tables_and_miss_to_controller_in_forward():
-    dp = RecordingDatapath()
+    dp = FakeDatapath()
     misses = pipeline.install_messages(dp)
     # ADDs only: they replace a previous controller's identical miss rules without a gap.
     assert all(m.command == ofproto_v1_3.OFPFC_ADD for m in misses)
@@ -56,7 +43,7 @@ def test_install_messages_chain_tables_and_miss_to_controller_in_forward():
 
 
 def test_flow_mod_puts_actions_before_goto():
-    dp = RecordingDatapath()
+    dp = FakeDatapath()
     parser = dp.ofproto_parser
     msg = pipeline.flow_mod(dp, 0, 10, {"in_port": 3}, actions=[parser.OFPActionPushVlan()],
                             instructions=[pipeline.goto(dp, 1)], cookie_value=7)
@@ -67,18 +54,26 @@ def test_flow_mod_puts_actions_before_goto():
 
 
 def test_ensure_installed_sends_once_per_connection():
-    dp = RecordingDatapath()
+    dp = FakeDatapath()
     assert pipeline.ensure_installed(dp) is True
     count = len(dp.sent)
     assert pipeline.ensure_installed(dp) is False
     assert len(dp.sent) == count
     assert isinstance(dp.sent[-1], ofproto_v1_3_parser.OFPBarrierRequest)
-    assert pipeline.ensure_installed(RecordingDatapath()) is True
+    assert pipeline.ensure_installed(FakeDatapath()) is True
 
 
 def test_delete_app_flows_scopes_to_tenant_when_given():
-    dp = RecordingDatapath()
+    dp = FakeDatapath()
     msg = pipeline.delete_app_flows(dp, pipeline.COOKIE_TENANCY, tenant=5)
     assert msg.cookie == pipeline.COOKIE_TENANCY | 5
     assert msg.cookie_mask == pipeline.COOKIE_APP_MASK | pipeline.COOKIE_TENANT_MASK
     assert msg.table_id == ofproto_v1_3.OFPTT_ALL
+
+
+def test_the_fake_flow_tables_pipeline_is_what_install_messages_installs():
+    from flowtable import pipeline_rules
+
+    dp = FakeDatapath()
+    pipeline.ensure_installed(dp)
+    assert dp.table.flows == pipeline_rules().flows
