@@ -65,19 +65,23 @@ def test_overlapping_tenants_reach_within_and_never_across(two_tenants):
     assert drops["blue"] > 0 and drops["red"] > 0
 
 
-def test_verify_detects_a_broken_egress_check(two_tenants):
-    """The negative control: inject the bug 'egress ignores the tenant' for one member of each
-    tenant (a higher-priority rule delivering the other tenant's VLAN); the same probes must
-    report those leaks, and only those."""
+def test_verify_detects_a_broken_tenant_check(two_tenants):
+    """The negative control: inject the bug 'the intruder tenant's frames for one member of the
+    other tenant are carried as that tenant's' (a higher-priority rule on every Pi re-tagging them
+    into the victim's VLAN before forwarding; routing and egress then deliver them as the victim's
+    own); the same probes must report those leaks, and only those."""
     tb = two_tenants
     plan = current_plan(tb)
     for victim, intruder in (("blue-2", "red"), ("red-3", "blue")):
         m = next(m for _, m in plan.members if m.name == victim)
-        flow = {"dpid": tb.topology.dpid(m.pi), "table_id": 3, "priority": 3000,
-                "match": {"eth_dst": m.mac, "dl_vlan": plan.tenant(intruder).id},
-                "actions": [{"type": "POP_VLAN"}, {"type": "OUTPUT", "port": m.port}]}
-        requests.post(tb.controller_api + "/stats/flowentry/add", json=flow, headers=tb.controller_headers(),
-                      timeout=10).raise_for_status()
+        owner = next(t for t, x in plan.members if x.name == victim)
+        for pi in tb.pis:
+            flow = {"dpid": tb.topology.dpid(pi), "table_id": 1, "priority": 3000,
+                    "match": {"eth_dst": m.mac, "dl_vlan": plan.tenant(intruder).id},
+                    "actions": [{"type": "SET_FIELD", "field": "vlan_vid", "value": 0x1000 | owner.id},
+                                {"type": "GOTO_TABLE", "table_id": 2}]}
+            requests.post(tb.controller_api + "/stats/flowentry/add", json=flow, headers=tb.controller_headers(),
+                          timeout=10).raise_for_status()
     report = tb.verify_isolation()
     assert not report.ok and "FAIL" in report.summary()
     assert report.matrix["red"]["blue"] > 0 and report.matrix["blue"]["red"] > 0
