@@ -310,18 +310,21 @@ def desired_state(graph: nx.MultiGraph, hosts: Iterable[Host]) -> dict[int, Swit
         by_bridge.setdefault(host.dpid, []).append(host)
     ids = group_ids(by_bridge)
     adjacency = up_adjacency(graph)
-    arp_hosts = [h for h in hosts if not h.tag and h.ip]
+    # A flow that is the same on many bridges is built once and shared (with its key): the rule
+    # towards a host's Pi and its ARP answer are the same everywhere, and building them per bridge
+    # was most of a large fabric's computation.
+    answers = [(f.key, f) for f in (_arp_responder(h) for h in hosts if not h.tag and h.ip)]
+    punt = _route(TABLE_ARP, PRIORITY_ARP_OTHER, Match(eth_type=ETH_TYPE_ARP, vlan_vid=OFPVID_NONE),
+                  (fl.TO_CONTROLLER,), goto=TABLE_FORWARD)
     for dpid in by_bridge:
         if dpid not in state:
             continue
         rules = state[dpid]
-        rules.add(_route(TABLE_ARP, PRIORITY_ARP_OTHER, Match(eth_type=ETH_TYPE_ARP, vlan_vid=OFPVID_NONE),
-                         (fl.TO_CONTROLLER,), goto=TABLE_FORWARD))
+        rules.add(punt)
         for host in by_bridge[dpid]:
             if not host.tag:
                 rules.add(_known_sender(host))
-        for host in arp_hosts:
-            rules.add(_arp_responder(host))
+        rules.flows.update(answers)
     for destination, attached in by_bridge.items():
         group_id = ids[destination]
         if destination in state:
@@ -331,13 +334,13 @@ def desired_state(graph: nx.MultiGraph, hosts: Iterable[Host]) -> dict[int, Swit
                 if not host.tag:
                     rules.add(_egress(host))
         hops = next_hops(graph, destination, adjacency) if destination in graph else {}
+        towards = [(f.key, f) for f in (_to_group(host, group_id) for host in attached)]
         for dpid, rules in state.items():
             if dpid == destination:
                 continue
             primary, alternates, distance = hops.get(dpid, ([], [], 0))
             rules.groups[group_id] = group_for(group_id, primary, alternates, distance)
-            for host in attached:
-                rules.add(_to_group(host, group_id))
+            rules.flows.update(towards)
     return state
 
 
