@@ -151,8 +151,8 @@ def record(table: str, args: argparse.Namespace) -> None:
             f"{os.getloadavg()[0]:.1f} on this machine while measuring. `python bench/ui_bench.py`.\n\n"
             f"{table}\n\n"
             "The live path on a real fabric (fattree:4, PiCloud's controller, iperf3 between two pods) is "
-            "checked by tests/browser/test_ui_live.py: the page shows the flow within 3 s of the client "
-            "starting, and a cut link as down.\n\n")
+            "checked by tests/browser/test_ui_live.py: the page shows the flow (target: within 3 s of the "
+            "client starting; the test prints the time) and a cut link as down.\n\n")
     document = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\n"
     RESULTS.write_text(replace_section(document, "## Web UI", body))
 

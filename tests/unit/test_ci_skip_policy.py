@@ -70,3 +70,11 @@ def test_under_ci_collecting_nothing_fails(tmp_path: Path) -> None:
     """pytest's exit code 5 (no tests) must not pass CI unnoticed; it becomes a plain failure."""
     assert run_suite(tmp_path, None, body="").returncode == pytest.ExitCode.NO_TESTS_COLLECTED
     assert run_suite(tmp_path, "true", body="").returncode == pytest.ExitCode.TESTS_FAILED
+
+
+def test_ci_entry_point_updates_apt_then_runs_make_test_as_ci() -> None:
+    script = (Path(__file__).resolve().parents[2] / ".ci" / "run").read_text()
+    lines = [line.strip() for line in script.splitlines() if line.strip() and not line.startswith("#")]
+    assert "set -euo pipefail" in lines  # a failing step (pytest's exit 1 or 5) fails CI
+    assert 'export CI="${CI:-true}"' in lines
+    assert lines.index("apt-get update -qq") < lines.index("make test")
