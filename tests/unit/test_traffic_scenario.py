@@ -180,3 +180,9 @@ def test_bad_scenario_file_fails_the_cli_before_looking_for_a_run(tmp_path):
                                                                           "PICLOUD_STATE_DIR": str(tmp_path)})
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.count("\n") == 1 and "action 'teleport'" in proc.stderr, proc.stderr
+
+
+def test_example_scenario_file_is_valid_for_its_topology():
+    entries, seed = scenario.load_file(REPO / "examples" / "scenarios" / "cut_and_flap.yaml")
+    sc = scenario.expand(entries, TOPO, seed=seed, horizon=20)
+    assert sc.steps[0].action == "link-down" and sc.end <= 20
