@@ -41,6 +41,9 @@ class End:
     port: int
 
 
+INACTIVITY_PROBE_MS = 30_000  # see _add_bridge
+
+
 class LocalFabric:
     def __init__(self, topology: Topology, state: RunState, controllers: list[str] | None = None,
                  datapath: str | None = None, of_versions: list[str] | None = None):
@@ -196,7 +199,16 @@ class LocalFabric:
                 "other-config:disable-in-band=true", f"external_ids:{ovs.RUN_LABEL}={self.prefix}",
                 f"external_ids:picloud-node={node}")
         if self.controllers:
-            txn.add("set-controller", name, *self.controllers)
+            # Controller rows made here rather than by set-controller, to carry a longer inactivity
+            # probe: OVS's default 5 s disconnects a healthy controller whenever ovs-vswitchd's own
+            # main loop stalls longer than that (measured: 3-12 s "Unreasonably long poll interval"
+            # stalls on a shared host with ~250 bridges), and every reactive app then loses packets.
+            ids = []
+            for i, target in enumerate(self.controllers):
+                ids.append(f"@{name}c{i}")
+                txn.add(f"--id={ids[-1]}", "create", "Controller", f'target="{target}"',
+                        f"inactivity_probe={INACTIVITY_PROBE_MS}")
+            txn.add("set", "Bridge", name, f"controller=[{','.join(ids)}]")
 
     # --- run-time changes ---------------------------------------------------------------------
     def _link_ends(self, a: str, b: str) -> tuple[End, End]:
