@@ -224,7 +224,7 @@ def cluster(pis: int = 3, per_pi: int = 2) -> dict[str, Any]:
     """Three emulated Pis: start, `up` over OVSDB/VXLAN, all-pairs TCP, restart + repair."""
     import tempfile
 
-    from topology.backends.cluster import EmulatedCluster
+    from topology.backends.cluster.emulated import EmulatedCluster
 
     emu = EmulatedCluster("pcbench", pis)
     out: dict[str, Any] = {"pis": pis, "containers": pis * per_pi}

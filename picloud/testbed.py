@@ -268,7 +268,7 @@ class Testbed:
 
             return DockerFabric(self.topology, self.state, targets, of_versions=self.of_versions,
                                 **self.backend_options)
-        from topology.backends.cluster import ClusterFabric
+        from topology.backends.cluster.fabric import ClusterFabric
 
         return ClusterFabric(self.topology, self.state, targets, of_versions=self.of_versions,
                              **self.backend_options)
@@ -290,7 +290,7 @@ class Testbed:
         if self.backend == "cluster":
             # Real (or emulated) Pis must reach the controller: listen on the inventory's
             # controller address; the API stays on loopback.
-            from topology.backends.cluster import controller_address
+            from topology.backends.cluster.check import controller_address
 
             host = controller_address(self.backend_options) or host
         listen, api = f"{host}:{of_port(prefix)}", f"127.0.0.1:{api_port(prefix)}"
@@ -298,7 +298,7 @@ class Testbed:
                 "--api", api, "--topology", str(self.state.path)]
         scheme = "tcp"
         if self.backend == "cluster":
-            from topology.backends.cluster import openflow_tls
+            from topology.backends.cluster.check import openflow_tls
 
             tls = openflow_tls(self.backend_options)
             if tls is not None:

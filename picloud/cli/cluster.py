@@ -44,7 +44,7 @@ def _check(args: argparse.Namespace) -> int:
     import yaml
 
     from picloud.errors import ClusterError
-    from topology.backends.cluster import check_cluster
+    from topology.backends.cluster.check import check_cluster
     from topology.inventory import inventory_problems, parse_inventory
 
     try:
@@ -75,7 +75,7 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _emulate_start(args: argparse.Namespace) -> int:
-    from topology.backends.cluster import EmulatedCluster
+    from topology.backends.cluster.emulated import EmulatedCluster
 
     emu = EmulatedCluster(args.name, args.pis, args.subnet)
     emu.start()
@@ -86,7 +86,7 @@ def _emulate_start(args: argparse.Namespace) -> int:
 
 
 def _emulate_stop(args: argparse.Namespace) -> int:
-    from topology.backends.cluster import EmulatedCluster
+    from topology.backends.cluster.emulated import EmulatedCluster
 
     EmulatedCluster.load(args.name).stop()
     print(f"emulated cluster {args.name}: stopped")
