@@ -49,6 +49,7 @@ class Bench:
 BENCHES = [
     Bench("fabric", "fabric_bench.py", "## Fabric", "Mininet 2.3.0 (Debian)", 1500, 300),
     Bench("teardown", "teardown_bench.py", "## Teardown floor", "kernel floor (packet-socket close)", 300, 120),
+    Bench("tcp_paths", "tcp_paths_bench.py", "## TCP paths", "1 bridge (same run)", 300, 120),
     Bench("cbench", "cbench.py", "## Controller (cbench)",
           "Ryu's simple_switch_13 on os-ken, ovs-testcontroller", 300, 120),
     Bench("traffic", "traffic_bench.py", "## Traffic engine", "iperf3", 300, 120,
