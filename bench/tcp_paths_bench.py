@@ -101,8 +101,8 @@ def iperf(seconds: int) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seconds", type=int, default=4)
-    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--seconds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--quick", action="store_true", help="one round of 2 s")
     ap.add_argument("--record", action="store_true", help=f"write the {SECTION!r} section of RESULTS.md")
     args = ap.parse_args(argv)
@@ -144,11 +144,12 @@ def main(argv: list[str] | None = None) -> int:
         med = statistics.median(results[path])
         rounds_text = ", ".join(f"{v / 1e9:.2f}" for v in results[path])
         lines.append(f"| {path} | {med / 1e9:.2f} Gbit/s | {med / one:.2f}x | {rounds_text} |")
-    lines += ["", "Each veth between two bridges is one more AF_PACKET send and receive on ovs-vswitchd's single "
-              "main thread (the userspace datapath polls non-PMD ports there, so handler/revalidator threads and "
-              "pmd-cpu-mask do not touch this path); a patch port is resolved inside one datapath pass. The MTU 9000 row against the veth row "
-              "shows what jumbo frames change: with userspace TSO the veths already carry segments of up to 64 KiB, "
-              "so the per-packet work they could save is small; single rounds on this shared machine vary 2-3x."]
+    lines += ["", "Why a veth between bridges can cost: it is one more AF_PACKET send and receive on ovs-vswitchd's "
+              "single main thread (the userspace datapath polls non-PMD ports there, so handler/revalidator "
+              "threads and pmd-cpu-mask do not touch this path), while a patch port is resolved inside one "
+              "datapath pass. With userspace TSO the veths already carry segments of up to 64 KiB, so little is "
+              "expected from MTU 9000. Read the rounds column before the medians: on a shared 2-core machine "
+              "single rounds of the same path vary several-fold."]
     text = "\n".join(lines)
     print(text)
     if args.record:
