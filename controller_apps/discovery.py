@@ -61,9 +61,10 @@ Endpoint = tuple[int, int]  # (dpid, port)
 
 
 # --- LLDP codec (pure) ----------------------------------------------------------------------------
-def lldp_frame(dpid: int, port: int, hw_addr: str) -> bytes:
+def lldp_frame(dpid: int, port: int, hw_addr: str, sent: float | None = None) -> bytes:
     """The probe sent out of (dpid, port): destination 01:80:c2:00:00:0e, which bridges never
-    forward, so a frame can only ever reach the directly attached neighbour."""
+    forward, so a frame can only ever reach the directly attached neighbour. `sent` (the controller's
+    monotonic clock) rides in the system description, so a reply read late is known to be old."""
     pkt = packet.Packet()
     pkt.add_protocol(ethernet.ethernet(dst=lldp.LLDP_MAC_NEAREST_BRIDGE, src=hw_addr,
                                        ethertype=ether_types.ETH_TYPE_LLDP))
@@ -73,6 +74,7 @@ def lldp_frame(dpid: int, port: int, hw_addr: str) -> bytes:
         lldp.PortID(subtype=lldp.PortID.SUB_PORT_COMPONENT, port_id=struct.pack("!I", port)),
         lldp.TTL(ttl=LLDP_TTL),
         lldp.SystemName(system_name=SYSTEM_NAME),
+        *([lldp.SystemDescription(system_description=b"sent=%.6f" % sent)] if sent is not None else []),
         lldp.End(),
     )
     pkt.add_protocol(lldp.lldp(tlvs))
@@ -107,6 +109,21 @@ def parse_lldp(data: bytes) -> Endpoint | None:
     return dpid, struct.unpack("!I", port.port_id)[0]
 
 
+def probe_sent_at(data: bytes) -> float | None:
+    """When our probe in `data` was sent (see `lldp_frame`), or None if it carries no time."""
+    try:
+        frame = packet.Packet(data).get_protocol(lldp.lldp)
+    except Exception:
+        return None
+    desc = next((t for t in frame.tlvs if isinstance(t, lldp.SystemDescription)), None) if frame else None
+    if desc is None or not desc.system_description.startswith(b"sent="):
+        return None
+    try:
+        return float(desc.system_description[5:])
+    except ValueError:
+        return None
+
+
 # --- the link table (pure) ------------------------------------------------------------------------
 class LinkTable:
     """Directed LLDP observations (sender end -> receiver end) with the time last seen, folded into
@@ -119,9 +136,14 @@ class LinkTable:
         self.seen: dict[tuple[Endpoint, Endpoint], float] = {}
         self.down: dict[Endpoint, float] = {}  # end -> when it was marked down
         self.rounds: collections.deque[float] = collections.deque(maxlen=MISSED_ROUNDS)  # last rounds sent
+        self.sent: dict[tuple[Endpoint, Endpoint], float] = {}  # when the newest reply read was sent
+        self.answered = float("-inf")  # the newest send time of any reply read: how current we are
 
-    def observe(self, sender: Endpoint, receiver: Endpoint, now: float) -> bool:
-        """Record one probe; True when the set of links changed."""
+    def observe(self, sender: Endpoint, receiver: Endpoint, now: float, sent: float | None = None) -> bool:
+        """Record one probe read at `now` that was sent at `sent` (default: now); True when the
+        set of links changed."""
+        sent = now if sent is None else sent
+        self.answered = max(self.answered, sent)
         if sender[0] == receiver[0]:
             return False
         for end in (sender, receiver):
@@ -135,6 +157,7 @@ class LinkTable:
                     and k != (receiver, sender)]:
             del self.seen[key]
         self.seen[(sender, receiver)] = now
+        self.sent[(sender, receiver)] = max(sent, self.sent.get((sender, receiver), sent))
         return self.links() != before
 
     def port_down(self, end: Endpoint, now: float) -> bool:
@@ -154,16 +177,23 @@ class LinkTable:
 
     def expire(self, now: float, timeout: float = LINK_TIMEOUT) -> bool:
         """Drop links unconfirmed for `timeout` that also missed the last MISSED_ROUNDS rounds
-        (not seen since the oldest of them was sent). Call before sending the next round."""
-        if len(self.rounds) < MISSED_ROUNDS:
+        (no reply sent since the oldest of them has been read). Call before sending the next round.
+
+        Only once a reply to the newest of those rounds has been read (from any link): until then
+        the controller is behind its own probes (a 1,000-container fabric's routing held it for
+        seconds on a loaded host, the replies queued, and links expired that were fine; their
+        "down" made routing recompute again, and the fabric never settled), and a missing reply
+        proves nothing."""
+        if len(self.rounds) < MISSED_ROUNDS or self.answered < self.rounds[-1]:
             return False
         oldest = self.rounds[0]
-        return self._drop(lambda k: now - self.seen[k] > timeout and self.seen[k] < oldest)
+        return self._drop(lambda k: now - self.seen[k] > timeout and self.sent.get(k, self.seen[k]) < oldest)
 
     def _drop(self, doomed: Any) -> bool:
         before = self.links()
         for key in [k for k in self.seen if doomed(k)]:
             del self.seen[key]
+            self.sent.pop(key, None)
         return self.links() != before
 
     def links(self) -> list[tuple[Endpoint, Endpoint]]:
@@ -362,7 +392,7 @@ class Discovery(app_manager.OSKenApp):
         sender = parse_lldp(msg.data)
         if sender is not None:
             with self.lock:
-                changed = self.table.observe(sender, (dp.id, in_port), time.monotonic())
+                changed = self.table.observe(sender, (dp.id, in_port), time.monotonic(), probe_sent_at(msg.data))
             if changed:
                 self.publish()
             return
@@ -381,10 +411,11 @@ class Discovery(app_manager.OSKenApp):
         if dp is None:
             return
         parser, ofp = dp.ofproto_parser, dp.ofproto
+        sent = time.monotonic()
         for port_no, info in chosen:
             dp.send_msg(parser.OFPPacketOut(
                 datapath=dp, buffer_id=ofp.OFP_NO_BUFFER, in_port=ofp.OFPP_CONTROLLER,
-                actions=[parser.OFPActionOutput(port_no)], data=lldp_frame(dpid, port_no, info["hw_addr"])))
+                actions=[parser.OFPActionOutput(port_no)], data=lldp_frame(dpid, port_no, info["hw_addr"], sent)))
 
     def publish(self, force: bool = False) -> None:
         """Hand the current links to STATE (it emits the up/down events and wakes routing only on

@@ -36,6 +36,16 @@ BACKENDS = ("local", "docker", "cluster")
 CONTROLLER_READY_TIMEOUT = 60.0  # seconds, plus READY_PER_BRIDGE for each bridge
 EXTERNAL_READY_TIMEOUT = 30.0  # an external controller is already running when `picloud up` starts
 READY_PER_BRIDGE = 0.25  # 400 bridges on 2 busy cores took over a minute to connect
+# Routing sends every container's paths to every bridge before the run is ready: 1,000 containers on
+# 57 bridges were routed within 20 s of connecting at load 3-7 (0.35 ms per pair), so 1 ms per
+# (container, bridge) pair leaves a loaded host three times that. Without it the 1,000-container run
+# failed once in three at a fixed 60 s ("0 of 57 switches did not connect": all had connected; the
+# fabric was not yet routed).
+READY_PER_HOST_BRIDGE = 0.001
+# One readiness probe of the controller's API. Its /state document for 1,000 hosts is built under the
+# state lock while routing holds the GIL for its recomputation: a 2 s probe timed out again and again
+# on a loaded host, which looked like no progress. The deadline above bounds the whole wait.
+READY_PROBE_TIMEOUT = 10.0
 
 
 def load_topology(source: str | Path | Topology, containers_per_pi: int = 1, pi_model: str | None = None,
@@ -354,7 +364,8 @@ class Testbed:
         line per switch; a switch still unconnected at the deadline gets OVS's view of why."""
         names = {self.topology.dpid(n): n for n in self.topology.bridges}
         want = set(names)
-        limit = CONTROLLER_READY_TIMEOUT + READY_PER_BRIDGE * len(want)
+        limit = (CONTROLLER_READY_TIMEOUT + READY_PER_BRIDGE * len(want)
+                 + READY_PER_HOST_BRIDGE * len(self.topology.containers) * len(want))
         deadline = time.monotonic() + limit
         seen: set[int] = set()
         of_state: dict[str, Any] = {}
@@ -479,7 +490,7 @@ class Testbed:
         if not self._runs("discovery"):
             return True
         try:
-            state = self._controller_get("/state", timeout=2)
+            state = self._controller_get("/state", timeout=READY_PROBE_TIMEOUT)
         except ControllerError:
             return False
         fabric = {frozenset((ln.a, ln.b)) for ln in self.topology.fabric_links()}
@@ -489,7 +500,7 @@ class Testbed:
         if not self._runs("routing") or not self.topology.containers:
             return True  # no routing, or nothing to route yet (routing says nothing when it sends nothing)
         try:
-            events = self._controller_get("/state/events", timeout=2)
+            events = self._controller_get("/state/events", timeout=READY_PROBE_TIMEOUT)
         except ControllerError:
             return False
         bridges = len(self.topology.bridges)

@@ -85,10 +85,38 @@ def test_a_stalled_controller_does_not_declare_every_link_dead():
         table.observe((A, 1), (B, 2), t + 0.01)
     assert not table.expire(12.0)  # ten seconds without the prober or the packet-in handler
     assert table.links() == [((A, 1), (B, 2))]
-    for t in (12.0, 13.0, 14.0):  # three more rounds, no reply: the link is really gone
+    for t in (12.0, 13.0, 14.0):  # three more rounds that A-C answers and A-B does not: gone
         assert not table.expire(t)
         table.probed(t)
-    assert table.expire(15.0) and table.links() == []
+        table.observe((A, 3), (C, 1), t + 0.01)
+    assert table.expire(15.0) and table.links() == [((A, 3), (C, 1))]
+
+
+def test_replies_read_late_are_not_mistaken_for_missing_ones():
+    """The 1,000-container failure: routing held the controller for seconds, the prober kept
+    sending rounds, and the replies queued behind routing's work. Until a reply to the newest round
+    has been read, no link expires; a reply read late counts for the round it answered."""
+    table = disc.LinkTable()
+    for t in (0.0, 1.0, 2.0):
+        table.probed(t)
+        table.observe((A, 1), (B, 2), t + 0.01)
+        table.observe((A, 3), (C, 1), t + 0.01)
+    for t in (3.0, 4.0, 5.0, 6.0):  # rounds sent while nothing is read
+        assert not table.expire(t)
+        table.probed(t)
+    # At 9.0 the backlog drains: A-C's reply to round 3.0 is read, A-B's is still queued.
+    table.observe((A, 3), (C, 1), 9.0, sent=3.0)
+    assert not table.expire(9.0)  # nothing read yet from the newest round (6.0): still behind
+    table.observe((A, 1), (B, 2), 9.1, sent=3.0)
+    table.observe((A, 3), (C, 1), 9.2, sent=6.0)
+    assert not table.expire(9.3)  # current again (6.0 answered); A-B's late reply, read at 9.1, keeps it
+    assert table.links() == [((A, 1), (B, 2)), ((A, 3), (C, 1))]
+
+
+def test_probes_carry_their_send_time():
+    frame = disc.lldp_frame(A, 7, "02:00:00:00:00:01", sent=1234.5)
+    assert disc.parse_lldp(frame) == (A, 7) and disc.probe_sent_at(frame) == 1234.5
+    assert disc.probe_sent_at(disc.lldp_frame(A, 7, "02:00:00:00:00:01")) is None
 
 
 def test_a_recabled_port_forgets_its_old_neighbour():
