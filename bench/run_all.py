@@ -62,7 +62,7 @@ BENCHES = [
           "bare process, network namespace, Docker", 300, 120, ("--servers", "20", "--seconds", "3")),
     Bench("scenarios", "scenario_bench.py", "## Scenarios and capture", "(targets)", 900, 300),
     # Last: it loads the machine on purpose (a CPU hog) and takes ~25 min in full (40 runs).
-    Bench("fidelity", "fidelity_bench.py", "## Fidelity", "the same runs with a CPU hog", 2700, 600),
+    Bench("fidelity", "fidelity_bench.py", "## Fidelity", "the same runs with a CPU hog", 2700, 1200),
 ]
 
 
