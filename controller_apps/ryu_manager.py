@@ -60,6 +60,25 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def runner_namespace(args: argparse.Namespace) -> argparse.Namespace:
+    """Ryu's flags as the runner's own parsed options (parsed by the runner's parser, so every
+    option the runner has gets its default here too)."""
+    from controller_apps import runner
+
+    host = args.ofp_listen_host or "0.0.0.0"  # Ryu's '' meant every interface
+    api_host = args.wsapi_host or "0.0.0.0"
+    argv = [*args.apps, "--listen", f"{host}:{args.ofp_tcp_listen_port}", "--api", f"{api_host}:{args.wsapi_port}"]
+    if args.config_file:
+        argv += ["--config", args.config_file]
+    if args.api_token_file:
+        argv += ["--api-token-file", args.api_token_file]
+    if args.api_open:
+        argv.append("--api-open")
+    parser = _OneLineParser(prog=PROG)
+    runner.add_arguments(parser)
+    return parser.parse_args(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = logging.DEBUG if args.verbose or os.environ.get("PICLOUD_DEBUG") else logging.INFO
@@ -73,12 +92,7 @@ def main(argv: list[str] | None = None) -> int:
                              ("--wsapi-port", args.wsapi_port)):
             if not 0 < port < 65536:
                 raise ControllerError(f"{option} {port}: not a TCP port (1-65535)")
-        host = args.ofp_listen_host or "0.0.0.0"  # Ryu's '' meant every interface
-        api_host = args.wsapi_host or "0.0.0.0"
-        options = runner.options_from(argparse.Namespace(
-            apps=args.apps, listen=f"{host}:{args.ofp_tcp_listen_port}",
-            api=f"{api_host}:{args.wsapi_port}", topology=None, tenants=None, config=args.config_file,
-            api_token_file=args.api_token_file, api_open=args.api_open, api_host=[]))
+        options = runner.options_from(runner_namespace(args))
         if args.observe_links:
             from os_ken import cfg
             from os_ken.topology import switches  # noqa: F401  (registers observe-links)

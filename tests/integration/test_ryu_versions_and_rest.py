@@ -200,7 +200,8 @@ def _drive_with_ryu_manager(leaves_nothing: list[str], tmp_path: Path, log) -> N
         if prefix is not None:
             subprocess.run([sys.executable, "-m", "picloud", "down", "--run", prefix], env=env, cwd=ROOT,
                            capture_output=True, timeout=300)
-        os.killpg(manager.pid, signal.SIGTERM)
+        if manager.poll() is None:
+            os.killpg(manager.pid, signal.SIGTERM)
         manager.wait(timeout=30)
 
 

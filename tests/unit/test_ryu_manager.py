@@ -39,3 +39,23 @@ def test_errors_are_one_line_exit_2(argv, needle):
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("ryu-manager: error: ") and needle in lines[0]
+
+
+def test_ryu_flags_become_the_runners_options(tmp_path):
+    """The flags reach the runner as its own parsed options (every runner option has its default),
+    and the app named as a Ryu module is imported and checked."""
+    import socket
+
+    from controller_apps import runner
+
+    ports = []
+    for _ in range(2):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    args = ryu_manager.build_parser().parse_args(
+        ["--ofp-tcp-listen-port", str(ports[0]), "--wsapi-port", str(ports[1]), "--api-open",
+         "ryu.app.simple_switch_14"])
+    options = runner.options_from(ryu_manager.runner_namespace(args))
+    assert options.listen == ("127.0.0.1", ports[0]) and options.api == ("127.0.0.1", ports[1])
+    assert options.api_open and options.apps == ["ryu.app.simple_switch_14"]
