@@ -36,6 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "its CPU/memory set the container limits")
     p.add_argument("--bw", type=float, default=None, metavar="MBIT",
                    help="rate of every switch-to-switch (fabric) link, Mbit/s")
+    p.add_argument("--fabric-links", default=None, choices=["veth", "patch"],
+                   help="local: switch-to-switch links as veth pairs (default) or OVS patch ports (faster "
+                        "across bridges and to tear down; no shaping or capture on those links)")
     p.add_argument("--cluster", default=None, metavar="INVENTORY", help="run on real Pis listed in INVENTORY")
     p.add_argument("--openflow-tls", action=argparse.BooleanOptionalAction, default=None,
                    help="cluster: OpenFlow between the Pis and our controller over TLS with the cluster's CA "
@@ -92,6 +95,10 @@ def _backend_options(args: argparse.Namespace) -> tuple[str, dict]:
         options["pi_model"] = args.pi_model
     if args.bw is not None:
         options["bw"] = args.bw
+    if args.fabric_links is not None:
+        if backend != "local":
+            raise FabricError("--fabric-links: only with the local backend")
+        options["fabric_links"] = args.fabric_links
     return backend, options
 
 

@@ -46,10 +46,21 @@ INACTIVITY_PROBE_MS = 30_000  # see _add_bridge
 
 class LocalFabric:
     def __init__(self, topology: Topology, state: RunState, controllers: list[str] | None = None,
-                 datapath: str | None = None, of_versions: list[str] | None = None):
+                 datapath: str | None = None, of_versions: list[str] | None = None,
+                 fabric_links: str | None = None):
         self.topology = topology
         self.state = state
         self.prefix = state.prefix
+        # "patch": links between two bridges are OVS patch port pairs, not veth pairs. The userspace
+        # datapath then resolves a path across bridges in one pass (a veth hop is one more AF_PACKET
+        # send and receive on ovs-vswitchd's main thread), and teardown skips one kernel RCU grace
+        # period per such port (see bench/RESULTS.md, "TCP paths" and "Teardown floor"). The price:
+        # no kernel device, so no tc shaping and no capture on those links. Opt-in; kept in the state
+        # so a process attaching to the run later builds the same ends.
+        mode = fabric_links or state.extra.get("fabric_links") or "veth"
+        if mode not in ("veth", "patch"):
+            raise FabricError(f"fabric_links {mode!r}: one of veth, patch")
+        self.fabric_links = mode
         self.controllers = controllers or []
         self.datapath = datapath or ("system" if ovs.kernel_datapath_available() else "netdev")
         self.offload_off = False
@@ -86,6 +97,10 @@ class LocalFabric:
             return End(CONTAINER_IFACE, self.netns(node), None, port)
         return End(ifname(self.prefix, self.topology.short_id(node), port), None, self.bridge(node), port)
 
+    def is_patch(self, link: Link) -> bool:
+        """A bridge-to-bridge link built from OVS patch ports (fabric_links="patch")."""
+        return self.fabric_links == "patch" and all(self.topology.kind(n) != "container" for n in (link.a, link.b))
+
     def _extra(self) -> dict[str, dict]:
         return self.state.extra.setdefault("containers", {})
 
@@ -104,6 +119,10 @@ class LocalFabric:
             raise FabricError(f"link {bad.a!r}-{bad.b!r}: delay/jitter/loss need the kernel's sch_netem, which "
                               f"kernel {tc.kernel()} lacks ({len(impaired)} link(s); remove delay/jitter/loss, "
                               "or use a kernel with netem)")
+        shaped_patch = next((ln for ln in topo.links if self.is_patch(ln) and not Shape.of(ln).empty), None)
+        if shaped_patch is not None:
+            raise FabricError(f"link {shaped_patch.a!r}-{shaped_patch.b!r}: shaped, but fabric_links=patch builds "
+                              "bridge-to-bridge links without a kernel device to shape (use fabric_links=veth)")
         if not self.controllers:
             bridges = topo.graph.subgraph(topo.bridges)
             if not nx.is_forest(bridges):
@@ -125,7 +144,10 @@ class LocalFabric:
         for link in topo.links:
             ea, eb = self.end(link.a, link), self.end(link.b, link)
             (container_ends if ea.netns or eb.netns else bridge_ends).append((link, ea, eb))
-        root_ifaces = [e.iface for _, ea, eb in bridge_ends + container_ends for e in (ea, eb) if not e.netns]
+        root_ifaces = [e.iface for link, ea, eb in bridge_ends + container_ends for e in (ea, eb)
+                       if not e.netns and not self.is_patch(link)]
+        if self.fabric_links != "veth":
+            self.state.extra["fabric_links"] = self.fabric_links
         # Intent first: the state file names every object before any of them exists.
         self.state.objects["netns"] = list(dict.fromkeys(self.state.objects.get("netns", []) + namespaces))
         self.state.objects["veth"] = list(dict.fromkeys(self.state.objects.get("veth", []) + root_ifaces))
@@ -146,7 +168,9 @@ class LocalFabric:
         self.progress("veth pairs", 0, len(bridge_ends) + len(container_ends))
         lines = []
         group = ip.run_group(self.prefix)
-        for _, ea, eb in bridge_ends:
+        for link, ea, eb in bridge_ends:
+            if self.is_patch(link):
+                continue
             lines += [f"link add {ea.iface} group {group} type veth peer name {eb.iface} group {group}",
                       f"link set {ea.iface} up", f"link set {eb.iface} up"]
         for link, ea, eb in container_ends:
@@ -171,11 +195,14 @@ class LocalFabric:
         txn = ovs.Transaction()
         for node in topo.bridges:
             self._add_bridge(txn, node)
-        for _, ea, eb in bridge_ends + container_ends:
-            for e in (ea, eb):
+        for link, ea, eb in bridge_ends + container_ends:
+            patch = self.is_patch(link)
+            for e, peer in ((ea, eb), (eb, ea)):
                 if e.bridge:
                     txn.add("add-port", e.bridge, e.iface).add("set", "Interface", e.iface,
                                                                f"ofport_request={e.port}")
+                    if patch:
+                        txn.add("set", "Interface", e.iface, "type=patch", f"options:peer={peer.iface}")
         ports = sum(1 for _, ea, eb in bridge_ends + container_ends for e in (ea, eb) if e.bridge)
         self.progress(f"one OVSDB transaction: {len(topo.bridges)} bridges, {ports} ports", 0, 0)
         txn.commit(timeout=300)
@@ -219,7 +246,12 @@ class LocalFabric:
         return self.end(link.a, link), self.end(link.b, link)
 
     def set_link(self, a: str, b: str, up: bool) -> None:
-        ip.set_links_now([(e.iface, e.netns) for e in self._link_ends(a, b)], up)
+        ends = self._link_ends(a, b)
+        if self.is_patch(self.topology.link(a, b)):
+            for e in ends:  # no kernel device: the OpenFlow port goes down and stops carrying, as a cut cable
+                ovs.port_carries(e.bridge, e.iface, up)
+            return
+        ip.set_links_now([(e.iface, e.netns) for e in ends], up)
 
     def shape_link(self, a: str, b: str, bw: Any = KEEP, *, delay: Any = KEEP, jitter: Any = KEEP,
                    loss: Any = KEEP, queue: Any = KEEP) -> Link:
@@ -242,6 +274,9 @@ class LocalFabric:
         except TopologyError as exc:
             raise FabricError(str(exc).replace("link ", f"run {self.prefix}: link ", 1)) from None
         shape = Shape.of(new)
+        if self.is_patch(link) and not shape.empty:
+            raise FabricError(f"link {a!r}-{b!r}: built from OVS patch ports (fabric_links=patch), which have no "
+                              "kernel device to shape")
         if shape.needs_netem and not tc.netem_available():
             raise FabricError(f"link {a!r}-{b!r}: delay/jitter/loss need the kernel's sch_netem, which kernel "
                               f"{tc.kernel()} lacks")

@@ -220,3 +220,10 @@ def refused_versions(target: str, log_path: str = VSWITCHD_LOG, tail_bytes: int 
         if m.group("target") == target:
             found = m.group("peer")
     return found
+
+
+def port_carries(bridge: str, port: str, up: bool) -> None:
+    """A port without a kernel device (a patch port) cut or restored: OFPPC_PORT_DOWN alone does not
+    stop OVS forwarding through a patch port, so no-receive and no-forward go with it."""
+    for action in (("up", "receive", "forward") if up else ("down", "no-receive", "no-forward")):
+        run(["ovs-ofctl", "mod-port", bridge, port, action])
