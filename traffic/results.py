@@ -182,6 +182,15 @@ class Results:
             raise TrafficError(f"{directory}: no {', '.join(missing)} (not a traffic results directory)")
         meta = json.loads((directory / "meta.json").read_text())
         flows = read_flows(directory / "flows.csv")
+        if "fidelity" not in meta and (directory / "fidelity.json").is_file():
+            # A run whose verdict was not kept in meta.json (an older version, a trimmed copy): the
+            # samples are there, so the verdict is recomputed from them (traffic.fidelity).
+            try:
+                from traffic.fidelity import assess_recorded
+
+                meta["fidelity"] = assess_recorded(directory)
+            except (KeyError, ValueError, TypeError, OSError):
+                pass
         return cls(directory, flows, summarize(flows, meta), meta)
 
     @property

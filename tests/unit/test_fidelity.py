@@ -166,3 +166,9 @@ def test_summary_report_and_results_carry_the_verdict(tmp_path):
 def test_thresholds_each_carry_a_reason():
     for name, t in fidelity.THRESHOLDS.items():
         assert len(t.reason) > 60, name
+
+
+def test_report_recomputes_the_verdict_from_recorded_samples():
+    res = Results.load(FIXTURES / "loaded-picloud-1x2")  # its meta.json carries no verdict, fidelity.json does
+    assert res.fidelity["verdict"] == "degraded"
+    assert "datapath lost 20 upcalls (threshold 0)" in res.report()
