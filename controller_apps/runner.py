@@ -365,6 +365,28 @@ def install_checksum_repair() -> None:
                             (ofproto_v1_3, ofproto_v1_3_parser), (ofproto_v1_4, ofproto_v1_4_parser),
                             (ofproto_v1_5, ofproto_v1_5_parser)]:
         _wrap_packet_in(parser._MSG_PARSERS, ofproto.OFPT_PACKET_IN)
+        _wrap_features_reply(parser._MSG_PARSERS, ofproto.OFPT_FEATURES_REPLY)
+
+
+def _wrap_features_reply(table: dict[int, Any], msg_type: int) -> None:
+    """Set `datapath.id` when the features reply is parsed, before any app sees the event.
+
+    os-ken's own features handler sets it, but with native threads every app's handler runs on its
+    own thread, so a Ryu app reading `datapath.id` in its `EventOFPSwitchFeatures` handler (the
+    Ryu book's simple_switch_rest_13 keys its tables by it there) could read None; under Ryu's
+    eventlet it never did."""
+    original = table[msg_type]
+    if getattr(original, "picloud_dpid", False):
+        return
+
+    def parse(datapath: Any, version: int, msg_type: int, msg_len: int, xid: int, buf: bytes) -> Any:
+        msg = original(datapath, version, msg_type, msg_len, xid, buf)
+        if getattr(datapath, "id", None) is None:
+            datapath.id = msg.datapath_id
+        return msg
+
+    parse.picloud_dpid = True  # type: ignore[attr-defined]
+    table[msg_type] = parse
 
 
 def _wrap_packet_in(table: dict[int, Any], msg_type: int) -> None:

@@ -107,3 +107,26 @@ def test_ethernet_padding_is_not_part_of_the_segment():
     assert len(good) == 60  # padded to the Ethernet minimum
     pseudo = bytes([10, 0, 0, 1, 10, 0, 0, 2, 0, 6]) + struct.pack("!H", 20 + 2)
     assert repair_partial_checksum(partial(good, 34, 16, pseudo)) == good
+
+
+@pytest.mark.parametrize("version", ["ofproto_v1_0", "ofproto_v1_3", "ofproto_v1_5"])
+def test_features_reply_sets_datapath_id_before_apps_see_it(version):
+    """A Ryu app's EventOFPSwitchFeatures handler reads datapath.id (simple_switch_rest_13 keys its
+    tables by it); with native threads os-ken's own handler may not have set it yet."""
+    import importlib
+
+    from os_ken.ofproto import ofproto_parser
+
+    ofp_mod = importlib.import_module(f"os_ken.ofproto.{version}")
+    parser_mod = importlib.import_module(f"os_ken.ofproto.{version}_parser")
+
+    class Datapath:
+        ofproto, ofproto_parser = ofp_mod, parser_mod
+        id = None
+
+    body = struct.pack("!QIBB2xII", 0x1234, 0, 1, 0, 0, 0)
+    raw = struct.pack("!BBHI", ofp_mod.OFP_VERSION, ofp_mod.OFPT_FEATURES_REPLY, 8 + len(body), 7) + body
+    install_checksum_repair()
+    dp = Datapath()
+    msg = ofproto_parser.msg(dp, ofp_mod.OFP_VERSION, ofp_mod.OFPT_FEATURES_REPLY, len(raw), 7, raw)
+    assert msg.datapath_id == 0x1234 and dp.id == 0x1234
