@@ -56,6 +56,9 @@ def run_demo(out: Path, system_objects) -> str:
 def test_demo_end_to_end(tmp_path, system_objects):
     output = run_demo(tmp_path / "demo", system_objects)
     assert "verify tenant isolation" in output
+    # The scale model is shaped like its hardware, and the run says whether its numbers can be trusted.
+    assert "Pi uplinks shaped to 100 Mbit/s (Raspberry Pi Model B NIC)" in output
+    assert re.search(r"fidelity: (faithful|degraded)", output), output[-3000:]
 
 
 def test_demo_right_after_ping_and_tenants_on_the_same_host(tmp_path, system_objects):
