@@ -34,7 +34,8 @@ def test_a_traffic_run_on_shaped_pis_records_counters_and_a_verdict(leaves_nothi
     assert verdict["verdict"] in ("faithful", "degraded")
     assert (verdict["verdict"] == "degraded") == bool(verdict["reasons"])
     assert verdict["checks"]["core_busy"] != "n/a" and verdict["checks"]["unexplained_retrans"] != "n/a"
-    assert verdict["checks"]["impossible_fct"] != "n/a"  # every path crosses a shaped uplink
+    if any(r.status == "done" for r in res.flows):  # a starved host may finish none in 4 s
+        assert verdict["checks"]["impossible_fct"] != "n/a"  # every path crosses a shaped uplink
     assert json.loads((res.directory / "summary.json").read_text())["fidelity"]["verdict"] == verdict["verdict"]
     assert fidelity.assess_recorded(res.directory)["checks"] == verdict["checks"]
     assert "fidelity" in res.report()
