@@ -59,6 +59,10 @@ def test_demo_end_to_end(tmp_path, system_objects):
     # The scale model is shaped like its hardware, and the run says whether its numbers can be trusted.
     assert "Pi uplinks shaped to 100 Mbit/s (Raspberry Pi Model B NIC)" in output
     assert re.search(r"fidelity: (faithful|degraded)", output), output[-3000:]
+    # The link cut is a scenario: both events applied and logged, and the run recorded for replay.
+    events = (tmp_path / "demo" / "events.csv").read_text().splitlines()
+    assert len(events) == 3 and all(",ok," in line for line in events[1:]), events
+    assert (tmp_path / "demo" / "timeline.json").is_file()
 
 
 def test_demo_right_after_ping_and_tenants_on_the_same_host(tmp_path, system_objects):
