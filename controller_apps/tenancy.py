@@ -12,6 +12,7 @@ should hold, and send the difference. Three moments send rules:
 - a tagged ARP request reaches the controller: answered from the plan, only inside the tenant.
 
 Members are registered in `STATE` as hosts (with their tenant), so routing installs paths to them.
+`GET /tenants/drops` serves each tenant's packets dropped at its edge (the drop rules' counters).
 """
 
 from __future__ import annotations
@@ -85,7 +86,26 @@ class Tenancy(app_manager.OSKenApp):
                 data["rules"] = {str(k): v for k, v in sorted(rules_mod.counts(self.wanted).items())}
             return jsonify(data)
 
+        @bp.get("/tenants/drops")
+        def drops_route() -> Any:
+            """Packets each tenant's members sent that their edge dropped, read from the Pis now."""
+            return jsonify(rules_mod.drop_counts(self.plan, self._tenancy_flows()))
+
         return bp
+
+    def _tenancy_flows(self) -> list[dict[str, Any]]:
+        """Tenancy's classify-table flows with their counters, from every connected Pi it rules."""
+        with self.lock:
+            pis = [dp for i, dp in sorted(STATE.datapaths.items()) if i in self.wanted]
+        wanted = {"table_id": pipeline.TABLE_CLASSIFY, "cookie": pipeline.COOKIE_TENANCY,
+                  "cookie_mask": pipeline.COOKIE_APP_MASK}
+        flows: list[dict[str, Any]] = []
+        for dp in pis:
+            ofctl = api.OFCTL.get(dp.ofproto.OFP_VERSION)
+            if ofctl is not None:
+                for per_dp in ofctl.get_flow_stats(dp, api.WAITERS, wanted).values():
+                    flows += per_dp
+        return flows
 
     def reload(self) -> dict[str, Any]:
         """Re-read the plan and apply only the difference; returns what changed."""

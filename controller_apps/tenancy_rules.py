@@ -28,7 +28,8 @@ default network is (docs/CONTRACTS.md).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from controller_apps import flows as fl
 from controller_apps.flows import (
@@ -42,6 +43,7 @@ from controller_apps.flows import (
     SwitchRules,
 )
 from controller_apps.pipeline import (
+    COOKIE_APP_MASK,
     COOKIE_TENANCY,
     PRIORITY_SECURITY,
     TABLE_ARP,
@@ -49,6 +51,7 @@ from controller_apps.pipeline import (
     TABLE_EGRESS,
     TABLE_FORWARD,
     cookie,
+    cookie_tenant,
 )
 from tenants.model import Member, Tenant, TenantPlan
 from topology.model import Topology, dpid
@@ -206,4 +209,18 @@ def counts(rules: dict[int, SwitchRules]) -> dict[int, int]:
     for per_dp in rules.values():
         for flow in per_dp.flows.values():
             out[flow.tenant_id] = out.get(flow.tenant_id, 0) + 1
+    return out
+
+
+def drop_counts(plan: TenantPlan, flows: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+    """Packets each tenant's members sent that the edge dropped (spoofed source, IPv6, 802.1Q...):
+    the packet counters of the per-member drop rules among `flows` (as ofctl reports them), summed
+    by the tenant id in the cookie."""
+    by_id = {t.id: t.name for t in plan.tenants}
+    out = {t.name: 0 for t in plan.tenants}
+    for flow in flows:
+        ck = int(flow.get("cookie", 0))
+        if (ck & COOKIE_APP_MASK == COOKIE_TENANCY and flow.get("table_id") == TABLE_CLASSIFY
+                and flow.get("priority") == PRI_MEMBER_DROP and cookie_tenant(ck) in by_id):
+            out[by_id[cookie_tenant(ck)]] += int(flow.get("packet_count", 0))
     return out

@@ -133,6 +133,7 @@ class Testbed:
         self.fabric: Any = None
         self._controller_proc: subprocess.Popen | None = None
         self._attached = False
+        self._ui: Any = None  # the UIServer `ui()` started, for `detach()`
 
     # --- lifecycle ----------------------------------------------------------------------------
     def __enter__(self) -> Testbed:
@@ -331,8 +332,12 @@ class Testbed:
 
             self.state.tenants_file = str(run_tenants_path(self.state))
             argv += ["--tenants", self.state.tenants_file]
+        from controller_apps.runner import DEFAULT_APPS
+
         log_path = self.state.path.with_suffix(".controller.log")
-        self.state.controller = {"mode": None if mode is None else list(mode), "target": f"{scheme}:{listen}",
+        apps = list(mode) if mode is not None else [*DEFAULT_APPS, "tenancy"]  # what the runner loads
+        self.state.controller = {"mode": None if mode is None else list(mode), "apps": apps,
+                                 "target": f"{scheme}:{listen}",
                                  "targets": [f"{scheme}:{listen}"], "api": f"http://{api}", "log": str(log_path),
                                  "token_file": str(token_file) if token_file else None}
         self.state.save()
@@ -640,12 +645,40 @@ class Testbed:
 
         return Capture(self, targets, bpf, out)
 
-    def ui(self, port: int = 8080, host: str = "127.0.0.1", host_names: tuple[str, ...] = ()) -> Any:
-        """Serve the web UI; `host_names`: more names browsers use for it (checked Host headers)."""
+    def ui(self, port: int = 8080, host: str = "127.0.0.1", host_names: tuple[str, ...] = (),
+           token: str | None = None) -> Any:
+        """Serve the web UI; `host_names`: more names browsers use for it (checked Host headers);
+        `token`: the one actions need (a fresh random one by default)."""
         self._require_up()
         from webui.server import UIServer
 
-        return UIServer(self, host=host, port=port, host_names=tuple(host_names))
+        self._ui = UIServer(self, host=host, port=port, host_names=tuple(host_names), token=token)
+        return self._ui
+
+    def detach_ui(self) -> int:
+        """Move the UI `ui()` started into its own `picloud ui` process that outlives this one
+        (same address and token, recorded in the run state); returns its PID."""
+        self._require_up()
+        if self._ui is None:
+            raise PiCloudError("no web UI to detach (start one with tb.ui())")
+        from picloud.uiprocess import detach_ui
+
+        ui, self._ui = self._ui, None
+        return detach_ui(ui, self.state)
+
+    def detach(self) -> int | None:
+        """Leave the run up after this process exits (`picloud up --detach`): its web UI, if
+        `ui()` started one, moves to its own process; `picloud down` attaches to the run by its
+        state file, and `picloud clean` leaves it alone while its controller runs. Returns the
+        detached UI's PID, if any."""
+        self._require_up()
+        assert self.state is not None
+        pid = self.detach_ui() if self._ui is not None else None
+        self.state.extra.pop("owner", None)
+        self.state.extra["detached"] = True
+        self.state.save()
+        self.state = None
+        return pid
 
 
 def _peer_versions(text: str) -> str:

@@ -106,21 +106,18 @@ def current_plan(testbed: Any) -> TenantPlan:
 
 
 def drop_counts(testbed: Any) -> dict[str, int]:
-    """Packets each tenant's members sent that the edge dropped (spoofed source, IPv6, 802.1Q...):
-    the packet counters of tenancy's per-member drop rules, summed by the tenant id in the cookie."""
-    from controller_apps.pipeline import COOKIE_APP_MASK, COOKIE_TENANCY, TABLE_CLASSIFY, cookie_tenant
-    from controller_apps.tenancy_rules import PRI_MEMBER_DROP
+    """Packets each tenant's members sent that the edge dropped (spoofed source, IPv6, 802.1Q...),
+    as the tenancy app counts them from its drop rules (`GET /tenants/drops`)."""
+    import requests
 
-    plan = current_plan(testbed)
-    by_id = {t.id: t.name for t in plan.tenants}
-    out = {t.name: 0 for t in plan.tenants}
-    for pi in sorted({m.pi for _, m in plan.members}):
-        for flow in testbed.flows(pi):
-            ck = int(flow.get("cookie", 0))
-            if (ck & COOKIE_APP_MASK == COOKIE_TENANCY and flow.get("table_id") == TABLE_CLASSIFY
-                    and flow.get("priority") == PRI_MEMBER_DROP and cookie_tenant(ck) in by_id):
-                out[by_id[cookie_tenant(ck)]] += int(flow.get("packet_count", 0))
-    return out
+    api = _controller(testbed)
+    try:
+        resp = requests.get(api + "/tenants/drops", timeout=30)
+    except requests.RequestException as exc:
+        raise TenantError(f"controller API {api}/tenants/drops: unreachable ({type(exc).__name__})") from None
+    if resp.status_code != 200:
+        raise TenantError(f"controller API {api}/tenants/drops: HTTP {resp.status_code}")
+    return {str(k): int(v) for k, v in resp.json().items()}
 
 
 def _create_members(testbed: Any, plan: TenantPlan, tenant: Tenant, members: Sequence[Member]) -> TenantPlan:

@@ -122,7 +122,7 @@ def _run_meta(testbed: Any, tenant: str | None) -> dict[str, Any]:
         "tenant": tenant, "versions": _versions(), "command_line": sys.argv,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    meta["controller_apps"] = _controller_apps(meta["controller"] or {}, getattr(state, "tenants_file", None))
+    meta["controller_apps"] = _controller_apps(meta["controller"] or {})
     tenants_file = getattr(state, "tenants_file", None)
     if tenants_file and Path(tenants_file).is_file():
         with contextlib.suppress(Exception):
@@ -132,19 +132,15 @@ def _run_meta(testbed: Any, tenant: str | None) -> dict[str, Any]:
     return meta
 
 
-def _controller_apps(controller: dict[str, Any], tenants_file: str | None) -> list[str] | str:
-    """The apps the run's controller runs: its explicit list, the runner's default set, or what
-    kind of controller it is when it is not ours."""
+def _controller_apps(controller: dict[str, Any]) -> list[str] | str:
+    """The apps the run's controller runs, as the facade recorded them when it started ours, or
+    what kind of controller it is when it is not ours."""
+    if controller.get("apps") is not None:
+        return list(controller["apps"])
     mode = controller.get("mode")
     if isinstance(mode, list):
         return mode
-    if mode is None and controller.get("api"):
-        try:
-            from controller_apps.runner import DEFAULT_APPS
-        except ImportError:
-            return "default"
-        return list(DEFAULT_APPS) + (["tenancy"] if tenants_file else [])
-    return str(mode or "none")
+    return "default" if mode is None and controller.get("api") else str(mode or "none")
 
 
 class _Agent:

@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import os
 import socket
-import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -39,19 +36,13 @@ def is_loopback(host: str) -> bool:
 def _as_source(target: Any, results: Path | str | None) -> tuple[DataSource, Any]:
     """A DataSource and, if there is one, the Testbed behind it.
 
-    `target` is a Testbed, a RunState or run prefix (attached through `Testbed.attach`), or
-    already a DataSource (the benchmark's synthetic one)."""
+    `target` is a Testbed (the caller attaches one to a run started elsewhere: the UI never reaches
+    for the facade) or already a DataSource (the benchmark's synthetic one)."""
     if hasattr(target, "port_stats") and hasattr(target, "runtime_containers"):
         return target, None
     if hasattr(target, "fabric") and hasattr(target, "topology"):
         return TestbedSource(target, results), target
-    from picloud.testbed import Testbed
-
-    prefix = getattr(target, "prefix", target)
-    if prefix is not None and not isinstance(prefix, str):
-        raise UIError(f"web UI: cannot show {target!r} (give a Testbed, a RunState or a run prefix)")
-    testbed = Testbed.attach(prefix)
-    return TestbedSource(testbed, results), testbed
+    raise UIError(f"web UI: cannot show {target!r} (give a Testbed, e.g. Testbed.attach(prefix), or a DataSource)")
 
 
 class UIServer:
@@ -83,7 +74,7 @@ class UIServer:
         self._thread = threading.Thread(target=self._server.serve_forever, name="webui-server", daemon=True)
         self._thread.start()
         self._token_file: Path | None = None
-        self._results, self._interval = results, interval
+        self.results, self.interval = results, interval  # what a detached copy is given (picloud.uiprocess)
         if record:
             self._record()
 
@@ -91,48 +82,7 @@ class UIServer:
         """Name the UI in the run state (url + a 0600 token file) so `picloud status` can show it."""
         state = getattr(self.testbed, "state", None)
         if state is not None and hasattr(state, "save"):
-            self._token_file = self._record_as(state, self.url, self.token)
-
-    def detach(self, timeout: float = 15.0) -> int:
-        """Keep the UI up after this process leaves (`picloud up --detach`): hand the same host,
-        port and token to a `picloud ui --run PREFIX` process in its own session, recorded in the
-        run state's PIDs so `picloud down` and `picloud clean` stop it. Returns its PID."""
-        from picloud.cli.ui import TOKEN_ENV
-        from topology.effects import proc as proc_effects
-
-        state = getattr(self.testbed, "state", None)
-        if state is None:
-            raise UIError("web UI: only a UI serving a Testbed run can be detached")
-        host, port, token, url = self.host, self.port, self.token, self.url
-        self.stop()
-        argv = [sys.executable, "-m", "picloud", "ui", "--run", state.prefix, "--host", host, "--port", str(port),
-                "--interval", str(self._interval), "--no-record"]
-        for name in self.host_names:
-            argv += ["--host-name", name]
-        if self._results is not None:
-            argv += ["--results", str(Path(self._results).resolve())]
-        log_path = state.path.with_suffix(".ui.log")
-        from picloud.secrets_files import open_private
-
-        # The child's stdout is this log, not a terminal, so it never prints the token (see
-        # `token_hint`); the log is 0600 anyway, in the 0700 state directory.
-        with open_private(log_path, "ab") as logf:
-            child = subprocess.Popen(argv, env={**os.environ, TOKEN_ENV: token}, stdout=logf,
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-        state.intend("pids", [proc_effects.record(child, "webui").to_dict()])
-        self._record_as(state, url, token)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if child.poll() is not None:
-                raise UIError(f"web UI: the detached UI exited at once (see {log_path})")
-            try:
-                with socket.create_connection((host, port), timeout=0.5):
-                    return child.pid
-            except OSError:
-                time.sleep(0.1)
-        child.terminate()
-        raise UIError(f"web UI: the detached UI did not listen on {host}:{port} within {timeout:g} s "
-                      f"(see {log_path})")
+            self._token_file = self.record_in(state, self.url, self.token)
 
     def token_hint(self, stream: Any = None) -> str:
         """How to show the token on `stream` (stdout): the token itself on a terminal; where its file
@@ -147,7 +97,8 @@ class UIServer:
         return f"in {where}" if where else "not shown (output is not a terminal; UIServer.token has it)"
 
     @staticmethod
-    def _record_as(state: Any, url: str, token: str) -> Path:
+    def record_in(state: Any, url: str, token: str) -> Path:
+        """Name a UI serving `url` in the run state, its token in a 0600 file beside the state."""
         from picloud.runstate import ensure_state_dir
         from picloud.secrets_files import write_token
 

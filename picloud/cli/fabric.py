@@ -137,12 +137,7 @@ def _up(args: argparse.Namespace) -> int:
               f"{time.monotonic() - t0:.1f}s"
               + (f", UI {ui.url} token {ui.token_hint()}" if ui else ""), flush=True)
         if args.detach:
-            if ui is not None:
-                ui.detach()
-            tb.state.extra.pop("owner", None)
-            tb.state.extra["detached"] = True  # `picloud clean` leaves it alone while its controller runs
-            tb.state.save()
-            tb.state = None  # leave it up; `picloud down` attaches to it by its state file
+            tb.detach()  # leave it up (and its UI, in its own process); `picloud down` attaches to it
             return 0
         print("picloud: Ctrl-C tears it down", flush=True)
         while True:

@@ -7,7 +7,7 @@ import os
 import signal
 import threading
 
-TOKEN_ENV = "PICLOUD_UI_TOKEN"  # how a detached UI inherits its token without showing it in `ps`
+from picloud.uiprocess import TOKEN_ENV
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--results", default="results", metavar="DIR", help="where traffic result directories are")
     p.add_argument("--interval", type=float, default=0.75, metavar="S", help="seconds between live samples")
-    p.add_argument("--no-record", action="store_true", help=argparse.SUPPRESS)  # set by UIServer.detach()
+    p.add_argument("--no-record", action="store_true", help=argparse.SUPPRESS)  # set by picloud.uiprocess.detach_ui()
     p.set_defaults(func=_ui)
     usub = p.add_subparsers(dest="ui_command", metavar="[export]")
     e = usub.add_parser("export", help="write one self-contained offline HTML file that replays a run")

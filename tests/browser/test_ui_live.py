@@ -420,11 +420,9 @@ def test_picloud_ui_command_serves_a_run_and_stops_on_sigterm(testbed):
 
 def test_detached_ui_outlives_its_server_and_is_recorded(testbed):
     from topology.effects import proc
-    from webui.server import UIServer
 
-    server = UIServer(testbed, port=0, token=TOKEN)
-    url = server.url
-    pid = server.detach()
+    url = testbed.ui(port=0, token=TOKEN).url
+    pid = testbed.detach_ui()
     rec = next(proc.ProcessRecord.from_dict(r) for r in testbed.state.objects["pids"] if r["pid"] == pid)
     try:
         assert rec.role == "webui" and proc.is_ours(rec)

@@ -17,7 +17,7 @@ from controller_apps import flows as fl
 from controller_apps import routing_rules as rr
 from controller_apps import tenancy_rules as R
 from controller_apps.flows import OFPVID_NONE, OFPVID_PRESENT, Flow
-from controller_apps.pipeline import COOKIE_TENANCY, TABLE_CLASSIFY, TABLE_EGRESS, cookie
+from controller_apps.pipeline import COOKIE_ROUTING, COOKIE_TENANCY, TABLE_CLASSIFY, TABLE_EGRESS, cookie
 from tenants import plan as P
 from tenants.model import TenantPlan, gateway_mac
 from topology.model import Topology, dpid
@@ -291,3 +291,22 @@ def test_replace_member_port_moves_rules():
              if r.tenant_id == plan.tenant("blue").id}
     assert 42 in ports and plan.tenant("blue").member("blue-1").port not in ports
     assert replace(plan) == plan
+
+
+def test_drop_counts_sum_only_the_drop_rules_by_the_tenant_in_their_cookie(fab):
+    """What `GET /tenants/drops` answers: the counters of tenancy's member drop rules, per tenant;
+    other priorities, tables and apps' cookies, and unknown tenant ids do not count."""
+    red, blue = fab.plan.tenant("red").id, fab.plan.tenant("blue").id
+    drop = {"table_id": TABLE_CLASSIFY, "priority": R.PRI_MEMBER_DROP}
+    flows = [
+        {**drop, "cookie": cookie(COOKIE_TENANCY, red), "packet_count": 3},
+        {**drop, "cookie": cookie(COOKIE_TENANCY, red), "packet_count": 4},
+        {**drop, "cookie": cookie(COOKIE_TENANCY, blue), "packet_count": 1},
+        {**drop, "cookie": cookie(COOKIE_TENANCY, 4000), "packet_count": 100},  # no such tenant
+        {**drop, "cookie": cookie(COOKIE_ROUTING, red), "packet_count": 100},  # another app's cookie
+        {**drop, "table_id": TABLE_EGRESS, "cookie": cookie(COOKIE_TENANCY, red), "packet_count": 100},
+        {**drop, "priority": R.PRI_ALLOW, "cookie": cookie(COOKIE_TENANCY, blue), "packet_count": 100},
+    ]
+    everyone = {t.name: 0 for t in fab.plan.tenants}
+    assert R.drop_counts(fab.plan, flows) == {**everyone, "blue": 1, "red": 7}
+    assert R.drop_counts(fab.plan, []) == everyone

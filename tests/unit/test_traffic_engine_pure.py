@@ -31,10 +31,12 @@ def test_link_rate_is_the_slowest_shaped_pi_uplink_else_100_mbits() -> None:
 
 
 def test_controller_apps_recorded_in_meta() -> None:
-    assert engine._controller_apps({"mode": ["l2_learning"], "api": "x"}, None) == ["l2_learning"]
-    default = engine._controller_apps({"mode": None, "api": "http://127.0.0.1:8201"}, "/run/t.yaml")
-    assert default[-1] == "tenancy"
-    assert engine._controller_apps({"mode": "none"}, None) == "none"
+    """The list the facade recorded in the run state when it started the controller, verbatim."""
+    recorded = {"mode": None, "apps": ["discovery", "routing", "monitor", "tenancy"], "api": "http://127.0.0.1:8201"}
+    assert engine._controller_apps(recorded) == ["discovery", "routing", "monitor", "tenancy"]
+    assert engine._controller_apps({"mode": ["l2_learning"], "api": "x"}) == ["l2_learning"]
+    assert engine._controller_apps({"mode": "none"}) == "none"
+    assert engine._controller_apps({"mode": "tcp:10.0.0.1:6653"}) == "tcp:10.0.0.1:6653"
 
 
 @pytest.mark.parametrize(("kw", "message"), [
