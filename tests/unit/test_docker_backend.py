@@ -65,3 +65,23 @@ def test_image_package_list_strips_comments():
     packages = docker_engine._packages()
     assert "python3" in packages and "busybox" in packages
     assert all(" " not in p and "#" not in p for p in packages)
+
+
+def test_mounts_left_under_a_partial_rootfs_are_found_deepest_first(tmp_path):
+    part = tmp_path / "rootfs my.partial"
+    escaped = str(part).replace(" ", "\\040")
+    mounts = "\n".join([
+        "proc /proc proc rw 0 0",
+        f"proc {escaped}/proc proc rw 0 0",
+        f"devpts {escaped}/dev/pts devpts rw 0 0",
+        f"tmpfs {tmp_path}/rootfs other tmpfs rw 0 0",  # a sibling sharing the prefix is not ours
+        f"proc {escaped}x/proc proc rw 0 0",
+    ])
+    assert docker_engine.mounts_under(part, mounts) == [f"{part}/dev/pts", f"{part}/proc"]
+
+
+def test_a_failed_debootstrap_names_its_error_line_not_its_last_progress_line():
+    out = "I: Retrieving zlib1g\nE: Couldn't download packages: zlib1g\nI: Extracting zlib1g...\n"
+    assert docker_engine._debootstrap_reason(out) == "E: Couldn't download packages: zlib1g"
+    assert docker_engine._debootstrap_reason("I: only progress\n") == "I: only progress"
+    assert docker_engine._debootstrap_reason("") == "no output"

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -114,6 +115,7 @@ def build_base_image(engine: Any, tag: str = DEFAULT_IMAGE, refresh: bool = Fals
     started = time.monotonic()
     if not cached:
         partial = rootfs.with_name(rootfs.name + ".partial")
+        _release_mounts(partial)  # a debootstrap killed mid-run leaves its /proc mounted there
         shutil.rmtree(partial, ignore_errors=True)
         shutil.rmtree(rootfs, ignore_errors=True)
         CACHE_DIR.mkdir(parents=True, exist_ok=True)
@@ -122,8 +124,10 @@ def build_base_image(engine: Any, tag: str = DEFAULT_IMAGE, refresh: bool = Fals
         log.info("image: debootstrap %s, %d packages (about a minute, then cached)", suite, len(packages))
         done = subprocess.run(argv, capture_output=True, text=True)
         if done.returncode != 0:
-            tail = (done.stdout + done.stderr).strip().splitlines()[-1:] or ["no output"]
-            raise FabricError(f"image build: debootstrap failed ({tail[0][:160]})")
+            _release_mounts(partial)
+            reason = _debootstrap_reason(done.stdout + done.stderr)[:160]
+            raise FabricError(f"image build: debootstrap failed ({reason}; "
+                              f"log: {partial / 'debootstrap' / 'debootstrap.log'})")
         for junk in ("var/cache/apt/archives", "var/lib/apt/lists"):
             for item in (partial / junk).glob("*"):
                 if item.is_file():
@@ -150,6 +154,45 @@ def build_base_image(engine: Any, tag: str = DEFAULT_IMAGE, refresh: bool = Fals
             engine.images.remove(previous)
     return ImageBuild(tag, image.id, seconds_debootstrap, time.monotonic() - started,
                       image.attrs.get("Size", 0) / 1e6, cached)
+
+
+def _debootstrap_reason(output: str) -> str:
+    """debootstrap's last line is usually progress ("I: Extracting ..."): its error is the last "E:" line."""
+    lines = [ln.strip() for ln in output.strip().splitlines() if ln.strip()]
+    errors = [ln for ln in lines if ln.startswith("E:")]
+    return (errors or lines or ["no output"])[-1]
+
+
+def mounts_under(path: Path, mounts_text: str) -> list[str]:
+    """Mount points at or below `path` in /proc/mounts text, deepest first (the order to unmount).
+
+    /proc/mounts escapes spaces and other bytes as octal (\\040); paths are compared unescaped."""
+    root = str(path.resolve())
+    found = []
+    for line in mounts_text.splitlines():
+        fields = line.split()
+        if len(fields) < 2:
+            continue
+        point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[1])
+        if point == root or point.startswith(root + "/"):
+            found.append(point)
+    return sorted(found, key=lambda p: p.count("/"), reverse=True)
+
+
+def _release_mounts(path: Path) -> None:
+    """Lazily unmount what a killed debootstrap left mounted under `path` (its /proc, /sys, /dev/pts).
+
+    debootstrap mounts /proc inside the target and unmounts it only on a clean exit; left mounted,
+    the next debootstrap's own `rm -rf TARGET/proc` fails, and every later build with it."""
+    try:
+        text = Path("/proc/mounts").read_text()
+    except OSError:
+        return
+    for point in mounts_under(path, text):
+        done = subprocess.run(["umount", "-l", point], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise FabricError(f"image build: cannot unmount {point} left by an earlier debootstrap "
+                              f"({done.stderr.strip()[:120]})")
 
 
 # --- containers --------------------------------------------------------------------------------
