@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from picloud.controller_client import routed
 from picloud.testbed import Testbed
 from topology.effects import netns as netns_effects
 
@@ -59,10 +60,7 @@ def routing_settled(tb: Testbed) -> bool:
     tb.last_seen_state = state
     if state["diff"]["missing"] or state["diff"]["unexpected"]:
         return False
-    events = tb._controller_get("/state/events")
-    last_link = max((e["t"] for e in events if e["kind"] == "link"), default=0)
-    want = f"paths for {len(tb.containers)} hosts"
-    return any(e["kind"] == "routing" and e["t"] > last_link and e["text"].startswith(want) for e in events)
+    return routed(state, len(tb.containers), since_match=True)
 
 
 def why(tb: Testbed) -> str:

@@ -110,6 +110,7 @@ class Routing(app_manager.OSKenApp):
         self.wake = threading.Event()
         self.running = False
         self.last_compute_s = 0.0
+        self.generation = 0  # full computations so far (/state "ready"["routing"])
         self.state.subscribe(self._state_changed)
 
     # --- lifecycle --------------------------------------------------------------------------------
@@ -239,6 +240,9 @@ class Routing(app_manager.OSKenApp):
             self.graph, self.host_cursor = graph, version
             self.routed = {h.key: h for h in rr.usable_hosts(graph, hosts)}
             self.last_compute_s = time.perf_counter() - started
+            self.generation += 1
+            self.state.set_ready("routing", generation=self.generation, hosts=len(self.routed),
+                                 bridges=len(desired), at=time.time())
         if sent:
             served = len(rr.usable_hosts(graph, hosts))
             self.state.event("routing", f"paths for {served} hosts on {len(desired)} "

@@ -65,6 +65,7 @@ class ControllerState:
             self._member_ports: dict[tuple[int, int], HostKey] = {}  # (dpid, port) -> tenant member there
             self._util: dict[LinkKey, dict[str, float]] = {}
             self._events: collections.deque[dict[str, Any]] = collections.deque(maxlen=EVENTS_KEPT)
+            self._ready: dict[str, dict[str, Any]] = {}  # app -> its readiness facts, /state "ready"
             self.datapaths.clear()
             # How the runner was started (listen, api, topology_file, tenants_file), for apps
             # that need a file the user named, such as tenancy's tenants file.
@@ -115,6 +116,7 @@ class ControllerState:
         with self._lock:
             self._intended = topo
             self._names = topo.by_dpid() if topo is not None else {}
+            self._note_match(True)
         self._changed("intended")
 
     def switch_enter(self, dpid: int, ports: Iterable[int | dict[str, Any]] = ()) -> None:
@@ -161,12 +163,29 @@ class ControllerState:
             added = set(new) - set(self._links)
             removed = set(self._links) - set(new)
             self._links = new
+            self._note_match(bool(added or removed))
         for key in sorted(added):
             self.event("link", f"link {_fmt(key)} up")
         for key in sorted(removed):
             self.event("link", f"link {_fmt(key)} down")
         if added or removed:
             self._changed("links")
+
+    def _note_match(self, changed: bool) -> None:
+        """Discovery's readiness: when the discovered fabric links last came to match the intended
+        ones exactly (None while they do not). Caller holds the lock."""
+        intended = ({link_key(ln.a, ln.port_a, ln.b, ln.port_b) for ln in self._intended.fabric_links()}
+                    if self._intended is not None else None)
+        matched = intended is not None and intended == set(self._links)
+        before = self._ready.get("discovery", {}).get("matched_at")
+        at = (time.time() if changed or before is None else before) if matched else None
+        self._ready["discovery"] = {"matched_at": at, "links": len(self._links)}
+
+    def set_ready(self, app: str, **facts: Any) -> None:
+        """Record what an app wants readers to know about its readiness (`/state` "ready"[app]);
+        routing: its generation, the hosts and bridges its last computation served, and when."""
+        with self._lock:
+            self._ready[app] = dict(facts)
 
     def add_host(self, mac: str, ip: str | None, dpid: int, port: int, name: str | None = None,
                  tenant: str | int | None = None, tag: int = DEFAULT_NETWORK) -> None:
@@ -309,7 +328,9 @@ class ControllerState:
             ]
             diff = self._diff(topo)
             events = [dict(e) for e in list(self._events)[-EVENTS_IN_SNAPSHOT:]]
-        return {"switches": switches, "links": links, "hosts": hosts, "diff": diff, "events": events}
+            ready = {app: dict(facts) for app, facts in sorted(self._ready.items())}
+        return {"switches": switches, "links": links, "hosts": hosts, "diff": diff, "events": events,
+                "ready": ready}
 
     def _snapshot_switches(self, topo: Topology | None) -> list[dict[str, Any]]:
         dpids = set(self._switches) | set(self._names)

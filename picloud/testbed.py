@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from picloud.controller_client import ControllerClient, routed
 from picloud.errors import ControllerError, FabricError, PiCloudError
 from picloud.runstate import RunState, allocate_prefix, api_port, list_runs, of_port
 from topology import openflow
@@ -154,42 +155,32 @@ class Testbed:
         return (self.state.controller.get("api") if self.state else None) or None
 
     @property
+    def controller_client(self) -> ControllerClient | None:
+        """The one client for this run's controller API (None without one of ours)."""
+        return ControllerClient.of_run(self.state.controller if self.state else None)
+
+    def _client(self) -> ControllerClient:
+        client = self.controller_client
+        if client is None:
+            raise ControllerError(f"run {self.prefix}: no PiCloud controller API (controller is "
+                                  f"{self.state.controller.get('mode') if self.state else None!r})")
+        return client
+
+    @property
     def controller_token(self) -> str | None:
         """The run's controller API token (read from its 0600 file); None for an open API or none."""
-        path = self.state.controller.get("token_file") if self.state else None
-        if not path:
-            return None
-        from picloud.secrets_files import read_token
-
-        try:
-            return read_token(path, "controller API token file")
-        except PiCloudError as exc:
-            raise ControllerError(str(exc)) from None
+        client = self.controller_client
+        return client.token if client else None
 
     def controller_headers(self) -> dict[str, str]:
         """Headers for a state-changing controller API request: the token, when the API has one."""
-        from picloud.httpguard import TOKEN_HEADER
-
-        token = self.controller_token
-        return {TOKEN_HEADER: token} if token else {}
+        client = self.controller_client
+        return client.headers() if client else {}
 
     def controller_request(self, method: str, path: str, body: Any = None, timeout: float = 10.0) -> Any:
         """Send a request to this run's controller API with its token (a JSON body when `body` is
         not None); the decoded JSON reply (None when empty). ControllerError on failure."""
-        import requests
-
-        if not self.controller_api:
-            raise ControllerError(f"run {self.prefix}: no PiCloud controller API")
-        kwargs: dict[str, Any] = {"headers": self.controller_headers(), "timeout": timeout}
-        if body is not None:
-            kwargs["json"] = body
-        try:
-            resp = requests.request(method, self.controller_api + path, **kwargs)
-        except requests.RequestException as exc:
-            raise ControllerError(f"controller API {self.controller_api}{path}: unreachable ({exc})") from None
-        if resp.status_code >= 300:
-            raise ControllerError(f"controller API {method} {path}: HTTP {resp.status_code}: {resp.text[:200]}")
-        return resp.json() if resp.content else None
+        return self._client().request(method, path, body, timeout=timeout)
 
     def up(self) -> Testbed:
         if self.state is not None:
@@ -350,18 +341,7 @@ class Testbed:
         return [f"{scheme}:{listen}"]
 
     def _controller_get(self, path: str, timeout: float = 5.0) -> Any:
-        import requests
-
-        if not self.controller_api:
-            raise ControllerError(f"run {self.prefix}: no PiCloud controller API (controller is "
-                                  f"{self.state.controller.get('mode') if self.state else None!r})")
-        try:
-            resp = requests.get(self.controller_api + path, timeout=timeout)
-        except requests.RequestException as exc:
-            raise ControllerError(f"controller API {self.controller_api}{path}: unreachable ({exc})") from None
-        if resp.status_code != 200:
-            raise ControllerError(f"controller API {path}: HTTP {resp.status_code}: {resp.text[:200]}")
-        return resp.json()
+        return self._client().get(path, timeout=timeout)
 
     def _wait_for_switches(self) -> None:
         """Until every bridge has completed the OpenFlow handshake with our controller and the
@@ -490,7 +470,7 @@ class Testbed:
     def _controller_ready(self) -> bool:
         """Ready means traffic can flow at once: discovery sees every intended fabric link with
         nothing missing, and routing has installed paths for every container on every bridge (its
-        "paths for N hosts on M bridges" event). Without our discovery/routing (a user's app set),
+        hosts and bridges in /state "ready"). Without our discovery/routing (a user's app set),
         every switch connected is all there is to wait for."""
         if not self._runs("discovery"):
             return True
@@ -503,21 +483,10 @@ class Testbed:
         if not fabric <= seen or (state.get("diff") or {}).get("missing"):
             return False
         if not self._runs("routing") or not self.topology.containers:
-            return True  # no routing, or nothing to route yet (routing says nothing when it sends nothing)
-        try:
-            events = self._controller_get("/state/events", timeout=READY_PROBE_TIMEOUT)
-        except ControllerError:
-            return False
-        bridges = len(self.topology.bridges)
-        for event in events:
-            # A full recomputation with every bridge connected, routing at least every container
-            # (tenant members may be routed already too). Routing logs it only when it sent
-            # something, so it need not follow the last link event: discovery is complete by now.
-            routed = re.match(r"paths for (\d+) hosts on (\d+) bridges", event.get("text", ""))
-            if event.get("kind") == "routing" and routed and int(routed.group(1)) >= len(self.topology.containers) \
-                    and int(routed.group(2)) >= bridges:
-                return True
-        return False
+            return True  # no routing, or nothing to route yet
+        # Routing's last full computation (with every bridge connected) routed at least every
+        # container (tenant members may be routed already too): its "ready" facts in /state.
+        return routed(state, len(self.topology.containers), len(self.topology.bridges))
 
     # --- what users read ----------------------------------------------------------------------
     @property

@@ -23,7 +23,8 @@ from typing import Any
 
 import yaml
 
-from picloud.errors import PiCloudError, TenantError
+from picloud.controller_client import ControllerClient, ControllerHTTPError
+from picloud.errors import ControllerError, PiCloudError, TenantError
 from tenants import plan as planner
 from tenants import store
 from tenants.model import Member, Tenant, TenantPlan
@@ -53,52 +54,35 @@ def locked_plan(testbed: Any) -> Iterator[Path]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _controller(testbed: Any) -> str:
-    api = testbed.controller_api
-    if not api:
+def _controller(testbed: Any) -> ControllerClient:
+    client = testbed.controller_client
+    if client is None:
         raise TenantError(f"run {testbed.prefix}: tenants need PiCloud's controller with the tenancy app "
                           "(this run has none or an external one)")
-    return api
+    return client
 
 
-def _headers(testbed: Any) -> dict[str, str]:
-    """The run's API token header (a Testbed reads it from the run's 0600 token file)."""
-    get = getattr(testbed, "controller_headers", None)
-    return get() if get else {}
+def _ask(testbed: Any, method: str, path: str, timeout: float = 5.0) -> Any:
+    """The controller's answer, or one TenantError line (404: the run's controller has no tenancy app)."""
+    try:
+        return _controller(testbed).request(method, path, timeout=timeout)
+    except ControllerHTTPError as exc:
+        if exc.status == 404:
+            raise TenantError(f"run {testbed.prefix}: the controller runs without the tenancy app "
+                              "(start the run with a tenants file, e.g. 'picloud up SPEC --tenants FILE')") from None
+        raise TenantError(str(exc)) from None
+    except ControllerError as exc:
+        raise TenantError(str(exc)) from None
 
 
 def check_tenancy(testbed: Any) -> None:
     """Fail before any side effect when the controller cannot apply tenant rules."""
-    import requests
-
-    api = _controller(testbed)
-    try:
-        resp = requests.get(api + "/tenants", timeout=5)
-    except requests.RequestException as exc:
-        raise TenantError(f"controller API {api}: unreachable ({type(exc).__name__})") from None
-    if resp.status_code == 404:
-        raise TenantError(f"run {testbed.prefix}: the controller runs without the tenancy app "
-                          "(start the run with a tenants file, e.g. 'picloud up SPEC --tenants FILE')")
-    if resp.status_code != 200:
-        raise TenantError(f"controller API {api}/tenants: HTTP {resp.status_code}")
+    _ask(testbed, "GET", "/tenants")
 
 
 def reload(testbed: Any) -> dict[str, Any]:
     """Ask the controller to apply the saved plan; returns its summary of what changed."""
-    import requests
-
-    api = _controller(testbed)
-    try:
-        resp = requests.post(api + "/tenants/reload", headers=_headers(testbed), timeout=RELOAD_TIMEOUT)
-    except requests.RequestException as exc:
-        raise TenantError(f"controller API {api}/tenants/reload: unreachable ({type(exc).__name__})") from None
-    if resp.status_code != 200:
-        try:
-            detail = resp.json().get("error", resp.text)
-        except ValueError:
-            detail = resp.text
-        raise TenantError(f"controller API /tenants/reload: HTTP {resp.status_code}: {str(detail)[:200]}")
-    return resp.json()
+    return _ask(testbed, "POST", "/tenants/reload", timeout=RELOAD_TIMEOUT)
 
 
 def current_plan(testbed: Any) -> TenantPlan:
@@ -108,16 +92,7 @@ def current_plan(testbed: Any) -> TenantPlan:
 def drop_counts(testbed: Any) -> dict[str, int]:
     """Packets each tenant's members sent that the edge dropped (spoofed source, IPv6, 802.1Q...),
     as the tenancy app counts them from its drop rules (`GET /tenants/drops`)."""
-    import requests
-
-    api = _controller(testbed)
-    try:
-        resp = requests.get(api + "/tenants/drops", timeout=30)
-    except requests.RequestException as exc:
-        raise TenantError(f"controller API {api}/tenants/drops: unreachable ({type(exc).__name__})") from None
-    if resp.status_code != 200:
-        raise TenantError(f"controller API {api}/tenants/drops: HTTP {resp.status_code}")
-    return {str(k): int(v) for k, v in resp.json().items()}
+    return {str(k): int(v) for k, v in _ask(testbed, "GET", "/tenants/drops", timeout=30).items()}
 
 
 def _create_members(testbed: Any, plan: TenantPlan, tenant: Tenant, members: Sequence[Member]) -> TenantPlan:

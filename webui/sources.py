@@ -9,17 +9,14 @@ the live monitor only ever talk to `DataSource`, so both paths run the same UI c
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-from picloud.errors import PiCloudError, UIError
+from picloud.errors import ControllerError, PiCloudError, UIError
 from topology.model import Topology
 
 log = logging.getLogger(__name__)
@@ -157,14 +154,14 @@ class TestbedSource:
         return self.testbed.flows(node)
 
     def _controller(self, path: str) -> Any:
-        api = self.testbed.controller_api
-        if not api:
+        """A read of the controller API, None when it cannot answer (the page shows no data)."""
+        client = self.testbed.controller_client
+        if client is None:
             return None
         try:
-            with urllib.request.urlopen(f"{api}{path}", timeout=CONTROLLER_TIMEOUT) as resp:
-                return json.loads(resp.read())
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            log.debug("controller %s%s: %s", api, path, exc)
+            return client.get(path, timeout=CONTROLLER_TIMEOUT)
+        except ControllerError as exc:
+            log.debug("controller %s%s: %s", client.api, path, exc)
             return None
 
     def groups(self, node: str) -> Any:

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from picloud.controller_client import routed
+
 pytestmark = [pytest.mark.browser, pytest.mark.root]
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
@@ -49,12 +51,8 @@ def _controller(tb, path: str):
 def _routing_settled(tb) -> bool:
     """Discovery matches the intended fabric and routing has installed paths since the last link
     event: before that, first packets take the controller's slow path."""
-    if any(_controller(tb, "/state")["diff"].values()):
-        return False
-    events = _controller(tb, "/state/events")
-    last_link = max((e["t"] for e in events if e["kind"] == "link"), default=0)
-    want = f"paths for {len(tb.containers)} hosts"
-    return any(e["kind"] == "routing" and e["t"] > last_link and e["text"].startswith(want) for e in events)
+    state = _controller(tb, "/state")
+    return not any(state["diff"].values()) and routed(state, len(tb.containers), since_match=True)
 
 
 def _up(tb):

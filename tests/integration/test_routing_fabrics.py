@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from picloud.controller_client import routed
 from picloud.testbed import Testbed
 from topology.effects import netns as netns_effects
 
@@ -17,10 +18,7 @@ def _settled(tb: Testbed) -> bool:
     state = tb._controller_get("/state")
     if state["diff"]["missing"] or state["diff"]["unexpected"]:
         return False
-    events = tb._controller_get("/state/events")
-    last_link = max((e["t"] for e in events if e["kind"] == "link"), default=0)
-    want = f"paths for {len(tb.containers)} hosts"
-    return any(e["kind"] == "routing" and e["t"] > last_link and e["text"].startswith(want) for e in events)
+    return routed(state, len(tb.containers), since_match=True)
 
 
 @pytest.mark.parametrize("spec", ["leafspine:2,4,2", "picloud:2,3"])

@@ -129,3 +129,31 @@ def test_concurrent_writers_and_readers_do_not_corrupt():
     for t in threads:
         t.join()
     assert len(state.hosts()) == 800
+
+
+def test_discovery_match_time_is_when_the_links_last_came_to_match_the_intended_ones():
+    """/state "ready"["discovery"]["matched_at"]: None while a link is missing or unexpected, the
+    time of the last change that made them match otherwise (readers compare routing's time to it)."""
+    state = ControllerState()
+    state.set_intended(small_topology())
+    both = [{"a": "p1", "a_port": 1, "b": "s1", "b_port": 1}, {"a": "s1", "a_port": 2, "b": "p2", "b_port": 1}]
+    assert state.snapshot()["ready"]["discovery"]["matched_at"] is None
+    state.set_links(both[:1])
+    assert state.snapshot()["ready"]["discovery"] == {"matched_at": None, "links": 1}
+    state.set_links(both)
+    first = state.snapshot()["ready"]["discovery"]["matched_at"]
+    assert first is not None
+    state.set_links(both)  # the same links again: the match did not change
+    assert state.snapshot()["ready"]["discovery"]["matched_at"] == first
+    state.set_links([*both, {"a": "p1", "a_port": 2, "b": "p2", "b_port": 2}])  # one the topology lacks
+    assert state.snapshot()["ready"]["discovery"]["matched_at"] is None
+    state.set_links(both)
+    assert state.snapshot()["ready"]["discovery"]["matched_at"] > first
+
+
+def test_apps_record_readiness_facts_in_the_snapshot():
+    state = ControllerState()
+    state.set_ready("routing", generation=3, hosts=2, bridges=3, at=1.5)
+    assert state.snapshot()["ready"]["routing"] == {"generation": 3, "hosts": 2, "bridges": 3, "at": 1.5}
+    state.reset()
+    assert state.snapshot()["ready"] == {}

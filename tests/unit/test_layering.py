@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("picloud", "topology", "tenants", "traffic", "controller_apps", "webui")
 DOMAIN = ("topology", "tenants", "traffic", "controller_apps", "webui")
 # picloud's shared kernel: errors, run state and small helpers every layer may use.
-KERNEL = ("picloud.errors", "picloud.runstate", "picloud.secrets_files", "picloud.httpguard", "picloud.progress")
+KERNEL = ("picloud.errors", "picloud.runstate", "picloud.secrets_files", "picloud.httpguard", "picloud.progress",
+          "picloud.controller_client")
 CLI = ("picloud.cli", "picloud.__main__")
 EFFECTS = ("topology.effects",)
 BACKENDS = ("topology.backends",)

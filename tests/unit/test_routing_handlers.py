@@ -93,8 +93,12 @@ def test_connect_installs_pipeline_then_every_route_without_removing_anything(le
         assert len(flows) == len(rules.flows)
         last_group = max((i for i, m in enumerate(sent) if isinstance(m, parser.OFPGroupMod)), default=-1)
         assert all(i > last_group for i in flows), "a flow was sent before the group it points at"
+    ready = state.snapshot()["ready"]["routing"]
+    assert (ready["generation"], ready["hosts"], ready["bridges"]) == (1, 2, 6)
+    app.recompute()  # nothing to send: still a computation, so readiness moves on
+    assert state.snapshot()["ready"]["routing"]["generation"] == 2
     events = [e["text"] for e in state.events() if e["kind"] == "routing"]
-    assert events and events[-1].startswith("paths for 2 hosts on 6 bridges")
+    assert len(events) == 1 and events[0].startswith("paths for 2 hosts on 6 bridges")  # the UI's log
 
 
 def _inputs(topo, state):
