@@ -170,7 +170,7 @@ def test_state_and_events_since(client):
     STATE.event("test", "first")
     STATE.event("test", "second")
     snap = client.get("/state").get_json()
-    assert set(snap) == {"switches", "links", "hosts", "diff", "events"}
+    assert set(snap) == {"switches", "links", "hosts", "diff", "events", "ready"}
     first_t = snap["events"][0]["t"]
     later = client.get(f"/state/events?since={first_t}").get_json()
     assert [e["text"] for e in later] == ["second"]
