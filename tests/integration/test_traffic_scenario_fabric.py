@@ -12,7 +12,7 @@ import pytest
 from picloud.errors import TrafficError
 from picloud.testbed import Testbed
 from traffic import scenario as model
-from traffic.scenario_run import EVENT_FIELDS
+from traffic.scenario_run import EVENT_FIELDS, ScenarioRunner
 
 pytestmark = pytest.mark.root
 
@@ -52,13 +52,14 @@ def test_scenario_during_traffic_is_applied_logged_and_costed(leaves_nothing, tm
             [(s.t, s.action, s.target.replace("~", "-")) for s in sc.steps]
         failed = [r for r in rows if r["status"] != "ok"]
         assert not failed, failed
-        # Applied near the plan: the bench holds the 5 ms target; under a shared machine's load a
-        # second is the physical bound past which the timeline would be meaningless.
-        # (Tenant changes and shaping are left out: both take the run state's lock, which a member's
-        # set-up holds for seconds under load, and a tenant change waits for the previous one of the
-        # same tenant, by design. Link, node and controller steps take no lock.)
-        errors = [abs(float(r["error_ms"])) for r in rows if r["action"].startswith(("link-", "node-", "controller-"))]
-        assert max(errors) < 1000, errors
+        # Applied in plan order on each target and never before its planned time: that is the scheduler's correctness.
+        # How late (the < 5 ms target) is a host-load figure and lives in bench/scenario_bench.py.
+        lanes: dict[str, list[float]] = {}  # steps on one target are applied in order, one worker each
+        for step, row in zip(sc.steps, rows, strict=True):
+            lanes.setdefault(ScenarioRunner._lane_of(step), []).append(float(row["applied_s"]))
+        assert all(times == sorted(times) for times in lanes.values()), lanes
+        early = [r for r in rows if float(r["error_ms"]) < -1.0]  # monotonic clock: never early
+        assert not early, early
         kill = next(i for i, r in enumerate(rows) if r["action"] == "controller-kill")
         # Port counters come from the controller: sampled for every event before it was killed.
         assert all(r["port_drops"] != "" for r in rows[:kill]), "port counters were not sampled"
