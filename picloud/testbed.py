@@ -28,6 +28,7 @@ from picloud.controller_client import ControllerClient, routed
 from picloud.errors import ControllerError, FabricError, PiCloudError
 from picloud.runstate import RunState, allocate_prefix, api_port, list_runs, of_port
 from topology import openflow
+from topology.backends.base import Fabric
 from topology.effects import netns as netns_effects
 from topology.effects import ovs, proc
 from topology.model import Link, Topology
@@ -131,7 +132,7 @@ class Testbed:
         self._wanted_prefix = prefix
         self.api_open = bool(api_open)  # True: the controller API takes changes without the token
         self.state: RunState | None = None
-        self.fabric: Any = None
+        self.fabric: Fabric | None = None  # the backend's (topology.backends.base.Fabric)
         self._controller_proc: subprocess.Popen | None = None
         self._attached = False
         self._ui: Any = None  # the UIServer `ui()` started, for `detach()`
@@ -258,7 +259,7 @@ class Testbed:
         tb.fabric = tb._make_fabric(state.controller.get("targets", []))
         return tb
 
-    def _make_fabric(self, targets: list[str]) -> Any:
+    def _make_fabric(self, targets: list[str]) -> Fabric:
         assert self.state is not None
         if self.backend == "local":
             from topology.backends.local import LocalFabric

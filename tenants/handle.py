@@ -19,7 +19,7 @@ import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -29,11 +29,14 @@ from tenants import plan as planner
 from tenants import store
 from tenants.model import Member, Tenant, TenantPlan
 
+if TYPE_CHECKING:
+    from topology.backends.base import Run
+
 log = logging.getLogger(__name__)
 RELOAD_TIMEOUT = 60.0
 
 
-def plan_path(testbed: Any) -> Path:
+def plan_path(testbed: Run) -> Path:
     """The run's tenants YAML, recorded in RunState `tenants_file` the first time it is needed."""
     state = testbed.state
     if not state.tenants_file:
@@ -43,7 +46,7 @@ def plan_path(testbed: Any) -> Path:
 
 
 @contextmanager
-def locked_plan(testbed: Any) -> Iterator[Path]:
+def locked_plan(testbed: Run) -> Iterator[Path]:
     path = plan_path(testbed)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_name(path.name + ".lock"), "w") as lock:
@@ -54,7 +57,7 @@ def locked_plan(testbed: Any) -> Iterator[Path]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _controller(testbed: Any) -> ControllerClient:
+def _controller(testbed: Run) -> ControllerClient:
     client = testbed.controller_client
     if client is None:
         raise TenantError(f"run {testbed.prefix}: tenants need PiCloud's controller with the tenancy app "
@@ -62,7 +65,7 @@ def _controller(testbed: Any) -> ControllerClient:
     return client
 
 
-def _ask(testbed: Any, method: str, path: str, timeout: float = 5.0) -> Any:
+def _ask(testbed: Run, method: str, path: str, timeout: float = 5.0) -> Any:
     """The controller's answer, or one TenantError line (404: the run's controller has no tenancy app)."""
     try:
         return _controller(testbed).request(method, path, timeout=timeout)
@@ -75,27 +78,27 @@ def _ask(testbed: Any, method: str, path: str, timeout: float = 5.0) -> Any:
         raise TenantError(str(exc)) from None
 
 
-def check_tenancy(testbed: Any) -> None:
+def check_tenancy(testbed: Run) -> None:
     """Fail before any side effect when the controller cannot apply tenant rules."""
     _ask(testbed, "GET", "/tenants")
 
 
-def reload(testbed: Any) -> dict[str, Any]:
+def reload(testbed: Run) -> dict[str, Any]:
     """Ask the controller to apply the saved plan; returns its summary of what changed."""
     return _ask(testbed, "POST", "/tenants/reload", timeout=RELOAD_TIMEOUT)
 
 
-def current_plan(testbed: Any) -> TenantPlan:
+def current_plan(testbed: Run) -> TenantPlan:
     return store.load(plan_path(testbed))
 
 
-def drop_counts(testbed: Any) -> dict[str, int]:
+def drop_counts(testbed: Run) -> dict[str, int]:
     """Packets each tenant's members sent that the edge dropped (spoofed source, IPv6, 802.1Q...),
     as the tenancy app counts them from its drop rules (`GET /tenants/drops`)."""
     return {str(k): int(v) for k, v in _ask(testbed, "GET", "/tenants/drops", timeout=30).items()}
 
 
-def _create_members(testbed: Any, plan: TenantPlan, tenant: Tenant, members: Sequence[Member]) -> TenantPlan:
+def _create_members(testbed: Run, plan: TenantPlan, tenant: Tenant, members: Sequence[Member]) -> TenantPlan:
     """Create the containers; on any failure remove the ones made so far and re-raise."""
     made: list[str] = []
     try:
@@ -120,7 +123,7 @@ class TenantHandle:
     exist yet (then `subnet` is required); for an existing tenant a given `rate` replaces its
     limit and a given `subnet` must be one of its subnets."""
 
-    def __init__(self, testbed: Any, name: str, subnet: str | Sequence[str] | None = None,
+    def __init__(self, testbed: Run, name: str, subnet: str | Sequence[str] | None = None,
                  rate: float | None = None) -> None:
         self.testbed = testbed
         self.name = name
@@ -232,7 +235,7 @@ class TenantHandle:
 SPEC_KEYS = {"name", "id", "subnet", "subnets", "rate", "count", "placement"}
 
 
-def load_tenants_file(testbed: Any, source: str | Path) -> TenantPlan:
+def load_tenants_file(testbed: Run, source: str | Path) -> TenantPlan:
     """Realise a tenants file on a freshly built run (`Testbed(..., tenants=FILE)`).
 
     The file is either a saved plan (`picloud tenant show --json` / the run's YAML: members with

@@ -34,10 +34,13 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from picloud.errors import TenantError
 from tenants.model import Member, TenantPlan
+
+if TYPE_CHECKING:
+    from topology.backends.base import Run
 
 log = logging.getLogger(__name__)
 MARKER = b"PCPROBE"
@@ -160,7 +163,7 @@ def _env() -> dict[str, str]:
     return env
 
 
-def verify(testbed: Any, attackers_per_tenant: int = 1, tcp: bool = True, duration: float = 0.0) -> IsolationReport:
+def verify(testbed: Run, attackers_per_tenant: int = 1, tcp: bool = True, duration: float = 0.0) -> IsolationReport:
     """Probe every tenant against every other on the running fabric (see the module docstring).
     With `duration`, attackers keep probing for that many seconds (to watch isolation hold while
     something changes, a controller restart say)."""

@@ -7,10 +7,13 @@ rest of PiCloud never asks which backend it is talking to.
 from __future__ import annotations
 
 import subprocess
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from picloud.runstate import RunState
 from topology.model import Topology
+
+if TYPE_CHECKING:
+    from picloud.controller_client import ControllerClient
 
 
 @runtime_checkable
@@ -45,3 +48,31 @@ class Fabric(Protocol):
     def bridge(self, node: str) -> str: ...
 
     def ofctl_target(self, node: str) -> str: ...
+
+
+class Run(Protocol):
+    """What domain code (tenants, traffic, the UI's data source) may use of a running testbed.
+
+    `picloud.Testbed` is one; a test may pass its own. Declared here, beside `Fabric`, so that the
+    domain packages type their `testbed` parameters without importing the facade. Read-only: the
+    run's topology, prefix and state, its fabric, and the client of its controller's API."""
+
+    @property
+    def topology(self) -> Topology: ...
+
+    @property
+    def prefix(self) -> str: ...
+
+    @property
+    def state(self) -> RunState | None: ...
+
+    @property
+    def fabric(self) -> Fabric | None: ...
+
+    @property
+    def controller_client(self) -> ControllerClient | None: ...
+
+    def ping_all(self, tcp: bool = False, containers: list[str] | None = None,
+                 timeout: float = 3.0) -> dict[str, dict[str, float]]:
+        """{src: {dst: loss 0..1}} between the run's containers (tenants.verify's reachability)."""
+        ...
