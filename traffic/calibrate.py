@@ -20,11 +20,14 @@ import os
 import re
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import networkx as nx
 
 from topology.tcplan import seconds as tc_seconds
+
+if TYPE_CHECKING:
+    from topology.backends.base import Run
 
 CAL_PORT = 5209
 PAIRS_PER_SOURCE = 64  # enough to meet every class of a regular topology, bounded for 1,000 containers
@@ -61,7 +64,7 @@ def plan(topology: Any, containers: list[str]) -> dict[str, Any]:
     return {"classes": ordered, "ceiling": None if longest is None else {"pair": longest[1], "hops": longest[0]}}
 
 
-def _ping(testbed: Any, src: str, dst: str, count: int) -> dict[str, Any]:
+def _ping(testbed: Run, src: str, dst: str, count: int) -> dict[str, Any]:
     rc, out = testbed.exec(src, ["ping", "-n", "-i", "0.01", "-W", "1", "-c", str(count), testbed.container_ip(dst)],
                            timeout=count * 0.05 + 10)
     rtts = sorted(float(m) for m in re.findall(r"time=([\d.]+) ms", out))
@@ -74,7 +77,7 @@ def _ping(testbed: Any, src: str, dst: str, count: int) -> dict[str, Any]:
     return result
 
 
-def _bulk(testbed: Any, src: str, dst: str, seconds: float) -> dict[str, Any]:
+def _bulk(testbed: Run, src: str, dst: str, seconds: float) -> dict[str, Any]:
     from traffic import iperf
 
     try:  # a port of its own: a user's iperf3 on 5201 or the engine's agents on 5301 may be running
@@ -84,7 +87,7 @@ def _bulk(testbed: Any, src: str, dst: str, seconds: float) -> dict[str, Any]:
     return {"goodput_mbps": round(r["goodput_mbps"], 3), "retransmits": r["retransmits"]}
 
 
-def measure(testbed: Any, seconds: float = 2.0, pings: int = 50, budget: float = 60.0) -> dict[str, Any]:
+def measure(testbed: Run, seconds: float = 2.0, pings: int = 50, budget: float = 60.0) -> dict[str, Any]:
     """Measure every class of `plan` and the ceiling; see the module docstring. Classes not reached
     within `budget` seconds (a host too loaded to start iperf3 promptly) are recorded as skipped."""
     t0 = time.monotonic()
@@ -113,12 +116,12 @@ def measure(testbed: Any, seconds: float = 2.0, pings: int = 50, budget: float =
     return out
 
 
-def store(testbed: Any, calibration: dict[str, Any]) -> None:
+def store(testbed: Run, calibration: dict[str, Any]) -> None:
     with testbed.state.transaction():
         testbed.state.extra["calibration"] = calibration
 
 
-def stored(testbed: Any) -> dict[str, Any] | None:
+def stored(testbed: Run) -> dict[str, Any] | None:
     with contextlib.suppress(Exception):
         testbed.state.reload()
     return (getattr(testbed.state, "extra", None) or {}).get("calibration")
@@ -129,7 +132,7 @@ def ceiling_bps(calibration: dict[str, Any] | None) -> float | None:
     return c["goodput_mbps"] * 1e6 if c.get("goodput_mbps") else None
 
 
-def for_run(testbed: Any) -> dict[str, Any]:
+def for_run(testbed: Run) -> dict[str, Any]:
     """The calibration a traffic run stands on: the run's stored measurement, else the configured
     classes alone, marked unmeasured. Not measured on the fly: on a loaded host one bulk flow plus
     its iperf3 start-up took minutes, which no traffic run should silently add to itself."""

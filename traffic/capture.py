@@ -31,10 +31,13 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from picloud.errors import TrafficError
 from traffic import pcapng
+
+if TYPE_CHECKING:
+    from topology.backends.base import Run
 
 log = logging.getLogger(__name__)
 START_TIMEOUT = 15.0
@@ -72,7 +75,7 @@ class CaptureResult:
         return "\n".join(lines)
 
 
-def resolve(testbed: Any, targets: list[str]) -> list[Point]:
+def resolve(testbed: Run, targets: list[str]) -> list[Point]:
     """Capture points for target strings (see module doc); one-line errors for bad ones."""
     if getattr(testbed, "backend", "local") == "cluster":
         raise TrafficError("capture: not available on the cluster backend yet (containers are on other "
@@ -141,7 +144,7 @@ def default_out() -> Path:
 class Capture:
     """A running capture (see module doc); `stop()` returns the CaptureResult, also `.result`."""
 
-    def __init__(self, testbed: Any, targets: list[str], bpf: str | None = None, out: str | Path | None = None,
+    def __init__(self, testbed: Run, targets: list[str], bpf: str | None = None, out: str | Path | None = None,
                  snaplen: int | None = None) -> None:
         self.points = resolve(testbed, list(targets))
         check_filter(bpf)
@@ -276,7 +279,7 @@ def _drain(child: subprocess.Popen, lines: list[str]) -> None:
         lines.append(line)
 
 
-def capture_for(testbed: Any, targets: list[str], seconds: float, bpf: str | None = None,
+def capture_for(testbed: Run, targets: list[str], seconds: float, bpf: str | None = None,
                 out: str | Path | None = None) -> CaptureResult:
     """Capture for `seconds` and return the result (what `picloud capture` and the UI do)."""
     if not (isinstance(seconds, int | float) and 0 < seconds <= 3600):

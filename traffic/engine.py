@@ -28,7 +28,7 @@ import time
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from picloud.errors import TrafficError
 from traffic import arrivals, calibrate, workloads
@@ -36,6 +36,9 @@ from traffic.monitor import Monitor
 from traffic.monitor import assess as assess_fidelity
 from traffic.results import FlowRecord, Results
 from traffic.trace import Trace, generate
+
+if TYPE_CHECKING:
+    from topology.backends.base import Run
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +48,7 @@ READY_TIMEOUT = 20.0
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-def resolve_hosts(testbed: Any, tenant: str | None) -> tuple[list[str], dict[str, str]]:
+def resolve_hosts(testbed: Run, tenant: str | None) -> tuple[list[str], dict[str, str]]:
     """Participating containers and the address each is reached at (default network or tenant)."""
     if tenant is None:
         hosts = list(testbed.topology.containers)
@@ -65,11 +68,11 @@ def resolve_hosts(testbed: Any, tenant: str | None) -> tuple[list[str], dict[str
     return [m.name for m in members], {m.name: m.ip.split("/")[0] for m in members}
 
 
-def link_rate_bps(testbed: Any, hosts: list[str], link_mbps: float | None) -> float:
+def link_rate_bps(testbed: Run, hosts: list[str], link_mbps: float | None) -> float:
     return link_rate(testbed, hosts, link_mbps)[0]
 
 
-def link_rate(testbed: Any, hosts: list[str], link_mbps: float | None) -> tuple[float, str]:
+def link_rate(testbed: Run, hosts: list[str], link_mbps: float | None) -> tuple[float, str]:
     """The nominal access rate C and where it comes from: explicit, else the slowest shaped access
     among the hosts (a container's own link, else its Pi's uplinks, which the Pi's NIC is; a
     run-time container, such as a tenant member, sits on its Pi like any other), else the run's
@@ -114,7 +117,7 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _run_meta(testbed: Any, tenant: str | None) -> dict[str, Any]:
+def _run_meta(testbed: Run, tenant: str | None) -> dict[str, Any]:
     state = testbed.state
     meta: dict[str, Any] = {
         "run_prefix": getattr(state, "prefix", None), "backend": getattr(state, "backend", None),
@@ -146,7 +149,7 @@ def _controller_apps(controller: dict[str, Any]) -> list[str] | str:
 class _Agent:
     """One agent process and the thread that turns its stdout into queued records."""
 
-    def __init__(self, testbed: Any, container: str, port: int, log_path: Path, events: queue.Queue) -> None:
+    def __init__(self, testbed: Run, container: str, port: int, log_path: Path, events: queue.Queue) -> None:
         self.container = container
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
@@ -210,7 +213,7 @@ def default_out(workload: str, pattern: str) -> Path:
 
 
 def run(
-    testbed: Any, workload: str = "websearch", load: float = 0.1, pattern: str = "all-to-all",
+    testbed: Run, workload: str = "websearch", load: float = 0.1, pattern: str = "all-to-all",
     duration: float = 10.0, seed: int = 1, tenant: str | None = None, out: str | Path | None = None,
     progress: bool = False, warmup: float | None = None, scale_size: float = 1.0, scale_time: float = 1.0,
     arrival: str = "poisson", link_mbps: float | None = None, drain: float = 10.0, port: int = AGENT_PORT,
@@ -243,7 +246,7 @@ def run(
                   progress=progress, port=port, addresses=(hosts, ips), scenario=scenario, capture=capture)
 
 
-def replay(testbed: Any, trace: Trace, out: str | Path, tenant: str | None = None, progress: bool = False,
+def replay(testbed: Run, trace: Trace, out: str | Path, tenant: str | None = None, progress: bool = False,
            port: int = AGENT_PORT, addresses: tuple[list[str], dict[str, str]] | None = None,
            scenario: Any = None, capture: list[str] | None = None) -> Results:
     """Replay a given trace (from `generate`, a saved trace.csv, or built by hand, as the benchmark
@@ -308,7 +311,7 @@ def replay(testbed: Any, trace: Trace, out: str | Path, tenant: str | None = Non
     return results
 
 
-def _recorder(testbed: Any) -> Any:
+def _recorder(testbed: Run) -> Any:
     """The UI's live samples at 1 Hz into the results (`webui.record`), for replay and export."""
     try:
         from webui.record import Recorder
@@ -319,7 +322,7 @@ def _recorder(testbed: Any) -> Any:
     return recorder
 
 
-def _replay(testbed: Any, trace: Trace, ips: dict[str, str], directory: Path, port: int,
+def _replay(testbed: Run, trace: Trace, ips: dict[str, str], directory: Path, port: int,
             progress: bool, runner: Any = None) -> dict[Any, Any]:
     """Run the agents; returns {"t0", flow id -> client record, ("recv", id) -> server record}."""
     events: queue.Queue = queue.Queue()

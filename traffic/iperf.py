@@ -11,18 +11,21 @@ import json
 import shutil
 import subprocess
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from picloud.errors import TrafficError
+
+if TYPE_CHECKING:
+    from topology.backends.base import Run
 
 IPERF_PORT = 5201
 
 
-def _ip(testbed: Any, container: str) -> str:
+def _ip(testbed: Run, container: str) -> str:
     return testbed.container_ip(container)
 
 
-def bulk(testbed: Any, src: str, dst: str, duration: float = 10.0, parallel: int = 1,
+def bulk(testbed: Run, src: str, dst: str, duration: float = 10.0, parallel: int = 1,
          port: int = IPERF_PORT, omit: float = 0.0) -> dict[str, Any]:
     """One iperf3 test src -> dst; returns goodput_mbps, sent_mbps, retransmits, seconds. `omit`:
     seconds of slow start (and a shaper's initial bucket) left out of the figures (iperf3 -O)."""

@@ -21,9 +21,12 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from traffic import fidelity
+
+if TYPE_CHECKING:
+    from topology.backends.base import Run
 
 log = logging.getLogger(__name__)
 SAMPLE_S = 0.5
@@ -68,7 +71,7 @@ def read_tcp(pid: int) -> dict[str, Any] | None:
     return out
 
 
-def shaped_ends(testbed: Any) -> list[tuple[str, str | None]]:
+def shaped_ends(testbed: Run) -> list[tuple[str, str | None]]:
     """(iface, netns) of every link end that carries a qdisc of ours."""
     from topology.tcplan import Shape
 
@@ -84,7 +87,7 @@ def shaped_ends(testbed: Any) -> list[tuple[str, str | None]]:
     return out
 
 
-def unshaped_ports(testbed: Any) -> list[str]:
+def unshaped_ports(testbed: Run) -> list[str]:
     from topology.tcplan import Shape
 
     fabric, topo = testbed.fabric, testbed.topology
@@ -98,7 +101,7 @@ class Monitor:
     """Samples in a daemon thread; never raises into the run (a counter it cannot read is left out
     and the check that needs it says n/a)."""
 
-    def __init__(self, testbed: Any, agent_pids: dict[str, int]) -> None:
+    def __init__(self, testbed: Run, agent_pids: dict[str, int]) -> None:
         from topology.effects import ovs
 
         self.testbed = testbed
@@ -160,7 +163,7 @@ class Monitor:
             log.warning("fidelity monitor: %s", exc)
 
 
-def assess(testbed: Any, trace: Any, flows: list[Any], meta: dict[str, Any], samples: dict[str, Any] | None,
+def assess(testbed: Run, trace: Any, flows: list[Any], meta: dict[str, Any], samples: dict[str, Any] | None,
            directory: Path | None = None) -> dict[str, Any]:
     """The verdict of a finished run; also writes fidelity.json (samples + verdict) when given a
     directory, so `fidelity.assess_recorded` can recompute it later."""

@@ -29,11 +29,14 @@ import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from picloud.errors import PiCloudError, TrafficError
 from traffic import scenario as model
 from traffic.scenario_cost import costs
+
+if TYPE_CHECKING:
+    from topology.backends.base import Run
 
 log = logging.getLogger(__name__)
 SPIN_S = 0.002
@@ -44,7 +47,7 @@ EVENT_FIELDS = ["index", "planned_s", "applied_s", "error_ms", "took_ms", "actio
                 "fct_inflation", "stalled_flows", "first_packet_ms"]
 
 
-def as_scenario(testbed: Any, scenario: Any, horizon: float | None, seed: int | None = None) -> model.Scenario:
+def as_scenario(testbed: Run, scenario: Any, horizon: float | None, seed: int | None = None) -> model.Scenario:
     """A Scenario from a file path, a list of entries or a Scenario, validated on the topology."""
     if isinstance(scenario, BoundScenario):
         scenario = scenario.scenario
@@ -60,7 +63,7 @@ def as_scenario(testbed: Any, scenario: Any, horizon: float | None, seed: int | 
     return model.expand(list(scenario), testbed.topology, seed or 0, horizon)
 
 
-def check(testbed: Any, sc: model.Scenario) -> None:
+def check(testbed: Run, sc: model.Scenario) -> None:
     """What the scenario needs of this run, checked before anything runs."""
     w = sc.where
     actions = {s.action for s in sc.steps}
@@ -89,7 +92,7 @@ def check(testbed: Any, sc: model.Scenario) -> None:
                                    f"{testbed.prefix} (tenants: {known})")
 
 
-def _controller_record(testbed: Any) -> dict[str, Any] | None:
+def _controller_record(testbed: Run) -> dict[str, Any] | None:
     recs = [r for r in testbed.state.objects.get("pids", []) if r.get("role") == "controller"]
     return recs[-1] if recs else None
 
@@ -97,7 +100,7 @@ def _controller_record(testbed: Any) -> dict[str, Any] | None:
 class ScenarioRunner:
     """Applies one expanded scenario on a thread; see the module docstring."""
 
-    def __init__(self, testbed: Any, sc: model.Scenario, hosts: Sequence[str] = ()) -> None:
+    def __init__(self, testbed: Run, sc: model.Scenario, hosts: Sequence[str] = ()) -> None:
         self.testbed, self.scenario, self.hosts = testbed, sc, list(hosts)
         self.applied: list[dict[str, Any]] = []
         self.samples: list[tuple[float, dict[str, float]]] = []
@@ -354,7 +357,7 @@ def read_events(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
-def port_drops(testbed: Any) -> float | None:
+def port_drops(testbed: Run) -> float | None:
     """tx_dropped + rx_dropped + tx_errors summed over every port of the run's bridges, from the
     controller's live OpenFlow port stats (OVSDB's copy is refreshed only every 5 s, too coarse for
     one event's window); None while there is no controller to ask (killed by the scenario)."""
@@ -379,7 +382,7 @@ def port_drops(testbed: Any) -> float | None:
         return None
 
 
-def tcp_retransmits(testbed: Any, hosts: Sequence[str]) -> float | None:
+def tcp_retransmits(testbed: Run, hosts: Sequence[str]) -> float | None:
     """RetransSegs summed over the containers' TCP stacks (each container's own /proc/net/snmp)."""
     if not hosts:
         return None
@@ -408,7 +411,7 @@ def _retrans_segs(snmp: str) -> float:
     return float(row.get("RetransSegs", 0))
 
 
-def prepare(testbed: Any, scenario: Any, horizon: float | None, hosts: Sequence[str] = ()) -> ScenarioRunner:
+def prepare(testbed: Run, scenario: Any, horizon: float | None, hosts: Sequence[str] = ()) -> ScenarioRunner:
     """Expand, validate and check a scenario for this run; nothing is applied yet."""
     sc = as_scenario(testbed, scenario, horizon)
     check(testbed, sc)
@@ -419,7 +422,7 @@ class BoundScenario:
     """`tb.scenario([...])`: a validated timeline for one testbed. Pass it to `tb.traffic(...,
     scenario=...)`, or `.run(out)` it on its own (no traffic: events.csv with port-counter costs)."""
 
-    def __init__(self, testbed: Any, scenario: Any, seed: int | None = None) -> None:
+    def __init__(self, testbed: Run, scenario: Any, seed: int | None = None) -> None:
         self.testbed = testbed
         self.scenario = as_scenario(testbed, scenario, None, seed)
         check(testbed, self.scenario)

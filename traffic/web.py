@@ -26,11 +26,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from picloud.errors import TrafficError
+
+if TYPE_CHECKING:
+    from topology.backends.base import Run
 
 WEB_PORT = 8081
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -167,7 +170,7 @@ def _stop(proc: subprocess.Popen) -> None:
             proc.wait(timeout=5)
 
 
-def run(testbed: Any, servers: int | None = None, client: str | None = None, rate: float = 100.0,
+def run(testbed: Run, servers: int | None = None, client: str | None = None, rate: float = 100.0,
         duration: float = 10.0, size: int = 1024, timeout: float = 2.0, out: str | Path | None = None,
         port: int = WEB_PORT) -> dict[str, Any]:
     """N web servers, one httperf-style client; returns replies/s, response times, errors, server CPU."""

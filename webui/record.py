@@ -15,7 +15,10 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from topology.backends.base import Run
 
 log = logging.getLogger(__name__)
 TIMELINE = "timeline.json"
@@ -52,7 +55,7 @@ def build_timeline(layout: Mapping[str, Any], samples: Sequence[Mapping[str, Any
 class Recorder:
     """Samples the live view every `interval` s from `start(t0)` to `stop()` (see module doc)."""
 
-    def __init__(self, testbed: Any, interval: float = 1.0) -> None:
+    def __init__(self, testbed: Run, interval: float = 1.0) -> None:
         from webui.live import LiveView
         from webui.sources import TestbedSource
 

@@ -14,10 +14,13 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from picloud.errors import ControllerError, PiCloudError, UIError
 from topology.model import Topology
+
+if TYPE_CHECKING:
+    from topology.backends.base import Run
 
 log = logging.getLogger(__name__)
 CONTROLLER_TIMEOUT = 1.0  # seconds; the UI must keep drawing while a controller is slow
@@ -135,7 +138,7 @@ class BulkFlows:
 class TestbedSource:
     """A running fabric, through `picloud.testbed.Testbed` and the controller's API."""
 
-    def __init__(self, testbed: Any, results: Path | str | None = "results") -> None:
+    def __init__(self, testbed: Run, results: Path | str | None = "results") -> None:
         self.testbed = testbed
         self._results = Path(results) if results is not None else None
         self._bulk = BulkFlows(testbed.popen)

@@ -31,7 +31,8 @@ BACKENDS = ("topology.backends",)
 # effects belongs here, named, so the choice is visible in review.
 RUNTIME = ("traffic.capture", "traffic.engine", "traffic.fidelity", "traffic.monitor", "traffic.report",
            "traffic.results", "traffic.scenario_cost", "traffic.scenario_run", "traffic.web",
-           "tenants.handle", "tenants.verify")  # tenants on a live run (typed with backends.base.Run)
+           # code that works on a live run (typed with topology.backends.base.Run)
+           "tenants.handle", "tenants.verify", "traffic.calibrate", "traffic.iperf")
 
 
 def facade() -> tuple[str, ...]:

@@ -7,7 +7,7 @@ rest of PiCloud never asks which backend it is talking to.
 from __future__ import annotations
 
 import subprocess
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from picloud.runstate import RunState
 from topology.model import Topology
@@ -55,7 +55,8 @@ class Run(Protocol):
 
     `picloud.Testbed` is one; a test may pass its own. Declared here, beside `Fabric`, so that the
     domain packages type their `testbed` parameters without importing the facade. Read-only: the
-    run's topology, prefix and state, its fabric, and the client of its controller's API."""
+    run's topology, prefix and state, its fabric, the client of its controller's API, and the few
+    facade operations experiments run through (exec, flows, links, tenants, ping_all)."""
 
     @property
     def topology(self) -> Topology: ...
@@ -71,6 +72,28 @@ class Run(Protocol):
 
     @property
     def controller_client(self) -> ControllerClient | None: ...
+
+    @property
+    def controller_api(self) -> str | None: ...
+
+    @property
+    def containers(self) -> list[str]: ...
+
+    def container_ip(self, container: str) -> str: ...
+
+    def exec(self, container: str, cmd: str | list[str], timeout: float | None = None) -> tuple[int, str]: ...
+
+    def popen(self, container: str, argv: list[str], **popen_kwargs: Any) -> subprocess.Popen: ...
+
+    def flows(self, switch: str) -> list[dict]: ...
+
+    def port_stats(self, switch: str) -> list[dict]: ...
+
+    def link(self, a: str, b: str) -> Any:
+        """A handle with .down(), .up(), .shape(bw, ...) for the link a-b."""
+        ...
+
+    def tenant(self, name: str, subnet: str | None = None, rate: float | None = None) -> Any: ...
 
     def ping_all(self, tcp: bool = False, containers: list[str] | None = None,
                  timeout: float = 3.0) -> dict[str, dict[str, float]]:
