@@ -117,11 +117,13 @@ class Routing(app_manager.OSKenApp):
     def start(self) -> Any:
         thread = super().start()
         self.running = True
+        self.state.follow_hosts("routing")  # tenancy's reload waits for the worker's host paths
         self.threads.append(hub.spawn(self._worker))
         return thread
 
     def stop(self) -> None:
         self.running = False
+        self.state.unfollow_hosts("routing")
         self.wake.set()
         super().stop()
 
@@ -243,6 +245,7 @@ class Routing(app_manager.OSKenApp):
             self.generation += 1
             self.state.set_ready("routing", generation=self.generation, hosts=len(self.routed),
                                  bridges=len(desired), at=time.time())
+            self.state.hosts_sent("routing", version)
         if sent:
             served = len(rr.usable_hosts(graph, hosts))
             self.state.event("routing", f"paths for {served} hosts on {len(desired)} "
@@ -280,5 +283,6 @@ class Routing(app_manager.OSKenApp):
                 dp.send_msg(msg)
                 sent += 1
             fl.apply_change(rules, change)
+        self.state.hosts_sent("routing", version)
         LOG.debug("routing: %d host change(s), %d messages", len(updates), sent)
         return sent

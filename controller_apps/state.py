@@ -46,6 +46,10 @@ class ControllerState:
     def __init__(self) -> None:
         self._lock = threading.RLock()
         self._listeners: list[Callable[[str], None]] = []
+        # Apps that send flows for hosts (routing) -> the host change number they have sent flows
+        # for; `wait_hosts_sent` lets a caller (tenancy's reload) answer only once they caught up.
+        self._followers: dict[str, int] = {}
+        self._followers_cond = threading.Condition()
         self.datapaths: dict[int, Any] = {}  # dpid -> os-ken Datapath, for REST stats calls
         self.reset()
 
@@ -86,6 +90,34 @@ class ControllerState:
                 listener(kind)
             except Exception:  # a broken listener must not break the writer (an OpenFlow handler)
                 LOG.exception("state listener %r failed on %s", listener, kind)
+
+    # --- host followers ---------------------------------------------------------------------------
+    def follow_hosts(self, name: str) -> None:
+        """Register an app that sends flows for hosts; it reports progress with `hosts_sent`."""
+        with self._followers_cond:
+            self._followers.setdefault(name, 0)
+
+    def unfollow_hosts(self, name: str) -> None:
+        with self._followers_cond:
+            self._followers.pop(name, None)
+            self._followers_cond.notify_all()
+
+    def hosts_sent(self, name: str, version: int) -> None:
+        """`name` has sent (handed to the datapaths' send queues) every flow for host change
+        `version` and before; the messages go out on each switch's one connection in order, so a
+        barrier sent after this call confirms them."""
+        with self._followers_cond:
+            if name in self._followers and version > self._followers[name]:
+                self._followers[name] = version
+                self._followers_cond.notify_all()
+
+    def wait_hosts_sent(self, version: int, timeout: float) -> list[str]:
+        """Wait until every follower has sent flows for host change `version`; returns the names
+        of those that had not by the timeout (empty: all caught up, or none registered)."""
+        with self._followers_cond:
+            self._followers_cond.wait_for(lambda: all(v >= version for v in self._followers.values()),
+                                          timeout)
+            return sorted(n for n, v in self._followers.items() if v < version)
 
     # --- naming ---------------------------------------------------------------------------------
     def name_of(self, dpid: int) -> str:

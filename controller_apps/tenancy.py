@@ -8,7 +8,8 @@ should hold, and send the difference. Three moments send rules:
   delete only stale entries. OVS keeps flows while the controller is away (fail_mode=secure), so
   established tenant flows never see a gap: nothing is deleted and re-added.
 - `POST /tenants/reload`: re-read the YAML and send the difference against what was installed;
-  the call returns after a barrier on every switch, so the rules are in place when it answers.
+  the call returns once the forwarding app (routing) has sent the members' paths too and a
+  barrier on every switch confirmed both, so members can reach each other when it answers.
 - a tagged ARP request reaches the controller: answered from the plan, only inside the tenant.
 
 Members are registered in `STATE` as hosts (with their tenant), so routing installs paths to them.
@@ -117,15 +118,22 @@ class Tenancy(app_manager.OSKenApp):
             self.plan = new_plan
             self.wanted = rules_mod.compute(new_plan, self.topology)
             sent: dict[str, int] = {"add": 0, "modify": 0, "delete": 0, "meters": 0}
-            events = []
             for dp_id, dp in list(self.datapaths.items()):
                 if dp_id not in self.installed:
                     continue  # still syncing after connect: that sync reads self.wanted when it lands
                 counts = self._apply(dp, self.installed[dp_id], assume_same=True)
                 for k, v in counts.items():
                     sent[k] += v
-                events.append(self._barrier(dp))
         self._register_hosts(old_plan, new_plan)
+        # The members' paths are routing's (it follows STATE's hosts on its own thread, later on a
+        # loaded host): answer only once it has sent them too, then one barrier per switch
+        # confirms both apps' flows, as they share each switch's connection in order.
+        late = STATE.wait_hosts_sent(STATE.host_version, BARRIER_TIMEOUT)
+        if late:
+            raise PiCloudError(f"tenancy: {', '.join(late)} did not send the members' paths within "
+                               f"{BARRIER_TIMEOUT:.0f}s (see the controller log)")
+        with self.lock:
+            events = [self._barrier(dp) for dp in list(self.datapaths.values())]
         for event in events:
             if not event.wait(BARRIER_TIMEOUT):
                 raise PiCloudError("tenancy: a switch did not confirm the new rules within "

@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import struct
+import threading
 from dataclasses import replace
 from types import SimpleNamespace
 from typing import Any
@@ -38,7 +39,7 @@ from controller_apps.discovery import Discovery
 from controller_apps.flows import Flow, Match, SwitchRules
 from controller_apps.l2_learning import L2Learning
 from controller_apps.routing import Routing
-from controller_apps.state import STATE
+from controller_apps.state import STATE, ControllerState
 from controller_apps.tenancy import Tenancy
 from tenants import plan as P
 from tenants import store
@@ -248,6 +249,59 @@ def test_what_the_controller_learned_about_the_default_network_never_shadows_a_t
     (reply,) = fabric.send(d, p, {"eth_src": mac, "eth_dst": "ff:ff:ff:ff:ff:ff", "eth_type": fl.ETH_TYPE_ARP,
                                   "arp_op": 1, "arp_spa": ip, "arp_sha": mac, "arp_tpa": early.ip})
     assert reply.frame["arp_sha"] == t.node(twin).mac
+
+
+def test_tenant_reload_answers_only_once_routing_sent_the_members_paths_and_a_barrier_follows(controller):
+    """`picloud tenant add` returns when the reload answers, and `tenant verify` probes at once: the
+    members' paths are routing's, sent from its own worker thread (late on a loaded host), so the
+    answer must wait for them, and each switch's barrier must come after them to confirm them."""
+    t, path, discovery, routing, tenancy, dps = controller
+    STATE.follow_hosts("routing")  # what routing.start() does; this test plays its worker thread
+    try:
+        plan = two_tenants(t)
+        store.save(plan, path)
+        for dp in dps.values():
+            dp.take()
+        outcome: list[Any] = []
+        reload = threading.Thread(target=lambda: outcome.append(_call(tenancy.reload)))
+        reload.start()
+        reload.join(0.5)
+        assert reload.is_alive() and not outcome  # routing has not sent the paths: no answer yet
+        assert not any(isinstance(m, parser.OFPBarrierRequest) for dp in dps.values() for m in dp.sent)
+        routing.sync_hosts()
+        reload.join(10)
+        assert not reload.is_alive() and isinstance(outcome[0], dict), outcome
+        routing_mods = 0
+        for dp in dps.values():
+            kinds = ["barrier" if isinstance(m, parser.OFPBarrierRequest) else
+                     "routing" if getattr(m, "cookie", 0) & pipeline.COOKIE_APP_MASK == pipeline.COOKIE_ROUTING
+                     else "other" for m in dp.sent]
+            assert kinds[-1] == "barrier" and kinds.count("barrier") == 1, (hex(dp.id), kinds)
+            routing_mods += kinds.count("routing")
+        assert routing_mods > 0  # the members' paths went out before the barriers
+        fabric = Fabric(t, tables={dp.id: dp.table for dp in dps.values()})
+        nets = Networks(t, plan, fabric)
+        n = len(nets.at)
+        assert nets.assert_isolated_and_complete() == n * (n - 1)
+    finally:
+        STATE.unfollow_hosts("routing")
+
+
+def test_a_follower_that_never_catches_up_is_named_after_the_timeout():
+    state = ControllerState()
+    state.follow_hosts("routing")
+    state.hosts_sent("routing", 3)
+    assert state.wait_hosts_sent(3, timeout=0) == []
+    assert state.wait_hosts_sent(4, timeout=0.05) == ["routing"]
+    state.unfollow_hosts("routing")
+    assert state.wait_hosts_sent(4, timeout=0) == []
+
+
+def _call(fn: Any) -> Any:
+    try:
+        return fn()
+    except Exception as exc:  # reported by the test's assertion, with the exception
+        return exc
 
 
 # --- other forwarding apps under tenancy ---------------------------------------------------------
