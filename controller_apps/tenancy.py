@@ -38,9 +38,10 @@ from picloud.errors import PiCloudError
 from tenants import store
 from tenants.model import TenantPlan
 from topology.model import Topology, dpid
+from topology.stalls import OVS_STALL_S
 
 LOG = logging.getLogger(__name__)
-BARRIER_TIMEOUT = 10.0
+BARRIER_TIMEOUT = OVS_STALL_S  # a barrier waits for ovs-vswitchd's main loop (topology/stalls.py)
 
 
 def flow_from_stats(stat: Any) -> Flow:

@@ -32,6 +32,7 @@ from topology.backends.base import Fabric
 from topology.effects import netns as netns_effects
 from topology.effects import ovs, proc
 from topology.model import Link, Topology
+from topology.stalls import OVS_STALL_S
 
 log = logging.getLogger(__name__)
 BACKENDS = ("local", "docker", "cluster")
@@ -561,10 +562,12 @@ class Testbed:
         return LinkHandle(self, a, b)
 
     def flows(self, switch: str) -> list[dict]:
-        """Flow entries of a switch or Pi bridge, in Ryu ofctl_rest's shape."""
+        """Flow entries of a switch or Pi bridge, in Ryu ofctl_rest's shape. The switch itself
+        answers (the controller waits for its stats reply), so this waits as long as an
+        ovs-vswitchd stall may last (topology/stalls.py), not the 5 s of a controller-only read."""
         self._require_up()
         dpid = self.topology.dpid(switch)
-        return self._controller_get(f"/stats/flow/{dpid}").get(str(dpid), [])
+        return self._controller_get(f"/stats/flow/{dpid}", timeout=OVS_STALL_S).get(str(dpid), [])
 
     def port_stats(self, switch: str) -> list[dict]:
         self._require_up()

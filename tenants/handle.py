@@ -28,12 +28,15 @@ from picloud.errors import ControllerError, PiCloudError, TenantError
 from tenants import plan as planner
 from tenants import store
 from tenants.model import Member, Tenant, TenantPlan
+from topology.stalls import OVS_STALL_S
 
 if TYPE_CHECKING:
     from topology.backends.base import Run
 
 log = logging.getLogger(__name__)
-RELOAD_TIMEOUT = 60.0
+# The controller waits up to OVS_STALL_S for routing to send the members' paths, then as long for
+# the barriers (controller_apps/tenancy.py): the answer comes within twice that, plus a margin.
+RELOAD_TIMEOUT = 2 * OVS_STALL_S + 30.0
 
 
 def plan_path(testbed: Run) -> Path:

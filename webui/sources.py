@@ -18,12 +18,17 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from picloud.errors import ControllerError, PiCloudError, UIError
 from topology.model import Topology
+from topology.stalls import OVS_STALL_S
 
 if TYPE_CHECKING:
     from topology.backends.base import Run
 
 log = logging.getLogger(__name__)
 CONTROLLER_TIMEOUT = 1.0  # seconds; the UI must keep drawing while a controller is slow
+# A switch page's group and meter tables: the switch answers through the controller, and the
+# page shows what it got, so the read waits as long as an ovs-vswitchd stall may last (1 s made
+# the page show "no groups" for a switch that has them whenever OVS stalled; topology/stalls.py).
+TABLE_TIMEOUT = OVS_STALL_S
 
 
 class DataSource(Protocol):
@@ -156,23 +161,24 @@ class TestbedSource:
     def flows(self, node: str) -> Any:
         return self.testbed.flows(node)
 
-    def _controller(self, path: str) -> Any:
+    def _controller(self, path: str, timeout: float = CONTROLLER_TIMEOUT) -> Any:
         """A read of the controller API, None when it cannot answer (the page shows no data)."""
         client = self.testbed.controller_client
         if client is None:
             return None
         try:
-            return client.get(path, timeout=CONTROLLER_TIMEOUT)
+            return client.get(path, timeout=timeout)
         except ControllerError as exc:
             log.debug("controller %s%s: %s", client.api, path, exc)
             return None
 
     def groups(self, node: str) -> Any:
         dpid = self.testbed.topology.dpid(node)
-        return {"stats": self._controller(f"/stats/group/{dpid}"), "desc": self._controller(f"/stats/groupdesc/{dpid}")}
+        return {"stats": self._controller(f"/stats/group/{dpid}", TABLE_TIMEOUT),
+                "desc": self._controller(f"/stats/groupdesc/{dpid}", TABLE_TIMEOUT)}
 
     def meters(self, node: str) -> Any:
-        return self._controller(f"/stats/meter/{self.testbed.topology.dpid(node)}")
+        return self._controller(f"/stats/meter/{self.testbed.topology.dpid(node)}", TABLE_TIMEOUT)
 
     def controller_state(self) -> dict[str, Any] | None:
         state = self._controller("/state")

@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 
 from picloud.controller_client import routed
+from tenants.handle import RELOAD_TIMEOUT
+from topology.stalls import OVS_STALL_S
 
 pytestmark = [pytest.mark.browser, pytest.mark.root]
 
@@ -389,8 +391,11 @@ def test_tenant_members_from_the_ui_in_tenant_colours(browser, tenant_run):
         card.locator(f"button[data-remove='{added[0]}']").click()
         page.wait_for_function("document.querySelectorAll(\"[data-tenant='red'] tbody tr\").length === 1",
                                timeout=15_000)
-        # The page drops the row once the tenants file changes; the container goes right after.
-        _wait(lambda: added[0] not in testbed.state.extra.get("containers", {}), 15, "the member's container to go")
+        # The page drops the row once the tenants file changes; the container goes after the
+        # controller's reload (bounded by RELOAD_TIMEOUT: routing's paths and the barriers each wait
+        # out an ovs-vswitchd stall) and the port's removal from OVS (one more stall at most).
+        _wait(lambda: added[0] not in testbed.state.extra.get("containers", {}), RELOAD_TIMEOUT + OVS_STALL_S,
+              "the member's container to go")
         page.click("#verify-now")  # the real probe run (tenants.verify), in the background
         card.locator(".verify-ok, .verify-bad").wait_for(timeout=90_000)
         assert card.locator(".verify-ok").count() == 1, card.inner_text()

@@ -11,6 +11,7 @@ import requests
 
 from controller_apps.pipeline import COOKIE_L2
 from picloud.testbed import Testbed
+from topology.stalls import OVS_STALL_S
 
 pytestmark = pytest.mark.root
 
@@ -28,7 +29,8 @@ def tb():
 
 
 def get(tb: Testbed, path: str):
-    response = requests.get(tb.controller_api + path, timeout=5)
+    # /stats/* wait for the switch's reply, and so for an ovs-vswitchd stall (topology/stalls.py)
+    response = requests.get(tb.controller_api + path, timeout=OVS_STALL_S)
     assert response.status_code == 200, response.text
     return response.json()
 
@@ -96,7 +98,7 @@ def test_flowentry_add_and_delete_change_forwarding(tb):
 
 STREAM = """
 import socket, sys, time
-sock = socket.create_connection((sys.argv[1], 5401), timeout=15)
+sock = socket.create_connection((sys.argv[1], 5401), timeout=float(sys.argv[3]))
 end = time.time() + float(sys.argv[2]); chunk = b"x" * 65536
 while time.time() < end:
     sock.sendall(chunk)
@@ -119,25 +121,32 @@ def test_state_reports_connected_switches_and_live_link_utilisation(tb):
     assert any(e["kind"] == "switch" for e in state["events"])
 
     a, b = tb.containers
+    access = frozenset((a, tb.topology.node(a).pi))
     sink = tb.popen(b, [sys.executable, "-c", SINK, tb.container_ip(b)], stdout=-1, text=True)
+    best = 0.0
     try:
         assert sink.stdout is not None and sink.stdout.readline().strip() == "ready"
-        rc, out = tb.exec(a, [sys.executable, "-c", STREAM, tb.container_ip(b), "3.5"], timeout=30)
-        assert rc == 0, out
+        stream = tb.popen(a, [sys.executable, "-c", STREAM, tb.container_ip(b), "3.5", str(OVS_STALL_S)],
+                          stdout=-1, stderr=-1)
+        # The monitor polls every second and publishes a rate when a port stats reply arrives; the
+        # replies (and the stream itself: the userspace datapath) wait while ovs-vswitchd's main
+        # loop stalls, so the busy sample may come after the stream ended. Watch /state from the
+        # stream's start until a busy sample shows, for up to the stream plus the longest stall a
+        # healthy run survives (topology/stalls.py); 1.5 s after the end was shorter than measured stalls.
+        deadline = time.monotonic() + 3.5 + OVS_STALL_S
+        while time.monotonic() < deadline and best <= 1e6:
+            links = {frozenset((ln["a"], ln["b"])): ln for ln in get(tb, "/state")["links"]}
+            best = max(best, links[access]["bps"])
+            time.sleep(0.3)
+        assert stream.wait(timeout=OVS_STALL_S + 15) == 0, stream.stderr.read() if stream.stderr else ""
     finally:
         sink.kill()
         sink.wait()
-    # The stream ran 3.5 s and the monitor polls every second: the latest sample for a's access
-    # link may already be past the stream, so take the busiest one seen in the last seconds.
-    deadline, best = time.monotonic() + 1.5, 0.0
-    while time.monotonic() < deadline:
-        links = {frozenset((ln["a"], ln["b"])): ln for ln in get(tb, "/state")["links"]}
-        best = max(best, links[frozenset((a, tb.topology.node(a).pi))]["bps"])
-        time.sleep(0.3)
+    links = {frozenset((ln["a"], ln["b"])): ln for ln in get(tb, "/state")["links"]}
     ports = get(tb, "/monitor/ports")
     assert ports and {"switch", "port", "tx_bps", "rx_bps"} == set(ports[0])
     link = links[frozenset(("s1", tb.topology.node(a).pi))]
     assert link["capacity_bps"] == 1e9 and 0.0 <= link["util"] <= 1.0
     # Idle, these links carry nothing (no discovery app here); the stream moves tens of Mbit/s on
     # a quiet machine and a few under heavy load, so 1 Mbit/s tells the two apart either way.
-    assert best > 1e6 or link["bps"] > 1e6, (best, link)
+    assert best > 1e6, (best, link)

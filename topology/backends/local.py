@@ -23,6 +23,7 @@ from topology import openflow, tcplan
 from topology.effects import ethtool, ip, netns, ovs, rtnl, tc
 from topology.effects.proc import CommandError
 from topology.model import Link, Topology, dpid_str, ifname
+from topology.stalls import OVS_STALL_S
 from topology.tcplan import Shape
 
 KEEP: Any = object()  # shape_link: leave this attribute as it is
@@ -41,7 +42,7 @@ class End:
     port: int
 
 
-INACTIVITY_PROBE_MS = 30_000  # see _add_bridge
+INACTIVITY_PROBE_MS = int(OVS_STALL_S * 1000)  # see _add_bridge and topology/stalls.py
 
 
 class LocalFabric:

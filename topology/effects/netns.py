@@ -9,6 +9,7 @@ instead of a process per pair.
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 import selectors
 import socket
@@ -16,8 +17,11 @@ import time
 from collections.abc import Iterable
 from contextlib import contextmanager
 
+from topology.stalls import OVS_STALL_S
+
 CLONE_NEWNET = 0x40000000
 NETNS_DIR = "/run/netns"
+log = logging.getLogger(__name__)
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -54,10 +58,14 @@ def exec_argv(netns: str, argv: list[str]) -> list[str]:
 
 
 def tcp_matrix(endpoints: dict[str, tuple[str, str]], port: int = 5399, timeout: float = 3.0,
-               pairs: Iterable[tuple[str, str]] | None = None, retries: int = 2) -> dict[str, dict[str, float]]:
+               pairs: Iterable[tuple[str, str]] | None = None, retries: int | None = None,
+               within: float = OVS_STALL_S) -> dict[str, dict[str, float]]:
     """All-pairs TCP connect check. endpoints: name -> (netns, ip). Returns name -> name -> loss
-    (0.0 connected, 1.0 not). Each source connects to every destination's listener; a pair that
-    fails is retried (first packets may wait for the controller to learn a path)."""
+    (0.0 connected, 1.0 not). Each source connects to every destination's listener, each attempt
+    waiting `timeout`; the pairs that failed are tried again (first packets may wait for the
+    controller to learn a path, and the userspace datapath stops forwarding while ovs-vswitchd's
+    main loop stalls: see topology/stalls.py) until `within` seconds have passed since the first
+    attempt, or `retries` more rounds when that is given. Each further round is logged."""
     listeners = {}
     for name, (ns, ip) in endpoints.items():
         sock = socket_in(ns)
@@ -69,14 +77,19 @@ def tcp_matrix(endpoints: dict[str, tuple[str, str]], port: int = 5399, timeout:
     names = list(endpoints)
     todo = list(pairs) if pairs is not None else [(s, d) for s in names for d in names if s != d]
     result: dict[str, dict[str, float]] = {s: {} for s in names}
+    started = time.monotonic()
     try:
-        for attempt in range(retries + 1):
+        attempt = 0
+        while True:
             failed = _connect_round(endpoints, listeners, todo, port, timeout)
             for s, d in todo:
                 result[s][d] = 1.0 if (s, d) in failed else 0.0
             todo = sorted(failed)
-            if not todo or attempt == retries:
+            if not todo or attempt == retries or (retries is None and time.monotonic() - started >= within):
                 break
+            attempt += 1
+            log.info("tcp check: %d pair(s) not connected after %.1f s (first %s -> %s), round %d",
+                     len(todo), time.monotonic() - started, *todo[0], attempt + 1)
             time.sleep(0.5)
     finally:
         for sock in listeners.values():
