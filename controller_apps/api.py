@@ -33,13 +33,15 @@ from flask import Blueprint, Flask, Response, abort, jsonify, request
 from os_ken.base import app_manager
 from os_ken.controller import ofp_event
 from os_ken.controller.handler import DEAD_DISPATCHER, MAIN_DISPATCHER, set_ev_cls
-from os_ken.lib import ofctl_v1_0, ofctl_v1_2, ofctl_v1_3, ofctl_v1_4, ofctl_v1_5
+from os_ken.lib import ofctl_utils, ofctl_v1_0, ofctl_v1_2, ofctl_v1_3, ofctl_v1_4, ofctl_v1_5
 from os_ken.ofproto import ofproto_v1_0, ofproto_v1_2, ofproto_v1_3, ofproto_v1_4, ofproto_v1_5
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from controller_apps import wsgi_bridge
 from controller_apps.state import STATE, ControllerState
 from picloud import httpguard
+from picloud.errors import ControllerError
+from topology.stalls import OVS_STALL_S
 
 LOG = logging.getLogger(__name__)
 
@@ -54,6 +56,37 @@ OFCTL = {
 # dpid -> {xid: (event, [reply msgs])}: shared by the Flask threads sending stats requests and the
 # os-ken event thread receiving the replies (the same structure ofctl_rest used).
 WAITERS: dict[int, dict[int, tuple[Any, list[Any]]]] = {}
+
+# How long a REST call waits for a switch's stats reply: the switch's main loop answers it, so as
+# long as an ovs-vswitchd stall may last (topology/stalls.py); after that the call answers 504.
+STATS_REPLY_TIMEOUT = OVS_STALL_S
+
+
+class StatsTimeout(ControllerError):
+    """A switch did not answer a stats request within STATS_REPLY_TIMEOUT."""
+
+
+def send_stats_request(dp: Any, stats: Any, waiters: dict[int, dict[int, tuple[Any, list[Any]]]],
+                       msgs: list[Any], logger: Any = None) -> None:
+    """os-ken's `ofctl_utils.send_stats_request`, with a wait that ends. Its wait is a hub.Event
+    whose timeout os-ken's native hub (the one we run) ignores, so a reply that never came (the
+    switch left, the reply was lost) held the REST call's thread for ever. The reply handler
+    (`RestStatsApp._deliver`) sets the event once the last part of the reply is in."""
+    dp.set_xid(stats)
+    event = threading.Event()
+    waiters.setdefault(dp.id, {})[stats.xid] = (event, msgs)
+    ofctl_utils.send_msg(dp, stats, logger)
+    if not event.wait(STATS_REPLY_TIMEOUT):
+        waiters.get(dp.id, {}).pop(stats.xid, None)
+        raise StatsTimeout(f"switch {dp.id:016x} did not answer a stats request within "
+                           f"{STATS_REPLY_TIMEOUT:.0f}s")
+
+
+def install_stats_wait() -> None:
+    """Every ofctl_v1_x stats call (ours, and a Ryu app's through the `ryu` alias) uses the wait
+    above; the runner calls this before any app starts."""
+    ofctl_utils.send_stats_request = send_stats_request
+
 
 _extra_blueprints: list[Blueprint] = []
 _extra_lock = threading.Lock()
@@ -311,6 +344,8 @@ def create_app(policy: httpguard.Policy | None = None) -> Flask:
     guard. `policy` None: loopback names, a fresh random token (tests pass their own)."""
     app = Flask("picloud-controller")
     app.json.sort_keys = False
+    install_stats_wait()
+    app.register_error_handler(StatsTimeout, lambda exc: _error(504, str(exc)))
     stats_rules = [(wsgi_bridge.shape(r), {"GET"}) for r in _rules_of(stats)]
     if wsgi_bridge.takes_over_stats(stats_rules):
         LOG.info("controller API: /stats/* served by the app that registered it (Ryu's ofctl_rest)")

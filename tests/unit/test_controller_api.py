@@ -215,3 +215,20 @@ def test_port_status_refreshes_the_port_list_in_state():
     (switch,) = STATE.snapshot()["switches"]
     assert switch["ports"] == [{"port_no": 3, "name": "pc1p0p3", "hw_addr": "02:00:00:00:00:09", "up": True}]
     STATE.reset()
+
+
+class SilentDatapath(AnsweringDatapath):
+    """A switch that never answers (it left, or its reply was lost)."""
+
+    def send_msg(self, msg) -> None:
+        self.sent.append(msg)
+
+
+def test_a_switch_that_never_answers_costs_the_call_a_bounded_wait_and_a_504(client, monkeypatch):
+    # os-ken's own wait (a hub.Event under the native hub) ignored its timeout: this call hung.
+    monkeypatch.setattr(api, "STATS_REPLY_TIMEOUT", 0.2)
+    STATE.datapaths[3] = SilentDatapath(3)
+    response = client.get("/stats/flow/3")
+    assert response.status_code == 504
+    assert "did not answer a stats request within" in response.get_json()["error"]
+    assert api.WAITERS[3] == {}  # the abandoned waiter is gone: a late reply is dropped
