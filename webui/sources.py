@@ -99,9 +99,9 @@ class BulkFlows:
             fid = f"bulk{self._next}"
             port = self._port_base + self._next
             self._next += 1
-        server = self._popen(dst, ["iperf3", "-s", "-1", "-p", str(port)],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(0.3)  # iperf3 -s needs a moment to listen; the client would get "refused"
+        from traffic.iperf import start_server
+
+        server = start_server(self._popen, dst, ["iperf3", "-s", "-1", "-p", str(port)])
         client = self._popen(src, ["iperf3", "-c", dst_ip, "-p", str(port), "-t", f"{seconds:g}"],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         record = {"id": fid, "src": src, "dst": dst, "seconds": seconds, "started": time.time(),

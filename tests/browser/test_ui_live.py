@@ -22,6 +22,7 @@ import pytest
 from picloud.controller_client import routed
 from tenants.handle import RELOAD_TIMEOUT
 from topology.stalls import OVS_STALL_S
+from traffic.iperf import start_server
 
 pytestmark = [pytest.mark.browser, pytest.mark.root]
 
@@ -163,9 +164,7 @@ def iperf(testbed):
                 flowing.set()
 
     def start(src: str, dst: str, seconds: int = 20) -> threading.Event:
-        procs.append(testbed.fabric.popen(dst, ["iperf3", "-s", "-1"], stdout=subprocess.DEVNULL,
-                                          stderr=subprocess.DEVNULL))
-        time.sleep(0.4)
+        procs.append(start_server(testbed.fabric.popen, dst, ["iperf3", "-s", "-1"]))
         client = testbed.fabric.popen(src, ["iperf3", "-c", testbed.container_ip(dst), "-t", str(seconds),
                                             "-i", "0.2", "--forceflush"],
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
