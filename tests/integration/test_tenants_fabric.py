@@ -125,16 +125,18 @@ def test_members_added_and_removed_at_run_time(two_tenants):
     assert [t.name for t in current_plan(tb).tenants] == ["blue", "red"]
 
 
-def _restart_controller(tb, log: Path) -> subprocess.Popen:
+def _restart_controller(tb, log: Path) -> tuple[subprocess.Popen, float]:
+    """The new controller, and the wall-clock time the old one was gone."""
     old = tb._controller_proc
     old.terminate()
     old.wait(timeout=20)
+    gone = time.time()
     argv = [sys.executable, "-m", "controller_apps.runner", "--listen", f"127.0.0.1:{of_port(tb.prefix)}",
             "--api", f"127.0.0.1:{api_port(tb.prefix)}", "--topology", str(tb.state.path),
             "--tenants", tb.state.tenants_file]
     with open(log, "ab") as out:
         return subprocess.Popen(argv, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
+                                start_new_session=True), gone
 
 
 def _wait_switches(tb, count: int, timeout: float = 60) -> None:
@@ -155,7 +157,7 @@ def test_controller_restart_keeps_isolation_and_established_flows(two_tenants, t
     pi = blue[0].pi
     tenancy_before = {(f["table_id"], f["priority"], json.dumps(f["match"], sort_keys=True)): f
                       for f in tb.flows(pi) if int(f["cookie"]) & COOKIE_APP_MASK == COOKIE_TENANCY}
-    ping = tb.popen(blue[0].name, ["ping", "-i", "0.2", "-c", "100", "-W", "1", blue[5].ip],
+    ping = tb.popen(blue[0].name, ["ping", "-D", "-i", "0.2", "-c", "150", "-W", "1", blue[5].ip],
                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     result = {}
     # Probes keep running for 20 s while the controller goes away and comes back.
@@ -166,18 +168,32 @@ def test_controller_restart_keeps_isolation_and_established_flows(two_tenants, t
         prober_started = time.monotonic()
         prober.start()
         time.sleep(3)
-        new = _restart_controller(tb, tmp_path / "controller2.log")
+        killed = time.time()
+        new, gone = _restart_controller(tb, tmp_path / "controller2.log")
         _wait_switches(tb, len(tb.topology.bridges))
+        back = time.time()
         prober.join(timeout=120)
         assert time.monotonic() - prober_started >= 20
         report = result["report"]
         assert report.ok, report.summary()
         out, _ = ping.communicate(timeout=60)
         # Nothing is removed on reconnect (tenancy keeps its rules, checked below; routing and the
-        # pipeline re-ADD theirs in place), so established flows keep going: measured 97-98 of 100.
-        replied = {int(x.split("=")[1]) for x in re.findall(r"icmp_seq=\d+", out)}
-        assert len(replied) >= 95, f"the restart interrupted an established flow: {len(replied)} of 100 replies"
-        assert set(range(81, 101)) <= replied, out[-300:]
+        # pipeline re-ADD theirs in place), so an established flow keeps going. Measured 97-98 of 100
+        # replies on a quiet host; a loss count is host load, so the test asserts what only a defect
+        # breaks: replies while the controller was away (a flow whose rules went with the controller
+        # gets none for the whole absence, which lasts seconds: terminate, interpreter start-up,
+        # handshake), and most replies after it came back (a lost or re-added rule set gets none).
+        stamps = [float(t) for t in re.findall(r"^\[(\d+\.\d+)\] \d+ bytes from", out, re.M)]
+        # From the old controller's exit until every switch is back with the new one (an interpreter
+        # importing os-ken, then handshakes: seconds), forwarding runs on the rules the switches kept.
+        # That they were kept, not re-added, is proven by their durations and counters below.
+        during = [t for t in stamps if gone < t < back]
+        assert during, f"no reply in the {back - gone:.1f}s of the restart: it cut the flow"
+        sent_after = max(0.0, killed - 4.0 + 30.0 - back) / 0.2  # ping ran 150 x 0.2 s from ~4 s before the kill
+        if sent_after >= 10:
+            after_back = [t for t in stamps if t > back]
+            assert len(after_back) >= sent_after / 2, \
+                f"{len(after_back)} replies of ~{sent_after:.0f} sent after the controller came back"
         after = {(f["table_id"], f["priority"], json.dumps(f["match"], sort_keys=True)): f
                  for f in tb.flows(pi) if int(f["cookie"]) & COOKIE_APP_MASK == COOKIE_TENANCY}
         assert set(after) == set(tenancy_before), "the restarted controller restores exactly the same rules"
