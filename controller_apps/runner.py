@@ -505,6 +505,8 @@ def run(options: Options, stop: threading.Event | None = None) -> int:
     if not _wait_listening(options.listen, READY_TIMEOUT):
         LOG.error("controller: OpenFlow server did not start listening on %s:%d", *options.listen)
         _shutdown(manager, server)
+        if options.api_token_created and options.api_token_file:
+            Path(options.api_token_file).unlink(missing_ok=True)
         return 1
     auth = "open" if options.api_open else f"token in {options.api_token_file}"
     LOG.info("picloud controller ready: openflow %s:%s:%d, api %s, apps %s", scheme, options.listen[0],

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import shutil
 import subprocess
+from pathlib import Path
 
 from picloud.runstate import PREFIX_RE, RunState, list_runs, state_dir
 from topology.effects import ovs, proc
@@ -64,7 +65,44 @@ def clean(prefixes: list[str] | None = None, force: bool = False) -> list[str]:
             cleaned.append(f"{len(orphans)} orphan bridge(s)")
         for tmp in state_dir().glob("pc*.tmp") if state_dir().is_dir() else []:
             tmp.unlink(missing_ok=True)
+        stale = stale_controller_tokens()
+        for token in stale:
+            token.unlink(missing_ok=True)
+        if stale:
+            cleaned.append(f"{len(stale)} stale controller token file(s)")
     return cleaned
+
+
+def listening_ports(tables: list[str]) -> set[int]:
+    """TCP ports in LISTEN state (st 0A) in /proc/net/tcp{,6} texts."""
+    ports = set()
+    for text in tables:
+        for line in text.splitlines()[1:]:
+            fields = line.split()
+            if len(fields) > 3 and fields[3] == "0A":
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def stale_controller_tokens() -> list[Path]:
+    """Token files of standalone controllers (`controller-APIPORT.api-token`, made by
+    `picloud controller` / `ryu-manager` without a run) whose API port no longer listens: the
+    controller removes its file at a clean exit, but a killed one cannot."""
+    if not state_dir().is_dir():
+        return []
+    tables = []
+    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            tables.append(Path(name).read_text())
+        except OSError:
+            continue
+    live = listening_ports(tables)
+    stale = []
+    for token in state_dir().glob("controller-*.api-token"):
+        port = token.name[len("controller-"):-len(".api-token")]
+        if port.isdigit() and int(port) not in live:
+            stale.append(token)
+    return stale
 
 
 def _has_state(bridge: str) -> bool:
