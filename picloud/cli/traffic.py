@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 from picloud.errors import TrafficError
@@ -51,6 +52,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scenario", default=None, metavar="FILE",
                    help="a YAML scenario (timed link cuts, flaps, shaping, node and controller failures, "
                         "tenant changes) applied during the run; events.csv records each event and its cost")
+    p.add_argument("--capture", nargs="+", default=None, metavar="TARGET",
+                   help="capture the run's flows at these points (link:A,B, port:NODE:N, container) into "
+                        "capture.pcapng in the results; the report checks each captured flow's FCT against it")
     p.set_defaults(func=_run)
 
     p = tsub.add_parser("workloads", help="list the built-in flow-size distributions with citations")
@@ -104,15 +108,19 @@ def _run(args: argparse.Namespace) -> int:
 
         load_file(args.scenario)  # a malformed file is reported before looking for a run
     testbed = _attach(args.run)
+    if args.capture:
+        from traffic.capture import resolve
+
+        resolve(testbed, args.capture)  # an unknown target is reported before any flow starts
     pattern_args = {k: getattr(args, k) for k in ("stride", "hotspots", "fraction", "fanin", "response",
                                                    "aggregator", "mappers", "reducers")
                     if getattr(args, k) is not None}
     results = engine.run(
         testbed, workload=args.workload, load=args.load, pattern=args.pattern, duration=args.duration,
-        seed=args.seed, tenant=args.tenant, out=args.out, progress=True,
+        seed=args.seed, tenant=args.tenant, out=args.out, progress=sys.stderr.isatty(),
         warmup=args.warmup, scale_size=args.scale_size, scale_time=args.scale_time, arrival=args.arrival,
         link_mbps=args.link_mbps, drain=args.drain, concurrency=args.concurrency, scenario=args.scenario,
-        **pattern_args,
+        capture=args.capture, **pattern_args,
     )
     print(results.report())
     if args.plots:

@@ -41,10 +41,13 @@ def test_cli_run_and_report_on_an_attached_run(tmp_path: Path) -> None:
         run = subprocess.run(
             [sys.executable, "-m", "picloud", "traffic", "run", "--run", tb.prefix, "--workload",
              "fb_webserver", "--load", "0.05", "--pattern", "permutation", "--duration", "2", "--seed", "4",
-             "--out", str(out), "--plots"], capture_output=True, text=True, cwd=REPO, timeout=120)
+             "--out", str(out), "--plots", "--capture", "link:s1,pi1"],
+            capture_output=True, text=True, cwd=REPO, timeout=120)
         assert run.returncode == 0, run.stderr[-2000:]
-        assert "flows settled" in run.stderr  # the progress bar
+        assert "flows settled" not in run.stderr  # the progress bar is for a terminal, not a pipe or log
         assert f"results: {out}" in run.stdout and (out / "fct_cdf.png").is_file()
+        assert (out / "capture.pcapng").stat().st_size > 0
+        assert json.loads((out / "meta.json").read_text())["capture"]["check"]
         bad = subprocess.run(
             [sys.executable, "-m", "picloud", "traffic", "run", "--run", tb.prefix, "--pattern", "stride",
              "--stride", "3", "--duration", "1"], capture_output=True, text=True, cwd=REPO, timeout=60)
