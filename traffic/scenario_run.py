@@ -6,11 +6,21 @@ thread at t0 + step.t (CLOCK_MONOTONIC, the clock the traffic agents share), `wa
 `finish(...)` writes `events.csv` with planned and applied times and each event's cost
 (`traffic.scenario_cost`).
 
-Timing: a dispatcher thread sleeps until 2 ms before a step and spins (yielding) the rest, so the
-applied time is not at the mercy of one oversleep of a loaded host, then hands the step to the
-worker of its target (one per link, node, tenant, the controller): steps on one target stay in
-order, and a slow action (a `tc` process, a controller restart) delays nothing else. The applied
-time is taken just before the action starts; `took_ms` is how long the action itself lasted.
+Timing: link and node steps whose links are kernel devices on this machine (veth links of the
+local and Docker backends) are applied by `traffic.link_timer`, a process of their own: a thread of
+this process waits for the GIL whenever the thread holding it is preempted, which on a loaded host
+costs up to a second (994 ms measured for link flaps during a web-search run at load 9; see that
+module). The other steps (shapes, patch-port links, the cluster's OVSDB ports, the controller,
+tenants) go through a dispatcher thread that sleeps until 2 ms before a step and spins (yielding)
+the rest, then hands the step to the worker of its target (one per link, node, tenant, the
+controller): steps on one target stay in order, and a slow action (a `tc` process, a controller
+restart) delays nothing else. The applied time is taken just before the action starts; `took_ms`
+is how long the action itself lasted. The dispatcher and the link and node workers run at
+real-time priority (SCHED_FIFO, reset on fork so a `tc` child is an ordinary process) where the
+process may ask for it; their actions are short, so they cannot starve the fabric, while the
+controller and tenant workers, whose actions can run for seconds, stay ordinary. Where it is
+refused (no CAP_SYS_NICE) the steps still run, and events.csv's error column shows what the host
+did to them.
 Counter samples for the costs are taken by a second thread, so sampling never delays a step.
 """
 
@@ -18,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import json
 import logging
 import os
 import queue
@@ -42,6 +53,7 @@ log = logging.getLogger(__name__)
 SPIN_S = 0.002
 SAMPLE_EVERY_S = 1.0
 SWITCH_INTERVAL_S = 0.0005
+RT_PRIORITY = 10  # SCHED_FIFO 1-99: above every ordinary task, below the kernel's own RT threads (50+)
 EVENT_FIELDS = ["index", "planned_s", "applied_s", "error_ms", "took_ms", "action", "target", "params",
                 "source", "status", "detail", "port_drops", "tcp_retrans", "flows_in_flight",
                 "fct_inflation", "stalled_flows", "first_packet_ms"]
@@ -114,6 +126,10 @@ class ScenarioRunner:
         self._lanes: dict[str, tuple[queue.Queue, threading.Thread]] = {}
         self._switch_interval: float | None = None
         self._lock = threading.Lock()
+        self._timer: subprocess.Popen | None = None
+        self._timer_reader: threading.Thread | None = None
+        self._timed: dict[int, str] = {}  # step index -> detail, for the steps the link timer applies
+        self._spawn_timer()  # now, not at start(): a Python process takes ~1 s to start on a loaded host
 
     # --- running ------------------------------------------------------------------------------
     def start(self, t0: float) -> None:
@@ -126,8 +142,93 @@ class ScenarioRunner:
         self._sampler = threading.Thread(target=self._sample_loop, name="scenario-sampler", daemon=True)
         self._sampler.start()
         self._sample_requests.put(None)
+        self._start_timer(t0)
         self._thread = threading.Thread(target=self._dispatch, name="scenario", daemon=True)
         self._thread.start()
+
+    # --- link cuts from their own process (traffic.link_timer) ----------------------------------
+    def _device_steps(self) -> list[dict[str, Any]]:
+        """The link and node steps whose links are all kernel devices here, as link_timer steps."""
+        fabric, out = self.testbed.fabric, []
+        if fabric is None:
+            return []
+        for i, step in enumerate(self.scenario.steps):
+            if step.action in ("link-down", "link-up"):
+                links, detail = [step.link()], ""
+            elif step.action in ("node-down", "node-up"):
+                links = model.node_links(self.testbed.topology, step.target)
+                detail = f"{len(links)} links {step.action.split('-')[1]}"
+            else:
+                continue
+            devices = [fabric.link_devices(*ln) for ln in links]
+            if any(d is None for d in devices):
+                continue
+            out.append({"i": i, "t": step.t, "up": step.action.endswith("-up"),
+                        "devices": [list(d) for ds in devices if ds for d in ds]})
+            self._timed[i] = detail
+        return out
+
+    def _spawn_timer(self) -> None:
+        steps = self._device_steps()
+        if not steps:
+            return
+        self._timer = subprocess.Popen(
+            [sys.executable, "-m", "traffic.link_timer"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            text=True, cwd=Path(__file__).resolve().parent.parent)
+        assert self._timer.stdin is not None and self._timer.stdout is not None
+        self._timer.stdin.write(json.dumps({"steps": steps}) + "\n")
+        self._timer.stdin.flush()
+        ready = json.loads(self._timer.stdout.readline() or "{}")
+        if not ready.get("ready"):
+            self._timer.kill()
+            self._timer.wait()
+            raise TrafficError("scenario: the link timer did not start (see the log above)")
+        if not ready.get("realtime"):
+            log.info("scenario: link timer runs at ordinary priority (no CAP_SYS_NICE); timing may suffer")
+
+    def _start_timer(self, t0: float) -> None:
+        if self._timer is None:
+            return
+        assert self._timer.stdin is not None
+        self._timer.stdin.write(json.dumps({"t0": t0}) + "\n")
+        self._timer.stdin.flush()
+        self._timer_reader = threading.Thread(target=self._read_timer, name="scenario-timer", daemon=True)
+        self._timer_reader.start()
+
+    def _read_timer(self) -> None:
+        assert self._timer is not None and self._timer.stdout is not None
+        for line in self._timer.stdout:
+            msg = json.loads(line)
+            if msg.get("end"):
+                break
+            i = int(msg["i"])
+            step = self.scenario.steps[i]
+            status, detail = ("failed", msg["error"]) if msg.get("error") else ("ok", self._timed[i])
+            if status == "failed":
+                log.warning("scenario step %s failed: %s", step.describe(), detail)
+            with self._lock:
+                self.applied.append(self._row(i, step, float(msg["applied"]) - self.t0,
+                                              (float(msg["done"]) - float(msg["applied"])) * 1e3, status, detail))
+            self._sample_requests.put(None)
+
+    def _stop_timer(self, timeout: float | None) -> None:
+        if self._timer is None:
+            return
+        if self._stop.is_set() and self._timer.poll() is None:
+            self._timer.terminate()
+        if self._timer_reader is not None:
+            self._timer_reader.join(timeout)
+        try:
+            self._timer.wait(5 if timeout is None else timeout)
+        except subprocess.TimeoutExpired:
+            self._timer.kill()
+            self._timer.wait()
+        with self._lock:
+            done = {r["index"] for r in self.applied}
+            for i in sorted(set(self._timed) - done):
+                self.applied.append(self._row(i, self.scenario.steps[i], None, None, "skipped",
+                                              "stopped before its time"))
+        self._timer = None
 
     def wait(self, timeout: float | None = None) -> None:
         """Until every step is applied (or `stop()`); then one last counter sample."""
@@ -137,6 +238,7 @@ class ScenarioRunner:
             lane[0].put(None)
         for lane in list(self._lanes.values()):
             lane[1].join(timeout)
+        self._stop_timer(timeout)
         self._sample_requests.put(None)
         self._sample_requests.put("stop")
         if self._sampler is not None:
@@ -162,7 +264,10 @@ class ScenarioRunner:
         return "controller"
 
     def _dispatch(self) -> None:
+        realtime_thread()
         for i, step in enumerate(self.scenario.steps):
+            if i in self._timed:
+                continue
             due = self.t0 + step.t
             while (left := due - time.monotonic()) > SPIN_S:
                 if self._stop.wait(left - SPIN_S):
@@ -174,15 +279,17 @@ class ScenarioRunner:
             lane = self._lanes.get(self._lane_of(step))
             if lane is None:
                 q: queue.Queue = queue.Queue()
-                worker = threading.Thread(target=self._work, args=(q,), daemon=True,
-                                          name=f"scenario-{self._lane_of(step)}")
+                worker = threading.Thread(target=self._work, args=(q, self._lane_of(step).startswith(
+                    ("link:", "node:"))), daemon=True, name=f"scenario-{self._lane_of(step)}")
                 lane = self._lanes[self._lane_of(step)] = (q, worker)
                 worker.start()
             while time.monotonic() < due:
                 time.sleep(0)
             lane[0].put((i, step))
 
-    def _work(self, q: queue.Queue) -> None:
+    def _work(self, q: queue.Queue, realtime: bool = False) -> None:
+        if realtime:
+            realtime_thread()
         while (item := q.get()) is not None:
             i, step = item
             applied = time.monotonic()
@@ -342,6 +449,18 @@ class ScenarioRunner:
             row.update(cost)
         write_events(directory / "events.csv", rows)
         return rows
+
+
+def realtime_thread(priority: int = RT_PRIORITY) -> bool:
+    """Put the calling thread (not the process) under SCHED_FIFO, children reset to ordinary; False
+    where the kernel refuses (no CAP_SYS_NICE, a container without it, RT throttled to 0)."""
+    try:
+        os.sched_setscheduler(threading.get_native_id(), os.SCHED_FIFO | os.SCHED_RESET_ON_FORK,
+                              os.sched_param(priority))
+    except (OSError, AttributeError) as exc:
+        log.debug("scenario timing thread stays ordinary: %s", exc)
+        return False
+    return True
 
 
 def write_events(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:

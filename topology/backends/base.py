@@ -42,6 +42,10 @@ class Fabric(Protocol):
 
     def set_link(self, a: str, b: str, up: bool) -> None: ...
 
+    def link_devices(self, a: str, b: str) -> list[tuple[str, str | None]] | None: ...
+    # The kernel devices (name, netns) whose IFF_UP is the link's state on this machine, so a
+    # scenario can cut it from another process; None where there are none (patch ports, remote Pis).
+
     def shape_link(self, a: str, b: str, bw: float | None, **impairments: object) -> object: ...
     # impairments: delay, jitter, loss, queue (see LocalFabric.shape_link)
 

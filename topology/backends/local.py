@@ -246,6 +246,13 @@ class LocalFabric:
             raise FabricError(f"link {a!r}-{b!r}: no such link in run {self.prefix}") from None
         return self.end(link.a, link), self.end(link.b, link)
 
+    def link_devices(self, a: str, b: str) -> list[tuple[str, str | None]] | None:
+        """Both ends' kernel devices; None for patch ports (an OpenFlow port state, not a device)."""
+        ends = self._link_ends(a, b)
+        if self.is_patch(self.topology.link(a, b)):
+            return None
+        return [(e.iface, e.netns) for e in ends]
+
     def set_link(self, a: str, b: str, up: bool) -> None:
         ends = self._link_ends(a, b)
         if self.is_patch(self.topology.link(a, b)):

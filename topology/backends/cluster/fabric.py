@@ -404,6 +404,10 @@ class ClusterFabric:
             raise FabricError(f"link {a!r}-{b!r}: container links cannot be set down in cluster mode")
         return [w for w in self.wires if (w.node, w.port) in ((link.a, link.port_a), (link.b, link.port_b))]
 
+    def link_devices(self, a: str, b: str) -> list[tuple[str, str | None]] | None:
+        """None: a cluster link's state is its ports on the Pis' bridges, set over OVSDB."""
+        return None
+
     def set_link(self, a: str, b: str, up: bool) -> None:
         """Down: both ends' ports leave their bridges (the controller sees port-delete); up: back."""
         for wire in self._link_wires(a, b):
