@@ -7,6 +7,10 @@ before the files are merged each Interface Description Block gets a name that sa
 distinct names `mergecap` keeps the interfaces apart instead of folding identical ones together.
 Counts come from the Enhanced Packet Blocks and from the Interface Statistics Blocks dumpcap writes
 at the end (`isb_ifrecv`, `isb_ifdrop`: the kernel's drop count, which a report must show).
+
+`from_pcap` turns a classic pcap stream (what `tcpdump -w -` writes from a capture container on a
+cluster Pi: tcpdump is 2 MB in the image, dumpcap 125 MB with libwireshark) into one such section,
+its interface named and its statistics block written from the counts tcpdump printed at exit.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ SHB, IDB, EPB, SPB, ISB = 0x0A0D0D0A, 0x00000001, 0x00000006, 0x00000003, 0x0000
 BYTE_ORDER_MAGIC = 0x1A2B3C4D
 OPT_END, OPT_IF_NAME, OPT_IF_DESCRIPTION = 0, 2, 3
 OPT_ISB_IFRECV, OPT_ISB_IFDROP, OPT_ISB_OSDROP = 4, 5, 7
+OPT_IF_TSRESOL = 9
+PCAP_MAGIC = {0xA1B2C3D4: 6, 0xA1B23C4D: 9}  # classic pcap: microsecond or nanosecond timestamps
 
 
 class PcapngError(ValueError):
@@ -134,3 +140,56 @@ def interfaces(data: bytes) -> list[InterfaceStats]:
                     else:
                         st.os_dropped = n
     return found
+
+
+@dataclass(frozen=True)
+class Converted:
+    data: bytes  # one pcapng section: SHB, IDB, EPBs, ISB
+    packets: int
+    cut_bytes: int  # a last record the stream ended inside of (the writer was killed), left out
+
+
+def from_pcap(data: bytes, name: str, description: str, received: int | None = None,
+              dropped: int | None = None, os_dropped: int | None = None) -> Converted:
+    """A classic pcap file as a pcapng section with one named interface (see module doc); the
+    statistics block holds the counts that are known (None: the option is left out, as dumpcap
+    does when the kernel gave none)."""
+    if len(data) < 24:
+        raise PcapngError(f"pcap stream of {len(data)} bytes: shorter than its 24-byte header")
+    (magic,) = struct.unpack_from("<I", data, 0)
+    order = "<"
+    if magic not in PCAP_MAGIC:
+        order, (magic,) = ">", struct.unpack_from(">I", data, 0)
+        if magic not in PCAP_MAGIC:
+            raise PcapngError(f"not a pcap stream (magic {data[:4].hex()})")
+    resol = PCAP_MAGIC[magic]
+    snaplen, linktype = struct.unpack_from(order + "II", data, 16)
+    out = [_block_bytes(SHB, struct.pack("<IHHq", BYTE_ORDER_MAGIC, 1, 0, -1) + struct.pack("<HH", OPT_END, 0)),
+           _block_bytes(IDB, struct.pack("<HHI", linktype & 0xFFFF, 0, snaplen)
+                        + _encode_option("<", OPT_IF_NAME, name.encode())
+                        + _encode_option("<", OPT_IF_DESCRIPTION, description.encode())
+                        + _encode_option("<", OPT_IF_TSRESOL, bytes([resol])) + struct.pack("<HH", OPT_END, 0))]
+    scale = 10 ** resol
+    off, packets, last = 24, 0, 0
+    header = struct.Struct(order + "IIII")
+    while off + 16 <= len(data):
+        sec, frac, incl, orig = header.unpack_from(data, off)
+        if off + 16 + incl > len(data):
+            break
+        ts = sec * scale + frac
+        body = struct.pack("<IIIII", 0, ts >> 32, ts & 0xFFFFFFFF, incl, orig) + data[off + 16: off + 16 + incl]
+        out.append(_block_bytes(EPB, body))
+        off += 16 + incl
+        packets, last = packets + 1, ts
+    stats = b"".join(_encode_option("<", code, struct.pack("<Q", n)) for code, n in
+                     ((OPT_ISB_IFRECV, received), (OPT_ISB_IFDROP, dropped), (OPT_ISB_OSDROP, os_dropped))
+                     if n is not None)
+    out.append(_block_bytes(ISB, struct.pack("<III", 0, last >> 32, last & 0xFFFFFFFF) + stats
+                            + struct.pack("<HH", OPT_END, 0)))
+    return Converted(b"".join(out), packets, len(data) - off)
+
+
+def _block_bytes(btype: int, body: bytes) -> bytes:
+    body += b"\0" * (-len(body) % 4)
+    total = 12 + len(body)
+    return struct.pack("<II", btype, total) + body + struct.pack("<I", total)

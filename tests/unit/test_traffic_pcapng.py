@@ -83,3 +83,44 @@ def test_connections_count_bytes_once_and_time_syn_to_answer():
     assert out["compared"] == 1 and out["flows"][0]["iface"] == "a"  # judged where the SYN was seen first
     assert out["abs_diff_us"]["p99"] == pytest.approx(250)
     assert out["flows"][0]["capture_bytes"] == 10_000
+
+
+def _pcap(order: str, nsec: bool, records: list[tuple[int, int, bytes, int]]) -> bytes:
+    magic = 0xA1B23C4D if nsec else 0xA1B2C3D4
+    out = struct.pack(order + "IHHiIII", magic, 2, 4, 0, 0, 262144, 1)
+    for sec, frac, data, orig in records:
+        out += struct.pack(order + "IIII", sec, frac, len(data), orig) + data
+    return out
+
+
+@pytest.mark.parametrize(("order", "nsec"), [("<", False), (">", False), ("<", True)])
+def test_a_pcap_stream_becomes_one_named_section_with_its_counts(order, nsec, tmp_path):
+    from scapy.utils import PcapNgReader
+
+    frames = [(1_700_000_000, 123_456, b"\x01" * 60, 60), (1_700_000_001, 999_999, b"\x02" * 64, 1514)]
+    conv = pcapng.from_pcap(_pcap(order, nsec, frames), "pi2-c1", "container pi2-c1, eth0", received=7,
+                            dropped=1)
+    assert conv.packets == 2 and conv.cut_bytes == 0
+    (st,) = pcapng.interfaces(conv.data)
+    assert (st.name, st.description, st.packets, st.bytes) == ("pi2-c1", "container pi2-c1, eth0", 2, 60 + 1514)
+    assert (st.received, st.dropped, st.os_dropped) == (7, 1, None)
+    # an independent reader (scapy) agrees on the frames, their interface and their timestamps
+    path = tmp_path / "x.pcapng"
+    path.write_bytes(conv.data)
+    with PcapNgReader(str(path)) as reader:
+        pkts = list(reader)
+    assert [bytes(p) for p in pkts] == [f[2] for f in frames]
+    scale = 1e9 if nsec else 1e6
+    assert [float(p.time) for p in pkts] == pytest.approx([s + f / scale for s, f, _d, _o in frames], abs=1e-6)
+    assert {p.sniffed_on for p in pkts} == {"pi2-c1"}
+
+
+def test_a_pcap_stream_cut_inside_a_record_keeps_the_whole_ones_and_says_how_much_was_cut():
+    data = _pcap("<", False, [(1, 0, b"\x01" * 60, 60), (2, 0, b"\x02" * 60, 60)])
+    conv = pcapng.from_pcap(data[:-10], "x", "y")
+    assert conv.packets == 1 and conv.cut_bytes == 16 + 50
+    assert pcapng.interfaces(conv.data)[0].dropped is None  # unknown, not zero
+    with pytest.raises(pcapng.PcapngError, match="not a pcap stream"):
+        pcapng.from_pcap(b"\0" * 40, "x", "y")
+    with pytest.raises(pcapng.PcapngError, match="shorter than"):
+        pcapng.from_pcap(b"\xd4\xc3\xb2\xa1", "x", "y")
