@@ -52,6 +52,8 @@ def clean(prefixes: list[str] | None = None, force: bool = False) -> list[str]:
                 raise
             continue
         why = None if force else live_reason(state)
+        if why and state.extra.get("captures"):
+            _reap_captures(state)
         if why:
             log.warning("picloud: run %s is %s: left alone (picloud clean --run %s --force removes it)",
                         prefix, why, prefix)
@@ -128,6 +130,29 @@ def clean_state(state: RunState) -> None:
 
     remove_objects(state)
     state.delete()
+
+
+def _reap_captures(state: RunState) -> None:
+    """A live cluster run can hold capture containers whose owner was killed (`picloud capture`
+    interrupted hard): they would stream to nobody until the run goes down. Remove those now."""
+    from picloud.testbed import Testbed
+    from topology.effects import docker_engine
+    from traffic.capture import forget_sidecars, orphans
+
+    dead, removed = orphans(state), []
+    if not dead:
+        return
+    try:
+        fabric = Testbed.attach(state.prefix).fabric
+        for name, entry in dead.items():
+            docker_engine.remove(fabric.engine(entry["pi"]), name)  # type: ignore[attr-defined]
+            removed.append(name)
+    except Exception as exc:  # an unreachable Pi keeps its records for the next clean
+        log.warning("run %s: orphaned capture containers not removed: %s", state.prefix, exc)
+    forget_sidecars(state, removed)
+    if removed:
+        log.warning("picloud: run %s: removed %d capture container(s) whose owner is gone: %s", state.prefix,
+                    len(removed), ", ".join(removed))
 
 
 def _remove_cgroups(state: RunState) -> None:

@@ -20,8 +20,10 @@ is not built yet; it is refused with that reason.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -33,7 +35,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from picloud.errors import TrafficError
+from picloud.errors import FabricError, TrafficError
 from traffic import pcapng
 
 if TYPE_CHECKING:
@@ -48,9 +50,11 @@ class Point:
     """One interface to capture on: where it is and what to call it in the file."""
 
     iface: str
-    netns: str | None
+    netns: str | None  # cluster: an emulated Pi's namespace, entered inside the capture container
     name: str  # if_name in the file, unique in the request
     description: str
+    pi: str | None = None  # cluster: the Pi whose engine runs this point's capture container
+    network_mode: str | None = None  # cluster: that container's Docker network mode
 
 
 @dataclass
@@ -71,19 +75,38 @@ class CaptureResult:
                  f"{self.dropped} dropped by the kernel"]
         for i in self.interfaces:
             drop = "unknown" if i["dropped"] is None else i["dropped"]
-            lines.append(f"  {i['name']:<28} {i['packets']:>8} packets  {drop} dropped  ({i['description']})")
+            lost = f"  {i['stream_lost']} lost on the way back from pi {i['pi']}" if i.get("stream_lost") else ""
+            lines.append(f"  {i['name']:<28} {i['packets']:>8} packets  {drop} dropped{lost}  ({i['description']})")
         return "\n".join(lines)
 
 
 def resolve(testbed: Run, targets: list[str]) -> list[Point]:
     """Capture points for target strings (see module doc); one-line errors for bad ones."""
-    if getattr(testbed, "backend", "local") == "cluster":
-        raise TrafficError("capture: not available on the cluster backend yet (containers are on other "
-                           "machines; it needs a capture container per Pi and a copy of the file back)")
     if not targets:
         raise TrafficError("capture: no target (give link:A,B, port:NODE:N or a container name)")
     topo, fabric = testbed.topology, testbed.fabric
+    cluster = getattr(testbed, "backend", "local") == "cluster"
     points: list[Point] = []
+
+    def at(node: str, peer: str | None, name: str, what: str) -> Point:
+        """The point at `node` (a container's eth0, or a bridge's port facing `peer`)."""
+        if cluster:
+            try:
+                inside = topo.kind(node) == "container" if node in topo else True
+                site = fabric.capture_site(node, None if inside else peer)  # type: ignore[attr-defined]
+            except FabricError as exc:
+                raise TrafficError(f"capture target {t!r}: {exc}") from None
+            return Point(site.iface, site.netns, name, f"{what} ({site.iface} on pi {site.pi})", site.pi,
+                         site.network_mode)
+        if peer is None:
+            try:
+                ns = fabric.netns(node)
+            except Exception:
+                raise TrafficError(f"capture target {t!r}: no container {node!r} in run {testbed.prefix}") from None
+            return Point("eth0", ns, name, f"{what} (eth0, netns {ns})")
+        end = fabric.end(node, topo.link(node, peer))  # type: ignore[attr-defined]
+        return Point(end.iface, end.netns, name, f"{what} ({end.iface})")
+
     for t in targets:
         kind, _, rest = t.partition(":") if ":" in t else ("container", "", t)
         if kind == "link":
@@ -92,9 +115,8 @@ def resolve(testbed: Run, targets: list[str]) -> list[Point]:
                 raise TrafficError(f"capture target {t!r}: no such link (link:A,B with two adjacent nodes)")
             link = topo.link(a, b)
             for node, peer in ((link.a, link.b), (link.b, link.a)):
-                end = fabric.end(node, link)
-                points.append(Point(end.iface, end.netns, f"{node}>{peer}",
-                                    f"link {link.a}-{link.b}, end at {node} ({end.iface})"))
+                points.append(at(node, peer, f"{node}>{peer}",
+                                 f"link {link.a}-{link.b}, end at {node}"))
         elif kind == "port":
             node, _, num = rest.rpartition(":")
             if node not in topo or topo.kind(node) == "container" or not num.isdigit():
@@ -104,15 +126,9 @@ def resolve(testbed: Run, targets: list[str]) -> list[Point]:
                 raise TrafficError(f"capture target {t!r}: {node} has no port {num} (ports "
                                    f"{', '.join(map(str, sorted(ports)))})")
             peer = ports[int(num)]
-            end = fabric.end(node, topo.link(node, peer))
-            points.append(Point(end.iface, end.netns, f"{node}:{num}", f"port {num} of {node}, facing {peer} "
-                                                                       f"({end.iface})"))
+            points.append(at(node, peer, f"{node}:{num}", f"port {num} of {node}, facing {peer}"))
         elif kind == "container":
-            try:
-                ns = fabric.netns(rest)
-            except Exception:
-                raise TrafficError(f"capture target {t!r}: no container {rest!r} in run {testbed.prefix}") from None
-            points.append(Point("eth0", ns, rest, f"container {rest}, eth0 (netns {ns})"))
+            points.append(at(rest, None, rest, f"container {rest}"))
         else:
             raise TrafficError(f"capture target {t!r}: unknown kind {kind!r} (link:A,B, port:NODE:N, "
                                "container:NAME)")
@@ -155,7 +171,7 @@ class Capture:
         if self.out.suffix != ".pcapng":
             raise TrafficError(f"capture: --out {self.out} (must end in .pcapng)")
         self.result: CaptureResult | None = None
-        self._procs: list[tuple[subprocess.Popen, list[Point], Path, list[str], dict]] = []
+        self._runners: list[_Dumpcap | _Sidecar] = []
         self._tmp: tempfile.TemporaryDirectory | None = None
 
     def __enter__(self) -> Capture:
@@ -165,62 +181,30 @@ class Capture:
         self.stop()
 
     def start(self) -> Capture:
-        from topology.effects import proc
-
-        groups: dict[str | None, list[Point]] = {}
+        local: dict[str | None, list[Point]] = {}
+        remote = [p for p in self.points if p.pi is not None]
         for p in self.points:
-            groups.setdefault(p.netns, []).append(p)
+            if p.pi is None:
+                local.setdefault(p.netns, []).append(p)
+        if remote:
+            _check_engines(self.testbed, remote)  # every Pi answers and has the image, before anything starts
         self.out.parent.mkdir(parents=True, exist_ok=True)
         self._tmp = tempfile.TemporaryDirectory(prefix=f"{self.testbed.prefix}-capture-")
         os.chmod(self._tmp.name, 0o755)  # dumpcap may write as another user
+        tmp = Path(self._tmp.name)
         try:
-            for i, (ns, pts) in enumerate(groups.items()):
-                path = Path(self._tmp.name) / f"part{i}.pcapng"
-                argv = ["dumpcap", "-q", "-n", "-w", str(path)]
-                for p in pts:
-                    argv += ["-i", p.iface]
-                if self.bpf:
-                    argv += ["-f", self.bpf]
-                if self.snaplen:
-                    argv += ["-s", str(self.snaplen)]
-                if ns:
-                    argv = ["ip", "netns", "exec", ns, *argv]  # execs dumpcap: signals reach it directly
-                child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                         stderr=subprocess.PIPE, text=True, start_new_session=True)
-                rec = proc.record(child, "capture").to_dict()
-                self.testbed.state.intend("pids", [rec])
-                lines: list[str] = []
-                threading.Thread(target=_drain, args=(child, lines), daemon=True).start()
-                self._procs.append((child, pts, path, lines, rec))
-            self._wait_started()
+            for i, pts in enumerate(local.values()):
+                self._runners.append(_Dumpcap(self.testbed, pts, tmp / f"part{i}.pcapng", self.bpf, self.snaplen))
+            for i, p in enumerate(remote):
+                self._runners.append(_Sidecar(self.testbed, p, tmp / f"point{i}.pcap", self.bpf, self.snaplen))
+            deadline = time.monotonic() + START_TIMEOUT
+            for runner in self._runners:
+                runner.wait_started(deadline)
         except BaseException:
-            self._kill()
+            for runner in self._runners:
+                runner.kill()
             raise
         return self
-
-    def _wait_started(self) -> None:
-        deadline = time.monotonic() + START_TIMEOUT
-        for child, pts, _path, lines, _rec in self._procs:
-            while sum("Capturing on" in ln for ln in list(lines)) < 1:
-                if child.poll() is not None or time.monotonic() > deadline:
-                    time.sleep(0.1)
-                    err = " ".join(ln.strip() for ln in lines if "Running as" not in ln)[:300]
-                    raise TrafficError(f"capture on {', '.join(p.name for p in pts)}: dumpcap did not start "
-                                       f"({err or 'no output'})")
-                time.sleep(0.02)
-
-    def _kill(self) -> None:
-        for child, *_rest in self._procs:
-            if child.poll() is None:
-                child.kill()
-                child.wait(5)
-        self._forget()
-
-    def _forget(self) -> None:
-        recs = [rec for *_x, rec in self._procs]
-        if recs:
-            with contextlib.suppress(Exception):
-                self.testbed.state.forget("pids", recs)
 
     def _settle(self, quiet: float = 0.6, limit: float = 15.0) -> None:
         """Wait until no file grows for `quiet` s: on a loaded host dumpcap reads the kernel's ring
@@ -228,7 +212,7 @@ class Capture:
         and counted nowhere (neither captured nor dropped). We measured that on a 1.5 MB flow."""
         end, sizes, since = time.monotonic() + limit, None, time.monotonic()
         while time.monotonic() < end:
-            now = [path.stat().st_size if path.exists() else 0 for _c, _p, path, _l, _r in self._procs]
+            now = [r.path.stat().st_size if r.path.exists() else 0 for r in self._runners]
             if now != sizes:
                 sizes, since = now, time.monotonic()
             elif time.monotonic() - since >= quiet:
@@ -239,29 +223,19 @@ class Capture:
         if self.result is not None:
             return self.result
         self._settle()
-        for child, *_rest in self._procs:
-            if child.poll() is None:
-                child.send_signal(signal.SIGINT)  # dumpcap then writes its statistics blocks
-        for child, *_rest in self._procs:
-            try:
-                child.wait(15)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait(5)
-        self._forget()
+        for runner in self._runners:
+            runner.signal_stop()
         parts, stats = [], []
-        for child, pts, path, lines, _rec in self._procs:
-            if not path.is_file():
-                err = " ".join(ln.strip() for ln in lines if "Running as" not in ln)[:300]
-                raise TrafficError(f"capture on {', '.join(p.name for p in pts)}: no file written "
-                                   f"(dumpcap exit {child.returncode}: {err})")
-            data = pcapng.rename_interfaces(path.read_bytes(), [(p.name, p.description) for p in pts])
-            path.write_bytes(data)
-            parts.append(path)
-            for p, st in zip(pts, pcapng.interfaces(data), strict=False):
-                stats.append({"name": p.name, "description": p.description, "iface": p.iface, "netns": p.netns,
-                              "packets": st.packets, "bytes": st.bytes, "received": st.received,
-                              "dropped": st.dropped, "os_dropped": st.os_dropped})
+        try:
+            for runner in self._runners:
+                runner.wait_stopped()
+            for runner in self._runners:
+                path, found = runner.finish()
+                parts.append(path)
+                stats += found
+        finally:
+            for runner in self._runners:
+                runner.kill()
         if len(parts) == 1:
             shutil.copyfile(parts[0], self.out)
         else:
@@ -271,6 +245,223 @@ class Capture:
             self._tmp.cleanup()
         self.result = CaptureResult(self.out, stats)
         return self.result
+
+
+def _stats(p: Point, st: pcapng.InterfaceStats, stream_lost: int = 0) -> dict[str, Any]:
+    return {"name": p.name, "description": p.description, "iface": p.iface, "netns": p.netns, "pi": p.pi,
+            "packets": st.packets, "bytes": st.bytes, "received": st.received, "dropped": st.dropped,
+            "os_dropped": st.os_dropped, "stream_lost": stream_lost}
+
+
+def _errors(lines: list[str]) -> str:
+    return " ".join(ln.strip() for ln in list(lines) if "Running as" not in ln)[:300]
+
+
+class _Dumpcap:
+    """One dumpcap for the points of one network namespace on this machine."""
+
+    def __init__(self, testbed: Run, points: list[Point], path: Path, bpf: str | None, snaplen: int | None):
+        from topology.effects import proc
+
+        self.testbed, self.points, self.path = testbed, points, path
+        ns = points[0].netns
+        argv = ["dumpcap", "-q", "-n", "-w", str(path)]
+        for p in points:
+            argv += ["-i", p.iface]
+        if bpf:
+            argv += ["-f", bpf]
+        if snaplen:
+            argv += ["-s", str(snaplen)]
+        if ns:
+            argv = ["ip", "netns", "exec", ns, *argv]  # execs dumpcap: signals reach it directly
+        self.child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.PIPE, text=True, start_new_session=True)
+        self.rec = proc.record(self.child, "capture").to_dict()
+        testbed.state.intend("pids", [self.rec])
+        self.lines: list[str] = []
+        threading.Thread(target=_drain, args=(self.child, self.lines), daemon=True).start()
+
+    def where(self) -> str:
+        return ", ".join(p.name for p in self.points)
+
+    def wait_started(self, deadline: float) -> None:
+        while not any("Capturing on" in ln for ln in list(self.lines)):
+            if self.child.poll() is not None or time.monotonic() > deadline:
+                time.sleep(0.1)
+                raise TrafficError(f"capture on {self.where()}: dumpcap did not start "
+                                   f"({_errors(self.lines) or 'no output'})")
+            time.sleep(0.02)
+
+    def signal_stop(self) -> None:
+        if self.child.poll() is None:
+            self.child.send_signal(signal.SIGINT)  # dumpcap then writes its statistics blocks
+
+    def wait_stopped(self) -> None:
+        try:
+            self.child.wait(15)
+        except subprocess.TimeoutExpired:
+            self.child.kill()
+            self.child.wait(5)
+
+    def kill(self) -> None:
+        if self.child.poll() is None:
+            self.child.kill()
+            self.child.wait(5)
+        with contextlib.suppress(Exception):
+            self.testbed.state.forget("pids", [self.rec])
+
+    def finish(self) -> tuple[Path, list[dict[str, Any]]]:
+        if not self.path.is_file():
+            raise TrafficError(f"capture on {self.where()}: no file written "
+                               f"(dumpcap exit {self.child.returncode}: {_errors(self.lines)})")
+        data = pcapng.rename_interfaces(self.path.read_bytes(), [(p.name, p.description) for p in self.points])
+        self.path.write_bytes(data)
+        return self.path, [_stats(p, st) for p, st in zip(self.points, pcapng.interfaces(data), strict=False)]
+
+
+_sidecar_numbers = itertools.count()
+TCPDUMP_COUNT = re.compile(r"^(\d+) packets? (captured|received by filter|dropped by kernel|dropped by interface)",
+                           re.M)
+
+
+def tcpdump_counts(stderr: str) -> dict[str, int]:
+    """The counts tcpdump prints when it stops: captured (written), received (by the filter,
+    libpcap's ps_recv), dropped (by the kernel: ps_drop, what dumpcap writes as isb_ifdrop) and
+    ifdropped (by the interface; printed only when not zero)."""
+    keys = {"captured": "captured", "received by filter": "received", "dropped by kernel": "dropped",
+            "dropped by interface": "ifdropped"}
+    return {keys[m.group(2)]: int(m.group(1)) for m in TCPDUMP_COUNT.finditer(stderr)}
+
+
+class _Sidecar:
+    """One capture container on a cluster Pi, started through its engine, for one point: tcpdump
+    in the target's namespace, its pcap coming back on the attached `docker run`'s stdout (see
+    `docker_engine.capture_argv`). Its name carries the run's prefix and it is in the run state
+    (`extra.captures`, with this process as its owner) before it exists: `picloud down` removes it
+    with the run's labelled containers, `picloud clean` once its owner is gone (`orphans`)."""
+
+    def __init__(self, testbed: Run, point: Point, path: Path, bpf: str | None, snaplen: int | None):
+        from topology.effects import docker_engine, proc
+
+        assert point.pi is not None and point.network_mode is not None
+        self.testbed, self.point, self.path = testbed, point, path
+        fabric: Any = testbed.fabric
+        self.engine = fabric.engine(point.pi)
+        self.name = f"{testbed.prefix}-cap{os.getpid()}-{next(_sidecar_numbers)}"
+        entry = fabric.inventory.pi(point.pi)
+        argv = docker_engine.capture_argv(self.name, fabric.image, testbed.prefix, point.network_mode, point.iface,
+                                          point.netns, bpf, snaplen, endpoint=entry.docker.raw,
+                                          tls=entry.tls or None, labels={"picloud.host": point.pi})
+        state = testbed.state
+        with state.transaction():
+            state.extra.setdefault("captures", {})[self.name] = {"pi": point.pi,
+                                                                 "owner": proc.own_record("capture").to_dict()}
+            state.objects.setdefault("containers", []).append(self.name)
+        self.lines: list[str] = []
+        with open(path, "wb") as sink:
+            self.child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.PIPE,
+                                          text=True, start_new_session=True)
+        threading.Thread(target=_drain, args=(self.child, self.lines), daemon=True).start()
+
+    def where(self) -> str:
+        return f"{self.point.name} (pi {self.point.pi!r})"
+
+    def wait_started(self, deadline: float) -> None:
+        while not any(ln.startswith("listening on") for ln in list(self.lines)):
+            if self.child.poll() is not None or time.monotonic() > deadline:
+                time.sleep(0.1)
+                err = _errors(self.lines)
+                if "tcpdump" in err and ("not found" in err or "no such file" in err.lower()):
+                    err = (f"image {self.testbed.fabric.image!r} on that Pi has no tcpdump: rebuild it there "
+                           "with 'picloud image build'")
+                raise TrafficError(f"capture on {self.where()}: the capture container did not start "
+                                   f"({err or 'no output'})")
+            time.sleep(0.05)
+
+    def signal_stop(self) -> None:
+        from topology.effects import docker_engine
+
+        if self.child.poll() is None:  # through the engine: the Pi's tcpdump, not our docker client
+            with contextlib.suppress(Exception):
+                docker_engine.signal_container(self.engine, self.name, "SIGINT")
+
+    def wait_stopped(self) -> None:
+        try:
+            self.child.wait(15)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def kill(self) -> None:
+        from topology.effects import docker_engine
+
+        if self.child.poll() is None:
+            with contextlib.suppress(Exception):
+                docker_engine.remove(self.engine, self.name)
+            try:
+                self.child.wait(10)
+            except subprocess.TimeoutExpired:
+                self.child.kill()
+                self.child.wait(5)
+        forget_sidecars(self.testbed.state, [self.name])
+
+    def finish(self) -> tuple[Path, list[dict[str, Any]]]:
+        data = self.path.read_bytes() if self.path.is_file() else b""
+        if len(data) < 24:
+            raise TrafficError(f"capture on {self.where()}: no packets came back (docker run exit "
+                               f"{self.child.returncode}: {_errors(self.lines) or 'no output'})")
+        counts = tcpdump_counts("".join(self.lines))
+        ifdrop = counts.get("ifdropped", 0 if "dropped" in counts else None)
+        p = self.point
+        conv = pcapng.from_pcap(data, p.name, p.description, received=counts.get("received"),
+                                dropped=counts.get("dropped"), os_dropped=ifdrop)
+        lost = max(0, counts.get("captured", conv.packets) - conv.packets)
+        if lost or conv.cut_bytes:
+            log.warning("capture on %s: %d packets tcpdump wrote did not come back whole (%d bytes cut)",
+                        self.where(), lost, conv.cut_bytes)
+        out = self.path.with_suffix(".pcapng")
+        out.write_bytes(conv.data)
+        (st,) = pcapng.interfaces(conv.data)
+        return out, [_stats(p, st, stream_lost=lost)]
+
+
+def _check_engines(testbed: Run, points: list[Point]) -> None:
+    """Each Pi a point needs answers on its engine and holds the image; one line naming the Pi."""
+    from picloud.errors import ClusterError
+    from topology.effects import docker_engine
+
+    if shutil.which("docker") is None:
+        raise TrafficError("capture on the cluster backend: the docker client is not installed here "
+                           "(it streams each Pi's capture back)")
+    fabric: Any = testbed.fabric
+    for pi in sorted({p.pi for p in points if p.pi}):
+        try:
+            engine = fabric.engine(pi)
+            present = docker_engine.image_exists(engine, fabric.image)
+        except ClusterError as exc:
+            raise TrafficError(f"capture: {exc}") from None
+        if not present:
+            raise TrafficError(f"capture: pi {pi!r}: image {fabric.image!r} not on its engine ('picloud image "
+                               "build' there)")
+
+
+def forget_sidecars(state: Any, names: list[str]) -> None:
+    with contextlib.suppress(Exception), state.transaction():
+        captures = state.extra.get("captures") or {}
+        for name in names:
+            captures.pop(name, None)
+        if not captures:
+            state.extra.pop("captures", None)
+        state.objects["containers"] = [c for c in state.objects.get("containers", []) if c not in names]
+
+
+def orphans(state: Any) -> dict[str, dict[str, Any]]:
+    """The capture containers of a cluster run whose owner (the process that started the capture)
+    is gone, by name, with their Pi: a killed `picloud capture` cannot stop its own, and nothing
+    else would until the run goes down (`picloud clean` removes them, then `forget_sidecars`)."""
+    from topology.effects import proc
+
+    return {name: entry for name, entry in (state.extra.get("captures") or {}).items()
+            if not proc.is_ours(proc.ProcessRecord.from_dict(entry["owner"]))}
 
 
 def _drain(child: subprocess.Popen, lines: list[str]) -> None:

@@ -92,6 +92,32 @@ def connections(packets: Iterable[Packet], port: int) -> list[Seen]:
     return list(seen.values())
 
 
+def sequence_coverage(packets: Iterable[Packet], port: int) -> dict[str, int]:
+    """Per interface, the client-to-`port` payload bytes the capture holds, counted by TCP sequence
+    number: the union of [seq, seq + length) over the packets of each connection (from its SYN), so
+    a retransmitted byte counts once and a packet the capture missed leaves a gap."""
+    isn: dict[tuple[str, str, int], int] = {}
+    spans: dict[tuple[str, str, int], list[tuple[int, int]]] = {}
+    for p in sorted(packets, key=lambda p: p.t):
+        if p.dport != port:
+            continue
+        key = (p.iface, p.src, p.sport)
+        if p.flags & 0x02 and not p.flags & 0x10:
+            isn.setdefault(key, p.seq)
+        elif key in isn and p.length:
+            start = (p.seq - isn[key] - 1) % (1 << 32)
+            spans.setdefault(key, []).append((start, start + p.length))
+    covered: dict[str, int] = {}
+    for key, ranges in spans.items():
+        total, reach = 0, 0
+        for a, b in sorted(ranges):
+            if b > reach:
+                total += b - max(a, reach)
+                reach = b
+        covered[key[0]] = covered.get(key[0], 0) + total
+    return covered
+
+
 def compare(flows: Sequence[Any], seen: Sequence[Seen]) -> dict[str, Any]:
     """Per captured flow: engine FCT, capture FCT, their difference; and the p50/p99 |difference|."""
     nearest: dict[int, Seen] = {}

@@ -124,3 +124,19 @@ def test_a_pcap_stream_cut_inside_a_record_keeps_the_whole_ones_and_says_how_muc
         pcapng.from_pcap(b"\0" * 40, "x", "y")
     with pytest.raises(pcapng.PcapngError, match="shorter than"):
         pcapng.from_pcap(b"\xd4\xc3\xb2\xa1", "x", "y")
+
+
+def test_sequence_coverage_counts_each_byte_once_and_a_missed_packet_as_a_gap():
+    isn = (1 << 32) - 100  # the sequence space wraps inside the connection
+    syn = Packet(0.0, "a", "10.0.0.1", "10.0.0.2", 40000, 5999, 0x02, isn, b"", 0)
+
+    def data(t: float, off: int, n: int, iface: str = "a") -> Packet:
+        return Packet(t, iface, "10.0.0.1", "10.0.0.2", 40000, 5999, 0x10, (isn + 1 + off) % (1 << 32), b"", n)
+
+    ack = Packet(0.5, "a", "10.0.0.2", "10.0.0.1", 5999, 40000, 0x10, 7, b"", 0)
+    pkts = [syn, data(0.1, 0, 1000), data(0.2, 1000, 1000), data(0.3, 1000, 1000), data(0.4, 500, 2000), ack]
+    assert capture_check.sequence_coverage(pkts, 5999) == {"a": 2500}  # retransmissions and overlap once
+    gap = [syn, data(0.1, 0, 1000), data(0.3, 2000, 1000)]
+    assert capture_check.sequence_coverage(gap, 5999) == {"a": 2000}
+    # data on an interface that never saw the SYN is not attributed to any connection
+    assert capture_check.sequence_coverage([syn, data(0.1, 0, 1000, iface="b")], 5999) == {}

@@ -286,14 +286,65 @@ def remove_run(engine: Any, prefix: str) -> list[str]:
     return removed
 
 
+def _remote(endpoint: str | None, tls: dict[str, str] | None) -> list[str]:
+    remote = ["-H", endpoint] if endpoint else []
+    if endpoint and tls:
+        remote += ["--tlsverify", "--tlscacert", tls["ca"], "--tlscert", tls["cert"], "--tlskey", tls["key"]]
+    return remote
+
+
 def exec_argv(name: str, argv: list[str], interactive: bool = True, endpoint: str | None = None,
               tls: dict[str, str] | None = None) -> list[str]:
     """`docker exec` command line: used for popen (the SDK cannot hand back a Popen). `endpoint`
     and `tls` address a Pi's engine instead of the local one."""
-    remote = ["-H", endpoint] if endpoint else []
-    if endpoint and tls:
-        remote += ["--tlsverify", "--tlscacert", tls["ca"], "--tlscert", tls["cert"], "--tlskey", tls["key"]]
-    return ["docker", *remote, "exec", *(["-i"] if interactive else []), name, *argv]
+    return ["docker", *_remote(endpoint, tls), "exec", *(["-i"] if interactive else []), name, *argv]
+
+
+CAPTURE_ROLE = "capture"
+
+
+def capture_argv(name: str, image: str, prefix: str, network_mode: str, iface: str, netns: str | None = None,
+                 bpf: str | None = None, snaplen: int | None = None, endpoint: str | None = None,
+                 tls: dict[str, str] | None = None, labels: dict[str, str] | None = None) -> list[str]:
+    """`docker run` of a capture container on a Pi: tcpdump writing pcap to its stdout, which an
+    attached `docker run` (no TTY) hands on byte for byte. The engine's attach stream is the only
+    way back from a Pi (no SSH); `--log-driver none` keeps the stream off the Pi's SD card.
+
+    `network_mode` is `container:NAME` (the target container's namespace) or `host` (the Pi's, for
+    the host ends of its containers' veths); `netns` is an emulated Pi's namespace on the engine's
+    machine, entered with nsenter (which needs SYS_ADMIN and /run/netns). NET_RAW opens the packet
+    socket, NET_ADMIN sets promiscuous mode. tcpdump's `--immediate-mode` hands each packet on as it
+    arrives (the default waits up to a second for a full block, which a stop signal would lose),
+    `-U` writes it at once, `-Z root` keeps it from switching to a user the image may not have.
+    `--init` passes the stop signal on to tcpdump, which then prints its counts and exits;
+    `--rm` removes the container then, even when the `docker run` that started it is gone."""
+    cmd = ["nsenter", f"--net=/run/netns/{netns}"] if netns else []
+    cmd += ["tcpdump", "-i", iface, "-w", "-", "-U", "-n", "--immediate-mode", "-Z", "root", "-B", "4096"]
+    if snaplen:
+        cmd += ["-s", str(int(snaplen))]
+    if bpf:
+        cmd.append(bpf)
+    extra = ["--cap-add", "SYS_ADMIN", "-v", "/run/netns:/run/netns:ro"] if netns else []
+    label_args = [a for k, v in {LABEL: prefix, "picloud.role": CAPTURE_ROLE, **(labels or {})}.items()
+                  for a in ("--label", f"{k}={v}")]
+    return ["docker", *_remote(endpoint, tls), "run", "--rm", "--init", "--name", name, *label_args,
+            "--log-driver", "none", "--network", network_mode, "--cap-add", "NET_RAW", "--cap-add", "NET_ADMIN",
+            *extra, image, *cmd]
+
+
+def signal_container(engine: Any, name: str, signal: str) -> bool:
+    """Send `signal` to a container's PID 1; False when it is already gone."""
+    import docker
+
+    try:
+        engine.containers.get(name).kill(signal=signal)
+    except docker.errors.NotFound:
+        return False
+    except docker.errors.APIError as exc:  # "is not running": it ended by itself
+        if "not running" in str(exc).lower():
+            return False
+        raise
+    return True
 
 
 def popen(name: str, argv: list[str], endpoint: str | None = None, tls: dict[str, str] | None = None,

@@ -54,6 +54,17 @@ class _Attach:
     netns: str | None  # its local namespace name, when the Pi is emulated on this machine
 
 
+@dataclass(frozen=True)
+class CaptureSite:
+    """Where one capture point is on a cluster: the Pi whose engine runs its capture container,
+    the Docker network mode that puts that container in the right namespace, and the interface."""
+
+    pi: str
+    iface: str
+    network_mode: str  # "container:NAME" or "host"
+    netns: str | None  # an emulated Pi's namespace, entered from its engine host's (None on a real Pi)
+
+
 class ClusterFabric:
     """The Fabric protocol over a cluster of Pis (see the module docstring)."""
 
@@ -545,6 +556,35 @@ class ClusterFabric:
             pi = self.host(container)
             return pi if self._docker_pi(pi) else None
         return None
+
+    # --- capture --------------------------------------------------------------------------------
+    def capture_site(self, node: str, peer: str | None = None) -> CaptureSite:
+        """Where to capture a container's eth0 (`peer` None) or the port of bridge `node` facing
+        `peer`. The controller machine cannot see a Pi's interfaces, so every point is captured by
+        a container the Pi's own engine runs: a Pi without one is refused, naming it. A link
+        between bridges is an OVS patch or VXLAN port with no kernel interface: refused too."""
+        topo = self.topology
+        if peer is None:
+            if node not in self._extra() and (node not in topo or topo.kind(node) != "container"):
+                raise FabricError(f"no container {node!r} in run {self.prefix}")
+            pi = self._docker_host(node)
+            if pi is None:
+                extra = self._extra().get(node)
+                host = self.host(extra["pi"] if extra else node)
+                raise FabricError(f"capture at {node}: pi {host!r} has no container engine (docker: none in the "
+                                  "inventory), so nothing on it can run a capture")
+            return CaptureSite(pi, CONTAINER_IFACE, f"container:{self.container_name(node)}", None)
+        pi = self.host(node)
+        link = topo.link(node, peer)
+        port = link.port_a if link.a == node else link.port_b
+        if topo.kind(peer) != "container":
+            wire = next(w for w in self.wires if (w.node, w.port) == (node, port))
+            raise FabricError(f"capture at {node} port {port} (to {peer}): an OVS {wire.kind} port on pi {pi!r}, "
+                              "with no kernel interface to capture on (capture a container or its link)")
+        if not self._docker_pi(pi):
+            raise FabricError(f"capture at {node} port {port} (to {peer}): pi {pi!r} has no container engine "
+                              "(docker: none in the inventory), so nothing on it can run a capture")
+        return CaptureSite(pi, self._container_host_iface(peer), "host", self.inventory.pi(pi).netns)
 
     # --- tear down ------------------------------------------------------------------------------
     def down(self) -> None:
