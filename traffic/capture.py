@@ -12,9 +12,16 @@ each file's interfaces are named after what they are (`traffic.pcapng`), the fil
 `mergecap -I none` (never folding two interfaces into one), and every interface's kernel drop
 count is reported from dumpcap's statistics blocks.
 
-Local and Docker backends. The cluster backend's containers live on other machines: capturing there
-needs a capture container in each target's namespace on its Pi and a copy of the file back, which
-is not built yet; it is refused with that reason.
+Cluster backend: this machine cannot see a Pi's interfaces, so each point is captured on its Pi by
+a capture container its engine runs (`docker_engine.capture_argv`): tcpdump in the target
+container's namespace, or in the Pi's for the Pi's end of a container's link, its pcap streamed
+back on the attached `docker run`'s stdout into a file per point, turned into a pcapng section
+named like the local ones with tcpdump's own counts (`pcapng.from_pcap`), and merged the same way.
+tcpdump, not dumpcap, because the image goes onto every Pi's SD card: 2 MB against 125 MB. The
+containers are in the run state before they exist (`extra.captures`, with their owner):
+`picloud down` removes them with the run's labelled containers, and `picloud clean` removes those
+whose owner was killed (`orphans`). A point on a Pi without an engine, or on a link between two
+bridges (an OVS patch or VXLAN port, no kernel interface), is refused before anything starts.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -32,6 +33,7 @@ from topology.inventory import parse_inventory
 pytestmark = pytest.mark.root
 
 NAME = "pcit"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -351,3 +353,146 @@ def test_openflow_runs_over_tls_with_the_clusters_ca_where_ovsdb_does(tmp_path):
     finally:
         emu.stop()
     assert not {"pcofh", "pcofe0", "pcofe1"} & ip.netns_list()
+
+
+# A TCP flow of exactly FLOW_BYTES from one container to another; the server answers with the
+# byte count it read, after the client's FIN, so the client knows every byte arrived.
+FLOW_PORT, FLOW_BYTES = 5999, 2_000_000
+FLOW_SERVER = f"""
+import socket
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", {FLOW_PORT}))
+s.listen(1)
+print("listening", flush=True)
+c, _ = s.accept()
+n = 0
+while True:
+    b = c.recv(65536)
+    if not b:
+        break
+    n += len(b)
+c.sendall(n.to_bytes(8, "big"))
+c.close()
+print(n, flush=True)
+"""
+FLOW_CLIENT = f"""
+import socket, sys
+c = socket.create_connection((sys.argv[1], {FLOW_PORT}), timeout=60)
+c.sendall(b"Z" * {FLOW_BYTES})
+c.shutdown(socket.SHUT_WR)
+got = b""
+while len(got) < 8:
+    b = c.recv(8 - len(got))
+    if not b:
+        break
+    got += b
+print(int.from_bytes(got, "big"))
+"""
+
+
+def _image_with_tcpdump(engine) -> None:
+    """The base image as images/base/packages now lists it (tcpdump included), built if the engine's
+    copy predates it."""
+    from topology.effects import docker_engine
+
+    if docker_engine.image_exists(engine, docker_engine.DEFAULT_IMAGE):
+        found = engine.containers.run(docker_engine.DEFAULT_IMAGE, ["sh", "-c", "command -v tcpdump || true"],
+                                      remove=True, network_mode="none")
+        if found.strip():
+            return
+    docker_engine.build_base_image(engine)
+
+
+def _capture_containers(engine, prefix: str) -> list[str]:
+    from topology.effects import docker_engine
+
+    return sorted(c.name for c in engine.containers.list(all=True, filters={
+        "label": [f"{docker_engine.LABEL}={prefix}", f"picloud.role={docker_engine.CAPTURE_ROLE}"]}))
+
+
+@pytest.mark.docker
+def test_capture_runs_on_each_pi_through_its_engine_and_sees_a_flow_at_every_point(tmp_path):
+    """Issue 16 on the cluster: a flow between containers on two emulated Pis, captured at both
+    containers and at both ends of one container's link (one end is the Pi's side of the veth,
+    inside the Pi's namespace), each point by a capture container its Pi's engine runs."""
+    from picloud.clean import clean
+    from picloud.errors import TrafficError
+    from topology.effects import docker_engine
+    from traffic import capture_check, pcapng
+
+    engine = docker_engine.client()
+    _image_with_tcpdump(engine)
+    emu = EmulatedCluster("pccap", 3, subnet="172.29.5.0/24", docker_pis=(0, 1))  # pi3: no engine
+    prefix = None
+    try:
+        emu.start()
+        inventory = emu.write_inventory(tmp_path / "inventory.yaml")
+        with Testbed(build("single:3", 1), controller="none", backend="cluster", inventory=str(inventory)) as tb:
+            prefix, fabric = tb.prefix, tb.fabric
+            src, dst = "pi1-c1", "pi2-c1"
+            assert (fabric.host(src), fabric.host(dst)) == ("pi1", "pi2")
+            # refused before anything starts, one line naming the Pi or the port
+            with pytest.raises(TrafficError, match=r"pi 'pi3' has no container engine"):
+                tb.capture([src, "pi3-c1"])
+            tunnel = r"capture at (s1|pi1) port \d+ \(to (pi1|s1)\): an OVS (vxlan|patch) port on pi .pi\d."
+            with pytest.raises(TrafficError, match=tunnel + ", with no kernel interface to capture on"):
+                tb.capture(["link:s1,pi1"])
+            assert _capture_containers(engine, prefix) == [] and not tb.state.extra.get("captures")
+
+            server = tb.popen(dst, ["python3", "-c", FLOW_SERVER], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              text=True)
+            try:
+                assert server.stdout.readline().strip() == "listening"
+                with tb.capture([src, dst, f"link:pi2,{dst}"], bpf=f"tcp port {FLOW_PORT}",
+                                out=tmp_path / "cluster.pcapng") as cap:
+                    sidecars = _capture_containers(engine, prefix)
+                    assert len(sidecars) == 4 and all(n.startswith(f"{prefix}-cap") for n in sidecars)
+                    assert sorted(tb.state.extra["captures"]) == sidecars  # recorded, so clean finds them
+                    rc, out = tb.exec(src, ["python3", "-c", FLOW_CLIENT, tb.container_ip(dst)], timeout=120)
+                    assert rc == 0 and out.split()[-1] == str(FLOW_BYTES), out
+                assert server.wait(30) == 0 and server.stdout.read().split() == [str(FLOW_BYTES)]
+            finally:
+                if server.poll() is None:
+                    server.kill()
+            result = cap.result
+            assert _capture_containers(engine, prefix) == [] and not tb.state.extra.get("captures")
+            names = [i["name"] for i in result.interfaces]
+            assert sorted(names) == sorted([src, dst, f"pi2>{dst}", f"{dst}>pi2"])
+            in_file = pcapng.interfaces(result.path.read_bytes())
+            assert sorted(i.name for i in in_file) == sorted(names), "mergecap lost or folded interface names"
+            by_name = {i["name"]: i for i in result.interfaces}
+            assert by_name[f"pi2>{dst}"]["pi"] == "pi2" and by_name[f"pi2>{dst}"]["netns"] == emu.pi_netns(1)
+            # Kernel drop counts are reported for every point: a number, never hidden.
+            assert all(i["dropped"] is not None and i["os_dropped"] is not None for i in result.interfaces), \
+                result.interfaces
+            # Every payload byte the server counted crossed each point (each lies on the flow's only
+            # path), so each holds all FLOW_BYTES of its sequence space, retransmissions counted once.
+            # A packet the capture dropped can hide at most one segment: MTU 1450 minus 40 bytes of
+            # IP and TCP headers (offloads are off, so no frame is larger than the MTU).
+            covered = capture_check.sequence_coverage(capture_check.read_packets(result.path), FLOW_PORT)
+            for name, info in by_name.items():
+                missed = info["dropped"] + info["os_dropped"] + info["stream_lost"]
+                assert FLOW_BYTES - missed * (1450 - 40) <= covered.get(name, 0) <= FLOW_BYTES, (name, info, covered)
+
+            # A capture whose owner is killed leaves its container streaming to nobody: picloud
+            # clean finds it in the run state and removes it, and leaves the live run alone.
+            owner = subprocess.Popen(
+                [sys.executable, "-c", "import sys, time\nfrom picloud.testbed import Testbed\n"
+                 f"Testbed.attach({prefix!r}).capture([{src!r}]).start()\nprint('started', flush=True)\n"
+                 "time.sleep(600)\n"], stdout=subprocess.PIPE, text=True, cwd=ROOT,
+                env={**os.environ, "PYTHONPATH": str(ROOT)})
+            try:
+                assert owner.stdout.readline().strip() == "started"
+            finally:
+                owner.kill()
+                owner.wait(10)
+            (orphan,) = _capture_containers(engine, prefix)
+            clean([prefix])
+            assert _capture_containers(engine, prefix) == []
+            tb.state.reload()
+            assert not tb.state.extra.get("captures") and orphan not in tb.state.objects["containers"]
+            assert tb.ping_all(tcp=True, containers=[src, dst])[src][dst] == 0.0  # the run itself is untouched
+    finally:
+        emu.stop()
+    assert prefix and docker_engine.list_run(engine, prefix) == []

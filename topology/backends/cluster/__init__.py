@@ -18,6 +18,9 @@ emulated Pi without Docker (`docker: none`) each container is a network namespac
 whose veth's other end sits in the Pi's namespace. Run-time containers (tenant members) are
 namespaces on emulated Pis only.
 
+Capture (traffic.capture): each point by a short-lived capture container on its Pi's engine, in
+the target container's namespace or the Pi's (`ClusterFabric.capture_site`).
+
 `EmulatedCluster` builds the test bed for all this on one machine: N Pis as network namespaces,
 each with its own ovsdb-server and ovs-vswitchd (own database, sockets and pidfiles, userspace
 datapath), reachable only over TCP (or TLS) on its underlay address, joined by a Linux bridge in
