@@ -50,6 +50,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 START_TIMEOUT = 15.0
+SIDECAR_START_TIMEOUT = 60.0  # a container created and started by a Pi 3's engine, several at once
 
 
 @dataclass(frozen=True)
@@ -204,9 +205,9 @@ class Capture:
                 self._runners.append(_Dumpcap(self.testbed, pts, tmp / f"part{i}.pcapng", self.bpf, self.snaplen))
             for i, p in enumerate(remote):
                 self._runners.append(_Sidecar(self.testbed, p, tmp / f"point{i}.pcap", self.bpf, self.snaplen))
-            deadline = time.monotonic() + START_TIMEOUT
+            started = time.monotonic()
             for runner in self._runners:
-                runner.wait_started(deadline)
+                runner.wait_started(started + runner.start_timeout)
         except BaseException:
             for runner in self._runners:
                 runner.kill()
@@ -266,6 +267,8 @@ def _errors(lines: list[str]) -> str:
 
 class _Dumpcap:
     """One dumpcap for the points of one network namespace on this machine."""
+
+    start_timeout = START_TIMEOUT
 
     def __init__(self, testbed: Run, points: list[Point], path: Path, bpf: str | None, snaplen: int | None):
         from topology.effects import proc
@@ -347,6 +350,8 @@ class _Sidecar:
     (`extra.captures`, with this process as its owner) before it exists: `picloud down` removes it
     with the run's labelled containers, `picloud clean` once its owner is gone (`orphans`)."""
 
+    start_timeout = SIDECAR_START_TIMEOUT
+
     def __init__(self, testbed: Run, point: Point, path: Path, bpf: str | None, snaplen: int | None):
         from topology.effects import docker_engine, proc
 
@@ -365,9 +370,13 @@ class _Sidecar:
                                                                  "owner": proc.own_record("capture").to_dict()}
             state.objects.setdefault("containers", []).append(self.name)
         self.lines: list[str] = []
-        with open(path, "wb") as sink:
-            self.child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.PIPE,
-                                          text=True, start_new_session=True)
+        try:
+            with open(path, "wb") as sink:
+                self.child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.PIPE,
+                                              text=True, start_new_session=True)
+        except BaseException:
+            forget_sidecars(state, [self.name])
+            raise
         threading.Thread(target=_drain, args=(self.child, self.lines), daemon=True).start()
 
     def where(self) -> str:
