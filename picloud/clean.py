@@ -11,6 +11,7 @@ import logging
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 from picloud.runstate import PREFIX_RE, RunState, list_runs, state_dir
 from topology.effects import ovs, proc
@@ -143,9 +144,9 @@ def _reap_captures(state: RunState) -> None:
     if not dead:
         return
     try:
-        fabric = Testbed.attach(state.prefix).fabric
+        fabric: Any = Testbed.attach(state.prefix).fabric  # a ClusterFabric: captures are recorded only there
         for name, entry in dead.items():
-            docker_engine.remove(fabric.engine(entry["pi"]), name)  # type: ignore[attr-defined]
+            docker_engine.remove(fabric.engine(entry["pi"]), name)
             removed.append(name)
     except Exception as exc:  # an unreachable Pi keeps its records for the next clean
         log.warning("run %s: orphaned capture containers not removed: %s", state.prefix, exc)

@@ -40,7 +40,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from picloud.errors import FabricError, TrafficError
 from traffic import pcapng
@@ -92,7 +92,7 @@ def resolve(testbed: Run, targets: list[str]) -> list[Point]:
     """Capture points for target strings (see module doc); one-line errors for bad ones."""
     if not targets:
         raise TrafficError("capture: no target (give link:A,B, port:NODE:N or a container name)")
-    topo, fabric = testbed.topology, testbed.fabric
+    topo, fabric = testbed.topology, cast(Any, testbed.fabric)
     cluster = getattr(testbed, "backend", "local") == "cluster"
     points: list[Point] = []
 
@@ -101,7 +101,7 @@ def resolve(testbed: Run, targets: list[str]) -> list[Point]:
         if cluster:
             try:
                 inside = topo.kind(node) == "container" if node in topo else True
-                site = fabric.capture_site(node, None if inside else peer)  # type: ignore[attr-defined]
+                site = fabric.capture_site(node, None if inside else peer)
             except FabricError as exc:
                 raise TrafficError(f"capture target {t!r}: {exc}") from None
             return Point(site.iface, site.netns, name, f"{what} ({site.iface} on pi {site.pi})", site.pi,
@@ -112,7 +112,7 @@ def resolve(testbed: Run, targets: list[str]) -> list[Point]:
             except Exception:
                 raise TrafficError(f"capture target {t!r}: no container {node!r} in run {testbed.prefix}") from None
             return Point("eth0", ns, name, f"{what} (eth0, netns {ns})")
-        end = fabric.end(node, topo.link(node, peer))  # type: ignore[attr-defined]
+        end = fabric.end(node, topo.link(node, peer))
         return Point(end.iface, end.netns, name, f"{what} ({end.iface})")
 
     for t in targets:
@@ -358,13 +358,14 @@ class _Sidecar:
         assert point.pi is not None and point.network_mode is not None
         self.testbed, self.point, self.path = testbed, point, path
         fabric: Any = testbed.fabric
+        self.image = fabric.image
         self.engine = fabric.engine(point.pi)
         self.name = f"{testbed.prefix}-cap{os.getpid()}-{next(_sidecar_numbers)}"
         entry = fabric.inventory.pi(point.pi)
         argv = docker_engine.capture_argv(self.name, fabric.image, testbed.prefix, point.network_mode, point.iface,
                                           point.netns, bpf, snaplen, endpoint=entry.docker.raw,
                                           tls=entry.tls or None, labels={"picloud.host": point.pi})
-        state = testbed.state
+        state: Any = testbed.state
         with state.transaction():
             state.extra.setdefault("captures", {})[self.name] = {"pi": point.pi,
                                                                  "owner": proc.own_record("capture").to_dict()}
@@ -383,12 +384,12 @@ class _Sidecar:
         return f"{self.point.name} (pi {self.point.pi!r})"
 
     def wait_started(self, deadline: float) -> None:
-        while not any(ln.startswith("listening on") for ln in list(self.lines)):
+        while not any("listening on" in ln for ln in list(self.lines)):
             if self.child.poll() is not None or time.monotonic() > deadline:
                 time.sleep(0.1)
                 err = _errors(self.lines)
                 if "tcpdump" in err and ("not found" in err or "no such file" in err.lower()):
-                    err = (f"image {self.testbed.fabric.image!r} on that Pi has no tcpdump: rebuild it there "
+                    err = (f"image {self.image!r} on that Pi has no tcpdump: rebuild it there "
                            "with 'picloud image build'")
                 raise TrafficError(f"capture on {self.where()}: the capture container did not start "
                                    f"({err or 'no output'})")
