@@ -214,10 +214,13 @@ class Capture:
             raise
         return self
 
-    def _settle(self, quiet: float = 0.6, limit: float = 15.0) -> None:
-        """Wait until no file grows for `quiet` s: on a loaded host dumpcap reads the kernel's ring
-        late, and a stop signal ends it without draining the ring; what was in it would be lost
-        and counted nowhere (neither captured nor dropped). We measured that on a 1.5 MB flow."""
+    def _settle(self, limit: float = 15.0) -> None:
+        """Wait until no file grows for the runners' `quiet` s: on a loaded host dumpcap reads the
+        kernel's ring late, and a stop signal ends it without draining the ring; what was in it
+        would be lost and counted nowhere (neither captured nor dropped). We measured that on a
+        1.5 MB flow. A capture container's tcpdump gets a part-filled block of its ring up to a
+        second late, and its packets then cross the engine's stream: it needs longer."""
+        quiet = max((r.quiet for r in self._runners), default=0.6)
         end, sizes, since = time.monotonic() + limit, None, time.monotonic()
         while time.monotonic() < end:
             now = [r.path.stat().st_size if r.path.exists() else 0 for r in self._runners]
@@ -269,6 +272,7 @@ class _Dumpcap:
     """One dumpcap for the points of one network namespace on this machine."""
 
     start_timeout = START_TIMEOUT
+    quiet = 0.6
 
     def __init__(self, testbed: Run, points: list[Point], path: Path, bpf: str | None, snaplen: int | None):
         from topology.effects import proc
@@ -351,6 +355,7 @@ class _Sidecar:
     with the run's labelled containers, `picloud clean` once its owner is gone (`orphans`)."""
 
     start_timeout = SIDECAR_START_TIMEOUT
+    quiet = 2.0  # docker_engine.CAPTURE_BLOCK_SECONDS, then the way back through the engine, with margin
 
     def __init__(self, testbed: Run, point: Point, path: Path, bpf: str | None, snaplen: int | None):
         from topology.effects import docker_engine, proc
