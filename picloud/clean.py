@@ -147,6 +147,8 @@ def _reap_captures(state: RunState) -> None:
         fabric: Any = Testbed.attach(state.prefix).fabric  # a ClusterFabric: captures are recorded only there
         for name, entry in dead.items():
             docker_engine.remove(fabric.engine(entry["pi"]), name)
+            if entry.get("mirror"):  # the OVS mirror a patch or VXLAN port was captured on
+                fabric.remove_capture_mirror(entry["pi"], entry["mirror"]["bridge"], entry["mirror"]["name"])
             removed.append(name)
     except Exception as exc:  # an unreachable Pi keeps its records for the next clean
         log.warning("run %s: orphaned capture containers not removed: %s", state.prefix, exc)

@@ -20,8 +20,10 @@ named like the local ones with tcpdump's own counts (`pcapng.from_pcap`), and me
 tcpdump, not dumpcap, because the image goes onto every Pi's SD card: 2 MB against 125 MB. The
 containers are in the run state before they exist (`extra.captures`, with their owner):
 `picloud down` removes them with the run's labelled containers, and `picloud clean` removes those
-whose owner was killed (`orphans`). A point on a Pi without an engine, or on a link between two
-bridges (an OVS patch or VXLAN port, no kernel interface), is refused before anything starts.
+whose owner was killed (`orphans`). A link between two bridges is an OVS patch or VXLAN port with
+no kernel interface: it is captured on an OVS mirror of the port, to an internal port made for the
+capture (and in the run state with it). A point on a Pi without an engine is refused, naming it,
+before anything starts.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from picloud.errors import FabricError, TrafficError
+from picloud.errors import ClusterError, FabricError, TrafficError
 from traffic import pcapng
 
 if TYPE_CHECKING:
@@ -63,6 +65,8 @@ class Point:
     description: str
     pi: str | None = None  # cluster: the Pi whose engine runs this point's capture container
     network_mode: str | None = None  # cluster: that container's Docker network mode
+    bridge: str | None = None  # cluster: a patch or VXLAN port (no device) is captured on a mirror of
+    mirror_of: str | None = None  # this port of this bridge, made for the capture
 
 
 @dataclass
@@ -104,6 +108,9 @@ def resolve(testbed: Run, targets: list[str]) -> list[Point]:
                 site = fabric.capture_site(node, None if inside else peer)
             except FabricError as exc:
                 raise TrafficError(f"capture target {t!r}: {exc}") from None
+            if site.mirror_of:
+                return Point("", site.netns, name, f"{what} (mirror of {site.mirror_of} on pi {site.pi})", site.pi,
+                             site.network_mode, site.bridge, site.mirror_of)
             return Point(site.iface, site.netns, name, f"{what} ({site.iface} on pi {site.pi})", site.pi,
                          site.network_mode)
         if peer is None:
@@ -258,8 +265,8 @@ class Capture:
         return self.result
 
 
-def _stats(p: Point, st: pcapng.InterfaceStats, stream_lost: int = 0) -> dict[str, Any]:
-    return {"name": p.name, "description": p.description, "iface": p.iface, "netns": p.netns, "pi": p.pi,
+def _stats(p: Point, st: pcapng.InterfaceStats, stream_lost: int = 0, iface: str | None = None) -> dict[str, Any]:
+    return {"name": p.name, "description": p.description, "iface": iface or p.iface, "netns": p.netns, "pi": p.pi,
             "packets": st.packets, "bytes": st.bytes, "received": st.received, "dropped": st.dropped,
             "os_dropped": st.os_dropped, "stream_lost": stream_lost}
 
@@ -363,25 +370,36 @@ class _Sidecar:
         assert point.pi is not None and point.network_mode is not None
         self.testbed, self.point, self.path = testbed, point, path
         fabric: Any = testbed.fabric
-        self.image = fabric.image
+        self.fabric, self.image = fabric, fabric.image
         self.engine = fabric.engine(point.pi)
-        self.name = f"{testbed.prefix}-cap{os.getpid()}-{next(_sidecar_numbers)}"
+        number = next(_sidecar_numbers)
+        self.name = f"{testbed.prefix}-cap{os.getpid()}-{number}"
+        self.iface, self.mirror = point.iface, None
+        record: dict[str, Any] = {"pi": point.pi, "owner": proc.own_record("capture").to_dict()}
+        if point.mirror_of:  # an interface name: the run's prefix, "m", a number unique on this machine
+            self.iface = f"{testbed.prefix}m{_base36(os.getpid() * 64 + number % 64)}"[:15]
+            self.mirror = record["mirror"] = {"bridge": point.bridge, "name": self.iface}
         entry = fabric.inventory.pi(point.pi)
-        argv = docker_engine.capture_argv(self.name, fabric.image, testbed.prefix, point.network_mode, point.iface,
+        argv = docker_engine.capture_argv(self.name, fabric.image, testbed.prefix, point.network_mode, self.iface,
                                           point.netns, bpf, snaplen, endpoint=entry.docker.raw,
-                                          tls=entry.tls or None, labels={"picloud.host": point.pi})
+                                          tls=entry.tls or None, labels={"picloud.host": point.pi},
+                                          bring_up=self.mirror is not None)
         state: Any = testbed.state
         with state.transaction():
-            state.extra.setdefault("captures", {})[self.name] = {"pi": point.pi,
-                                                                 "owner": proc.own_record("capture").to_dict()}
+            state.extra.setdefault("captures", {})[self.name] = record
             state.objects.setdefault("containers", []).append(self.name)
         self.lines: list[str] = []
         try:
+            if self.mirror:
+                fabric.add_capture_mirror(point.pi, point.bridge, point.mirror_of, self.iface)
             with open(path, "wb") as sink:
                 self.child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.PIPE,
                                               text=True, start_new_session=True)
-        except BaseException:
+        except BaseException as exc:
+            self._remove_mirror()
             forget_sidecars(state, [self.name])
+            if isinstance(exc, ClusterError):
+                raise TrafficError(f"capture on {self.where()}: {exc}") from None
             raise
         threading.Thread(target=_drain, args=(self.child, self.lines), daemon=True).start()
 
@@ -424,7 +442,19 @@ class _Sidecar:
             except subprocess.TimeoutExpired:
                 self.child.kill()
                 self.child.wait(5)
-        forget_sidecars(self.testbed.state, [self.name])
+        self._remove_mirror()
+        if self.mirror is None:  # else its record stays, for `picloud clean` or `down`
+            forget_sidecars(self.testbed.state, [self.name])
+
+    def _remove_mirror(self) -> None:
+        if self.mirror is None:
+            return
+        try:
+            self.fabric.remove_capture_mirror(self.point.pi, self.mirror["bridge"], self.mirror["name"])
+        except Exception as exc:  # on an unreachable Pi; its bridge goes with the run
+            log.warning("capture on %s: mirror %s not removed: %s", self.where(), self.mirror["name"], exc)
+            return
+        self.mirror = None
 
     def finish(self) -> tuple[Path, list[dict[str, Any]]]:
         data = self.path.read_bytes() if self.path.is_file() else b""
@@ -443,7 +473,17 @@ class _Sidecar:
         out = self.path.with_suffix(".pcapng")
         out.write_bytes(conv.data)
         (st,) = pcapng.interfaces(conv.data)
-        return out, [_stats(p, st, stream_lost=lost)]
+        return out, [_stats(p, st, stream_lost=lost, iface=self.iface)]
+
+
+def _base36(n: int) -> str:
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    out = ""
+    while True:
+        n, r = divmod(n, 36)
+        out = digits[r] + out
+        if not n:
+            return out
 
 
 def _check_engines(testbed: Run, points: list[Point]) -> None:

@@ -414,8 +414,9 @@ def _capture_containers(engine, prefix: str) -> list[str]:
 @pytest.mark.docker
 def test_capture_runs_on_each_pi_through_its_engine_and_sees_a_flow_at_every_point(tmp_path):
     """Issue 16 on the cluster: a flow between containers on two emulated Pis, captured at both
-    containers and at both ends of one container's link (one end is the Pi's side of the veth,
-    inside the Pi's namespace), each point by a capture container its Pi's engine runs."""
+    containers, at both ends of one container's link (one end is the Pi's side of the veth, inside
+    the Pi's namespace) and at both ends of the VXLAN link it crosses (OVS mirrors of the tunnel
+    ports), each point by a capture container its Pi's engine runs."""
     from picloud.clean import clean
     from picloud.errors import TrafficError
     from topology.effects import docker_engine
@@ -431,23 +432,28 @@ def test_capture_runs_on_each_pi_through_its_engine_and_sees_a_flow_at_every_poi
         with Testbed(build("single:3", 1), controller="none", backend="cluster", inventory=str(inventory)) as tb:
             prefix, fabric = tb.prefix, tb.fabric
             src, dst = "pi1-c1", "pi2-c1"
-            assert (fabric.host(src), fabric.host(dst)) == ("pi1", "pi2")
+            assert (fabric.host(src), fabric.host(dst), fabric.host("s1")) == ("pi1", "pi2", "pi1")
+
+            def s1_ports() -> set[str]:  # a fresh session: what the Pi's OVSDB holds now
+                with Remote(emu.ovsdb_endpoint(0)) as remote:
+                    return set(remote.ofports(fabric.bridge("s1")))
+
+            before = s1_ports()
             # refused before anything starts, one line naming the Pi or the port
             with pytest.raises(TrafficError, match=r"pi 'pi3' has no container engine"):
                 tb.capture([src, "pi3-c1"])
-            tunnel = r"capture at (s1|pi1) port \d+ \(to (pi1|s1)\): an OVS (vxlan|patch) port on pi .pi\d."
-            with pytest.raises(TrafficError, match=tunnel + ", with no kernel interface to capture on"):
-                tb.capture(["link:s1,pi1"])
+            with pytest.raises(TrafficError, match=r"capture at pi3 port \d+ \(to s1\): pi 'pi3' has no container"):
+                tb.capture(["link:s1,pi3"])
             assert _capture_containers(engine, prefix) == [] and not tb.state.extra.get("captures")
 
             server = tb.popen(dst, ["python3", "-c", FLOW_SERVER], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                               text=True)
             try:
                 assert server.stdout.readline().strip() == "listening"
-                with tb.capture([src, dst, f"link:pi2,{dst}"], bpf=f"tcp port {FLOW_PORT}",
+                with tb.capture([src, dst, f"link:pi2,{dst}", "link:s1,pi2"], bpf=f"tcp port {FLOW_PORT}",
                                 out=tmp_path / "cluster.pcapng") as cap:
                     sidecars = _capture_containers(engine, prefix)
-                    assert len(sidecars) == 4 and all(n.startswith(f"{prefix}-cap") for n in sidecars)
+                    assert len(sidecars) == 6 and all(n.startswith(f"{prefix}-cap") for n in sidecars)
                     assert sorted(tb.state.extra["captures"]) == sidecars  # recorded, so clean finds them
                     rc, out = tb.exec(src, ["python3", "-c", FLOW_CLIENT, tb.container_ip(dst)], timeout=120)
                     assert rc == 0 and out.split()[-1] == str(FLOW_BYTES), out
@@ -458,11 +464,13 @@ def test_capture_runs_on_each_pi_through_its_engine_and_sees_a_flow_at_every_poi
             result = cap.result
             assert _capture_containers(engine, prefix) == [] and not tb.state.extra.get("captures")
             names = [i["name"] for i in result.interfaces]
-            assert sorted(names) == sorted([src, dst, f"pi2>{dst}", f"{dst}>pi2"])
+            assert sorted(names) == sorted([src, dst, f"pi2>{dst}", f"{dst}>pi2", "s1>pi2", "pi2>s1"])
+            assert s1_ports() == before  # the mirror ports are gone
             in_file = pcapng.interfaces(result.path.read_bytes())
             assert sorted(i.name for i in in_file) == sorted(names), "mergecap lost or folded interface names"
             by_name = {i["name"]: i for i in result.interfaces}
             assert by_name[f"pi2>{dst}"]["pi"] == "pi2" and by_name[f"pi2>{dst}"]["netns"] == emu.pi_netns(1)
+            assert (by_name["s1>pi2"]["pi"], by_name["pi2>s1"]["pi"]) == ("pi1", "pi2")
             # Kernel drop counts are reported for every point: a number, never hidden.
             assert all(i["dropped"] is not None and i["os_dropped"] is not None for i in result.interfaces), \
                 result.interfaces
@@ -470,7 +478,7 @@ def test_capture_runs_on_each_pi_through_its_engine_and_sees_a_flow_at_every_poi
             # the whole flow, both directions with headers (about 2.3 MB), even had tcpdump read none
             # of it until the end; and the stream back is a byte stream that loses nothing.
             assert all(i["dropped"] == 0 and i["stream_lost"] == 0 for i in result.interfaces), result.summary()
-            assert [i.dropped for i in in_file] == [0] * 4  # in the file too, for Wireshark's statistics
+            assert [i.dropped for i in in_file] == [0] * 6  # in the file too, for Wireshark's statistics
             # Every payload byte the server counted crossed each point (each lies on the flow's only
             # path), so each holds exactly FLOW_BYTES of its sequence space, retransmissions counted
             # once: a block of packets tcpdump had not yet read when it was stopped would be a gap.
@@ -481,7 +489,8 @@ def test_capture_runs_on_each_pi_through_its_engine_and_sees_a_flow_at_every_poi
             # clean finds it in the run state and removes it, and leaves the live run alone.
             owner = subprocess.Popen(
                 [sys.executable, "-c", "import sys, time\nfrom picloud.testbed import Testbed\n"
-                 f"Testbed.attach({prefix!r}).capture([{src!r}]).start()\nprint('started', flush=True)\n"
+                 f"Testbed.attach({prefix!r}).capture(['port:s1:{tb.topology.port('s1', 'pi2')}']).start()\n"
+                 "print('started', flush=True)\n"
                  "time.sleep(600)\n"], stdout=subprocess.PIPE, text=True, cwd=ROOT,
                 env={**os.environ, "PYTHONPATH": str(ROOT)})
             try:
@@ -490,8 +499,10 @@ def test_capture_runs_on_each_pi_through_its_engine_and_sees_a_flow_at_every_poi
                 owner.kill()
                 owner.wait(10)
             (orphan,) = _capture_containers(engine, prefix)
+            assert len(s1_ports() - before) == 1  # its mirror port
             clean([prefix])
             assert _capture_containers(engine, prefix) == []
+            assert s1_ports() == before
             tb.state.reload()
             assert not tb.state.extra.get("captures") and orphan not in tb.state.objects["containers"]
             assert tb.ping_all(tcp=True, containers=[src, dst])[src][dst] == 0.0  # the run itself is untouched

@@ -36,3 +36,7 @@ def test_capture_container_joins_the_target_namespace_carries_the_run_and_stream
     host = capture_argv("pc7-cap12-1", "img", "pc7", "host", "pc7a1p3", netns="pcdke1")
     assert host[host.index("--network") + 1] == "host" and "-H" not in host
     assert "SYS_ADMIN" in host and host[host.index("img") + 1:][:2] == ["nsenter", "--net=/run/netns/pcdke1"]
+    # an OVS mirror's port starts down: the container sets it up, then becomes tcpdump
+    mirror = capture_argv("pc7-cap12-2", "img", "pc7", "host", "pc7m1x", bring_up=True)
+    assert mirror[mirror.index("img") + 1:][:4] == ["sh", "-c", 'ip link set dev "$0" up && exec "$@"', "pc7m1x"]
+    assert mirror[mirror.index("img") + 5:][:3] == ["tcpdump", "-i", "pc7m1x"]

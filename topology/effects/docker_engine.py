@@ -307,7 +307,8 @@ CAPTURE_BLOCK_SECONDS = 1.0  # tcpdump's read timeout: the kernel hands on a par
 
 def capture_argv(name: str, image: str, prefix: str, network_mode: str, iface: str, netns: str | None = None,
                  bpf: str | None = None, snaplen: int | None = None, endpoint: str | None = None,
-                 tls: dict[str, str] | None = None, labels: dict[str, str] | None = None) -> list[str]:
+                 tls: dict[str, str] | None = None, labels: dict[str, str] | None = None,
+                 bring_up: bool = False) -> list[str]:
     """`docker run` of a capture container on a Pi: tcpdump writing pcap to its stdout, which an
     attached `docker run` (no TTY) hands on byte for byte. The engine's attach stream is the only
     way back from a Pi (no SSH); `--log-driver none` keeps the stream off the Pi's SD card.
@@ -321,10 +322,13 @@ def capture_argv(name: str, image: str, prefix: str, network_mode: str, iface: s
     on the emulated cluster); the default TPACKET_V3 ring packs packets into blocks, so its
     CAPTURE_RING_KIB hold thousands, and hands a block on when it is full or a second old (the
     caller waits for that before it stops the capture). `-U` writes each packet as soon as it is read, `-Z root`
-    keeps tcpdump from switching to a user the image may not have.
+    keeps tcpdump from switching to a user the image may not have. `bring_up` first sets `iface`
+    up (an OVS mirror's internal port starts down, and libpcap refuses a down interface).
     `--init` passes the stop signal on to tcpdump, which then prints its counts and exits;
     `--rm` removes the container then, even when the `docker run` that started it is gone."""
     cmd = ["nsenter", f"--net=/run/netns/{netns}"] if netns else []
+    if bring_up:
+        cmd += ["sh", "-c", 'ip link set dev "$0" up && exec "$@"', iface]
     cmd += ["tcpdump", "-i", iface, "-w", "-", "-U", "-n", "-Z", "root", "-B", str(CAPTURE_RING_KIB)]
     if snaplen:
         cmd += ["-s", str(int(snaplen))]

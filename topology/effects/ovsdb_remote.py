@@ -20,7 +20,7 @@ from topology.openflow import DEFAULT, ovs_protocols
 log = logging.getLogger(__name__)
 
 RUN_LABEL = "picloud-run"  # the same external_ids key the local backend puts on its bridges
-TABLES = ("Open_vSwitch", "Bridge", "Port", "Interface", "Controller")
+TABLES = ("Open_vSwitch", "Bridge", "Port", "Interface", "Controller", "Mirror")
 
 
 @dataclass
@@ -238,6 +238,47 @@ class Remote:
             row.ports = ports
 
         self._commit(build, f"{'adding' if present else 'removing'} port {port.name}")
+
+    def add_mirror(self, bridge: str, name: str, port: str, output: str, external_ids: dict[str, str]) -> None:
+        """Copy every frame that enters or leaves `port` of `bridge` to a new internal port `output`
+        (an OVS Mirror): how a patch or VXLAN port, which has no kernel device, can be captured.
+        A mirror's output port takes no part in forwarding, and what it sends is dropped."""
+
+        def build(txn: Any) -> None:
+            row = self.bridges().get(bridge)
+            if row is None:
+                raise ClusterError(f"{self.endpoint}: bridge {bridge!r} does not exist")
+            row.verify("ports")
+            row.verify("mirrors")
+            selected = next((p for p in row.ports if p.name == port), None)
+            if selected is None:
+                raise ClusterError(f"{self.endpoint}: bridge {bridge!r} has no port {port!r} (is the link down?)")
+            out = self._new_port(txn, PortSpec(output, type="internal"))
+            row.ports = [*row.ports, out]
+            mirror = txn.insert(self.idl.tables["Mirror"])
+            mirror.name = name
+            mirror.select_src_port = [selected]
+            mirror.select_dst_port = [selected]
+            mirror.output_port = [out]
+            mirror.external_ids = dict(external_ids)
+            row.mirrors = [*row.mirrors, mirror]
+
+        self._commit(build, f"mirroring port {port} of {bridge} to {output}")
+
+    def remove_mirror(self, bridge: str, name: str) -> None:
+        """Remove mirror `name` and its output port; idempotent (a bridge that is gone took both)."""
+
+        def build(txn: Any) -> None:
+            row = self.bridges().get(bridge)
+            if row is None:
+                return
+            row.verify("ports")
+            row.verify("mirrors")
+            outputs = {p.name for m in row.mirrors if m.name == name for p in m.output_port}
+            row.mirrors = [m for m in row.mirrors if m.name != name]
+            row.ports = [p for p in row.ports if p.name not in outputs]
+
+        self._commit(build, f"removing mirror {name} of {bridge}")
 
     def _new_port(self, txn: Any, spec: PortSpec) -> Any:
         iface = txn.insert(self.idl.tables["Interface"])

@@ -19,7 +19,8 @@ whose veth's other end sits in the Pi's namespace. Run-time containers (tenant m
 namespaces on emulated Pis only.
 
 Capture (traffic.capture): each point by a short-lived capture container on its Pi's engine, in
-the target container's namespace or the Pi's (`ClusterFabric.capture_site`).
+the target container's namespace or the Pi's (`ClusterFabric.capture_site`); a patch or VXLAN
+port, which has no device, on an OVS mirror of it.
 
 `EmulatedCluster` builds the test bed for all this on one machine: N Pis as network namespaces,
 each with its own ovsdb-server and ovs-vswitchd (own database, sockets and pidfiles, userspace

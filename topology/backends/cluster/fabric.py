@@ -63,6 +63,8 @@ class CaptureSite:
     iface: str
     network_mode: str  # "container:NAME" or "host"
     netns: str | None  # an emulated Pi's namespace, entered from its engine host's (None on a real Pi)
+    bridge: str | None = None  # a patch or VXLAN port: its bridge, and
+    mirror_of: str | None = None  # the port, copied to a mirror port made for the capture (iface "")
 
 
 class ClusterFabric:
@@ -562,7 +564,8 @@ class ClusterFabric:
         """Where to capture a container's eth0 (`peer` None) or the port of bridge `node` facing
         `peer`. The controller machine cannot see a Pi's interfaces, so every point is captured by
         a container the Pi's own engine runs: a Pi without one is refused, naming it. A link
-        between bridges is an OVS patch or VXLAN port with no kernel interface: refused too."""
+        between bridges is an OVS patch or VXLAN port with no kernel interface: it is captured on
+        an OVS mirror of that port (`add_capture_mirror`)."""
         topo = self.topology
         if peer is None:
             if node not in self._extra() and (node not in topo or topo.kind(node) != "container"):
@@ -577,14 +580,29 @@ class ClusterFabric:
         pi = self.host(node)
         link = topo.link(node, peer)
         port = link.port_a if link.a == node else link.port_b
-        if topo.kind(peer) != "container":
-            wire = next(w for w in self.wires if (w.node, w.port) == (node, port))
-            raise FabricError(f"capture at {node} port {port} (to {peer}): an OVS {wire.kind} port on pi {pi!r}, "
-                              "with no kernel interface to capture on (capture a container or its link)")
         if not self._docker_pi(pi):
             raise FabricError(f"capture at {node} port {port} (to {peer}): pi {pi!r} has no container engine "
                               "(docker: none in the inventory), so nothing on it can run a capture")
+        if topo.kind(peer) != "container":
+            wire = next(w for w in self.wires if (w.node, w.port) == (node, port))
+            return CaptureSite(pi, "", "host", self.inventory.pi(pi).netns, self.bridge(node), wire.ifname)
         return CaptureSite(pi, self._container_host_iface(peer), "host", self.inventory.pi(pi).netns)
+
+    def add_capture_mirror(self, pi: str, bridge: str, port: str, name: str) -> None:
+        """An internal port `name` on `bridge` that gets a copy of every frame through `port`, ready
+        (attached by the Pi's vswitchd, so its device exists) when this returns."""
+        remote = self.remote(pi)
+        remote.add_mirror(bridge, name, port, name, {"picloud-run": self.prefix})
+        deadline = time.monotonic() + self.timeout
+        while remote.ofports(bridge).get(name, -1) <= 0:
+            if time.monotonic() > deadline:
+                raise ClusterError(f"pi {pi!r}: mirror port {name} on {bridge} not attached within "
+                                   f"{self.timeout:.0f} s")
+            remote.refresh()
+            time.sleep(0.05)
+
+    def remove_capture_mirror(self, pi: str, bridge: str, name: str) -> None:
+        self.remote(pi).remove_mirror(bridge, name)
 
     # --- tear down ------------------------------------------------------------------------------
     def down(self) -> None:
