@@ -259,6 +259,8 @@ class Capture:
         else:
             subprocess.run(["mergecap", "-I", "none", "-w", str(self.out), *map(str, parts)], check=True,
                            capture_output=True, timeout=300)
+            counts = {i["name"]: (i["received"], i["dropped"], i["os_dropped"]) for i in stats}
+            self.out.write_bytes(pcapng.add_statistics(self.out.read_bytes(), counts))
         if self._tmp is not None:
             self._tmp.cleanup()
         self.result = CaptureResult(self.out, stats)

@@ -193,3 +193,30 @@ def _block_bytes(btype: int, body: bytes) -> bytes:
     body += b"\0" * (-len(body) % 4)
     total = 12 + len(body)
     return struct.pack("<II", btype, total) + body + struct.pack("<I", total)
+
+
+def add_statistics(data: bytes, counts: dict[str, tuple[int | None, int | None, int | None]]) -> bytes:
+    """The file with an Interface Statistics Block appended for every interface of its last section
+    that has none and whose name is in `counts` (name -> received, dropped, os_dropped). mergecap
+    does not carry its inputs' statistics blocks over; without this a merged file would not show
+    Wireshark the kernel's drop counts that each part held."""
+    order, names, has_stats = "<", [], set()
+    for o, btype, off, length in blocks(data):
+        if btype == SHB:
+            order, names, has_stats = o, [], set()
+        elif btype == IDB:
+            name = next((v.decode(errors="replace") for c, v in _options(data, o, off + 16, off + length - 4)
+                         if c == OPT_IF_NAME), "")
+            names.append(name)
+        elif btype == ISB:
+            has_stats.add(struct.unpack_from(o + "I", data, off + 8)[0])
+    out = bytearray(data)
+    for if_id, name in enumerate(names):
+        if if_id in has_stats or name not in counts:
+            continue
+        opts = b"".join(_encode_option(order, code, struct.pack(order + "Q", n)) for code, n in
+                        zip((OPT_ISB_IFRECV, OPT_ISB_IFDROP, OPT_ISB_OSDROP), counts[name], strict=True)
+                        if n is not None)
+        body = struct.pack(order + "III", if_id, 0, 0) + opts + struct.pack(order + "HH", OPT_END, 0)
+        out += struct.pack(order + "II", ISB, 12 + len(body)) + body + struct.pack(order + "I", 12 + len(body))
+    return bytes(out)

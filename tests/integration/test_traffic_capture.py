@@ -39,6 +39,8 @@ def test_capture_counts_match_the_agents_and_interfaces_keep_their_names(leaves_
         assert sorted(i.name for i in in_file) == sorted(names), "mergecap lost or folded interface names"
         # Kernel drop counts are reported (a number, never hidden); at these rates there are none to excuse.
         assert all(i["dropped"] is not None for i in cap["interfaces"]), cap["interfaces"]
+        # ... and are in the merged file, which mergecap left without its parts' statistics blocks
+        assert {i.name: i.dropped for i in in_file} == {i["name"]: i["dropped"] for i in cap["interfaces"]}
         assert all(r.status == "done" for r in res.flows), [r.error for r in res.flows]
         seen = capture_check.connections(capture_check.read_packets(path), AGENT_PORT)
         for iface in names:

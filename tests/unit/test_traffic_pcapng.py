@@ -140,3 +140,14 @@ def test_sequence_coverage_counts_each_byte_once_and_a_missed_packet_as_a_gap():
     assert capture_check.sequence_coverage(gap, 5999) == {"a": 2000}
     # data on an interface that never saw the SYN is not attributed to any connection
     assert capture_check.sequence_coverage([syn, data(0.1, 0, 1000, iface="b")], 5999) == {}
+
+
+@pytest.mark.parametrize("order", ["<", ">"])
+def test_statistics_are_added_for_interfaces_a_merge_left_without(order):
+    data = _file(order)  # interface 1 has a statistics block, interface 0 none
+    named = pcapng.rename_interfaces(data, [("a", "x"), ("b", "y")])
+    added = pcapng.add_statistics(named, {"a": (10, 2, None), "b": (99, 99, 99), "c": (1, 1, 1)})
+    a, b = pcapng.interfaces(added)
+    assert (a.received, a.dropped, a.os_dropped, a.packets) == (10, 2, None, 1)
+    assert (b.received, b.dropped) == (5, 3)  # its own block is kept, not overwritten
+    assert pcapng.add_statistics(added, {"a": (10, 2, None)}) == added  # nothing twice
