@@ -29,8 +29,8 @@ BACKENDS = ("topology.backends",)
 # other module of topology, tenants, traffic and controller_apps is pure model as far as the
 # project's layers go: it imports only the kernel and other pure modules. A new module that needs
 # effects belongs here, named, so the choice is visible in review.
-RUNTIME = ("traffic.capture", "traffic.engine", "traffic.fidelity", "traffic.monitor", "traffic.report",
-           "traffic.results", "traffic.scenario_cost", "traffic.scenario_run", "traffic.web",
+RUNTIME = ("traffic.capture", "traffic.engine", "traffic.fidelity", "traffic.link_timer", "traffic.monitor",
+           "traffic.report", "traffic.results", "traffic.scenario_cost", "traffic.scenario_run", "traffic.web",
            # code that works on a live run (typed with topology.backends.base.Run)
            "tenants.handle", "tenants.verify", "traffic.calibrate", "traffic.iperf")
 
