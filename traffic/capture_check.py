@@ -1,11 +1,16 @@
 """Flow completion times and delivered bytes as a packet capture saw them, against the engine's.
 
-For each agent connection (TCP to the agent port) on each captured interface: the client's SYN
-time, the time of the server's last payload packet (the 8-byte application acknowledgement that
-ends the engine's FCT), the bytes the client sent (highest sequence number reached minus the
-initial one, so retransmissions are not counted twice) and the flow id, read from the first 16
-bytes of the client's payload (`traffic.agent.HEADER`). Each flow is judged on the interface that
-saw its SYN first, the one nearest its client. Pure except `read_packets` (scapy's pcapng reader).
+The agents carry flows as messages on persistent connections (`traffic.agent`): a 16-byte header
+(flow id, size) then the payload, answered by a 16-byte acknowledgement (flow id, bytes). For each
+agent connection (TCP to the agent port) on each captured interface this walks the client's byte
+stream from its SYN's initial sequence number: a message starts where the previous one ended, so
+the packet that starts there carries the next header. Per flow: the time of the first packet
+carrying its header (the flow's first byte, where the engine's FCT starts), the time of the first
+server packet carrying its acknowledgement (where the engine's FCT ends; a retransmitted copy comes
+after the one the client took), and the bytes of the
+message the client sent (highest sequence number reached within the message, so retransmissions
+are not counted twice). Each flow is judged on the interface that saw its first byte first, the one
+nearest its client. Pure except `read_packets` (scapy's pcap/pcapng reader).
 """
 
 from __future__ import annotations
@@ -35,28 +40,55 @@ class Packet:
 
 @dataclass
 class Seen:
+    """One flow (one message) as one interface saw it."""
+
     flow_id: int | None
     iface: str
-    syn: float
-    isn: int
-    end: float | None = None  # the server's last payload packet
-    high: int = 0  # highest client sequence number + length
+    start: float  # the first packet carrying the flow's header
+    offset: int = 0  # where the message starts in the connection's client stream
+    size: int = 0  # payload bytes the header announced
+    end: float | None = None  # the first server packet carrying this flow's acknowledgement
+    high: int = 0  # highest client stream offset reached within the message
 
     @property
     def client_bytes(self) -> int:
-        return max(0, self.high - self.isn - 1)
+        """Header and payload bytes of this message that crossed the interface (each once)."""
+        return max(0, self.high - self.offset)
 
     @property
     def fct_us(self) -> float | None:
-        return None if self.end is None else (self.end - self.syn) * 1e6
+        return None if self.end is None else (self.end - self.start) * 1e6
+
+
+@dataclass
+class _Stream:
+    """A client connection's byte stream on one interface: where the next header is due."""
+
+    isn: int
+    next_header: int = 0
+    high: int = 0
+    messages: dict[int, Seen] | None = None  # by offset
+    by_id: dict[int, Seen] | None = None
+    last: Seen | None = None
+
+
+def _unwrap(seq: int, isn: int, near: int) -> int:
+    """A 32-bit sequence number as a 64-bit offset into the client stream, the one nearest `near`."""
+    rel = (seq - isn - 1) & 0xFFFFFFFF
+    cand = (near & ~0xFFFFFFFF) | rel
+    if cand - near > 1 << 31:
+        cand -= 1 << 32
+    elif near - cand > 1 << 31:
+        cand += 1 << 32
+    return cand
 
 
 def read_packets(path: str | Path) -> list[Packet]:
     from scapy.layers.inet import IP, TCP
-    from scapy.utils import PcapNgReader
+    from scapy.utils import PcapReader
 
     out = []
-    with PcapNgReader(str(path)) as reader:
+    with PcapReader(str(path)) as reader:  # pcapng or classic pcap, by the file's magic
         for pkt in reader:
             if IP not in pkt or TCP not in pkt:
                 continue
@@ -70,26 +102,45 @@ def read_packets(path: str | Path) -> list[Packet]:
 
 
 def connections(packets: Iterable[Packet], port: int) -> list[Seen]:
-    """Every agent connection per interface (see module doc)."""
-    seen: dict[tuple[str, str, int], Seen] = {}
+    """Every flow on every agent connection per interface (see module doc)."""
+    streams: dict[tuple[str, str, int], _Stream] = {}
+    out: list[Seen] = []
     for p in sorted(packets, key=lambda p: p.t):
         if p.dport == port:
             key = (p.iface, p.src, p.sport)
-            if p.flags & 0x02 and not p.flags & 0x10:  # SYN
-                seen.setdefault(key, Seen(None, p.iface, p.t, p.seq, high=p.seq + 1))
+            if p.flags & 0x02 and not p.flags & 0x10:  # SYN: a new connection (a retransmitted SYN keeps it)
+                if key not in streams or streams[key].isn != p.seq:
+                    streams[key] = _Stream(p.seq, messages={}, by_id={})
                 continue
-            s = seen.get(key)
-            if s is None:
+            st = streams.get(key)
+            if st is None or not p.length:
                 continue
-            if p.length:
-                s.high = max(s.high, (p.seq + p.length) if p.seq >= s.isn else p.seq + p.length + (1 << 32))
-                if p.seq == s.isn + 1 and s.flow_id is None and len(p.payload) >= HEADER_BYTES:
-                    s.flow_id = int.from_bytes(p.payload[:8], "big")
-        elif p.sport == port and p.length:
-            s = seen.get((p.iface, p.dst, p.dport))
-            if s is not None:
-                s.end = p.t
-    return list(seen.values())
+            rel = _unwrap(p.seq, st.isn, st.high)
+            if rel < 0:
+                continue
+            assert st.messages is not None and st.by_id is not None
+            if rel == st.next_header and len(p.payload) >= HEADER_BYTES:
+                flow_id = int.from_bytes(p.payload[:8], "big")
+                size = int.from_bytes(p.payload[8:16], "big")
+                seen = Seen(flow_id, p.iface, p.t, offset=rel, size=size, high=rel)
+                st.messages[rel] = seen
+                st.by_id[flow_id] = seen
+                st.last = seen
+                st.next_header = rel + HEADER_BYTES + size
+                out.append(seen)
+            st.high = max(st.high, rel + p.length)
+            # One message at a time per connection: a packet belongs to the last message started,
+            # or (a late retransmission) to the one at its offset.
+            seen = st.last if st.last is not None and rel >= st.last.offset else st.messages.get(rel)
+            if seen is not None:
+                seen.high = max(seen.high, min(seen.offset + HEADER_BYTES + seen.size, rel + p.length))
+        elif p.sport == port and p.length >= HEADER_BYTES and len(p.payload) >= 8:
+            st = streams.get((p.iface, p.dst, p.dport))
+            if st is not None and st.by_id is not None:
+                seen = st.by_id.get(int.from_bytes(p.payload[:8], "big"))
+                if seen is not None and seen.end is None:
+                    seen.end = p.t
+    return out
 
 
 def sequence_coverage(packets: Iterable[Packet], port: int) -> dict[str, int]:
@@ -122,7 +173,7 @@ def compare(flows: Sequence[Any], seen: Sequence[Seen]) -> dict[str, Any]:
     """Per captured flow: engine FCT, capture FCT, their difference; and the p50/p99 |difference|."""
     nearest: dict[int, Seen] = {}
     for s in seen:
-        if s.flow_id is not None and (s.flow_id not in nearest or s.syn < nearest[s.flow_id].syn):
+        if s.flow_id is not None and (s.flow_id not in nearest or s.start < nearest[s.flow_id].start):
             nearest[s.flow_id] = s
     rows = []
     for f in flows:

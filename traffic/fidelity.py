@@ -55,9 +55,9 @@ THRESHOLDS: dict[str, Threshold] = {
         "loss), as a share of segments sent. Above 1 % TCP is reacting to losses or delays the model "
         "does not have; a small absolute floor (see RETRANS_FLOOR) covers tail-loss probes")),
     "lateness_p99_us": Threshold(10_000, (
-        "p99 of flow start lateness (agent scheduling). 10 ms at a Pi's 100 Mbit/s is 125 KB of offered "
-        "load moved in time, more than a median web-search flow: beyond it the arrivals are not the "
-        "planned Poisson process")),
+        "p99 of flow start lateness (agent scheduling, including any wait for a pooled connection). "
+        "10 ms at a Pi's 100 Mbit/s is 125 KB of offered load moved in time, more than a median web-search "
+        "flow: beyond it the arrivals are not the planned Poisson process")),
     "ks": Threshold(0.01, (
         "significance level of the Kolmogorov-Smirnov test of the trace's flow sizes against the "
         "workload's published CDF: a distance above the 1 % critical value for the trace's n means the "

@@ -6,10 +6,11 @@ flows.csv by `summarize`) and `meta.json` (topology, tenants, controller apps, v
 command line). `Results.load(DIR)` reads one back.
 
 Definitions used in the summary:
-- FCT: microseconds from connect() (the SYN) to the receiver's application-level acknowledgement of
-  the last byte (see traffic.agent).
+- FCT: microseconds from the flow's first byte (its header, sent on a pooled persistent connection)
+  to the receiver's application-level acknowledgement of the last byte (see traffic.agent).
 - ideal FCT: the payload at line rate, size * 8 * OVERHEAD / C; slowdown = FCT / ideal. The ideal
-  leaves out propagation and handshake time, so tiny flows show large slowdowns on any real stack.
+  leaves out propagation and the acknowledgement's trip back, so tiny flows show large slowdowns on
+  any real stack.
 - measured flows: status done/unfinished/error with a scheduled start at or after the warm-up;
   warm-up flows are recorded in flows.csv (`warmup`=1) but excluded from every statistic.
 - goodput: bytes received by servers for measured flows, over the measured interval.

@@ -53,34 +53,45 @@ def test_truncated_or_corrupt_files_are_refused():
         pcapng.interfaces(data[:4] + struct.pack("<I", 13) + data[8:])
 
 
-def _conn(iface: str, t0: float, sport: int, flow_id: int, size: int, retransmit: bool = False) -> list[Packet]:
-    isn = 1000
+def _message(iface: str, t: float, sport: int, isn: int, offset: int, flow_id: int, size: int,
+             retransmit: bool = False) -> list[Packet]:
+    """One flow on an open connection: header + payload from `offset` of the client stream, then the
+    server's 16-byte acknowledgement naming the flow."""
     header = flow_id.to_bytes(8, "big") + size.to_bytes(8, "big")
-    pkts = [Packet(t0, iface, "10.0.0.1", "10.0.0.2", sport, 5301, 0x02, isn, b"", 0),
-            Packet(t0 + 0.001, iface, "10.0.0.1", "10.0.0.2", sport, 5301, 0x18, isn + 1, header, 16)]
-    sent, t = 0, t0 + 0.002
+    first = min(1448 - 16, size)
+    seq = isn + 1 + offset
+    pkts = [Packet(t, iface, "10.0.0.1", "10.0.0.2", sport, 5301, 0x18, seq, header, 16 + first)]
+    sent, t = first, t + 0.0001
     while sent < size:
         n = min(1448, size - sent)
-        pkts.append(Packet(t, iface, "10.0.0.1", "10.0.0.2", sport, 5301, 0x10, isn + 17 + sent, b"", n))
-        if retransmit and sent == 0:
-            pkts.append(Packet(t + 0.0005, iface, "10.0.0.1", "10.0.0.2", sport, 5301, 0x10, isn + 17, b"", n))
+        pkts.append(Packet(t, iface, "10.0.0.1", "10.0.0.2", sport, 5301, 0x10, seq + 16 + sent, b"", n))
+        if retransmit and sent == first:
+            pkts.append(Packet(t + 0.0005, iface, "10.0.0.1", "10.0.0.2", sport, 5301, 0x10, seq + 16 + sent, b"", n))
         sent += n
         t += 0.0001
-    pkts.append(Packet(t + 0.001, iface, "10.0.0.2", "10.0.0.1", 5301, sport, 0x18, 1, b"\0" * 8, 8))
+    ack = flow_id.to_bytes(8, "big") + size.to_bytes(8, "big")
+    pkts.append(Packet(t + 0.001, iface, "10.0.0.2", "10.0.0.1", 5301, sport, 0x18, 1, ack, 16))
     return pkts
 
 
-def test_connections_count_bytes_once_and_time_syn_to_answer():
+def _conn(iface: str, t0: float, sport: int, flow_id: int, size: int, retransmit: bool = False) -> list[Packet]:
+    isn = 1000
+    return [Packet(t0, iface, "10.0.0.1", "10.0.0.2", sport, 5301, 0x02, isn, b"", 0),
+            *_message(iface, t0 + 0.001, sport, isn, 0, flow_id, size, retransmit)]
+
+
+def test_connections_count_bytes_once_and_time_first_byte_to_answer():
     pkts = _conn("a", 1.0, 40000, 7, 10_000, retransmit=True) + _conn("b", 1.0004, 40000, 7, 10_000)
     seen = capture_check.connections(pkts, 5301)
     by_iface = {s.iface: s for s in seen}
     assert by_iface["a"].flow_id == 7 and by_iface["a"].client_bytes == 10_016  # the retransmission counted once
-    assert by_iface["a"].fct_us == pytest.approx((0.002 + 7 * 0.0001 + 0.001) * 1e6, rel=1e-6)
+    # first byte (the header packet at 1.001) to the acknowledgement: 6 more data packets, then 1 ms
+    assert by_iface["a"].fct_us == pytest.approx((7 * 0.0001 + 0.001) * 1e6, rel=1e-6)
     flow = FlowRecord(id=7, src="a", dst="b", tenant="", size=10_000, scheduled=0, job=-1, status="done",
                       start=0.0, lateness_us=0, fct_us=by_iface["a"].fct_us + 250, sent=10_000,
                       bytes_received=10_000, warmup=False, ideal_us=800)
     out = capture_check.compare([flow], seen)
-    assert out["compared"] == 1 and out["flows"][0]["iface"] == "a"  # judged where the SYN was seen first
+    assert out["compared"] == 1 and out["flows"][0]["iface"] == "a"  # judged where the first byte was seen first
     assert out["abs_diff_us"]["p99"] == pytest.approx(250)
     assert out["flows"][0]["capture_bytes"] == 10_000
 
@@ -151,3 +162,23 @@ def test_statistics_are_added_for_interfaces_a_merge_left_without(order):
     assert (a.received, a.dropped, a.os_dropped, a.packets) == (10, 2, None, 1)
     assert (b.received, b.dropped) == (5, 3)  # its own block is kept, not overwritten
     assert pcapng.add_statistics(added, {"a": (10, 2, None)}) == added  # nothing twice
+
+
+def test_flows_on_one_persistent_connection_are_told_apart_by_stream_offset():
+    """Three flows in turn on one connection whose sequence numbers wrap: each is found at the offset
+    where the previous message ended, timed from its own first byte to its own acknowledgement."""
+    isn = (1 << 32) - 5_000  # the stream wraps inside the first flow
+    pkts = [Packet(0.5, "a", "10.0.0.1", "10.0.0.2", 40001, 5301, 0x02, isn, b"", 0)]
+    offset, t = 0, 1.0
+    for flow_id, size in ((3, 20_000), (4, 1_000), (5, 0)):
+        pkts += _message("a", t, 40001, isn, offset, flow_id, size)
+        offset += 16 + size
+        t += 0.1
+    # a stray payload packet from the server that names no flow of this connection changes nothing
+    pkts.append(Packet(1.05, "a", "10.0.0.2", "10.0.0.1", 5301, 40001, 0x18, 1, (99).to_bytes(8, "big") * 2, 16))
+    seen = {s.flow_id: s for s in capture_check.connections(pkts, 5301)}
+    assert sorted(seen) == [3, 4, 5]
+    assert [seen[i].client_bytes for i in (3, 4, 5)] == [20_016, 1_016, 16]
+    assert seen[3].fct_us == pytest.approx((14 * 0.0001 + 0.001) * 1e6, rel=1e-6)
+    assert seen[4].fct_us == pytest.approx((0.0001 + 0.001) * 1e6, rel=1e-6)
+    assert seen[4].start == pytest.approx(1.1)
