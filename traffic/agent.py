@@ -32,14 +32,13 @@ its bytes are queued ahead (its TCP-level ACKs travelled with that acknowledgeme
 acknowledgement names its flow. A connection carries TCP state (its congestion window) from one flow
 to the next, as in those generators; the kernel restarts the window after an idle period
 (tcp_slow_start_after_idle). Scheduling lateness is the time between a flow's scheduled start and its
-first byte, including any wait for a connection. One asyncio loop runs everything, with plain
-reader/writer callbacks (no thread, process, task or buffer per flow).
+first byte, including any wait for a connection. One epoll loop (`traffic.agent_loop`) runs
+everything with plain reader/writer/timer callbacks: no thread, process, task or buffer per flow.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
 import os
@@ -49,19 +48,21 @@ import time
 from typing import Any
 
 from traffic.agent_client import Client
+from traffic.agent_loop import Loop
 from traffic.agent_server import Server
 from traffic.agent_wire import ACK, CHUNK, HEADER, WARM_UP_ID
 
-__all__ = ["ACK", "CHUNK", "HEADER", "WARM_UP_ID", "Client", "Server", "main"]
+__all__ = ["ACK", "CHUNK", "HEADER", "WARM_UP_ID", "Agent", "Client", "Server", "main"]
 
 _pending: list[str] = []
 FLUSH_EVERY = 0.05  # seconds
 
 
-def emit(record: dict[str, Any], now: bool = False) -> None:
-    """Queue a report line; per-flow lines go out in batches (one write per FLUSH_EVERY instead of
-    one per flow, which matters at thousands of flows per second), control lines at once."""
-    _pending.append(json.dumps(record, separators=(",", ":")))
+def emit(record: dict[str, Any] | str, now: bool = False) -> None:
+    """Queue a report line (a record, or one already formatted as JSON); per-flow lines go out in
+    batches (one write per FLUSH_EVERY instead of one per flow, which matters at thousands of flows
+    per second), control lines at once."""
+    _pending.append(record if isinstance(record, str) else json.dumps(record, separators=(",", ":")))
     if now:
         flush()
 
@@ -73,19 +74,73 @@ def flush() -> None:
         sys.stdout.flush()
 
 
-async def flusher() -> None:
-    while True:
-        await asyncio.sleep(FLUSH_EVERY)
+class Agent:
+    """The server, the client once its flows arrive, and the control pipe (stdin), on one loop."""
+
+    def __init__(self, port: int) -> None:
+        self.loop = Loop()
+        self.server = Server(port, self.loop, emit)
+        self.client: Client | None = None
+        self.stopping = False
+        self.inbox = b""
+
+    def warm_up(self) -> None:
+        """One flow to our own server before `ready`, through the same client: the first connect/
+        send/receive of a fresh process runs cold code paths (about a millisecond) that would
+        otherwise land in the first flow's lateness or FCT."""
+        now = time.monotonic()
+        flow = {"id": WARM_UP_ID, "dst": "127.0.0.1", "port": self.server.port, "size": 1, "start": 0.0,
+                "after": -1}
+        warm = Client([flow], now, now + 5.0, lambda _record: None)
+        warm.start(self.loop, lambda: None)
+        self.loop.run(lambda: warm.done)
+
+    def run(self) -> None:
+        self.warm_up()
+        emit({"ev": "ready", "port": self.server.port, "pid": os.getpid()}, now=True)
+        os.set_blocking(sys.stdin.fileno(), False)
+        self.loop.add_reader(sys.stdin.fileno(), self._control)
+        self._flush_timer()
+        self.loop.run(lambda: self.stopping)
+        if self.client is not None:
+            self.client.stop()
+        self.server.stop()
+        emit({"ev": "bye"}, now=True)
+
+    def _flush_timer(self) -> None:
         flush()
+        self.loop.call_later(FLUSH_EVERY, self._flush_timer)
 
+    def _control(self) -> None:
+        try:
+            data = os.read(sys.stdin.fileno(), 1 << 20)
+        except (BlockingIOError, InterruptedError):
+            return
+        if not data:
+            self._stop()
+            return
+        self.inbox += data
+        while b"\n" in self.inbox:
+            line, self.inbox = self.inbox.split(b"\n", 1)
+            self._command(line.strip())
 
-async def warm_up(port: int) -> None:
-    """One flow to our own server before `ready`, through the same client: the first connect/send/
-    receive of a fresh process runs cold code paths (about a millisecond) that would otherwise land
-    in the first flow's lateness or FCT."""
-    now = time.monotonic()
-    flow = {"id": WARM_UP_ID, "dst": "127.0.0.1", "port": port, "size": 1, "start": 0.0, "after": -1}
-    await Client([flow], now, now + 5.0, lambda _record: None).run()
+    def _command(self, line: bytes) -> None:
+        if line == b"stop":
+            self._stop()
+        elif line and self.client is None and not self.stopping:
+            config = json.loads(line)
+            self.client = Client(config.get("flows", []), float(config["t0"]), float(config["deadline"]), emit,
+                                 config.get("last_start"))
+            self.client.start(self.loop, self._client_done)
+
+    def _client_done(self) -> None:
+        assert self.client is not None
+        emit({"ev": "client_done", "late_p99_us": self.client.lateness_p99_us(), "flows": self.client.total},
+             now=True)
+
+    def _stop(self) -> None:
+        self.stopping = True
+        self.loop.remove_reader(sys.stdin.fileno())
 
 
 def _more_descriptors() -> None:
@@ -96,46 +151,12 @@ def _more_descriptors() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else 1 << 20, hard))
 
 
-async def main_async(port: int) -> None:
-    loop = asyncio.get_running_loop()
-    _more_descriptors()
-    server = Server(port, loop, emit)
-    await warm_up(server.port)
-    emit({"ev": "ready", "port": server.port, "pid": os.getpid()}, now=True)
-    flush_task = loop.create_task(flusher())
-    reader = asyncio.StreamReader(limit=1 << 30)  # the flow list arrives as one line
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    line = await reader.readline()
-    client_task = None
-    if line.strip() and line.strip() != b"stop":
-        config = json.loads(line)
-        client = Client(config.get("flows", []), float(config["t0"]), float(config["deadline"]), emit,
-                        config.get("last_start"))
-
-        async def run_client() -> None:
-            await client.run()
-            done = {"ev": "client_done", "late_p99_us": client.lateness_p99_us(), "flows": client.total}
-            emit(done, now=True)
-
-        client_task = loop.create_task(run_client())
-        while True:
-            line = await reader.readline()
-            if not line or line.strip() == b"stop":
-                break
-    if client_task is not None and not client_task.done():
-        client_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await client_task
-    server.stop()
-    flush_task.cancel()
-    emit({"ev": "bye"}, now=True)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m traffic.agent", description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=5201, help="TCP port of this agent's flow server")
     args = parser.parse_args(argv)
-    asyncio.run(main_async(args.port))
+    _more_descriptors()
+    Agent(args.port).run()
     return 0
 
 

@@ -11,12 +11,12 @@ the flow waits for it, and that wait counts as the flow's start lateness, never 
 keeps one connection more than its flows and waiters need (SPARE) opening in the background, and a
 few are opened per destination before t0 (PREOPEN), so on-time flows find one ready.
 
-Everything on the hot path is a plain callback (add_writer / add_reader), not a coroutine.
+Everything is a plain callback (add_writer / add_reader / call_at) on the agent's loop
+(`traffic.agent_loop.Loop`, or any loop with asyncio's method names), not a coroutine.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import errno
 import os
@@ -28,14 +28,17 @@ from typing import Any
 
 from traffic.agent_wire import ACK, CHUNK, CMSG_SPACE, HEADER, SO_TIMESTAMPNS, receive_stamp_ns
 
-Emit = Callable[[dict[str, Any]], None]
+Emit = Callable[[dict[str, Any] | str], None]
 PREOPEN = 2  # connections per destination opened before t0
 PREOPEN_BUDGET = 512  # at most this many in all, to the destinations with the most flows
 SPARE = 1
-# New connections a pool may have in progress at once. A stalled loop that wakes to a burst of due
-# flows must not answer it with one connect() each: a connection frees up every flow exchange
-# (~100 us on loopback), about what a handshake costs, so the burst drains through the pool FIFO
-# while it grows a few at a time; a pool whose connections are held by long flows keeps growing.
+# New connections a pool may have in progress at once: MAX_CONNECTING, or half its busy connections
+# if more. A flow that finds no idle connection waits for the next one to free up or to connect,
+# whichever comes first. Growing by half per handshake (like slow start) fills a slow path's need
+# (rate x FCT connections) in a few round trips; never more than that keeps a loop that stalled and
+# wakes to a burst of due flows from answering it with one connect() each, when the burst drains
+# through the pool in about the time a handshake takes. Connections persist, so a pool only grows
+# when its flows need more at once than ever before.
 MAX_CONNECTING = 2
 
 
@@ -61,12 +64,13 @@ class _Flow:
 
 
 class _Pool:
-    __slots__ = ("key", "idle", "connecting", "waiters")
+    __slots__ = ("key", "idle", "connecting", "waiters", "busy")
 
     def __init__(self, key: tuple[str, int]) -> None:
         self.key = key
         self.idle: list[_Conn] = []
         self.connecting = 0
+        self.busy = 0  # connections carrying a flow
         self.waiters: deque[_Flow] = deque()
 
 
@@ -89,7 +93,8 @@ class _Conn:
 
 
 class Client:
-    """Runs one agent's flows; `run()` returns once every flow is settled or the deadline passed."""
+    """Runs one agent's flows: `start(loop, on_done)`; on_done runs once every flow is settled or the
+    deadline passed (`stop()` settles them at once)."""
 
     def __init__(self, flows: list[dict[str, Any]], t0: float, deadline: float, emit: Emit,
                  last_start: float | None = None) -> None:
@@ -112,26 +117,23 @@ class Client:
         self.payload = memoryview(bytes(CHUNK))
         self.next = 0  # index of the next open-loop flow to start
         self.timers = 0  # successor start timers pending
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self.finished: asyncio.Future[None] | None = None
+        self.loop: Any = None
+        self.done = False
+        self.on_done: Callable[[], None] = lambda: None
+        self.deadline_timer: Any = None
 
     # --- schedule ------------------------------------------------------------------------------
-    async def run(self) -> None:
-        self.loop = loop = asyncio.get_running_loop()
-        self.finished = loop.create_future()
+    def start(self, loop: Any, on_done: Callable[[], None]) -> None:
+        self.loop, self.on_done = loop, on_done
         self._preopen()
         loop.call_at(self.t0 + self.open_loop[0]["start"] if self.open_loop else self.t0, self._tick)
-        deadline = loop.call_at(self.deadline, self._finish)
-        try:
-            await self.finished
-        finally:
-            deadline.cancel()
-            self._finish()
+        self.deadline_timer = loop.call_at(self.deadline, self.stop)
 
     def _tick(self) -> None:
         """Start every open-loop flow that is due, then sleep until the next one."""
         loop = self.loop
-        assert loop is not None
+        if self.done:
+            return
         flows, t0 = self.open_loop, self.t0
         now = loop.time()
         while self.next < len(flows):
@@ -163,7 +165,6 @@ class Client:
     def _after(self, flow_id: int) -> None:
         """Closed loop: each successor starts its think time after its predecessor settled."""
         loop = self.loop
-        assert loop is not None
         for nxt in self.successors.pop(flow_id, []):
             when = loop.time() + float(nxt["start"])
             if when < self.last_start:
@@ -174,13 +175,12 @@ class Client:
 
     def _successor_due(self, spec: dict[str, Any], when: float) -> None:
         self.timers -= 1
-        if self.finished is not None and not self.finished.done():
+        if not self.done:
             self._start(spec, when)
 
     def _maybe_done(self) -> None:
-        if (self.next >= len(self.open_loop) and not self.running and not self.timers
-                and self.finished is not None and not self.finished.done()):
-            self.finished.set_result(None)
+        if self.next >= len(self.open_loop) and not self.running and not self.timers and not self.done:
+            self.stop()
 
     # --- connections ---------------------------------------------------------------------------
     def _preopen(self) -> None:
@@ -193,13 +193,13 @@ class Client:
                 budget -= 1
 
     def _top_up(self, pool: _Pool) -> None:
-        while len(pool.idle) + pool.connecting < SPARE + len(pool.waiters) and pool.connecting < MAX_CONNECTING:
+        limit = max(MAX_CONNECTING, pool.busy // 2)
+        while len(pool.idle) + pool.connecting < SPARE + len(pool.waiters) and pool.connecting < limit:
             if not self._open(pool):
                 return
 
     def _open(self, pool: _Pool) -> bool:
         loop = self.loop
-        assert loop is not None
         try:
             conn = _Conn(self, pool)
         except OSError as exc:  # out of descriptors: a waiting flow fails, the rest keep their pools
@@ -219,10 +219,14 @@ class Client:
 
     def _connected(self, conn: _Conn) -> None:
         loop = self.loop
-        assert loop is not None
+        err = conn.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if not err:
+            try:
+                conn.sock.getpeername()
+            except OSError:  # still connecting: a stale event for a reused descriptor number
+                return
         loop.remove_writer(conn.fd)
         conn.pool.connecting -= 1
-        err = conn.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if err:
             self._drop(conn)
             if conn.pool.waiters:  # one connect per waiter: this waiter's attempt failed
@@ -243,7 +247,6 @@ class Client:
 
     def _drop(self, conn: _Conn) -> None:
         loop = self.loop
-        assert loop is not None
         with contextlib.suppress(ValueError):
             conn.pool.idle.remove(conn)
         if conn.connected:
@@ -257,6 +260,7 @@ class Client:
     def _begin(self, flow: _Flow, conn: _Conn) -> None:
         """FCT starts here: the first byte of the flow's header goes to the kernel."""
         flow.conn, conn.flow = conn, flow
+        conn.pool.busy += 1
         self._started(flow)
         flow.start_ns = time.time_ns()  # the kernel stamps packets with CLOCK_REALTIME
         self._send(conn)
@@ -311,8 +315,12 @@ class Client:
                 return
             stamp = receive_stamp_ns(ancillary) or time.time_ns()
             conn.flow, flow.conn = None, None
+            conn.pool.busy -= 1
             self.running.pop(flow.id, None)
-            self._report(flow, "done", fct_us=round((stamp - flow.start_ns) / 1e3, 1))
+            if flow.id not in self.settled:  # the common case, formatted by hand: json.dumps costs more
+                self.settled.add(flow.id)
+                self.emit(f'{{"ev":"flow","id":{flow.id},"status":"done","fct_us":{(stamp - flow.start_ns) / 1e3:.1f},'
+                          f'"lateness_us":{flow.lateness * 1e6:.1f},"start":{flow.start!r},"sent":{flow.sent}}}')
             self._release(conn)
             self._after(flow.id)
         self._maybe_done()
@@ -323,6 +331,7 @@ class Client:
         self._drop(conn)
         if flow is not None:
             conn.flow = None
+            conn.pool.busy -= 1
             self._fail(flow, exc)
             self._top_up(conn.pool)
 
@@ -352,9 +361,14 @@ class Client:
         self.emit({"ev": "flow", "id": int(spec["id"]), "status": status, "lateness_us": None, "start": None,
                    "fct_us": None, "sent": 0})
 
-    def _finish(self) -> None:
-        """At the deadline (or once all is settled): running flows are unfinished, the rest never
-        started; every connection closes."""
+    def stop(self) -> None:
+        """At the deadline (or once all is settled, or at `stop`): running flows are unfinished, the
+        rest never started; every connection closes."""
+        if self.done:
+            return
+        self.done = True
+        if self.deadline_timer is not None:
+            self.deadline_timer.cancel()
         now = time.monotonic()
         for flow in list(self.running.values()):
             if flow.start is None:  # still waiting for a connection: late by at least this much
@@ -372,8 +386,7 @@ class Client:
             for spec in chain:
                 self._report_spec(spec, "not_started")
         self.successors.clear()
-        if self.finished is not None and not self.finished.done():
-            self.finished.set_result(None)
+        self.on_done()
 
     def lateness_p99_us(self) -> float | None:
         if not self.lateness:
