@@ -4,8 +4,8 @@
 
 1. Bulk: on single:2 (container - Pi - switch - Pi - container, no controller), alternate iperf3 and
    the engine on the same path in the same run. The engine flow carries the bytes iperf3 moved in the
-   same number of seconds; its goodput is size / FCT (FCT includes the handshake and the receiver's
-   acknowledgement, so it is the stricter of the two figures). The userspace datapath loses packets
+   same number of seconds; its goodput is size / FCT (FCT runs from the first byte to the receiver's
+   acknowledgement of the last, so it is the stricter of the two figures). The userspace datapath loses packets
    under load (tens of thousands of retransmits per iperf3 run on a shared 2-core host), so single
    runs of either tool vary several-fold: it reports every round, the medians and their ratio
    (target >= 0.95).
@@ -14,7 +14,10 @@
    rate with p99 lateness under 5 ms and every flow done.
 3. Both again on loopback (agents in the root namespace, no datapath): a 2 GiB bulk flow against
    iperf3 -n 2G, with the CPU seconds both ends spend per GB, and the flow-rate ladder: the engine's
-   own cost and limit, told apart from the shared userspace datapath's.
+   own cost and limit, told apart from the shared userspace datapath's, with the CPU the two agents
+   spent per flow (both ends; less sensitive to the other work on a shared host than lateness is).
+Every rate row carries the 1-minute load average after it: on 2 shared cores a p99 lateness over
+5 ms at a load of 6 says the host could not keep up, not that the engine cannot.
 
 Needs root and a running Open vSwitch. Prints JSON (one object) and a Markdown section; --record
 writes that section ("## Traffic engine") into bench/RESULTS.md; --quick is a smoke run.
@@ -91,10 +94,11 @@ def flow_rate(rates: list[int], seconds: float, work: Path) -> dict:
             row = {"rate": rate, "flows": len(flows), "p50_lateness_us": late["p50"],
                    "p99_lateness_us": late["p99"], "max_lateness_us": late["max"],
                    "not_done": sum(1 for r in res.flows if r.status != "done"),
-                   "p50_fct_us": s["all"]["fct_us"]["p50"], "p99_fct_us": s["all"]["fct_us"]["p99"]}
+                   "p50_fct_us": s["all"]["fct_us"]["p50"], "p99_fct_us": s["all"]["fct_us"]["p99"],
+                   "loadavg": os.getloadavg()[0]}
             out.append(row)
             print(f"  {rate}/s: p99 lateness {(late['p99'] or 0) / 1e3:.2f} ms, not done {row['not_done']}, "
-                  f"p99 FCT {(row['p99_fct_us'] or 0) / 1e3:.1f} ms", file=sys.stderr)
+                  f"p99 FCT {(row['p99_fct_us'] or 0) / 1e3:.1f} ms, load {row['loadavg']:.1f}", file=sys.stderr)
     ok = [r["rate"] for r in out if r["not_done"] == 0 and (r["p99_lateness_us"] or 0) < 5000]
     return {"rates": out, "highest_on_time_rate": max(ok) if ok else None}
 
@@ -187,20 +191,24 @@ def loopback_rate(rates: list[int], seconds: float) -> dict:
                         break
 
             readers = [threading.Thread(target=read, args=(a, records)) for a in agents]
+            before = sum(_cpu_seconds(a.pid) for a in agents)
             for r in readers:
                 r.start()
             for r in readers:
                 r.join()
+            cpu_s = sum(_cpu_seconds(a.pid) for a in agents) - before
         finally:
             for agent in agents:
                 agent.communicate("stop\n", timeout=30)
         late = np.array([r["lateness_us"] for r in records if r["lateness_us"] is not None])
         row = {"rate": rate, "flows": fid, "p50_lateness_us": float(np.percentile(late, 50)),
                "p99_lateness_us": float(np.percentile(late, 99)),
-               "not_done": sum(1 for r in records if r["status"] != "done")}
+               "not_done": sum(1 for r in records if r["status"] != "done"),
+               "cpu_us_per_flow": cpu_s / max(1, fid) * 1e6, "loadavg": os.getloadavg()[0]}
         out.append(row)
         print(f"  loopback {rate}/s: p99 lateness {row['p99_lateness_us'] / 1e3:.2f} ms, "
-              f"not done {row['not_done']}", file=sys.stderr)
+              f"not done {row['not_done']}, {row['cpu_us_per_flow']:.0f} CPU us/flow, load {row['loadavg']:.1f}",
+              file=sys.stderr)
     ok = [r["rate"] for r in out if r["not_done"] == 0 and r["p99_lateness_us"] < 5000]
     return {"rates": out, "highest_on_time_rate": max(ok) if ok else None}
 
@@ -233,10 +241,11 @@ def markdown(result: dict, args: argparse.Namespace) -> str:
         if key not in result:
             continue
         for r in result[key]["rates"]:
+            cpu = f", {r['cpu_us_per_flow']:.0f} CPU us/flow" if "cpu_us_per_flow" in r else ""
             lines.append(f"| {r['rate']} flows/s of 1,000 B, {where}: p50 / p99 lateness, not done | "
                          f"{(r['p50_lateness_us'] or 0) / 1e3:.2f} / "
                          f"{(r['p99_lateness_us'] or 0) / 1e3:.2f} ms, "
-                         f"{r['not_done']} | | p99 < 5 ms, 0 |")
+                         f"{r['not_done']}{cpu} (load {r.get('loadavg', 0):.1f}) | | p99 < 5 ms, 0 |")
         best = result[key]["highest_on_time_rate"]
         lines.append(f"| highest rate on time ({where}) | {best} flows/s | | |")
     return "\n".join(lines)

@@ -11,7 +11,8 @@ every agent. Reports are JSON lines on stdout:
 - `{"ev": "ready", "port": P}` once the server listens;
 - `{"ev": "flow", "id", "status": "done"|"unfinished"|"error"|"not_started", "lateness_us", "start",
   "fct_us", "sent"}` per client flow (start is monotonic seconds; fct_us is null unless done);
-- `{"ev": "client_done", "late_p99_us"}` when every client flow is settled;
+- `{"ev": "client_done", "late_p99_us", "flows", "connections"}` when every client flow is settled
+  (connections: how many the pools opened);
 - `{"ev": "recv", "id", "bytes", "complete", "gap_us", "gap_end"}` per flow the server received (once
   complete, or at `stop`); `gap_us` is the longest silence between two reads of that flow,
   `gap_end` (monotonic) its end;
@@ -135,8 +136,8 @@ class Agent:
 
     def _client_done(self) -> None:
         assert self.client is not None
-        emit({"ev": "client_done", "late_p99_us": self.client.lateness_p99_us(), "flows": self.client.total},
-             now=True)
+        emit({"ev": "client_done", "late_p99_us": self.client.lateness_p99_us(), "flows": self.client.total,
+              "connections": self.client.opened}, now=True)
 
     def _stop(self) -> None:
         self.stopping = True

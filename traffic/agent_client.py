@@ -117,6 +117,7 @@ class Client:
         self.payload = memoryview(bytes(CHUNK))
         self.next = 0  # index of the next open-loop flow to start
         self.timers = 0  # successor start timers pending
+        self.opened = 0  # connections opened (a pool's size is how many flows it ever held at once)
         self.loop: Any = None
         self.done = False
         self.on_done: Callable[[], None] = lambda: None
@@ -213,6 +214,7 @@ class Client:
                 self._fail(pool.waiters.popleft(), OSError(err, os.strerror(err)))
             return False
         pool.connecting += 1
+        self.opened += 1
         self.conns.add(conn)
         loop.add_writer(conn.fd, self._connected, conn)
         return True
