@@ -32,13 +32,14 @@ Emit = Callable[[dict[str, Any] | str], None]
 PREOPEN = 2  # connections per destination opened before t0
 PREOPEN_BUDGET = 512  # at most this many in all, to the destinations with the most flows
 SPARE = 1
-# New connections a pool may have in progress at once: MAX_CONNECTING, or half its busy connections
-# if more. A flow that finds no idle connection waits for the next one to free up or to connect,
-# whichever comes first. Growing by half per handshake (like slow start) fills a slow path's need
+# New connections a pool may have in progress at once: MAX_CONNECTING, or as many as it has busy
+# connections if more. A flow that finds no idle connection waits for the next one to free up or to
+# connect, whichever comes first. Doubling per handshake (like slow start) fills a slow path's need
 # (rate x FCT connections) in a few round trips; never more than that keeps a loop that stalled and
 # wakes to a burst of due flows from answering it with one connect() each, when the burst drains
-# through the pool in about the time a handshake takes. Connections persist, so a pool only grows
-# when its flows need more at once than ever before.
+# through the pool in about the time a handshake takes (without a bound, a loaded agent at 5,000
+# flows/s opened 2,500 connections in 4 s, each a connect, an accept and a close more to pay for).
+# Connections persist, so a pool only grows when its flows need more at once than ever before.
 MAX_CONNECTING = 2
 
 
@@ -194,7 +195,7 @@ class Client:
                 budget -= 1
 
     def _top_up(self, pool: _Pool) -> None:
-        limit = max(MAX_CONNECTING, pool.busy // 2)
+        limit = max(MAX_CONNECTING, pool.busy)
         while len(pool.idle) + pool.connecting < SPARE + len(pool.waiters) and pool.connecting < limit:
             if not self._open(pool):
                 return
