@@ -228,7 +228,8 @@ def assess(samples: dict[str, Any], flows: list[Any], meta: dict[str, Any],
     p99 = float(np.percentile(lateness, 99)) if lateness else None
     nums["lateness_p99_us"] = None if p99 is None else round(p99, 1)
     check("lateness_p99_us", None if p99 is None else p99 <= t["lateness_p99_us"].value,
-          f"flow starts late: p99 {(p99 or 0) / 1000:.1f} ms (threshold {t['lateness_p99_us'].value / 1000:g} ms)")
+          f"flow starts late: p99 {(p99 or 0) / 1000:.1f} ms (threshold {t['lateness_p99_us'].value / 1000:g} ms): "
+          "the agents could not keep to the arrival schedule on this host")
 
     # The workload: sizes against the published CDF, offered against target, carried against offered.
     scale = float(meta.get("scale_size", 1.0) or 1.0)
