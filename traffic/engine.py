@@ -335,6 +335,9 @@ def replay(testbed: Run, trace: Trace, out: str | Path, tenant: str | None = Non
             capture_check.read_packets(cap.result.path), port))
         meta["capture"] = {"path": str(cap.result.path), "interfaces": cap.result.interfaces, "check": check}
     meta["lateness_p99_by_agent_us"] = records.get("_late", {})
+    # Whether each agent ran at real-time priority (traffic.agent._realtime): without it, a loaded
+    # host's other work delays flow starts, which the lateness figures then show.
+    meta["agents_realtime"] = records.get("_realtime", {})
     meta["fidelity"] = assess_fidelity(testbed, trace, flows, meta, records.get("_samples"), directory)
     if runner is not None:
         meta["scenario"] = runner.finish(directory, flows, records, duration + float(meta0["drain"]))
@@ -364,7 +367,7 @@ def _replay(testbed: Run, trace: Trace, ips: dict[str, str], directory: Path, po
     logs.mkdir(exist_ok=True)
     participants = trace.meta["hosts"]
     agents: dict[str, _Agent] = {}
-    out: dict[Any, Any] = {"_late": {}}
+    out: dict[Any, Any] = {"_late": {}, "_realtime": {}}
     monitor: Monitor | None = None
     duration, drain = float(trace.meta["duration"]), float(trace.meta["drain"])
     try:
@@ -381,6 +384,7 @@ def _replay(testbed: Run, trace: Trace, ips: dict[str, str], directory: Path, po
                                    f"(see {logs})") from None
             if rec["ev"] == "ready":
                 ready.add(container)
+                out["_realtime"][container] = bool(rec.get("realtime"))
             elif rec["ev"] == "exit":
                 raise TrafficError(f"agent {container}: exited at start (see {logs / (container + '.log')})")
         monitor = Monitor(testbed, {c: a.proc.pid for c, a in agents.items()}).start()  # traffic.monitor
