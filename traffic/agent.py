@@ -11,7 +11,8 @@ every agent. Reports are JSON lines on stdout:
 - `{"ev": "ready", "port": P, "pid", "realtime"}` once the server listens (realtime: the agent runs
   SCHED_RR, see `_realtime`);
 - `{"ev": "flow", "id", "status": "done"|"unfinished"|"error"|"not_started", "lateness_us", "start",
-  "fct_us", "sent"}` per client flow (start is monotonic seconds; fct_us is null unless done);
+  "fct_us", "sent", "handshake"}` per client flow (start is monotonic seconds; fct_us is null unless
+  done; handshake: the flow opened its own connection, so its FCT runs from the SYN);
 - `{"ev": "client_done", "late_p99_us", "flows", "connections"}` when every client flow is settled
   (connections: how many the pools opened);
 - `{"ev": "recv", "id", "bytes", "complete", "gap_us", "gap_end"}` per flow the server received (once
@@ -23,19 +24,22 @@ Wire protocol: persistent TCP connections, pooled per destination, as the publis
 generators use (no handshake per flow). A connection carries one flow at a time: the client sends a
 16-byte header (flow id, payload size; network order) then `size` bytes; the server, once it holds
 all of them, answers with a 16-byte acknowledgement (flow id, bytes received). Only then may the
-client start another flow on that connection; a flow that finds no idle connection gets a new one
-(`traffic.agent_client`), so one slow flow never holds up the next (no head-of-line blocking).
+client start another flow on that connection. A flow that finds no idle connection opens one of its
+own at once (`traffic.agent_client`), so no flow waits for another (no head-of-line blocking) and
+flows start on schedule even when the path stalls.
 
-Flow completion time runs from the moment the client hands the header's first byte to the kernel
-to the arrival of the acknowledgement (its kernel receive timestamp), i.e. until the receiver has
-acknowledged the last byte at application level. FCT is exact on a shared connection because the
-connection is idle when the flow starts: the previous flow's acknowledgement has arrived, so none of
-its bytes are queued ahead (its TCP-level ACKs travelled with that acknowledgement), and each
-acknowledgement names its flow. A connection carries TCP state (its congestion window) from one flow
-to the next, as in those generators; the kernel restarts the window after an idle period
-(tcp_slow_start_after_idle). Scheduling lateness is the time between a flow's scheduled start and its
-first byte, including any wait for a connection. One epoll loop (`traffic.agent_loop`) runs
-everything with plain reader/writer/timer callbacks: no thread, process, task or buffer per flow.
+Flow completion time runs from the flow's first packet to the arrival of its acknowledgement (its
+kernel receive timestamp), i.e. until the receiver has acknowledged the last byte at application
+level. The first packet is the header on an idle pooled connection (the client hands its first byte
+to the kernel), or the SYN of the connection the flow opened (`"handshake": true` in its record; FCT
+then includes the handshake, as one connection per flow always did). FCT is exact on a shared
+connection because the connection is idle when the flow starts: the previous flow's acknowledgement
+has arrived, so none of its bytes are queued ahead (its TCP-level ACKs travelled with that
+acknowledgement), and each acknowledgement names its flow. A connection carries TCP state (its
+congestion window) from one flow to the next, as in those generators; the kernel restarts the window
+after an idle period (tcp_slow_start_after_idle). Scheduling lateness is the time between a flow's
+scheduled start and its first packet. One epoll loop (`traffic.agent_loop`) runs everything with
+plain reader/writer/timer callbacks: no thread, process, task or buffer per flow.
 """
 
 from __future__ import annotations

@@ -4,12 +4,15 @@ Scheduling: the open-loop flows are sorted once; one timer at a time (loop.call_
 next due start and starts every flow whose time has come, so there is one timer per wake-up, not
 one sleeping coroutine per flow. Closed-loop successors get a timer when their predecessor ends.
 
-Connections: a pool per destination (address, port). A flow takes an idle connection and holds it
-alone until the server's acknowledgement arrives, so a slow flow never delays another flow's start
-or its bytes (no head-of-line blocking): when no connection is idle the pool opens another one and
-the flow waits for it, and that wait counts as the flow's start lateness, never as FCT. The pool
-keeps one connection more than its flows and waiters need (SPARE) opening in the background, and a
-few are opened per destination before t0 (PREOPEN), so on-time flows find one ready.
+Connections: a pool per destination (address, port), a few opened before t0 (PREOPEN). A flow never
+waits for another: it takes an idle connection (its first packet is its header), else it opens a
+connection of its own at once (its first packet is the SYN, and its FCT includes the handshake:
+`handshake` in its record). Either way it holds the connection alone until the server's
+acknowledgement arrives, so a slow flow delays neither another flow's start nor its bytes (no
+head-of-line blocking), and the arrival schedule is kept even when the path stalls: the stall shows
+in FCT, where it happened, not as bunched starts. A pool whose last idle connection was taken opens
+one spare in the background (SPARE), so at steady rates flows find a warm connection; connections
+persist, so a pool grows only to the most flows it ever carried at once.
 
 Everything is a plain callback (add_writer / add_reader / call_at) on the agent's loop
 (`traffic.agent_loop.Loop`, or any loop with asyncio's method names), not a coroutine.
@@ -22,7 +25,7 @@ import errno
 import os
 import socket
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -31,23 +34,14 @@ from traffic.agent_wire import ACK, CHUNK, CMSG_SPACE, HEADER, SO_TIMESTAMPNS, r
 Emit = Callable[[dict[str, Any] | str], None]
 PREOPEN = 2  # connections per destination opened before t0
 PREOPEN_BUDGET = 512  # at most this many in all, to the destinations with the most flows
-SPARE = 1
-# New connections a pool may have in progress at once: MAX_CONNECTING, or as many as it has busy
-# connections if more. A flow that finds no idle connection waits for the next one to free up or to
-# connect, whichever comes first. Doubling per handshake (like slow start) fills a slow path's need
-# (rate x FCT connections) in a few round trips; never more than that keeps a loop that stalled and
-# wakes to a burst of due flows from answering it with one connect() each, when the burst drains
-# through the pool in about the time a handshake takes (without a bound, a loaded agent at 5,000
-# flows/s opened 2,500 connections in 4 s, each a connect, an accept and a close more to pay for).
-# Connections persist, so a pool only grows when its flows need more at once than ever before.
-MAX_CONNECTING = 2
+SPARE = 1  # idle-or-connecting spares a pool keeps once its flows start using it
 
 
 class _Flow:
     """A started flow: when it was due, when its first byte went out, and how far it got."""
 
     __slots__ = ("spec", "id", "size", "scheduled", "start", "start_ns", "lateness", "offset", "header",
-                 "conn")
+                 "conn", "handshake")
 
     def __init__(self, spec: dict[str, Any], scheduled: float) -> None:
         self.spec, self.id, self.size = spec, int(spec["id"]), int(spec["size"])
@@ -58,6 +52,7 @@ class _Flow:
         self.offset = 0  # bytes of header + payload handed to the kernel
         self.header = HEADER.pack(self.id, self.size)
         self.conn: _Conn | None = None
+        self.handshake = False  # it opened its own connection: FCT from the SYN
 
     @property
     def sent(self) -> int:
@@ -65,20 +60,19 @@ class _Flow:
 
 
 class _Pool:
-    __slots__ = ("key", "idle", "connecting", "waiters", "busy")
+    __slots__ = ("key", "idle", "spares")
 
     def __init__(self, key: tuple[str, int]) -> None:
         self.key = key
         self.idle: list[_Conn] = []
-        self.connecting = 0
-        self.busy = 0  # connections carrying a flow
-        self.waiters: deque[_Flow] = deque()
+        self.spares = 0  # connections opening with no flow of their own
 
 
 class _Conn:
     """One persistent connection; carries at most one flow at a time."""
 
     __slots__ = ("client", "pool", "sock", "fd", "flow", "inbox", "connected", "writing")
+    # flow: the flow it carries, or (while connecting) the flow that opened it; None: idle or a spare
 
     def __init__(self, client: Client, pool: _Pool) -> None:
         self.client, self.pool = client, pool
@@ -155,14 +149,16 @@ class Client:
     def _start(self, spec: dict[str, Any], scheduled: float) -> None:
         flow = _Flow(spec, scheduled)
         self.running[flow.id] = flow
-        pool = self.pools.get((spec["dst"], int(spec["port"])))
+        key = (spec["dst"], int(spec["port"]))
+        pool = self.pools.get(key)
         if pool is None:
-            pool = self.pools[(spec["dst"], int(spec["port"]))] = _Pool((spec["dst"], int(spec["port"])))
+            pool = self.pools[key] = _Pool(key)
         if pool.idle:
             self._begin(flow, pool.idle.pop())
         else:
-            pool.waiters.append(flow)
-        self._top_up(pool)
+            self._open(pool, flow)
+        if not pool.idle and pool.spares < SPARE:
+            self._open(pool, None)
 
     def _after(self, flow_id: int) -> None:
         """Closed loop: each successor starts its think time after its predecessor settled."""
@@ -191,34 +187,35 @@ class Client:
         for key, n in counts.most_common():
             pool = self.pools[key] = _Pool(key)
             for _ in range(min(PREOPEN, n, budget)):
-                self._open(pool)
+                self._open(pool, None)
                 budget -= 1
 
-    def _top_up(self, pool: _Pool) -> None:
-        limit = max(MAX_CONNECTING, pool.busy)
-        while len(pool.idle) + pool.connecting < SPARE + len(pool.waiters) and pool.connecting < limit:
-            if not self._open(pool):
-                return
-
-    def _open(self, pool: _Pool) -> bool:
-        loop = self.loop
+    def _open(self, pool: _Pool, flow: _Flow | None) -> None:
+        """A new connection, for `flow` (which starts now: its SYN is its first packet) or a spare."""
+        if flow is not None:
+            flow.handshake = True
+            self._started(flow)
+            flow.start_ns = time.time_ns()
         try:
             conn = _Conn(self, pool)
-        except OSError as exc:  # out of descriptors: a waiting flow fails, the rest keep their pools
-            if pool.waiters:
-                self._fail(pool.waiters.popleft(), exc)
-            return False
+        except OSError as exc:  # out of descriptors: this flow fails, the others keep their pools
+            if flow is not None:
+                self._fail(flow, exc)
+            return
         err = conn.sock.connect_ex(pool.key)
         if err not in (0, errno.EINPROGRESS):
             conn.sock.close()
-            if pool.waiters:
-                self._fail(pool.waiters.popleft(), OSError(err, os.strerror(err)))
-            return False
-        pool.connecting += 1
+            if flow is not None:
+                self._fail(flow, _os_error(err))
+            return
         self.opened += 1
         self.conns.add(conn)
-        loop.add_writer(conn.fd, self._connected, conn)
-        return True
+        conn.flow = flow
+        if flow is None:
+            pool.spares += 1
+        else:
+            flow.conn = conn
+        self.loop.add_writer(conn.fd, self._connected, conn)
 
     def _connected(self, conn: _Conn) -> None:
         loop = self.loop
@@ -229,24 +226,21 @@ class Client:
             except OSError:  # still connecting: a stale event for a reused descriptor number
                 return
         loop.remove_writer(conn.fd)
-        conn.pool.connecting -= 1
+        flow = conn.flow
+        if flow is None:
+            conn.pool.spares -= 1
         if err:
+            conn.flow = None
             self._drop(conn)
-            if conn.pool.waiters:  # one connect per waiter: this waiter's attempt failed
-                self._fail(conn.pool.waiters.popleft(), _os_error(err))
+            if flow is not None:
+                self._fail(flow, _os_error(err))
             return
         conn.connected = True
         loop.add_reader(conn.fd, self._readable, conn)
-        self._release(conn)
-        self._top_up(conn.pool)
-
-    def _release(self, conn: _Conn) -> None:
-        """An idle connection goes to the longest-waiting flow, else back to the pool."""
-        pool = conn.pool
-        if pool.waiters:
-            self._begin(pool.waiters.popleft(), conn)
+        if flow is not None:
+            self._send(conn)
         else:
-            pool.idle.append(conn)
+            conn.pool.idle.append(conn)
 
     def _drop(self, conn: _Conn) -> None:
         loop = self.loop
@@ -261,9 +255,8 @@ class Client:
 
     # --- one flow on one connection --------------------------------------------------------------
     def _begin(self, flow: _Flow, conn: _Conn) -> None:
-        """FCT starts here: the first byte of the flow's header goes to the kernel."""
+        """On an idle connection FCT starts here: the first byte of the flow's header goes to the kernel."""
         flow.conn, conn.flow = conn, flow
-        conn.pool.busy += 1
         self._started(flow)
         flow.start_ns = time.time_ns()  # the kernel stamps packets with CLOCK_REALTIME
         self._send(conn)
@@ -318,13 +311,13 @@ class Client:
                 return
             stamp = receive_stamp_ns(ancillary) or time.time_ns()
             conn.flow, flow.conn = None, None
-            conn.pool.busy -= 1
             self.running.pop(flow.id, None)
             if flow.id not in self.settled:  # the common case, formatted by hand: json.dumps costs more
                 self.settled.add(flow.id)
                 self.emit(f'{{"ev":"flow","id":{flow.id},"status":"done","fct_us":{(stamp - flow.start_ns) / 1e3:.1f},'
-                          f'"lateness_us":{flow.lateness * 1e6:.1f},"start":{flow.start!r},"sent":{flow.sent}}}')
-            self._release(conn)
+                          f'"lateness_us":{flow.lateness * 1e6:.1f},"start":{flow.start!r},"sent":{flow.sent},'
+                          f'"handshake":{"true" if flow.handshake else "false"}}}')
+            conn.pool.idle.append(conn)
             self._after(flow.id)
         self._maybe_done()
 
@@ -334,9 +327,7 @@ class Client:
         self._drop(conn)
         if flow is not None:
             conn.flow = None
-            conn.pool.busy -= 1
             self._fail(flow, exc)
-            self._top_up(conn.pool)
 
     def _fail(self, flow: _Flow, exc: BaseException) -> None:
         self.running.pop(flow.id, None)
@@ -353,7 +344,7 @@ class Client:
         self.settled.add(flow.id)
         record: dict[str, Any] = {"ev": "flow", "id": flow.id, "status": status, "fct_us": None,
                                   "lateness_us": None if flow.start is None else round(flow.lateness * 1e6, 1),
-                                  "start": flow.start, "sent": flow.sent}
+                                  "start": flow.start, "sent": flow.sent, "handshake": flow.handshake}
         record.update(extra)
         self.emit(record)
 
@@ -372,12 +363,7 @@ class Client:
         self.done = True
         if self.deadline_timer is not None:
             self.deadline_timer.cancel()
-        now = time.monotonic()
         for flow in list(self.running.values()):
-            if flow.start is None:  # still waiting for a connection: late by at least this much
-                flow.lateness = now - flow.scheduled
-                self.lateness.append(flow.lateness)
-                self._report(flow, "unfinished", lateness_us=round(flow.lateness * 1e6, 1))
             self._report(flow, "unfinished")
         self.running.clear()
         for conn in list(self.conns):

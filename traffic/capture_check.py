@@ -5,7 +5,8 @@ The agents carry flows as messages on persistent connections (`traffic.agent`): 
 agent connection (TCP to the agent port) on each captured interface this walks the client's byte
 stream from its SYN's initial sequence number: a message starts where the previous one ended, so
 the packet that starts there carries the next header. Per flow: the time of the first packet
-carrying its header (the flow's first byte, where the engine's FCT starts), the time of the first
+carrying its header (the flow's first byte, where the engine's FCT starts; for a flow that opened
+its own connection, `handshake` in its record, FCT starts at that connection's SYN), the first
 server packet carrying its acknowledgement (where the engine's FCT ends; a retransmitted copy comes
 after the one the client took), and the bytes of the
 message the client sent (highest sequence number reached within the message, so retransmissions
@@ -45,6 +46,7 @@ class Seen:
     flow_id: int | None
     iface: str
     start: float  # the first packet carrying the flow's header
+    syn: float = 0.0  # its connection's SYN
     offset: int = 0  # where the message starts in the connection's client stream
     size: int = 0  # payload bytes the header announced
     end: float | None = None  # the first server packet carrying this flow's acknowledgement
@@ -65,6 +67,7 @@ class _Stream:
     """A client connection's byte stream on one interface: where the next header is due."""
 
     isn: int
+    syn: float = 0.0
     next_header: int = 0
     high: int = 0
     messages: dict[int, Seen] | None = None  # by offset
@@ -110,7 +113,7 @@ def connections(packets: Iterable[Packet], port: int) -> list[Seen]:
             key = (p.iface, p.src, p.sport)
             if p.flags & 0x02 and not p.flags & 0x10:  # SYN: a new connection (a retransmitted SYN keeps it)
                 if key not in streams or streams[key].isn != p.seq:
-                    streams[key] = _Stream(p.seq, messages={}, by_id={})
+                    streams[key] = _Stream(p.seq, p.t, messages={}, by_id={})
                 continue
             st = streams.get(key)
             if st is None or not p.length:
@@ -122,7 +125,7 @@ def connections(packets: Iterable[Packet], port: int) -> list[Seen]:
             if rel == st.next_header and len(p.payload) >= HEADER_BYTES:
                 flow_id = int.from_bytes(p.payload[:8], "big")
                 size = int.from_bytes(p.payload[8:16], "big")
-                seen = Seen(flow_id, p.iface, p.t, offset=rel, size=size, high=rel)
+                seen = Seen(flow_id, p.iface, p.t, syn=st.syn, offset=rel, size=size, high=rel)
                 st.messages[rel] = seen
                 st.by_id[flow_id] = seen
                 st.last = seen
@@ -180,8 +183,11 @@ def compare(flows: Sequence[Any], seen: Sequence[Seen]) -> dict[str, Any]:
         s = nearest.get(f.id)
         if s is None:
             continue
-        diff = None if f.fct_us is None or s.fct_us is None else f.fct_us - s.fct_us
-        rows.append({"id": f.id, "engine_fct_us": f.fct_us, "capture_fct_us": s.fct_us,
+        captured = s.fct_us
+        if captured is not None and getattr(f, "handshake", False):  # FCT from its connection's SYN
+            captured += (s.start - s.syn) * 1e6
+        diff = None if f.fct_us is None or captured is None else f.fct_us - captured
+        rows.append({"id": f.id, "engine_fct_us": f.fct_us, "capture_fct_us": captured,
                      "diff_us": diff, "engine_bytes": f.bytes_received, "capture_bytes": s.client_bytes - HEADER_BYTES,
                      "iface": s.iface})
     diffs = sorted(abs(r["diff_us"]) for r in rows if r["diff_us"] is not None)

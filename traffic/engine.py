@@ -461,5 +461,6 @@ def _records(trace: Trace, got: dict[Any, Any], tenant: str, warmup: float,
             sent=int(rec.get("sent") or 0), bytes_received=int(recv.get("bytes", 0)),
             warmup=began is not None and began < warmup,
             ideal_us=f.size * 8 * overhead / link_bps * 1e6, error=rec.get("error", ""),
+            handshake=bool(rec.get("handshake")),
         ))
     return records

@@ -6,8 +6,9 @@ flows.csv by `summarize`) and `meta.json` (topology, tenants, controller apps, v
 command line). `Results.load(DIR)` reads one back.
 
 Definitions used in the summary:
-- FCT: microseconds from the flow's first byte (its header, sent on a pooled persistent connection)
-  to the receiver's application-level acknowledgement of the last byte (see traffic.agent).
+- FCT: microseconds from the flow's first packet (its header on an idle pooled persistent
+  connection, or, `handshake`, the SYN of a connection it had to open) to the receiver's
+  application-level acknowledgement of the last byte (see traffic.agent).
 - ideal FCT: the payload at line rate, size * 8 * OVERHEAD / C; slowdown = FCT / ideal. The ideal
   leaves out propagation and the acknowledgement's trip back, so tiny flows show large slowdowns on
   any real stack.
@@ -46,7 +47,7 @@ class FlowRecord:
     scheduled: float  # seconds after t0 (closed loop: think time after the predecessor)
     job: int
     status: str
-    start: float | None  # actual connect time, seconds after t0
+    start: float | None  # when its first packet went out (header or SYN), seconds after t0
     lateness_us: float | None
     fct_us: float | None
     sent: int
@@ -54,6 +55,7 @@ class FlowRecord:
     warmup: bool
     ideal_us: float
     error: str = ""
+    handshake: bool = False  # it opened its own connection: its FCT includes the handshake
 
     @property
     def slowdown(self) -> float | None:
@@ -132,6 +134,7 @@ def write_flows(records: list[FlowRecord], path: Path) -> None:
         for r in records:
             row = asdict(r)
             row["warmup"] = int(r.warmup)
+            row["handshake"] = int(r.handshake)
             row["slowdown"] = r.slowdown
             writer.writerow(["" if row[k] is None else row[k] for k in FLOW_FIELDS])
 
@@ -149,7 +152,7 @@ def read_flows(path: Path) -> list[FlowRecord]:
                     float(row["scheduled"]), int(row["job"]), row["status"], opt(row["start"], float),
                     opt(row["lateness_us"], float), opt(row["fct_us"], float), int(row["sent"]),
                     int(row["bytes_received"]), row["warmup"] in ("1", "True"), float(row["ideal_us"]),
-                    row.get("error") or ""))
+                    row.get("error") or "", row.get("handshake") in ("1", "True")))
             except (KeyError, TypeError, ValueError):
                 raise TrafficError(f"{path}:{line}: malformed flow record (written by another "
                                    "version?)") from None

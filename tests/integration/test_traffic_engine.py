@@ -86,26 +86,30 @@ def test_unknown_tenant_is_refused_before_anything_runs(testbed, tmp_path: Path)
     assert not (tmp_path / "t").exists()
 
 
-def _capture_fcts(pcap: Path, server_ip: str) -> dict[int, float]:
+def _capture_fcts(pcap: Path, server_ip: str, handshake: set[int]) -> dict[int, float]:
     """FCT per flow id as a capture saw it: from the first client packet that starts with the flow's
-    16-byte header (id, size) to the first server packet that starts with its acknowledgement (the
-    same id; a retransmitted copy comes after the one the client took), in microseconds. Independent
-    of traffic.capture_check's stream walk on purpose."""
+    16-byte header (id, size), or for a flow that opened its own connection (`handshake`) from that
+    connection's SYN, to the first server packet that starts with its acknowledgement (the same id; a
+    retransmitted copy comes after the one the client took), in microseconds. Independent of
+    traffic.capture_check's stream walk on purpose."""
     from scapy.layers.inet import IP, TCP
     from scapy.utils import rdpcap
 
     first: dict[int, float] = {}
     last: dict[int, float] = {}
+    syn: dict[int, float] = {}  # client port -> its connection's SYN
     for pkt in rdpcap(str(pcap)):
         if IP not in pkt or TCP not in pkt:
             continue
         tcp, ip = pkt[TCP], pkt[IP]
+        if ip.dst == server_ip and tcp.dport == AGENT_PORT and tcp.flags & 0x02 and not tcp.flags & 0x10:
+            syn.setdefault(tcp.sport, float(pkt.time))
         payload = bytes(tcp.payload)
         if len(payload) < 16:
             continue
         flow_id = int.from_bytes(payload[:8], "big")
-        if ip.dst == server_ip and tcp.dport == AGENT_PORT and flow_id < 1000:
-            first.setdefault(flow_id, float(pkt.time))
+        if ip.dst == server_ip and tcp.dport == AGENT_PORT and flow_id < 1000 and flow_id not in first:
+            first[flow_id] = syn[tcp.sport] if flow_id in handshake else float(pkt.time)
         if ip.src == server_ip and tcp.sport == AGENT_PORT:
             last.setdefault(flow_id, float(pkt.time))
     return {i: (last[i] - first[i]) * 1e6 for i in first if i in last}
@@ -146,7 +150,7 @@ def test_fct_agrees_with_a_packet_capture_within_one_millisecond(testbed, tmp_pa
         dump.terminate()
         dump.wait(timeout=10)
     engine = {r.id: r.fct_us for r in results.flows}
-    captured = _capture_fcts(pcap, testbed.container_ip(dst))
+    captured = _capture_fcts(pcap, testbed.container_ip(dst), {r.id for r in results.flows if r.handshake})
     states = {r.id: (r.status, r.error, r.bytes_received) for r in results.flows}
     assert sorted(captured) == list(range(len(sizes))) and None not in engine.values(), (states, engine, captured)
     for i, theirs in captured.items():

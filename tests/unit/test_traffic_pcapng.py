@@ -182,3 +182,15 @@ def test_flows_on_one_persistent_connection_are_told_apart_by_stream_offset():
     assert seen[3].fct_us == pytest.approx((14 * 0.0001 + 0.001) * 1e6, rel=1e-6)
     assert seen[4].fct_us == pytest.approx((0.0001 + 0.001) * 1e6, rel=1e-6)
     assert seen[4].start == pytest.approx(1.1)
+
+
+def test_a_flow_that_opened_its_own_connection_is_timed_from_the_syn():
+    pkts = _conn("a", 2.0, 40002, 9, 1_000)  # SYN at 2.0, header at 2.001, acknowledgement at 2.0021
+    seen = capture_check.connections(pkts, 5301)
+    assert seen[0].syn == pytest.approx(2.0) and seen[0].start == pytest.approx(2.001)
+    flow = FlowRecord(id=9, src="a", dst="b", tenant="", size=1_000, scheduled=0, job=-1, status="done",
+                      start=0.0, lateness_us=0, fct_us=2_100.0, sent=1_000, bytes_received=1_000, warmup=False,
+                      ideal_us=80, handshake=True)
+    out = capture_check.compare([flow], seen)
+    assert out["flows"][0]["capture_fct_us"] == pytest.approx(2_100.0)
+    assert out["abs_diff_us"]["max"] == pytest.approx(0.0, abs=1e-6)
