@@ -55,7 +55,7 @@ THRESHOLDS: dict[str, Threshold] = {
         "loss), as a share of segments sent. Above 1 % TCP is reacting to losses or delays the model "
         "does not have; a small absolute floor (see RETRANS_FLOOR) covers tail-loss probes")),
     "lateness_p99_us": Threshold(10_000, (
-        "p99 of flow start lateness (agent scheduling, including any wait for a pooled connection). "
+        "p99 of flow start lateness (agent scheduling). "
         "10 ms at a Pi's 100 Mbit/s is 125 KB of offered load moved in time, more than a median web-search "
         "flow: beyond it the arrivals are not the planned Poisson process")),
     "ks": Threshold(0.01, (
