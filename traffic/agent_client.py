@@ -71,7 +71,7 @@ class _Pool:
 class _Conn:
     """One persistent connection; carries at most one flow at a time."""
 
-    __slots__ = ("client", "pool", "sock", "fd", "flow", "inbox", "connected", "writing")
+    __slots__ = ("client", "pool", "sock", "fd", "flow", "inbox", "connected", "writing", "stale")
     # flow: the flow it carries, or (while connecting) the flow that opened it; None: idle or a spare
 
     def __init__(self, client: Client, pool: _Pool) -> None:
@@ -85,6 +85,7 @@ class _Conn:
         self.inbox = b""
         self.connected = False
         self.writing = False
+        self.stale = 0
 
 
 class Client:
@@ -224,7 +225,10 @@ class Client:
             try:
                 conn.sock.getpeername()
             except OSError:  # still connecting: a stale event for a reused descriptor number
-                return
+                conn.stale += 1
+                if conn.stale < 3:
+                    return
+                err = errno.ENOTCONN  # writable yet never connected: failed, whatever the kernel says
         loop.remove_writer(conn.fd)
         flow = conn.flow
         if flow is None:
@@ -268,7 +272,10 @@ class Client:
 
     def _send(self, conn: _Conn) -> None:
         flow = conn.flow
-        if flow is None:
+        if flow is None:  # never spin on a writable socket with nothing to write (we run real-time)
+            if conn.writing:
+                conn.writing = False
+                self.loop.remove_writer(conn.fd)
             return
         total = HEADER.size + flow.size
         try:
