@@ -75,7 +75,7 @@ def bulk(rounds: int, seconds: float, work: Path) -> dict:
             "engine_stalled_rounds": stalled}
 
 
-def flow_rate(rates: list[int], seconds: float, work: Path) -> dict:
+def flow_rate(rates: list[int], seconds: float, work: Path, realtime: bool = False) -> dict:
     out = []
     with Testbed(build("single:4"), controller="none") as tb:
         hosts = tb.containers[:4]
@@ -88,7 +88,8 @@ def flow_rate(rates: list[int], seconds: float, work: Path) -> dict:
                     flows.append(Flow(0, src, dst, 1000, float(t)))
             flows.sort(key=lambda f: f.start)
             flows = [Flow(i, f.src, f.dst, f.size, f.start) for i, f in enumerate(flows)]
-            res = replay(tb, Trace(flows, {"duration": seconds, "drain": 10.0}), work / f"rate{rate}")
+            res = replay(tb, Trace(flows, {"duration": seconds, "drain": 10.0}), work / f"rate{rate}",
+                         realtime_agents=realtime)
             s = res.summary
             late = s["lateness_us"]
             row = {"rate": rate, "flows": len(flows), "p50_lateness_us": late["p50"],
@@ -154,14 +155,14 @@ def loopback_bulk(rounds: int, size: int = 2 << 30) -> dict:
             "engine_cpu_s_per_gb": med(r["cpu_s_per_gb"] for r in engine_runs)}
 
 
-def loopback_rate(rates: list[int], seconds: float) -> dict:
+def loopback_rate(rates: list[int], seconds: float, realtime: bool = False) -> dict:
     """The engine's own scheduling capacity, without the datapath: two agents on 127.0.0.1 (agent A
     sends to B and B to A), Poisson 1,000-byte flows at each total rate."""
     import subprocess
 
     out = []
     for rate in rates:
-        argv = [sys.executable, "-m", "traffic.agent", "--port", "0"]
+        argv = [sys.executable, "-m", "traffic.agent", "--port", "0", *(["--realtime"] if realtime else [])]
         agents = [subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                                    cwd=str(REPO))
                   for _ in range(2)]
@@ -217,7 +218,7 @@ def markdown(result: dict, args: argparse.Namespace) -> str:
     """The RESULTS.md section: how it was run, the figures against their targets, what they mean."""
     lines = [f"`python bench/traffic_bench.py --rounds {args.rounds} --seconds {args.seconds:g} "
              f"--rates {args.rates} --loopback-rates {args.loopback_rates} "
-             f"--rate-seconds {args.rate_seconds:g}`; "
+             f"--rate-seconds {args.rate_seconds:g}{' --realtime' if args.realtime else ''}`; "
              f"{result['cpus']} cores shared with the team's runs, load average "
              f"{result['loadavg_before'][0]:.1f} before, {result['loadavg_after'][0]:.1f} after.", "",
              "| measure | engine | reference | target |", "| --- | ---: | ---: | --- |"]
@@ -269,6 +270,8 @@ def main() -> int:
     parser.add_argument("--only", choices=["bulk", "rate", "loopback"], default=None)
     parser.add_argument("--quick", action="store_true", help="a smoke run: 1 round, two rates, 2 s each")
     parser.add_argument("--record", action="store_true", help=f"write the section into {RESULTS}")
+    parser.add_argument("--realtime", action="store_true",
+                        help="flow-rate agents at real-time priority (traffic.agent --realtime)")
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.seconds, args.rates, args.rate_seconds = 1, 2.0, "500,2000", 2.0
@@ -284,11 +287,12 @@ def main() -> int:
         if args.only in (None, "bulk"):
             result["bulk"] = bulk(args.rounds, args.seconds, work)
         if args.only in (None, "rate"):
-            result["flow_rate"] = flow_rate([int(r) for r in args.rates.split(",")], args.rate_seconds, work)
+            result["flow_rate"] = flow_rate([int(r) for r in args.rates.split(",")], args.rate_seconds, work,
+                                            args.realtime)
         if args.only in (None, "loopback"):
             result["loopback_bulk"] = loopback_bulk(args.rounds)
             result["loopback_rate"] = loopback_rate([int(r) for r in args.loopback_rates.split(",")],
-                                                    args.rate_seconds)
+                                                    args.rate_seconds, args.realtime)
         result.update(loadavg_after=os.getloadavg(), seconds=time.monotonic() - t0)
     print(json.dumps(result, indent=2))
     text = markdown(result, args)

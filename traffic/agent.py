@@ -1,6 +1,6 @@
 """The traffic agent: one process per participating container, a TCP flow server and a flow client.
 
-    python -m traffic.agent --port PORT
+    python -m traffic.agent --port PORT [--realtime]
 
 The engine writes one JSON line to stdin: `{"t0": MONOTONIC, "deadline": MONOTONIC, "last_start":
 MONOTONIC, "flows": [...]}`
@@ -8,8 +8,8 @@ MONOTONIC, "flows": [...]}`
 CLOCK_MONOTONIC is shared by every network namespace of a host, so t0 means the same instant to
 every agent. Reports are JSON lines on stdout:
 
-- `{"ev": "ready", "port": P, "pid", "realtime"}` once the server listens (realtime: the agent runs
-  SCHED_RR, see `_realtime`);
+- `{"ev": "ready", "port": P, "pid", "realtime"}` once the server listens (realtime: `--realtime`
+  was given and the agent runs SCHED_RR, see `_realtime`);
 - `{"ev": "flow", "id", "status": "done"|"unfinished"|"error"|"not_started", "lateness_us", "start",
   "fct_us", "sent", "handshake"}` per client flow (start is monotonic seconds; fct_us is null unless
   done; handshake: the flow opened its own connection, so its FCT runs from the SYN);
@@ -111,12 +111,14 @@ def _stdout_nonblocking() -> None:
 
 
 def _realtime() -> bool:
-    """Run the agent at real-time priority where the kernel lets us (root; children reset to
-    ordinary): on a shared host an ordinary agent waits behind every other runnable task, and its
-    flows start that much late (measured at 5,000 flows/s on loopback at load 27 on 2 cores: every
-    flow done, p50 lateness 25 ms, where the ordinary agents fell 10 s behind and left 17,000 flows
-    undone). The agent sleeps in epoll between flows and blocks on full socket buffers, so it cannot
-    hold a core that the datapath needs for long; the kernel keeps 5 % for ordinary tasks anyway."""
+    """Run the agent at real-time priority (`--realtime`; root; children reset to ordinary). On a
+    shared host an ordinary agent waits behind every other runnable task, and its flows start that
+    much late: at 5,000 flows/s on loopback at load 22 on 2 cores, ordinary agents fell seconds
+    behind and left most flows undone, real-time ones kept p99 lateness at 1.1 ms. Not the default:
+    on a fabric the agents then preempt ovs-vswitchd (an ordinary task) at every packet, and the
+    userspace datapath drops: at 1,000 flows/s on single:4 at load 13, p99 lateness fell from 16 to
+    1.1 ms but FCT p50 rose from 38 to 249 ms with 7 % of segments retransmitted. FCT is what a run
+    measures, so the datapath keeps its share unless the caller asks otherwise."""
     try:
         os.sched_setscheduler(0, os.SCHED_RR | os.SCHED_RESET_ON_FORK, os.sched_param(RT_PRIORITY))
     except (OSError, AttributeError):
@@ -127,7 +129,8 @@ def _realtime() -> bool:
 class Agent:
     """The server, the client once its flows arrive, and the control pipe (stdin), on one loop."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, realtime: bool = False) -> None:
+        self.realtime = realtime
         self.loop = Loop()
         self.server = Server(port, self.loop, emit)
         self.client: Client | None = None
@@ -146,7 +149,7 @@ class Agent:
         self.loop.run(lambda: warm.done)
 
     def run(self) -> None:
-        realtime = _realtime()
+        realtime = _realtime() if self.realtime else False
         self.warm_up()
         emit({"ev": "ready", "port": self.server.port, "pid": os.getpid(), "realtime": realtime}, now=True)
         _stdout_nonblocking()
@@ -207,9 +210,11 @@ def _more_descriptors() -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m traffic.agent", description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=5201, help="TCP port of this agent's flow server")
+    parser.add_argument("--realtime", action="store_true",
+                        help="run SCHED_RR where allowed (flow starts on time on a loaded host; see _realtime)")
     args = parser.parse_args(argv)
     _more_descriptors()
-    Agent(args.port).run()
+    Agent(args.port, args.realtime).run()
     return 0
 
 

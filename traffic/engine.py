@@ -173,13 +173,15 @@ class _Inbox:
 class _Agent:
     """One agent process and the thread that turns its stdout into queued records."""
 
-    def __init__(self, testbed: Run, container: str, port: int, log_path: Path, events: _Inbox) -> None:
+    def __init__(self, testbed: Run, container: str, port: int, log_path: Path, events: _Inbox,
+                 realtime: bool = False) -> None:
         self.container = container
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
         self.log = log_path.open("w")
         self.proc: subprocess.Popen = testbed.fabric.popen(
-            container, [sys.executable, "-m", "traffic.agent", "--port", str(port)],
+            container, [sys.executable, "-m", "traffic.agent", "--port", str(port),
+                        *(["--realtime"] if realtime else [])],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True, env=env,
             cwd=str(REPO_ROOT),
         )
@@ -252,7 +254,7 @@ def run(
     progress: bool = False, warmup: float | None = None, scale_size: float = 1.0, scale_time: float = 1.0,
     arrival: str = "poisson", link_mbps: float | None = None, drain: float = 10.0, port: int = AGENT_PORT,
     concurrency: int = 1, think: float = 0.0, scenario: Any = None, capture: list[str] | None = None,
-    **pattern_args: Any,
+    realtime_agents: bool = False, **pattern_args: Any,
 ) -> Results:
     """Replay a seeded trace on the testbed; see the module docstring. Returns the run's Results."""
     # --- everything that can be wrong with the request, before any side effect -----------------
@@ -277,15 +279,18 @@ def run(
                      **pattern_args)
     trace.meta.update(warmup=warmup, drain=drain, tenant=tenant, link_rate_source=link_source)
     return replay(testbed, trace, out if out is not None else default_out(wl.name, pattern), tenant=tenant,
-                  progress=progress, port=port, addresses=(hosts, ips), scenario=scenario, capture=capture)
+                  progress=progress, port=port, addresses=(hosts, ips), scenario=scenario, capture=capture,
+                  realtime_agents=realtime_agents)
 
 
 def replay(testbed: Run, trace: Trace, out: str | Path, tenant: str | None = None, progress: bool = False,
            port: int = AGENT_PORT, addresses: tuple[list[str], dict[str, str]] | None = None,
-           scenario: Any = None, capture: list[str] | None = None) -> Results:
+           scenario: Any = None, capture: list[str] | None = None, realtime_agents: bool = False) -> Results:
     """Replay a given trace (from `generate`, a saved trace.csv, or built by hand, as the benchmark
     does) and write the run directory. Missing metadata gets the engine's defaults. `scenario` (a
-    file, a list of entries or a `traffic.scenario.Scenario`) is applied during the replay."""
+    file, a list of entries or a `traffic.scenario.Scenario`) is applied during the replay.
+    `realtime_agents` runs the agents SCHED_RR (`traffic.agent --realtime`: starts on time on a
+    loaded host, at the userspace datapath's expense; meta.json `agents_realtime`)."""
     hosts, ips = addresses if addresses is not None else resolve_hosts(testbed, tenant)
     unknown = sorted({h for f in trace.flows for h in (f.src, f.dst)} - set(ips))
     if unknown:
@@ -321,7 +326,7 @@ def replay(testbed: Run, trace: Trace, out: str | Path, tenant: str | None = Non
     if cap is not None:
         cap.start()
     try:
-        records = _replay(testbed, trace, ips, directory, port, progress, runner)
+        records = _replay(testbed, trace, ips, directory, port, progress, runner, realtime_agents)
     finally:
         if recorder is not None:
             recorder.stop()
@@ -335,8 +340,8 @@ def replay(testbed: Run, trace: Trace, out: str | Path, tenant: str | None = Non
             capture_check.read_packets(cap.result.path), port))
         meta["capture"] = {"path": str(cap.result.path), "interfaces": cap.result.interfaces, "check": check}
     meta["lateness_p99_by_agent_us"] = records.get("_late", {})
-    # Whether each agent ran at real-time priority (traffic.agent._realtime): without it, a loaded
-    # host's other work delays flow starts, which the lateness figures then show.
+    # Whether each agent ran at real-time priority (realtime_agents; traffic.agent._realtime): without
+    # it a loaded host's other work delays flow starts, which the lateness figures then show.
     meta["agents_realtime"] = records.get("_realtime", {})
     meta["fidelity"] = assess_fidelity(testbed, trace, flows, meta, records.get("_samples"), directory)
     if runner is not None:
@@ -360,7 +365,7 @@ def _recorder(testbed: Run) -> Any:
 
 
 def _replay(testbed: Run, trace: Trace, ips: dict[str, str], directory: Path, port: int,
-            progress: bool, runner: Any = None) -> dict[Any, Any]:
+            progress: bool, runner: Any = None, realtime: bool = False) -> dict[Any, Any]:
     """Run the agents; returns {"t0", flow id -> client record, ("recv", id) -> server record}."""
     events = _Inbox()
     logs = directory / "agents"
@@ -372,7 +377,7 @@ def _replay(testbed: Run, trace: Trace, ips: dict[str, str], directory: Path, po
     duration, drain = float(trace.meta["duration"]), float(trace.meta["drain"])
     try:
         for c in participants:
-            agents[c] = _Agent(testbed, c, port, logs / f"{c}.log", events)
+            agents[c] = _Agent(testbed, c, port, logs / f"{c}.log", events, realtime)
         ready: set[str] = set()
         limit = time.monotonic() + READY_TIMEOUT
         while len(ready) < len(agents):

@@ -55,6 +55,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--capture", nargs="+", default=None, metavar="TARGET",
                    help="capture the run's flows at these points (link:A,B, port:NODE:N, container) into "
                         "capture.pcapng in the results; the report checks each captured flow's FCT against it")
+    p.add_argument("--realtime-agents", action="store_true",
+                   help="run the traffic agents at real-time priority: flows start on time on a loaded host, but "
+                        "the agents then preempt the userspace datapath (see traffic.agent)")
     p.set_defaults(func=_run)
 
     p = tsub.add_parser("workloads", help="list the built-in flow-size distributions with citations")
@@ -120,7 +123,7 @@ def _run(args: argparse.Namespace) -> int:
         seed=args.seed, tenant=args.tenant, out=args.out, progress=sys.stderr.isatty(),
         warmup=args.warmup, scale_size=args.scale_size, scale_time=args.scale_time, arrival=args.arrival,
         link_mbps=args.link_mbps, drain=args.drain, concurrency=args.concurrency, scenario=args.scenario,
-        capture=args.capture, **pattern_args,
+        capture=args.capture, realtime_agents=args.realtime_agents, **pattern_args,
     )
     print(results.report())
     if args.plots:
