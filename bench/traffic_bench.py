@@ -243,6 +243,8 @@ def markdown(result: dict, args: argparse.Namespace) -> str:
             continue
         for r in result[key]["rates"]:
             cpu = f", {r['cpu_us_per_flow']:.0f} CPU us/flow" if "cpu_us_per_flow" in r else ""
+            if r.get("p50_fct_us") is not None:  # the fabric: what the datapath did to the flows
+                cpu += f", FCT p50 / p99 {r['p50_fct_us'] / 1e3:.2f} / {(r['p99_fct_us'] or 0) / 1e3:.2f} ms"
             lines.append(f"| {r['rate']} flows/s of 1,000 B, {where}: p50 / p99 lateness, not done | "
                          f"{(r['p50_lateness_us'] or 0) / 1e3:.2f} / "
                          f"{(r['p99_lateness_us'] or 0) / 1e3:.2f} ms, "
