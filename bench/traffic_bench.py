@@ -17,7 +17,9 @@
    own cost and limit, told apart from the shared userspace datapath's, with the CPU the two agents
    spent per flow (both ends; less sensitive to the other work on a shared host than lateness is).
 Every rate row carries the 1-minute load average after it: on 2 shared cores a p99 lateness over
-5 ms at a load of 6 says the host could not keep up, not that the engine cannot.
+5 ms at a load of 6 says the host could not keep up, not that the engine cannot. --realtime runs the
+flow-rate agents at real-time priority (traffic.agent --realtime), which takes the host's other work
+out of their start lateness; fabric rows carry FCT p50/p99 to show what the datapath made of it.
 
 Needs root and a running Open vSwitch. Prints JSON (one object) and a Markdown section; --record
 writes that section ("## Traffic engine") into bench/RESULTS.md; --quick is a smoke run.

@@ -114,11 +114,12 @@ def _realtime() -> bool:
     """Run the agent at real-time priority (`--realtime`; root; children reset to ordinary). On a
     shared host an ordinary agent waits behind every other runnable task, and its flows start that
     much late: at 5,000 flows/s on loopback at load 22 on 2 cores, ordinary agents fell seconds
-    behind and left most flows undone, real-time ones kept p99 lateness at 1.1 ms. Not the default:
-    on a fabric the agents then preempt ovs-vswitchd (an ordinary task) at every packet, and the
-    userspace datapath drops: at 1,000 flows/s on single:4 at load 13, p99 lateness fell from 16 to
-    1.1 ms but FCT p50 rose from 38 to 249 ms with 7 % of segments retransmitted. FCT is what a run
-    measures, so the datapath keeps its share unless the caller asks otherwise."""
+    behind and left most flows undone, real-time ones kept p99 lateness at 1.1 ms; on single:4 at
+    2,000 flows/s at load 7-14, p99 lateness was 6-69 ms ordinary and 1.1-1.7 ms real-time. Not the
+    default: real-time agents preempt ovs-vswitchd (an ordinary task) whenever a packet wakes them,
+    and what that does to the userspace datapath could not be told apart on the shared host (FCT
+    p50 ranged from 4 ms to 1.5 s in either mode, run to run); FCT is what a run measures, so the
+    datapath keeps its share until a quiet-host measurement says otherwise."""
     try:
         os.sched_setscheduler(0, os.SCHED_RR | os.SCHED_RESET_ON_FORK, os.sched_param(RT_PRIORITY))
     except (OSError, AttributeError):
