@@ -41,7 +41,7 @@ def test_capture_counts_match_the_agents_and_interfaces_keep_their_names(leaves_
         assert all(i["dropped"] is not None for i in cap["interfaces"]), cap["interfaces"]
         # ... and are in the merged file, which mergecap left without its parts' statistics blocks
         assert {i.name: i.dropped for i in in_file} == {i["name"]: i["dropped"] for i in cap["interfaces"]}
-        assert all(r.status == "done" for r in res.flows), [r.error for r in res.flows]
+        assert all(r.status == "done" for r in res.flows), [(r.status, r.error, r.bytes_received) for r in res.flows]
         seen = capture_check.connections(capture_check.read_packets(path), AGENT_PORT)
         for iface in names:
             mine = {s.flow_id: s for s in seen if s.iface == iface}
