@@ -90,6 +90,16 @@ def netem_limit(shape: Shape) -> int:
     return max(NETEM_DEFAULT_LIMIT, int(frames) + 1)
 
 
+def queue_bytes(shape: Shape) -> int:
+    """Bytes the plan's qdiscs on one link end may hold: the TBF's limit plus a netem child's
+    packets in full frames (0 for an empty shape). What the host must be able to buffer for this
+    end, see topology.effects.ovs_sockets."""
+    total = tbf_numbers(shape.bw, shape.queue)[1] if shape.bw else 0
+    if shape.needs_netem:
+        total += netem_limit(shape) * FRAME
+    return total
+
+
 def _netem_args(shape: Shape) -> list[str]:
     args = ["netem"]
     if shape.delay or shape.jitter:

@@ -20,7 +20,7 @@ import networkx as nx
 from picloud.errors import FabricError, TopologyError
 from picloud.runstate import RunState
 from topology import openflow, tcplan
-from topology.effects import ethtool, ip, netns, ovs, rtnl, tc
+from topology.effects import ethtool, ip, netns, ovs, ovs_sockets, rtnl, tc
 from topology.effects.proc import CommandError
 from topology.model import Link, Topology, dpid_str, ifname
 from topology.stalls import OVS_STALL_S
@@ -215,6 +215,21 @@ class LocalFabric:
                 for e in (ea, eb):
                     plans += tcplan.plan(e.iface, shape, e.netns)
         tc.apply_many(plans)
+        self.size_sockets()
+
+    def size_sockets(self, ifaces: list[str] | None = None) -> None:
+        """Give ovs-vswitchd's sockets of this run's ports (all, or `ifaces`) and its shared send
+        socket buffers for the run's modelled queues (see topology.effects.ovs_sockets: with the
+        kernel's defaults they drop packets outside the model, uncounted)."""
+        if self.datapath != "netdev":
+            return
+        topo = self.topology
+        queues = [tcplan.queue_bytes(Shape.of(ln)) for ln in topo.links if not Shape.of(ln).empty]
+        if ifaces is None:
+            ifaces = [e.iface for ln in topo.links if not self.is_patch(ln)
+                      for e in (self.end(ln.a, ln), self.end(ln.b, ln)) if e.bridge]
+            ifaces += [c["iface"] for c in self._extra().values()]
+        ovs_sockets.size_buffers(ovs.vswitchd_pid(), ifaces, queues * 2)
 
     def _add_bridge(self, txn: ovs.Transaction, node: str) -> None:
         name = self.bridge(node)
@@ -291,6 +306,7 @@ class LocalFabric:
         for e in self._link_ends(a, b):
             tc.apply(tcplan.plan(e.iface, shape, e.netns, replace=True))
         self.topology.graph.edges[link.a, link.b]["link"] = replace(link, **wanted)
+        self.size_sockets([e.iface for e in self._link_ends(a, b) if e.bridge])
         with self.state.transaction():
             self.state.topology = self.topology.to_dict()
         return self.topology.link(a, b)
@@ -325,6 +341,7 @@ class LocalFabric:
                     ethtool.tx_offload_off([(None, host_iface), (ns, CONTAINER_IFACE)])
                 ovs.Transaction().add("add-port", self.bridge(pi), host_iface).add(
                     "set", "Interface", host_iface, f"ofport_request={port}").commit()
+                self.size_sockets([host_iface])
             except (CommandError, OSError) as exc:
                 self._remove_extra(name)
                 raise FabricError(f"container {name!r}: could not be created on {pi!r}: {exc}") from exc
