@@ -50,6 +50,10 @@ THRESHOLDS: dict[str, Threshold] = {
     "port_drops": Threshold(0, (
         "rx/tx drops on the run's unshaped ports: an unshaped veth has no modelled queue, so any drop "
         "there is the host's")),
+    "socket_drops": Threshold(0, (
+        "packets ovs-vswitchd's receive sockets dropped on the run's ports because it did not read them in "
+        "time (the socket's drop counter; OVS's own port statistics never see them). A port of the model has "
+        "no ingress buffer to overflow, so any such drop is the host's")),
     "unexplained_retrans": Threshold(0.01, (
         "TCP retransmissions not explained by modelled losses (qdisc drops on shaped links, netem "
         "loss), as a share of segments sent. Above 1 % TCP is reacting to losses or delays the model "
@@ -163,6 +167,8 @@ def counters(samples: dict[str, Any]) -> dict[str, Any]:
     ports = samples.get("ports") or {}
     out["port_drops"] = sum(_delta(v.get("start"), v.get("end"), k) for v in ports.values()
                             for k in ("rx_dropped", "tx_dropped"))
+    sockets = samples.get("sockets") or {}
+    out["socket_drops"] = sum(_delta(v.get("start"), v.get("end"), "dropped") for v in sockets.values())
     qdiscs = samples.get("qdiscs") or {}
     out["qdisc"] = {k: sum(_delta(v.get("start"), v.get("end"), k) for v in qdiscs.values())
                     for k in ("sent_packets", "dropped", "overlimits")}
@@ -211,6 +217,10 @@ def assess(samples: dict[str, Any], flows: list[Any], meta: dict[str, Any],
           f"datapath lost {dp and dp['lost']} upcalls (threshold {t['datapath_lost'].value:g})")
     check("port_drops", nums["port_drops"] <= t["port_drops"].value if samples.get("ports") else None,
           f"{nums['port_drops']} packets dropped on unshaped ports (threshold {t['port_drops'].value:g})")
+
+    check("socket_drops", nums["socket_drops"] <= t["socket_drops"].value if samples.get("sockets") else None,
+          f"{nums['socket_drops']} packets dropped by ovs-vswitchd's receive sockets, outside any modelled queue "
+          f"(threshold {t['socket_drops'].value:g})")
 
     tcp = nums["tcp"]
     expected_loss = sum(r.size for r in flows if r.measured) / 1448 * float(meta.get("path_loss", 0.0) or 0.0)

@@ -4,8 +4,10 @@
 /proc entries carry each container's TCP counters: `/proc/PID/net/snmp` is the namespace's own).
 Sampled:
 - /proc/stat per core and ovs-vswitchd's CPU ticks, every SAMPLE_S (cheap file reads);
-- `dpctl/show` lookups (hit/missed/lost), the run's unshaped OVS ports' rx/tx drops, and the root
-  qdisc counters of every shaped link end, at start and stop (one command each);
+- `dpctl/show` lookups (hit/missed/lost), the run's unshaped OVS ports' rx/tx drops, the drops of
+  ovs-vswitchd's receive socket of every port of the run (see topology.effects.ovs_sockets: a
+  loss OVS itself counts nowhere), and the root qdisc counters of every shaped link end, at start
+  and stop (one command each);
 - each agent's namespace TCP counters (OutSegs, RetransSegs), at start and stop.
 
 `assess(...)` turns them into the verdict with the pure `traffic.fidelity.assess`, after working
@@ -87,6 +89,20 @@ def shaped_ends(testbed: Run) -> list[tuple[str, str | None]]:
     return out
 
 
+def bridge_ports(testbed: Run) -> list[str]:
+    """Every OVS port of the run with a kernel device (link ends on a bridge, run-time containers)."""
+    fabric, topo = testbed.fabric, testbed.topology
+    if not hasattr(fabric, "end"):
+        return []
+    patch = getattr(fabric, "is_patch", lambda link: False)
+    out = [e.iface for link in topo.links if not patch(link)
+           for e in (fabric.end(link.a, link), fabric.end(link.b, link)) if e.bridge]
+    extra = getattr(fabric, "_extra", None)
+    if callable(extra):
+        out += [c["iface"] for c in extra().values() if "iface" in c]
+    return out
+
+
 def unshaped_ports(testbed: Run) -> list[str]:
     from topology.tcplan import Shape
 
@@ -108,11 +124,12 @@ class Monitor:
         self.pids = dict(agent_pids)
         self.ovs_pid = ovs.vswitchd_pid()
         self.samples: dict[str, Any] = {"clk_tck": os.sysconf("SC_CLK_TCK"), "cpu": [], "ovs_cpu": [],
-                                        "datapath": [], "ports": {}, "qdiscs": {}, "tcp": {}}
+                                        "datapath": [], "ports": {}, "sockets": {}, "qdiscs": {}, "tcp": {}}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="fidelity-monitor", daemon=True)
         self._ends = shaped_ends(testbed)
         self._ports = unshaped_ports(testbed)
+        self._all_ports = bridge_ports(testbed)
 
     def start(self) -> Monitor:
         self._edge("start")
@@ -139,7 +156,7 @@ class Monitor:
             self._tick()
 
     def _edge(self, when: str) -> None:
-        from topology.effects import ovs, tc
+        from topology.effects import ovs, ovs_sockets, tc
 
         if when == "start":
             self._tick()
@@ -151,6 +168,8 @@ class Monitor:
             self.samples["datapath"].append({"t": time.monotonic(), **ovs.datapath_counters()})
             for name, drops in ovs.interface_drops(self._ports).items():
                 self.samples["ports"].setdefault(name, {})[when] = drops
+            for name, dropped in ovs_sockets.drops(self.ovs_pid, self._all_ports).items():
+                self.samples["sockets"].setdefault(name, {})[when] = {"dropped": dropped}
             by_ns: dict[str | None, list[str]] = {}
             for iface, netns in self._ends:
                 by_ns.setdefault(netns, []).append(iface)
