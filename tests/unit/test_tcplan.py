@@ -128,3 +128,13 @@ def test_run_time_shape_is_validated_and_refused_without_netem_before_any_tc(mon
         fabric.shape_link("s1", "s2", -3)
     assert calls == []
     assert topo.link("s1", "s2").bw is None
+
+
+def test_queue_bytes_is_what_one_end_may_hold():
+    # The TBF limit, plus a netem child's packets in full frames: what the host's OVS send socket
+    # and the next port's receive socket must be able to buffer (topology.effects.ovs_sockets).
+    assert tcplan.queue_bytes(Shape()) == 0
+    assert tcplan.queue_bytes(Shape(bw=100)) == 1_250_000
+    assert tcplan.queue_bytes(Shape(bw=10, queue=50)) == 50 * 1514
+    assert tcplan.queue_bytes(Shape(bw=1000, delay="20ms")) == 12_500_000 + 9908 * 1514
+    assert tcplan.queue_bytes(Shape(delay="5ms")) == 1000 * 1514
