@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from picloud.testbed import Testbed
-from traffic import fidelity
+from topology import tcplan
+from topology.effects import ovs, ovs_sockets
+from traffic import fidelity, monitor
 
 pytestmark = pytest.mark.root
 
@@ -19,6 +21,17 @@ pytestmark = pytest.mark.root
 def test_a_traffic_run_on_shaped_pis_records_counters_and_a_verdict(leaves_nothing, tmp_path: Path) -> None:
     with Testbed("picloud:1,2") as tb:
         leaves_nothing.append(tb.prefix)
+        ports = set(monitor.bridge_ports(tb))
+        pid = ovs.vswitchd_pid()
+        # ovs-vswitchd's sockets of the run's ports and its shared send socket, sized for the model's
+        # queues (the kernel's 208 KiB default drops packets outside the model, uncounted).
+        socks = ovs_sockets.sockets(pid)
+        mine = [s for s in socks if s.iface in ports]
+        bridge_ends = sum(tb.topology.kind(n) != "container" for ln in tb.topology.links for n in (ln.a, ln.b))
+        assert {s.iface for s in mine} == ports and len(ports) == bridge_ends
+        queue = tcplan.queue_bytes(tcplan.Shape(bw=100))  # the Model B uplinks' 100 ms queue
+        assert all(s.rcvbuf >= ovs_sockets.rx_buffer([queue]) for s in mine)
+        assert max(s.sndbuf for s in socks if s.iface is None) >= ovs_sockets.tx_buffer([queue] * 4)
         res = tb.traffic(workload="websearch", load=0.1, duration=4, seed=2, out=tmp_path / "run", drain=8)
     assert res.meta["link_bps"] == 100e6  # the Model B NIC the Pi uplinks are shaped to
     recorded = json.loads((res.directory / "fidelity.json").read_text())
@@ -28,12 +41,14 @@ def test_a_traffic_run_on_shaped_pis_records_counters_and_a_verdict(leaves_nothi
     assert len(samples["qdiscs"]) == 4  # two Pi uplinks, both ends shaped
     assert sum(q["end"]["sent_packets"] - q["start"]["sent_packets"] for q in samples["qdiscs"].values()) > 0
     assert set(samples["tcp"]) == set(res.meta["hosts"])
+    assert set(samples["sockets"]) == ports and all(set(v) == {"start", "end"} for v in samples["sockets"].values())
     assert all(c["end"]["OutSegs"] > c["start"]["OutSegs"] for c in samples["tcp"].values())
 
     verdict = res.fidelity
     assert verdict["verdict"] in ("faithful", "degraded")
     assert (verdict["verdict"] == "degraded") == bool(verdict["reasons"])
     assert verdict["checks"]["core_busy"] != "n/a" and verdict["checks"]["unexplained_retrans"] != "n/a"
+    assert verdict["checks"]["socket_drops"] != "n/a"
     if any(r.status == "done" for r in res.flows):  # a starved host may finish none in 4 s
         assert verdict["checks"]["impossible_fct"] != "n/a"  # every path crosses a shaped uplink
     assert json.loads((res.directory / "summary.json").read_text())["fidelity"]["verdict"] == verdict["verdict"]
