@@ -36,8 +36,9 @@ Why these numbers hold on this host (the physical argument, measured by bench/fi
   buffer is EAGAIN, the rest of OVS's batch freed, uncounted. Aggregates above the bucket are split
   by TBF into frames the socket no longer owns; the rest is charged. And the bucket is released at
   once into the next port's receive socket (default also 208 KiB: three 64 KB aggregates). With
-  both at their defaults, 1 Gbit/s gave 856 Mbit/s with 37,623 retransmits and 0 qdisc drops; the
-  counters showed the send socket at its limit and hundreds of receive-socket drops. `queue_bytes` is what each end
+  both at their defaults, 1 Gbit/s gave 856 Mbit/s with 37,623 retransmits and 0 qdisc drops: the
+  drops were the receive sockets' (hundreds of 64 KB aggregates), and in web-search runs the send
+  socket was found over its limit as well. `queue_bytes` is what each end
   may hold; topology.effects.ovs_sockets sizes both sockets from it when the fabric is built, so
   overflow happens in the TBF, where it is modelled and counted.
 """
