@@ -110,27 +110,20 @@ def tx_buffer(queue_bytes: Iterable[int]) -> int:
     return RX_FLOOR + int(TRUESIZE * sum(queue_bytes))
 
 
-def _set(pid: int, fd: int, option: int, value: int) -> bool:
-    """setsockopt on ovs-vswitchd's descriptor, through a duplicate (pidfd_getfd needs ptrace
+def _set(libc: ctypes.CDLL, pidfd: int, fd: int, option: int, value: int) -> bool:
+    """setsockopt on ovs-vswitchd's descriptor `fd`, through a duplicate (pidfd_getfd needs ptrace
     rights over it: root). The kernel doubles the value; it is passed halved."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    pidfd = libc.syscall(SYS_PIDFD_OPEN, pid, 0)
-    if pidfd < 0:
+    dup = libc.syscall(SYS_PIDFD_GETFD, pidfd, fd, 0)
+    if dup < 0:
         return False
+    sock = socket.socket(fileno=dup)
     try:
-        dup = libc.syscall(SYS_PIDFD_GETFD, pidfd, fd, 0)
-        if dup < 0:
-            return False
-        sock = socket.socket(fileno=dup)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, option, value // 2)
-        finally:
-            sock.close()
+        sock.setsockopt(socket.SOL_SOCKET, option, value // 2)
         return True
     except OSError:
         return False
     finally:
-        os.close(pidfd)
+        sock.close()
 
 
 def size_buffers(pid: int | None, ifaces: Iterable[str], queue_bytes: list[int]) -> dict[str, int]:
@@ -141,12 +134,24 @@ def size_buffers(pid: int | None, ifaces: Iterable[str], queue_bytes: list[int])
         return {}
     wanted = set(ifaces)
     rx, tx = rx_buffer(queue_bytes), tx_buffer(queue_bytes)
-    changed, failed = {}, []
-    for s in sockets(pid):
-        if s.iface is None and s.sndbuf < tx:
-            (changed.__setitem__("send", tx) if _set(pid, s.fd, SO_SNDBUFFORCE, tx) else failed.append("send"))
-        elif s.iface in wanted and s.rcvbuf < rx:
-            (changed.__setitem__(s.iface, rx) if _set(pid, s.fd, SO_RCVBUFFORCE, rx) else failed.append(s.iface))
+    found = sockets(pid)
+    todo = [("send", s.fd, SO_SNDBUFFORCE, tx) for s in found if s.iface is None and s.sndbuf < tx]
+    todo += [(s.iface, s.fd, SO_RCVBUFFORCE, rx) for s in found if s.iface and s.iface in wanted and s.rcvbuf < rx]
+    changed: dict[str, int] = {}
+    failed: list[str] = []
+    if not todo:
+        return changed
+    libc = ctypes.CDLL(None, use_errno=True)
+    pidfd = libc.syscall(SYS_PIDFD_OPEN, pid, 0)
+    try:
+        for name, fd, option, size in todo:
+            if pidfd >= 0 and _set(libc, pidfd, fd, option, size):
+                changed[name] = size
+            else:
+                failed.append(name)
+    finally:
+        if pidfd >= 0:
+            os.close(pidfd)
     if failed:
         log.warning("warning: could not size ovs-vswitchd's socket buffers for %s (pidfd_getfd refused): "
                     "their drops are counted by the fidelity monitor", ", ".join(failed[:5]))
