@@ -88,7 +88,8 @@ def shaping(rates: list[float], seconds: float) -> list[str]:
         tb.ping_all()
         pid, ports = ovs.vswitchd_pid(), monitor.bridge_ports(tb)
         link = tb.topology.link("s1", "s2")
-        ends = [tb.fabric.end(n, link).iface for n in (link.a, link.b)]
+        end = getattr(tb.fabric, "end")  # noqa: B009 - LocalFabric's, not on the Fabric protocol
+        ends = [end(n, link).iface for n in (link.a, link.b)]
 
         def losses() -> tuple[int, int]:
             """(drops in the shaped link's TBFs, drops in ovs-vswitchd's receive sockets of the run)."""

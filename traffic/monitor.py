@@ -78,8 +78,8 @@ def shaped_ends(testbed: Run) -> list[tuple[str, str | None]]:
     from topology.tcplan import Shape
 
     fabric, topo = testbed.fabric, testbed.topology
-    out = []
-    if not hasattr(fabric, "end"):
+    out: list[tuple[str, str | None]] = []
+    if fabric is None or not hasattr(fabric, "end"):
         return out
     for link in topo.links:
         if not Shape.of(link).empty:
@@ -92,7 +92,7 @@ def shaped_ends(testbed: Run) -> list[tuple[str, str | None]]:
 def bridge_ports(testbed: Run) -> list[str]:
     """Every OVS port of the run with a kernel device (link ends on a bridge, run-time containers)."""
     fabric, topo = testbed.fabric, testbed.topology
-    if not hasattr(fabric, "end"):
+    if fabric is None or not hasattr(fabric, "end"):
         return []
     patch = getattr(fabric, "is_patch", lambda link: False)
     out = [e.iface for link in topo.links if not patch(link)
@@ -107,7 +107,7 @@ def unshaped_ports(testbed: Run) -> list[str]:
     from topology.tcplan import Shape
 
     fabric, topo = testbed.fabric, testbed.topology
-    if not hasattr(fabric, "end"):
+    if fabric is None or not hasattr(fabric, "end"):
         return []
     return [e.iface for link in topo.links if Shape.of(link).empty
             for e in (fabric.end(link.a, link), fabric.end(link.b, link)) if e.bridge]
