@@ -25,6 +25,7 @@ from picloud.errors import FabricError
 from picloud.runstate import RunState
 from topology.backends.local import LocalFabric
 from topology.effects import docker_engine, ip
+from topology.fabric_plan import FabricPlan
 from topology.inventory import PiModel, pi_model
 from topology.model import Topology
 
@@ -70,9 +71,9 @@ class DockerFabric(LocalFabric):
             raise FabricError(f"run {self.prefix}: Docker containers labelled {docker_engine.LABEL}={self.prefix} "
                               f"already exist (a crashed run's: 'picloud clean --run {self.prefix}')")
 
-    def _build(self, namespaces, bridge_ends, container_ends) -> None:
-        self._start_containers(self.topology.containers)
-        super()._build([], bridge_ends, container_ends)
+    def _make_namespaces(self, plan: FabricPlan) -> None:
+        """The plan's namespaces are the containers' own, attached under the planned names."""
+        self._start_containers([ns.container for ns in plan.namespaces])
 
     def _start_containers(self, containers: list[str], netns_names: dict[str, str] | None = None) -> None:
         """Start the Docker containers and name their network namespaces; intent recorded first."""

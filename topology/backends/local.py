@@ -12,35 +12,25 @@ import logging
 import subprocess
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import networkx as nx
 
 from picloud.errors import FabricError, TopologyError
 from picloud.runstate import RunState
-from topology import openflow, tcplan
+from topology import fabric_plan, openflow, tcplan
 from topology.effects import ethtool, ip, netns, ovs, ovs_sockets, rtnl, tc
 from topology.effects.proc import CommandError
-from topology.model import Link, Topology, dpid_str, ifname
+from topology.fabric_plan import CONTAINER_IFACE, End, FabricPlan
+from topology.model import Link, Topology
 from topology.stalls import OVS_STALL_S
 from topology.tcplan import Shape
 
 KEEP: Any = object()  # shape_link: leave this attribute as it is
 
 log = logging.getLogger(__name__)
-CONTAINER_IFACE = "eth0"
-
-
-@dataclass(frozen=True)
-class End:
-    """One end of a link as the system sees it: an interface, in a namespace or on a bridge."""
-
-    iface: str
-    netns: str | None  # None: root namespace
-    bridge: str | None  # the OVS bridge it is a port of, if any
-    port: int
-
+__all__ = ["CONTAINER_IFACE", "End", "LocalFabric", "remove_objects"]
 
 INACTIVITY_PROBE_MS = int(OVS_STALL_S * 1000)  # see _add_bridge and topology/stalls.py
 
@@ -68,12 +58,22 @@ class LocalFabric:
         # progress(stage, done, total): told before each batched step (picloud.progress draws it)
         self.progress: Callable[[str, int, int], None] = lambda stage, done=0, total=0: None
         self.of_versions = openflow.parse_versions(of_versions)  # what every bridge offers
+        self._plan: FabricPlan | None = None
 
     # --- names --------------------------------------------------------------------------------
+    @property
+    def plan(self) -> FabricPlan:
+        """Every name, port, MAC and shape of the topology's fabric (topology.fabric_plan), computed
+        once per topology: shape_link, the one run-time change to the model, drops it."""
+        if self._plan is None:
+            self._plan = fabric_plan.plan_fabric(self.topology, self.prefix, self.datapath, self.fabric_links,
+                                                 controllers=self.controllers, of_versions=self.of_versions)
+        return self._plan
+
     def bridge(self, node: str) -> str:
         if self.topology.kind(node) == "container":
             raise FabricError(f"{node!r}: a container has no bridge")
-        return ifname(self.prefix, self.topology.short_id(node))
+        return self.plan.bridge(node).name
 
     def ofctl_target(self, node: str) -> str:
         return self.bridge(node)
@@ -81,10 +81,8 @@ class LocalFabric:
     def netns(self, container: str) -> str:
         extra = self._extra().get(container)
         if extra:
-            return extra["netns"]
-        if container not in self.topology or self.topology.kind(container) != "container":
-            raise FabricError(f"container {container!r}: no such container in run {self.prefix}")
-        return ifname(self.prefix, self.topology.short_id(container))
+            return str(extra["netns"])
+        return self.plan.namespace(container).name
 
     def container_port(self, container: str) -> int:
         extra = self._extra().get(container)
@@ -93,14 +91,11 @@ class LocalFabric:
         return self.topology.port(self.topology.node(container).pi, container)
 
     def end(self, node: str, link: Link) -> End:
-        port = link.port_a if link.a == node else link.port_b
-        if self.topology.kind(node) == "container":
-            return End(CONTAINER_IFACE, self.netns(node), None, port)
-        return End(ifname(self.prefix, self.topology.short_id(node), port), None, self.bridge(node), port)
+        return self.plan.link(link.a, link.b).end(node)
 
     def is_patch(self, link: Link) -> bool:
         """A bridge-to-bridge link built from OVS patch ports (fabric_links="patch")."""
-        return self.fabric_links == "patch" and all(self.topology.kind(n) != "container" for n in (link.a, link.b))
+        return self.plan.link(link.a, link.b).kind == "patch"
 
     def _extra(self) -> dict[str, dict]:
         return self.state.extra.setdefault("containers", {})
@@ -109,21 +104,14 @@ class LocalFabric:
     def check(self) -> None:
         """Everything that can be refused is refused here, before the first object exists."""
         topo = self.topology
-        for node in topo.bridges + topo.containers:
-            self.bridge(node) if topo.kind(node) != "container" else self.netns(node)
-        for link in topo.links:
-            for node in (link.a, link.b):
-                self.end(node, link)
+        self._plan = None
+        self.plan  # noqa: B018 (refuses names Linux would refuse, and shaped patch links)
         impaired = [ln for ln in topo.links if Shape.of(ln).needs_netem]
         if impaired and not tc.netem_available():
             bad = impaired[0]
             raise FabricError(f"link {bad.a!r}-{bad.b!r}: delay/jitter/loss need the kernel's sch_netem, which "
                               f"kernel {tc.kernel()} lacks ({len(impaired)} link(s); remove delay/jitter/loss, "
                               "or use a kernel with netem)")
-        shaped_patch = next((ln for ln in topo.links if self.is_patch(ln) and not Shape.of(ln).empty), None)
-        if shaped_patch is not None:
-            raise FabricError(f"link {shaped_patch.a!r}-{shaped_patch.b!r}: shaped, but fabric_links=patch builds "
-                              "bridge-to-bridge links without a kernel device to shape (use fabric_links=veth)")
         if not self.controllers:
             bridges = topo.graph.subgraph(topo.bridges)
             if not nx.is_forest(bridges):
@@ -139,22 +127,16 @@ class LocalFabric:
         self.check()
         if self.datapath == "netdev":
             log.info("notice: no openvswitch kernel module: using the OVS userspace datapath (datapath_type=netdev)")
-        topo = self.topology
-        namespaces = [self.netns(c) for c in topo.containers]
-        bridge_ends, container_ends = [], []
-        for link in topo.links:
-            ea, eb = self.end(link.a, link), self.end(link.b, link)
-            (container_ends if ea.netns or eb.netns else bridge_ends).append((link, ea, eb))
-        root_ifaces = [e.iface for link, ea, eb in bridge_ends + container_ends for e in (ea, eb)
-                       if not e.netns and not self.is_patch(link)]
+        plan = self.plan
         if self.fabric_links != "veth":
             self.state.extra["fabric_links"] = self.fabric_links
         # Intent first: the state file names every object before any of them exists.
+        namespaces = [ns.name for ns in plan.namespaces]
         self.state.objects["netns"] = list(dict.fromkeys(self.state.objects.get("netns", []) + namespaces))
-        self.state.objects["veth"] = list(dict.fromkeys(self.state.objects.get("veth", []) + root_ifaces))
-        self.state.intend("bridges", [self.bridge(n) for n in topo.bridges])
+        self.state.objects["veth"] = list(dict.fromkeys(self.state.objects.get("veth", []) + plan.root_ifaces))
+        self.state.intend("bridges", [b.name for b in plan.bridges])
         try:
-            self._build(namespaces, bridge_ends, container_ends)
+            self._build(plan)
         except (CommandError, OSError, subprocess.TimeoutExpired) as exc:
             self.down()
             raise FabricError(f"run {self.prefix}: building the fabric failed: {brief(exc)}") from exc
@@ -162,59 +144,33 @@ class LocalFabric:
             self.down()
             raise
 
-    def _build(self, namespaces, bridge_ends, container_ends) -> None:
-        topo = self.topology
-        self.progress("namespaces", 0, len(namespaces))
-        ip.batch([f"netns add {ns}" for ns in namespaces])
-        self.progress("veth pairs", 0, len(bridge_ends) + len(container_ends))
-        lines = []
-        group = ip.run_group(self.prefix)
-        for link, ea, eb in bridge_ends:
-            if self.is_patch(link):
-                continue
-            lines += [f"link add {ea.iface} group {group} type veth peer name {eb.iface} group {group}",
-                      f"link set {ea.iface} up", f"link set {eb.iface} up"]
-        for link, ea, eb in container_ends:
-            host, inner = (ea, eb) if eb.netns else (eb, ea)
-            container = link.a if ea.netns else link.b
-            mac = topo.node(container).mac
-            lines += [f"link add {host.iface} group {group} type veth peer name {inner.iface} address {mac} "
-                      f"netns {inner.netns}",
-                      f"link set {host.iface} up"]
-        ip.batch(lines)
-        for i, c in enumerate(topo.containers):
+    def _make_namespaces(self, plan: FabricPlan) -> None:
+        """The containers' namespaces; the Docker backend starts containers and names theirs instead."""
+        self.progress("namespaces", 0, len(plan.namespaces))
+        ip.batch(ip.namespace_lines(plan))
+
+    def _build(self, plan: FabricPlan) -> None:
+        """Render the plan: namespaces and veths (ip -batch), container addresses (rtnl), bridges
+        and ports (one OVSDB transaction), shapes (tc -batch)."""
+        self._make_namespaces(plan)
+        self.progress("veth pairs", 0, len(plan.links))
+        ip.batch(ip.veth_lines(plan))
+        for i, ns in enumerate(plan.namespaces):
             if i % 50 == 0:
-                self.progress("container interfaces", i, len(topo.containers))
-            rtnl.configure([rtnl.ContainerIface(self.netns(c), topo.node(c).ip, None, CONTAINER_IFACE)])
+                self.progress("container interfaces", i, len(plan.namespaces))
+            rtnl.configure([rtnl.ContainerIface(ns.name, ns.address, ns.gateway, ns.iface)])
         if self.datapath == "netdev" and not ovs.userspace_tso_active():
             self.offload_off = True
             log.warning("notice: OVS userspace TSO is not active, so TX checksum offload is turned off on "
                         "every veth (about 1 Gbit/s per bridge instead of 12); set other_config:"
                         "userspace-tso-enable=true and restart ovs-vswitchd for full speed")
-            ethtool.tx_offload_off([(e.netns, e.iface) for _, ea, eb in bridge_ends + container_ends
-                                    for e in (ea, eb)])
+            ethtool.tx_offload_off([(e.netns, e.iface) for lp in plan.links for e in lp.ends])
         txn = ovs.Transaction()
-        for node in topo.bridges:
-            self._add_bridge(txn, node)
-        for link, ea, eb in bridge_ends + container_ends:
-            patch = self.is_patch(link)
-            for e, peer in ((ea, eb), (eb, ea)):
-                if e.bridge:
-                    txn.add("add-port", e.bridge, e.iface).add("set", "Interface", e.iface,
-                                                               f"ofport_request={e.port}")
-                    if patch:
-                        txn.add("set", "Interface", e.iface, "type=patch", f"options:peer={peer.iface}")
-        ports = sum(1 for _, ea, eb in bridge_ends + container_ends for e in (ea, eb) if e.bridge)
-        self.progress(f"one OVSDB transaction: {len(topo.bridges)} bridges, {ports} ports", 0, 0)
+        ports = ovs.add_fabric(txn, plan, INACTIVITY_PROBE_MS)
+        self.progress(f"one OVSDB transaction: {len(plan.bridges)} bridges, {ports} ports", 0, 0)
         txn.commit(timeout=300)
         self.progress("link shaping", 0, 0)
-        plans = []
-        for link, ea, eb in bridge_ends + container_ends:
-            shape = Shape.of(link)
-            if not shape.empty:
-                for e in (ea, eb):
-                    plans += tcplan.plan(e.iface, shape, e.netns)
-        tc.apply_many(plans)
+        tc.apply_many(plan.tc_commands())
         self.size_sockets()
 
     def size_sockets(self, ifaces: list[str] | None = None) -> None:
@@ -226,55 +182,23 @@ class LocalFabric:
         topo = self.topology
         queues = [tcplan.queue_bytes(Shape.of(ln)) for ln in topo.links if not Shape.of(ln).empty]
         if ifaces is None:
-            ifaces = [e.iface for ln in topo.links if not self.is_patch(ln)
-                      for e in (self.end(ln.a, ln), self.end(ln.b, ln)) if e.bridge]
+            ifaces = [e.iface for lp in self.plan.links if lp.kind != "patch" for e in lp.ends if e.bridge]
             ifaces += [c["iface"] for c in self._extra().values()]
         ovs_sockets.size_buffers(ovs.vswitchd_pid(), ifaces, queues * 2)
 
-    def _add_bridge(self, txn: ovs.Transaction, node: str) -> None:
-        name = self.bridge(node)
-        secure = bool(self.controllers)
-        txn.add("add-br", name)
-        txn.add("set", "Bridge", name, f"datapath_type={self.datapath}",
-                "protocols=" + ",".join(openflow.ovs_protocols(self.of_versions)),
-                f"fail_mode={'secure' if secure else 'standalone'}",
-                f"other-config:datapath-id={dpid_str(self.topology.dpid(node))}",
-                "other-config:disable-in-band=true", f"external_ids:{ovs.RUN_LABEL}={self.prefix}",
-                f"external_ids:picloud-node={node}")
-        if self.controllers:
-            # Controller rows made here rather than by set-controller, to carry a longer inactivity
-            # probe: OVS's default 5 s disconnects a healthy controller whenever ovs-vswitchd's own
-            # main loop stalls longer than that (measured: 3-12 s "Unreasonably long poll interval"
-            # stalls on a shared host with ~250 bridges), and every reactive app then loses packets.
-            ids = []
-            for i, target in enumerate(self.controllers):
-                ids.append(f"@{name}c{i}")
-                txn.add(f"--id={ids[-1]}", "create", "Controller", f'target="{target}"',
-                        f"inactivity_probe={INACTIVITY_PROBE_MS}")
-            txn.add("set", "Bridge", name, f"controller=[{','.join(ids)}]")
-
     # --- run-time changes ---------------------------------------------------------------------
-    def _link_ends(self, a: str, b: str) -> tuple[End, End]:
-        try:
-            link = self.topology.link(a, b)
-        except TopologyError:
-            raise FabricError(f"link {a!r}-{b!r}: no such link in run {self.prefix}") from None
-        return self.end(link.a, link), self.end(link.b, link)
-
     def link_devices(self, a: str, b: str) -> list[tuple[str, str | None]] | None:
         """Both ends' kernel devices; None for patch ports (an OpenFlow port state, not a device)."""
-        ends = self._link_ends(a, b)
-        if self.is_patch(self.topology.link(a, b)):
-            return None
-        return [(e.iface, e.netns) for e in ends]
+        lp = self.plan.link(a, b)
+        return None if lp.kind == "patch" else [(e.iface, e.netns) for e in lp.ends]
 
     def set_link(self, a: str, b: str, up: bool) -> None:
-        ends = self._link_ends(a, b)
-        if self.is_patch(self.topology.link(a, b)):
-            for e in ends:  # no kernel device: the OpenFlow port goes down and stops carrying, as a cut cable
-                ovs.port_carries(e.bridge, e.iface, up)
+        devices = self.link_devices(a, b)
+        if devices is None:
+            for e in self.plan.link(a, b).ends:  # no kernel device: the OpenFlow port goes down, as a cut cable
+                ovs.port_carries(str(e.bridge), e.iface, up)
             return
-        ip.set_links_now([(e.iface, e.netns) for e in ends], up)
+        ip.set_links_now(devices, up)
 
     def shape_link(self, a: str, b: str, bw: Any = KEEP, *, delay: Any = KEEP, jitter: Any = KEEP,
                    loss: Any = KEEP, queue: Any = KEEP) -> Link:
@@ -283,10 +207,8 @@ class LocalFabric:
         topology file, and refused before any tc call where it needs netem and the kernel lacks it.
         The new shape is written into the run's topology, so load, slowdown and the fidelity
         monitor use the rate the link really has."""
-        try:
-            link = self.topology.link(a, b)
-        except TopologyError:
-            raise FabricError(f"link {a!r}-{b!r}: no such link in run {self.prefix}") from None
+        link = fabric_plan.model_link(self.topology, self.prefix, a, b)
+        lp = self.plan.link(a, b)
         wanted = {k: getattr(link, k) if v is KEEP else v for k, v in
                   (("bw", bw), ("delay", delay), ("jitter", jitter), ("loss", loss), ("queue", queue))}
         try:
@@ -297,58 +219,50 @@ class LocalFabric:
         except TopologyError as exc:
             raise FabricError(str(exc).replace("link ", f"run {self.prefix}: link ", 1)) from None
         shape = Shape.of(new)
-        if self.is_patch(link) and not shape.empty:
+        if lp.kind == "patch" and not shape.empty:
             raise FabricError(f"link {a!r}-{b!r}: built from OVS patch ports (fabric_links=patch), which have no "
                               "kernel device to shape")
         if shape.needs_netem and not tc.netem_available():
             raise FabricError(f"link {a!r}-{b!r}: delay/jitter/loss need the kernel's sch_netem, which kernel "
                               f"{tc.kernel()} lacks")
-        for e in self._link_ends(a, b):
-            tc.apply(tcplan.plan(e.iface, shape, e.netns, replace=True))
+        tc.apply(replace(lp, shape=shape).tc_commands(replace=True))
         self.topology.graph.edges[link.a, link.b]["link"] = replace(link, **wanted)
-        self.size_sockets([e.iface for e in self._link_ends(a, b) if e.bridge])
+        self._plan = None
+        self.size_sockets([e.iface for e in self.plan.link(a, b).ends if e.bridge])
         with self.state.transaction():
             self.state.topology = self.topology.to_dict()
         return self.topology.link(a, b)
 
     def add_container(self, name: str, pi: str, ip_addr: str, mac: str, prefixlen: int,
                       gateway: str | None) -> int:
-        if pi not in self.topology or self.topology.kind(pi) != "pi":
-            raise FabricError(f"container {name!r}: unknown pi {pi!r}")
         with self.state.transaction():
             extra = self._extra()
-            if name in extra or name in self.topology:
-                raise FabricError(f"container {name!r}: already exists in run {self.prefix}")
-            counter = int(self.state.extra.get("next_container", 0))
-            used = [int(c["port"]) for c in extra.values() if c["pi"] == pi]
-            highest = int(self.state.extra.get("max_port", {}).get(pi, 0))
-            port = max([*self.topology.ports(pi), *used, highest]) + 1  # never reused within a run
-            ns = ifname(self.prefix, f"t{counter}")
-            host_iface = ifname(self.prefix, self.topology.short_id(pi), port)
-            extra[name] = {"pi": pi, "port": port, "ip": ip_addr, "mac": mac, "prefixlen": prefixlen,
-                           "gateway": gateway, "netns": ns, "iface": host_iface}
-            self.state.extra["next_container"] = counter + 1
-            self.state.extra.setdefault("max_port", {})[pi] = port
-            self.state.objects["netns"].append(ns)
-            self.state.intend("veth", [host_iface])
+            new = fabric_plan.plan_runtime_container(self.topology, self.prefix, extra,
+                                                     int(self.state.extra.get("next_container", 0)),
+                                                     self.state.extra.get("max_port", {}), name, pi)
+            extra[name] = {"pi": pi, "port": new.port, "ip": ip_addr, "mac": mac, "prefixlen": prefixlen,
+                           "gateway": gateway, "netns": new.netns, "iface": new.iface}
+            self.state.extra["next_container"] = new.counter + 1
+            self.state.extra.setdefault("max_port", {})[pi] = new.port
+            self.state.objects["netns"].append(new.netns)
+            self.state.intend("veth", [new.iface])
+            veth = new.veth(self.bridge(pi), mac)
             try:
-                self._make_namespace(name, ns)
-                ip.batch([f"link add {host_iface} group {ip.run_group(self.prefix)} type veth peer name "
-                          f"{CONTAINER_IFACE} address {mac} netns {ns}",
-                          f"link set {host_iface} up"])
-                rtnl.configure([rtnl.ContainerIface(ns, f"{ip_addr}/{prefixlen}", gateway, CONTAINER_IFACE)])
+                self._make_namespace(name, new.netns)
+                ip.batch(ip.container_veth_lines(veth, ip.run_group(self.prefix)))
+                rtnl.configure([rtnl.ContainerIface(new.netns, f"{ip_addr}/{prefixlen}", gateway, CONTAINER_IFACE)])
                 if self.offload_off:
-                    ethtool.tx_offload_off([(None, host_iface), (ns, CONTAINER_IFACE)])
-                ovs.Transaction().add("add-port", self.bridge(pi), host_iface).add(
-                    "set", "Interface", host_iface, f"ofport_request={port}").commit()
-                self.size_sockets([host_iface])
+                    ethtool.tx_offload_off([(e.netns, e.iface) for e in veth.ends])
+                ovs.Transaction().add("add-port", self.bridge(pi), new.iface).add(
+                    "set", "Interface", new.iface, f"ofport_request={new.port}").commit()
+                self.size_sockets([new.iface])
             except (CommandError, OSError) as exc:
                 self._remove_extra(name)
                 raise FabricError(f"container {name!r}: could not be created on {pi!r}: {exc}") from exc
             except FabricError:
                 self._remove_extra(name)
                 raise
-        return port
+        return new.port
 
     def _make_namespace(self, container: str, netns_name: str) -> None:
         """The network namespace behind a run-time container; the Docker backend starts a
@@ -357,11 +271,7 @@ class LocalFabric:
 
     def remove_container(self, name: str) -> None:
         with self.state.transaction():
-            if name not in self._extra():
-                if name in self.topology:
-                    raise FabricError(f"container {name!r}: part of the topology; only run-time containers "
-                                      "can be removed")
-                raise FabricError(f"container {name!r}: no such run-time container in run {self.prefix}")
+            fabric_plan.check_removable(self.topology, self.prefix, self._extra(), name)
             self._remove_extra(name)
 
     def _remove_extra(self, name: str) -> None:

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from topology.effects.proc import CommandError, run
+from topology.fabric_plan import FabricPlan, LinkPlan
 
 
 def batch(lines: Sequence[str], netns: str | None = None, force: bool = False) -> None:
@@ -76,6 +77,35 @@ def run_group(prefix: str) -> int:
     whole run's links go in one `link del group N`. The kernel then unregisters them all in one
     batch with one RCU grace period, instead of one grace period (~16 ms here) per device."""
     return GROUP_BASE + int(prefix[2:])
+
+
+def namespace_lines(plan: FabricPlan) -> list[str]:
+    """The plan's container namespaces, as `ip -batch` lines."""
+    return [f"netns add {ns.name}" for ns in plan.namespaces]
+
+
+def veth_lines(plan: FabricPlan) -> list[str]:
+    """The plan's veth pairs as `ip -batch` lines: bridge-to-bridge pairs, then container pairs
+    whose inner end is made inside the container's namespace with its MAC (and MTU). Root-namespace
+    ends carry the run's device group (see run_group). Patch links have no kernel device."""
+    group = run_group(plan.prefix)
+    lines = []
+    for lp in plan.links:
+        if lp.kind == "veth" and not lp.to_container:
+            lines += [f"link add {lp.a.iface} group {group} type veth peer name {lp.b.iface} group {group}",
+                      f"link set {lp.a.iface} up", f"link set {lp.b.iface} up"]
+    for lp in plan.links:
+        if lp.to_container:
+            lines += container_veth_lines(lp, group)
+    return lines
+
+
+def container_veth_lines(lp: LinkPlan, group: int | None) -> list[str]:
+    host, inner = (lp.a, lp.b) if lp.b.netns else (lp.b, lp.a)
+    in_group = f" group {group}" if group is not None else ""
+    peer = " ".join([f"peer name {inner.iface}", *([f"address {inner.mac}"] if inner.mac else []),
+                     *([f"mtu {lp.mtu}"] if lp.mtu else []), f"netns {inner.netns}"])
+    return [f"link add {host.iface}{in_group} type veth {peer}", f"link set {host.iface} up"]
 
 
 def group_links(group: int) -> set[str]:

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from topology.effects.proc import run
+from topology.fabric_plan import FabricPlan
 
 RUN_LABEL = "picloud-run"  # external_ids key on every bridge PiCloud creates
 VSWITCHD_LOG = "/var/log/openvswitch/ovs-vswitchd.log"
@@ -37,6 +38,36 @@ class Transaction:
             argv += ["--", *cmd]
         self.commands = []
         return run(argv, timeout=timeout + 10).stdout
+
+
+def add_fabric(txn: Transaction, plan: FabricPlan, inactivity_probe_ms: int | None = None) -> int:
+    """The plan's bridges and their ports, as commands of one transaction; returns the port count.
+    Each bridge carries the run label, its node's name and datapath id; each port its model port as
+    ofport_request. Controller rows are made here rather than by set-controller, to carry a longer
+    inactivity probe (see topology/stalls.py: OVS's default 5 s drops a healthy controller whenever
+    ovs-vswitchd's own main loop stalls longer than that)."""
+    ports = 0
+    for bridge in plan.bridges:
+        txn.add("add-br", bridge.name)
+        txn.add("set", "Bridge", bridge.name, f"datapath_type={plan.datapath}",
+                *(["protocols=" + ",".join(plan.protocols)] if plan.protocols else []),
+                f"fail_mode={plan.fail_mode}", f"other-config:datapath-id={bridge.dpid}",
+                "other-config:disable-in-band=true", f"external_ids:{RUN_LABEL}={plan.prefix}",
+                f"external_ids:picloud-node={bridge.node}")
+        if plan.controllers:
+            ids = []
+            for i, target in enumerate(plan.controllers):
+                ids.append(f"@{bridge.name}c{i}")
+                probe = [f"inactivity_probe={inactivity_probe_ms}"] if inactivity_probe_ms is not None else []
+                txn.add(f"--id={ids[-1]}", "create", "Controller", f'target="{target}"', *probe)
+            txn.add("set", "Bridge", bridge.name, f"controller=[{','.join(ids)}]")
+        for port in bridge.ports:
+            txn.add("add-port", bridge.name, port.name).add("set", "Interface", port.name,
+                                                             f"ofport_request={port.ofport}")
+            if port.type == "patch":
+                txn.add("set", "Interface", port.name, "type=patch", f"options:peer={port.peer}")
+            ports += 1
+    return ports
 
 
 def vsctl(*args: str, db: str | None = None, check: bool = True) -> str:
