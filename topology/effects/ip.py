@@ -100,12 +100,15 @@ def veth_lines(plan: FabricPlan) -> list[str]:
     return lines
 
 
-def container_veth_lines(lp: LinkPlan, group: int | None) -> list[str]:
+def container_veth_lines(lp: LinkPlan, group: int | None, host_netns: str | None = None) -> list[str]:
+    """One container's veth pair. host_netns: the host end moves there (an emulated Pi's
+    namespace), where the caller sets it up; a move would take it down again."""
     host, inner = (lp.a, lp.b) if lp.b.netns else (lp.b, lp.a)
     in_group = f" group {group}" if group is not None else ""
     peer = " ".join([f"peer name {inner.iface}", *([f"address {inner.mac}"] if inner.mac else []),
                      *([f"mtu {lp.mtu}"] if lp.mtu else []), f"netns {inner.netns}"])
-    return [f"link add {host.iface}{in_group} type veth {peer}", f"link set {host.iface} up"]
+    last = f"link set {host.iface} netns {host_netns}" if host_netns else f"link set {host.iface} up"
+    return [f"link add {host.iface}{in_group} type veth {peer}", last]
 
 
 def group_links(group: int) -> set[str]:

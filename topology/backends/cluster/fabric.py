@@ -14,19 +14,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from picloud.errors import ClusterError, FabricError, TopologyError
+from picloud.errors import ClusterError, FabricError
 from picloud.runstate import RunState
-from topology import openflow
+from topology import fabric_plan, openflow
 from topology.backends.cluster.check import feature_problems, load_inventory
 from topology.effects import ethtool, ip, netns
 from topology.effects.ovsdb_remote import BridgeSpec, PortSpec, Remote
 from topology.effects.proc import CommandError
+from topology.fabric_plan import CONTAINER_IFACE, FabricPlan, LinkPlan
 from topology.inventory import Inventory, PiModel, Wire, pi_model, place, wiring
-from topology.model import Topology, dpid_str, ifname
+from topology.model import Topology
 
 log = logging.getLogger(__name__)
 
-CONTAINER_IFACE = "eth0"
 OVERLAY_MTU = 1450  # 1500 minus the 50 bytes of VXLAN/UDP/IP/Ethernet headers (RFC 7348)
 
 
@@ -96,12 +96,22 @@ class ClusterFabric:
         self.wires = wiring(topology, self.placement, self.inventory, self.prefix)
         self.controllers = [self._pi_reachable_target(t) for t in (controllers or [])]
         self._remotes: dict[str, Remote] = {}
+        self._plan: FabricPlan | None = None
 
     # --- names --------------------------------------------------------------------------------
+    @property
+    def plan(self) -> FabricPlan:
+        """Names, container attachments (MAC, overlay MTU) and bridges, as the local backend plans
+        them; the links between bridges are the Pis' wiring (patch or VXLAN by placement) instead."""
+        if self._plan is None:
+            self._plan = fabric_plan.plan_fabric(self.topology, self.prefix, mtu=OVERLAY_MTU,
+                                                 controllers=self.controllers, of_versions=self.of_versions)
+        return self._plan
+
     def bridge(self, node: str) -> str:
         if self.topology.kind(node) == "container":
             raise FabricError(f"{node!r}: a container has no bridge")
-        return ifname(self.prefix, self.topology.short_id(node))
+        return self.plan.bridge(node).name
 
     def host(self, node: str) -> str:
         """The inventory Pi a bridge (or a container's Pi) runs on."""
@@ -131,7 +141,7 @@ class ClusterFabric:
         if not entry.netns:
             raise FabricError(f"container {container!r}: runs on Pi {entry.name!r}, which is not on this machine "
                               "(use exec/popen, which go through the Pi's Docker engine)")
-        return ifname(self.prefix, self.topology.short_id(container))
+        return self.plan.namespace(container).name
 
     def container_name(self, container: str) -> str:
         """Docker's name for a container on a Docker Pi, as in the Docker backend."""
@@ -234,9 +244,11 @@ class ClusterFabric:
                 ends.setdefault(pi_ns, set()).add(entry["iface"])
         return ends
 
+    def _container_link(self, container: str) -> LinkPlan:
+        return self.plan.link(container, self.topology.node(container).pi)
+
     def _container_host_iface(self, container: str) -> str:
-        pi = self.topology.node(container).pi
-        return ifname(self.prefix, self.topology.short_id(pi), self.topology.port(pi, container))
+        return self._container_link(container).end(self.topology.node(container).pi).iface
 
     def _make_containers(self, containers: list[str]) -> None:
         docker_pis = sorted({self.host(c) for c in containers if self._docker_pi(self.host(c))})
@@ -301,16 +313,14 @@ class ClusterFabric:
         by_pi_ns: dict[str, list[str]] = {}
         lines = []
         for c in containers:
-            node = topo.node(c)
             host_iface = self._container_host_iface(c)
-            pi_ns = self.inventory.pi(self.host(c)).netns
-            lines += [f"link add {host_iface} type veth peer name {CONTAINER_IFACE} address {node.mac} "
-                      f"netns {self.netns(c)}", f"link set {host_iface} netns {pi_ns}"]
+            pi_ns = str(self.inventory.pi(self.host(c)).netns)
+            lines += ip.container_veth_lines(self._container_link(c), None, host_netns=pi_ns)
             by_pi_ns.setdefault(pi_ns, []).append(f"link set {host_iface} up")
         ip.batch(lines)
         ip.batch_in_namespaces(by_pi_ns)
         ip.batch_in_namespaces({
-            self.netns(c): ["link set lo up", f"link set {CONTAINER_IFACE} mtu {OVERLAY_MTU}",
+            self.netns(c): ["link set lo up",
                             f"addr add {topo.node(c).ip} dev {CONTAINER_IFACE}", f"link set {CONTAINER_IFACE} up",
                             f"route add default dev {CONTAINER_IFACE}"]
             for c in containers})
@@ -328,10 +338,10 @@ class ClusterFabric:
             if self.placement[node] != pi:
                 continue
             listener = f"ptcp:{self._ofctl_port(node)}:{self.inventory.pi(pi).underlay}"
-            specs[node] = BridgeSpec(self.bridge(node), dpid_str(topo.dpid(node)), datapath,
-                                     controllers=list(self.controllers), listeners=[listener],
-                                     external_ids={"picloud-node": node},
-                                     protocols=openflow.ovs_protocols(self.of_versions))
+            bridge = self.plan.bridge(node)
+            specs[node] = BridgeSpec(bridge.name, bridge.dpid, datapath,
+                                     controllers=list(self.plan.controllers), listeners=[listener],
+                                     external_ids={"picloud-node": node}, protocols=list(self.plan.protocols))
         for wire in self.wires:
             if wire.host == pi:
                 specs[wire.node].ports.append(self._wire_port(wire))
@@ -409,10 +419,7 @@ class ClusterFabric:
 
     # --- run-time changes ---------------------------------------------------------------------
     def _link_wires(self, a: str, b: str) -> list[Wire]:
-        try:
-            link = self.topology.link(a, b)
-        except TopologyError:
-            raise FabricError(f"link {a!r}-{b!r}: no such link in run {self.prefix}") from None
+        link = fabric_plan.model_link(self.topology, self.prefix, a, b)
         if "container" in (self.topology.kind(a), self.topology.kind(b)):
             raise FabricError(f"link {a!r}-{b!r}: container links cannot be set down in cluster mode")
         return [w for w in self.wires if (w.node, w.port) in ((link.a, link.port_a), (link.b, link.port_b))]
@@ -444,23 +451,17 @@ class ClusterFabric:
         """A run-time container (a tenant member): the same port allocation and state entry as the
         local backend; a Docker container through the Pi's engine on a Docker Pi, a namespace on
         an emulated Pi without Docker; its port added to the Pi's bridge through OVSDB."""
-        if pi not in self.topology or self.topology.kind(pi) != "pi":
-            raise FabricError(f"container {name!r}: unknown pi {pi!r}")
         extra = self._extra()
-        if name in extra or name in self.topology:
-            raise FabricError(f"container {name!r}: already exists in run {self.prefix}")
+        new = fabric_plan.plan_runtime_container(self.topology, self.prefix, extra,
+                                                 int(self.state.extra.get("next_container", 0)),
+                                                 self.state.extra.get("max_port", {}), name, pi)
         host = self.inventory.pi(self.host(pi))
         docker = self._docker_pi(host.name)
-        counter = int(self.state.extra.get("next_container", 0))
-        used = [int(c["port"]) for c in extra.values() if c["pi"] == pi]
-        port = max([*self.topology.ports(pi), *used, int(self.state.extra.get("max_port", {}).get(pi, 0))]) + 1
-        ns = ifname(self.prefix, f"t{counter}")
-        host_iface = ifname(self.prefix, self.topology.short_id(pi), port)
-        if not host.netns:
-            ns = None  # a container on a real Pi has no namespace on this machine
+        port, host_iface = new.port, new.iface
+        ns = new.netns if host.netns else None  # a container on a real Pi has no namespace on this machine
         extra[name] = {"pi": pi, "port": port, "ip": ip_addr, "mac": mac, "prefixlen": prefixlen,
                        "gateway": gateway, "netns": ns, "iface": host_iface, "docker": docker}
-        self.state.extra["next_container"] = counter + 1
+        self.state.extra["next_container"] = new.counter + 1
         self.state.extra.setdefault("max_port", {})[pi] = port
         if ns:
             self.state.intend("netns", [ns])
@@ -471,11 +472,11 @@ class ClusterFabric:
                 self.remote(host.name).set_port(self.bridge(pi), PortSpec(host_iface, port), True)
                 return port
             ip.batch([f"netns add {ns}",
-                      f"link add {host_iface} type veth peer name {CONTAINER_IFACE} address {mac} netns {ns}",
-                      f"link set {host_iface} netns {host.netns}"])
+                      *ip.container_veth_lines(new.veth(self.bridge(pi), mac, OVERLAY_MTU), None,
+                                               host_netns=host.netns)])
             ip.batch([f"link set {host_iface} up"], netns=host.netns)
             route = f"route add default via {gateway}" if gateway else f"route add default dev {CONTAINER_IFACE}"
-            ip.batch(["link set lo up", f"link set {CONTAINER_IFACE} mtu {OVERLAY_MTU}",
+            ip.batch(["link set lo up",
                       f"addr add {ip_addr}/{prefixlen} dev {CONTAINER_IFACE}", f"link set {CONTAINER_IFACE} up",
                       route], netns=ns)
             ethtool.tx_offload_off([(ns, CONTAINER_IFACE), (host.netns, host_iface)])
@@ -490,11 +491,7 @@ class ClusterFabric:
             self._remove_container(name)
 
     def _remove_container(self, name: str) -> None:
-        if name not in self._extra():
-            if name in self.topology:
-                raise FabricError(f"container {name!r}: part of the topology; only run-time containers "
-                                  "can be removed")
-            raise FabricError(f"container {name!r}: no such run-time container in run {self.prefix}")
+        fabric_plan.check_removable(self.topology, self.prefix, self._extra(), name)
         self._remove_extra(name)
 
     def _remove_extra(self, name: str) -> None:
