@@ -9,11 +9,12 @@ a bridge's management socket (`unix:DIR/BRIDGE.mgmt`) or the daemon's control so
 (`-t DIR/ovs-vswitchd.ctl`) explicitly, so nothing ever reaches the system's OVS; the daemons are
 stopped through their own control sockets, and by the PID in their own pidfile as a fallback.
 
-Needs no root: no kernel module, no network namespace, no privileged socket. Checked by running
-the sandbox as user `nobody` (tests/sandbox/test_sandbox_unprivileged.py does it whenever the
-suite runs as root). It needs the OVS binaries (Debian's openvswitch-switch, which `make setup`
-installs); without them `OvsSandbox.start` raises `SandboxUnavailable`, which the fixture turns
-into a skip, and a skip fails the run under CI (tests/conftest.py).
+Needs no root: no kernel module, no network namespace, no privileged socket. Checked by starting
+the daemons as user `nobody` (`as_user`; tests/sandbox/test_sandbox_unprivileged.py does it
+whenever the suite runs as root) and building a fabric plan's bridges in them. It needs the OVS
+binaries (Debian's openvswitch-switch, which `make setup` installs); without them
+`OvsSandbox.start` raises `SandboxUnavailable`, which the fixture turns into a skip, and a skip
+fails the run under CI (tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -42,8 +43,11 @@ class SandboxUnavailable(RuntimeError):
 
 
 class OvsSandbox:
-    def __init__(self, directory: str | Path) -> None:
+    """`as_user`: start the daemons as that user (root only; what proves they need no root)."""
+
+    def __init__(self, directory: str | Path, as_user: str | None = None) -> None:
         self.dir = Path(directory)
+        self.as_user = as_user
 
     @property
     def db(self) -> str:
@@ -54,7 +58,9 @@ class OvsSandbox:
         d = str(self.dir)
         return {**os.environ, "OVS_RUNDIR": d, "OVS_DBDIR": d, "OVS_LOGDIR": d, "OVS_SYSCONFDIR": d}
 
-    def _run(self, argv: list[str], timeout: float = 30) -> str:
+    def _run(self, argv: list[str], timeout: float = 30, daemon: bool = False) -> str:
+        if daemon and self.as_user:
+            argv = ["runuser", "-u", self.as_user, "--", *argv]
         done = subprocess.run(argv, capture_output=True, text=True, env=self.env, timeout=timeout)
         if done.returncode:
             raise RuntimeError(f"{' '.join(argv[:4])} ...: exit {done.returncode}: {done.stderr.strip()}")
@@ -68,16 +74,18 @@ class OvsSandbox:
                                      "run 'make setup'")
         d = self.dir
         d.mkdir(parents=True, exist_ok=True)
-        self._run(["ovsdb-tool", "create", str(d / "conf.db"), SCHEMA])
+        if self.as_user:
+            shutil.chown(d, self.as_user)
+        self._run(["ovsdb-tool", "create", str(d / "conf.db"), SCHEMA], daemon=True)
         self._run(["ovsdb-server", str(d / "conf.db"), f"--remote=punix:{d / 'db.sock'}",
                    f"--pidfile={d / 'ovsdb-server.pid'}", f"--unixctl={d / 'ovsdb-server.ctl'}",
-                   f"--log-file={d / 'ovsdb-server.log'}", "--detach", "--no-chdir", "-vconsole:off"])
+                   f"--log-file={d / 'ovsdb-server.log'}", "--detach", "--no-chdir", "-vconsole:off"], daemon=True)
         try:
             self.vsctl("--no-wait", "init")
             self._run(["ovs-vswitchd", self.db, "--enable-dummy=override", "--disable-system",
                        "--disable-system-route", f"--pidfile={d / 'ovs-vswitchd.pid'}",
                        f"--unixctl={d / 'ovs-vswitchd.ctl'}", f"--log-file={d / 'ovs-vswitchd.log'}",
-                       "--detach", "--no-chdir", "-vconsole:off"])
+                       "--detach", "--no-chdir", "-vconsole:off"], daemon=True)
             self.vsctl("--timeout=20", "add-br", "probe", "--", "set", "Bridge", "probe", "datapath_type=dummy")
             self.vsctl("del-br", "probe")  # returns once ovs-vswitchd has applied it: the daemon is up
         except BaseException:
@@ -98,6 +106,16 @@ class OvsSandbox:
                 time.sleep(0.05)
             if pid is not None and _alive(pid):
                 os.kill(pid, signal.SIGTERM)
+
+    def daemon_uids(self) -> dict[str, int]:
+        """The real uid each running daemon has (from /proc)."""
+        out = {}
+        for daemon in ("ovsdb-server", "ovs-vswitchd"):
+            pid = _own_pid(self.dir / f"{daemon}.pid", daemon, self.dir)
+            if pid is not None:
+                uid_line = next(ln for ln in _status(pid).splitlines() if ln.startswith("uid:"))
+                out[daemon] = int(uid_line.split()[1])
+        return out
 
     # --- tools ----------------------------------------------------------------------------------
     def vsctl(self, *args: str) -> str:
@@ -169,9 +187,9 @@ def _own_pid(pidfile: Path, daemon: str, directory: Path) -> int | None:
 
 
 @contextmanager
-def sandbox() -> Iterator[OvsSandbox]:
+def sandbox(as_user: str | None = None) -> Iterator[OvsSandbox]:
     with tempfile.TemporaryDirectory(prefix="picloud-ovs-") as d:
-        box = OvsSandbox(d).start()
+        box = OvsSandbox(d, as_user).start()
         try:
             yield box
         finally:
