@@ -48,6 +48,7 @@ class Namespace:
 
     name: str
     container: str
+    pi: str
     address: str  # "10.0.0.1/8"
     gateway: str | None = None  # None: the default route goes out of the interface itself
     iface: str = CONTAINER_IFACE
@@ -70,6 +71,11 @@ class LinkPlan:
     @property
     def to_container(self) -> bool:
         return self.a.netns is not None or self.b.netns is not None
+
+    @property
+    def bridge_end(self) -> End:
+        """A container link's end on the Pi's bridge (the veth's host end)."""
+        return self.b if self.a.netns else self.a
 
     def end(self, node: str) -> End:
         if node == self.a.node:
@@ -138,6 +144,10 @@ class FabricPlan:
         except KeyError:
             raise FabricError(f"container {container!r}: no such container in run {self.prefix}") from None
 
+    def container_link(self, container: str) -> LinkPlan:
+        """The link between a container and its Pi."""
+        return self.link(container, self.namespace(container).pi)
+
     def link(self, a: str, b: str) -> LinkPlan:
         try:
             return self._by_link[frozenset((a, b))]
@@ -183,7 +193,7 @@ def plan_fabric(topology: Topology, prefix: str, datapath: str = "netdev", fabri
         raise FabricError(f"fabric_links {fabric_links!r}: one of {', '.join(LINK_KINDS)}")
     kind: LinkKind = "patch" if fabric_links == "patch" else "veth"
     topo = topology
-    namespaces = tuple(Namespace(name(prefix, topo.short_id(c)), c, str(topo.node(c).ip))
+    namespaces = tuple(Namespace(name(prefix, topo.short_id(c)), c, str(topo.node(c).pi), str(topo.node(c).ip))
                        for c in topo.containers)
     netns_of = {ns.container: ns.name for ns in namespaces}
     bridge_of = {node: name(prefix, topo.short_id(node)) for node in topo.bridges}

@@ -103,7 +103,8 @@ def veth_lines(plan: FabricPlan) -> list[str]:
 def container_veth_lines(lp: LinkPlan, group: int | None, host_netns: str | None = None) -> list[str]:
     """One container's veth pair. host_netns: the host end moves there (an emulated Pi's
     namespace), where the caller sets it up; a move would take it down again."""
-    host, inner = (lp.a, lp.b) if lp.b.netns else (lp.b, lp.a)
+    host = lp.bridge_end
+    inner = lp.b if host is lp.a else lp.a
     in_group = f" group {group}" if group is not None else ""
     peer = " ".join([f"peer name {inner.iface}", *([f"address {inner.mac}"] if inner.mac else []),
                      *([f"mtu {lp.mtu}"] if lp.mtu else []), f"netns {inner.netns}"])

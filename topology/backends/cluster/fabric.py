@@ -21,7 +21,7 @@ from topology.backends.cluster.check import feature_problems, load_inventory
 from topology.effects import ethtool, ip, netns
 from topology.effects.ovsdb_remote import BridgeSpec, PortSpec, Remote
 from topology.effects.proc import CommandError
-from topology.fabric_plan import CONTAINER_IFACE, FabricPlan, LinkPlan
+from topology.fabric_plan import CONTAINER_IFACE, FabricPlan
 from topology.inventory import Inventory, PiModel, Wire, pi_model, place, wiring
 from topology.model import Topology
 
@@ -244,11 +244,8 @@ class ClusterFabric:
                 ends.setdefault(pi_ns, set()).add(entry["iface"])
         return ends
 
-    def _container_link(self, container: str) -> LinkPlan:
-        return self.plan.link(container, self.topology.node(container).pi)
-
     def _container_host_iface(self, container: str) -> str:
-        return self._container_link(container).end(self.topology.node(container).pi).iface
+        return self.plan.container_link(container).bridge_end.iface
 
     def _make_containers(self, containers: list[str]) -> None:
         docker_pis = sorted({self.host(c) for c in containers if self._docker_pi(self.host(c))})
@@ -265,11 +262,12 @@ class ClusterFabric:
         return {"nano_cpus": int(model.cpus(host_cpus) * 1e9), "memory_mb": model.memory_mb}
 
     def _make_docker_containers(self, pi: str, containers: list[str]) -> None:
-        topo = self.topology
-        self._start_docker(pi, [
-            _Attach(c, self._container_host_iface(c), topo.node(c).mac, topo.node(c).ip, None, topo.node(c).pi,
-                    self.netns(c) if self.inventory.pi(pi).netns else None)
-            for c in containers])
+        attaches = []
+        for c in containers:
+            ns, lp = self.plan.namespace(c), self.plan.container_link(c)
+            attaches.append(_Attach(c, lp.bridge_end.iface, str(lp.end(c).mac), ns.address, ns.gateway, ns.pi,
+                                    ns.name if self.inventory.pi(pi).netns else None))
+        self._start_docker(pi, attaches)
 
     def _start_docker(self, pi: str, attaches: list[_Attach]) -> None:
         """Containers through the Pi's Docker engine, wired by one helper run on the Pi."""
@@ -315,7 +313,7 @@ class ClusterFabric:
         for c in containers:
             host_iface = self._container_host_iface(c)
             pi_ns = str(self.inventory.pi(self.host(c)).netns)
-            lines += ip.container_veth_lines(self._container_link(c), None, host_netns=pi_ns)
+            lines += ip.container_veth_lines(self.plan.container_link(c), None, host_netns=pi_ns)
             by_pi_ns.setdefault(pi_ns, []).append(f"link set {host_iface} up")
         ip.batch(lines)
         ip.batch_in_namespaces(by_pi_ns)
