@@ -136,6 +136,8 @@ class FabricPlan:
         try:
             return self._by_bridge[node]
         except KeyError:
+            if node in self._by_container:
+                raise FabricError(f"{node!r}: a container has no bridge") from None
             raise FabricError(f"{node!r}: not a switch or Pi of run {self.prefix} (only they have a bridge)") from None
 
     def namespace(self, container: str) -> Namespace:

@@ -210,3 +210,12 @@ def test_only_runtime_containers_are_removable() -> None:
         check_removable(topo, "pc7", {}, "pi1-c1")
     with pytest.raises(FabricError, match="no such run-time container in run pc7"):
         check_removable(topo, "pc7", {}, "m9")
+
+
+def test_bridge_lookup_refuses_containers_and_strangers() -> None:
+    plan = plan_fabric(build("single:1", 1), "pc7")
+    assert plan.bridge("s1").name == "pc7s0"
+    with pytest.raises(FabricError, match=r"\A'pi1-c1': a container has no bridge\Z"):
+        plan.bridge("pi1-c1")
+    with pytest.raises(FabricError, match=r"\A'nope': not a switch or Pi of run pc7"):
+        plan.bridge("nope")

@@ -71,8 +71,6 @@ class LocalFabric:
         return self._plan
 
     def bridge(self, node: str) -> str:
-        if self.topology.kind(node) == "container":
-            raise FabricError(f"{node!r}: a container has no bridge")
         return self.plan.bridge(node).name
 
     def ofctl_target(self, node: str) -> str:

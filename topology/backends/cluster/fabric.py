@@ -109,8 +109,6 @@ class ClusterFabric:
         return self._plan
 
     def bridge(self, node: str) -> str:
-        if self.topology.kind(node) == "container":
-            raise FabricError(f"{node!r}: a container has no bridge")
         return self.plan.bridge(node).name
 
     def host(self, node: str) -> str:
