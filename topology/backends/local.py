@@ -32,7 +32,7 @@ KEEP: Any = object()  # shape_link: leave this attribute as it is
 log = logging.getLogger(__name__)
 __all__ = ["CONTAINER_IFACE", "End", "LocalFabric", "remove_objects"]
 
-INACTIVITY_PROBE_MS = int(OVS_STALL_S * 1000)  # see _add_bridge and topology/stalls.py
+INACTIVITY_PROBE_MS = int(OVS_STALL_S * 1000)  # see ovs.add_fabric and topology/stalls.py
 
 
 class LocalFabric:
@@ -103,12 +103,12 @@ class LocalFabric:
         """Everything that can be refused is refused here, before the first object exists."""
         topo = self.topology
         self._plan = None
-        self.plan  # noqa: B018 (refuses names Linux would refuse, and shaped patch links)
-        impaired = [ln for ln in topo.links if Shape.of(ln).needs_netem]
+        plan = self.plan  # refuses names Linux would refuse, and shaped patch links
+        impaired = [lp for lp in plan.links if lp.shape.needs_netem]
         if impaired and not tc.netem_available():
             bad = impaired[0]
-            raise FabricError(f"link {bad.a!r}-{bad.b!r}: delay/jitter/loss need the kernel's sch_netem, which "
-                              f"kernel {tc.kernel()} lacks ({len(impaired)} link(s); remove delay/jitter/loss, "
+            raise FabricError(f"link {bad.a.node!r}-{bad.b.node!r}: delay/jitter/loss need the kernel's sch_netem, "
+                              f"which kernel {tc.kernel()} lacks ({len(impaired)} link(s); remove delay/jitter/loss, "
                               "or use a kernel with netem)")
         if not self.controllers:
             bridges = topo.graph.subgraph(topo.bridges)

@@ -44,8 +44,9 @@ def add_fabric(txn: Transaction, plan: FabricPlan, inactivity_probe_ms: int | No
     """The plan's bridges and their ports, as commands of one transaction; returns the port count.
     Each bridge carries the run label, its node's name and datapath id; each port its model port as
     ofport_request. Controller rows are made here rather than by set-controller, to carry a longer
-    inactivity probe (see topology/stalls.py: OVS's default 5 s drops a healthy controller whenever
-    ovs-vswitchd's own main loop stalls longer than that)."""
+    inactivity probe (topology/stalls.py): OVS's default 5 s disconnects a healthy controller whenever
+    ovs-vswitchd's own main loop stalls longer than that (measured: 3-12 s "Unreasonably long poll
+    interval" stalls on a shared host with ~250 bridges), and every reactive app then loses packets."""
     ports = 0
     for bridge in plan.bridges:
         txn.add("add-br", bridge.name)
