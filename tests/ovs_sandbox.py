@@ -222,14 +222,12 @@ class OpenFlowChannel:
     def close(self) -> None:
         self.sock.close()
 
-    def set_xid(self, msg: Any) -> None:
-        self._xid += 1
-        msg.set_xid(self._xid)
-
     def send_msg(self, msg: Any) -> None:
-        msg.datapath = self
+        """As os-ken's Datapath.send_msg: the next xid when the message has none, then the wire bytes."""
         if msg.xid is None:
-            self.set_xid(msg)
+            self._xid += 1
+            msg.set_xid(self._xid)
+        msg.datapath = self
         msg.serialize()
         self.sock.sendall(bytes(msg.buf))
 
