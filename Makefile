@@ -15,10 +15,12 @@ demo: setup
 
 test: setup
 	.venv/bin/ruff check .
+	.venv/bin/mypy
 	.venv/bin/python -m pytest -q $(PYTEST_ARGS) tests
 
 lint: setup
 	.venv/bin/ruff check .
+	.venv/bin/mypy
 
 bench: setup
 	$(PY) -m bench.run_all $(BENCH_ARGS)

@@ -30,6 +30,7 @@ import threading
 from typing import Any
 
 from flask import Blueprint, Flask, Response, abort, jsonify, request
+from flask.json.provider import DefaultJSONProvider
 from os_ken.base import app_manager
 from os_ken.controller import ofp_event
 from os_ken.controller.handler import DEAD_DISPATCHER, MAIN_DISPATCHER, set_ev_cls
@@ -110,17 +111,18 @@ class RestStatsApp(app_manager.OSKenApp):
     @set_ev_cls(ofp_event.EventOFPStateChange, [MAIN_DISPATCHER, DEAD_DISPATCHER])
     def state_change_handler(self, ev: Any) -> None:
         dp = ev.datapath
-        if dp.id is None:
+        dpid: int | None = dp.id  # by name: `get(...) is dp` narrows dp to Optional for mypy
+        if dpid is None:
             return
         if ev.state == MAIN_DISPATCHER:
-            self.state.datapaths[dp.id] = dp
+            self.state.datapaths[dpid] = dp
             if dp.ofproto.OFP_VERSION >= ofproto_v1_3.OFP_VERSION:
                 dp.send_msg(dp.ofproto_parser.OFPPortDescStatsRequest(dp, 0))
             else:
-                self.state.switch_enter(dp.id, [])
-        elif self.state.datapaths.get(dp.id) is dp:
-            self.state.switch_leave(dp.id)
-            WAITERS.pop(dp.id, None)
+                self.state.switch_enter(dpid, [])
+        elif self.state.datapaths.get(dpid) is dp:
+            self.state.switch_leave(dpid)
+            WAITERS.pop(dpid, None)
 
     @set_ev_cls(ofp_event.EventOFPPortStatus, MAIN_DISPATCHER)
     def port_status_handler(self, ev: Any) -> None:
@@ -339,11 +341,15 @@ def openflow_state() -> Response:
 MAX_BODY = httpguard.MIB  # a flow entry is a few hundred bytes; a whole tenants plan is not sent here
 
 
+class _JSONInOrder(DefaultJSONProvider):
+    sort_keys = False  # documents keep the order they are built in
+
+
 def create_app(policy: httpguard.Policy | None = None) -> Flask:
     """The API's Flask app: ofctl_rest routes, /state, and every registered blueprint, behind the
     guard. `policy` None: loopback names, a fresh random token (tests pass their own)."""
     app = Flask("picloud-controller")
-    app.json.sort_keys = False
+    app.json = _JSONInOrder(app)
     install_stats_wait()
     app.register_error_handler(StatsTimeout, lambda exc: _error(504, str(exc)))
     stats_rules = [(wsgi_bridge.shape(r), {"GET"}) for r in _rules_of(stats)]

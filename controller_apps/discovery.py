@@ -329,14 +329,15 @@ class Discovery(app_manager.OSKenApp):
     @set_ev_cls(ofp_event.EventOFPStateChange, [MAIN_DISPATCHER, DEAD_DISPATCHER])
     def state_change(self, ev: Any) -> None:
         dp = ev.datapath
-        if ev.state != DEAD_DISPATCHER or dp.id is None:
+        dpid: int | None = dp.id  # by name: `get(...) is dp` narrows dp to Optional for mypy
+        if ev.state != DEAD_DISPATCHER or dpid is None:
             return
         with self.lock:
-            if self.datapaths.get(dp.id) is not dp:
+            if self.datapaths.get(dpid) is not dp:
                 return
-            del self.datapaths[dp.id]
-            self.ports.pop(dp.id, None)
-            changed = self.table.switch_gone(dp.id)
+            del self.datapaths[dpid]
+            self.ports.pop(dpid, None)
+            changed = self.table.switch_gone(dpid)
         if changed:
             self.publish()
 

@@ -94,13 +94,16 @@ def link_capacity(topo: Topology | None, a: str, b: str) -> float:
 def measured_links(state: ControllerState) -> list[tuple[str, int, str, int]]:
     """Every link worth measuring: discovered fabric links plus the intended topology's links
     (container links included; LLDP never sees those)."""
+    def key(a: tuple[str, int], b: tuple[str, int]) -> tuple[tuple[str, int], tuple[str, int]]:
+        return (a, b) if a <= b else (b, a)
+
     seen: dict[tuple[tuple[str, int], tuple[str, int]], None] = {}
     for ln in state.links():
-        seen[tuple(sorted([(ln["a"], ln["a_port"]), (ln["b"], ln["b_port"])]))] = None  # type: ignore[index]
+        seen[key((ln["a"], ln["a_port"]), (ln["b"], ln["b_port"]))] = None
     topo = state.intended
     if topo is not None:
-        for ln in topo.links:
-            seen[tuple(sorted([(ln.a, ln.port_a), (ln.b, ln.port_b)]))] = None  # type: ignore[index]
+        for link in topo.links:
+            seen[key((link.a, link.port_a), (link.b, link.port_b))] = None
     return [(a[0], a[1], b[0], b[1]) for a, b in seen]
 
 
@@ -154,13 +157,14 @@ class Monitor(app_manager.OSKenApp):
     @set_ev_cls(ofp_event.EventOFPStateChange, [MAIN_DISPATCHER, DEAD_DISPATCHER])
     def state_change_handler(self, ev: Any) -> None:
         dp = ev.datapath
-        if dp.id is None:
+        dpid: int | None = dp.id  # by name: `get(...) is dp` narrows dp to Optional for mypy
+        if dpid is None:
             return
         if ev.state == MAIN_DISPATCHER:
-            self.datapaths[dp.id] = dp
-        elif self.datapaths.get(dp.id) is dp:
-            del self.datapaths[dp.id]
-            name = self.state.name_of(dp.id)
+            self.datapaths[dpid] = dp
+        elif self.datapaths.get(dpid) is dp:
+            del self.datapaths[dpid]
+            name = self.state.name_of(dpid)
             with self._lock:
                 for key in [k for k in self.samples if k[0] == name]:
                     self.samples.pop(key, None)

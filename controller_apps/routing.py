@@ -163,12 +163,13 @@ class Routing(app_manager.OSKenApp):
     @set_ev_cls(ofp_event.EventOFPStateChange, [MAIN_DISPATCHER, DEAD_DISPATCHER])
     def state_change(self, ev: Any) -> None:
         dp = ev.datapath
-        if ev.state != DEAD_DISPATCHER or dp.id is None:
+        dpid: int | None = dp.id  # by name: `get(...) is dp` narrows dp to Optional for mypy
+        if ev.state != DEAD_DISPATCHER or dpid is None:
             return
         with self.lock:
-            if self.datapaths.get(dp.id) is dp:
-                del self.datapaths[dp.id]
-                self.installed.pop(dp.id, None)
+            if self.datapaths.get(dpid) is dp:
+                del self.datapaths[dpid]
+                self.installed.pop(dpid, None)
         self.full_needed = True
         self.wake.set()
 

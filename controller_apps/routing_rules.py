@@ -109,7 +109,7 @@ def fabric_graph(bridges: Iterable[int], links: Iterable[tuple[int, int, int, in
     """The routing view: nodes are bridge DPIDs, one edge per fabric link with `ports` ({dpid: port})
     and `up`. A MultiGraph, because two bridges joined by two cables give two equal-cost hops.
     Links touching a bridge not in `bridges` (not connected) are left out."""
-    graph = nx.MultiGraph()
+    graph: nx.MultiGraph[int] = nx.MultiGraph()
     graph.add_nodes_from(bridges)
     for a, a_port, b, b_port, up in links:
         if a in graph and b in graph and a != b:

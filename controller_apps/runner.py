@@ -259,7 +259,12 @@ def options_from(args: argparse.Namespace) -> Options:
     return Options(apps=apps, listen=listen, api=api, topology=topology, topology_file=args.topology,
                    tenants_file=args.tenants, config=args.config, labels=labels, api_token_file=token_file,
                    api_open=bool(args.api_open), api_hosts=tuple(args.api_host), api_token_created=created,
-                   tls=tuple(str(Path(p).resolve()) for p in tls_files) if all(tls_files) else None)
+                   tls=_resolved(*tls_files) if all(tls_files) else None)
+
+
+def _resolved(key: str, cert: str, ca: str) -> tuple[str, str, str]:
+    """The TLS files (key, cert, CA), resolved to absolute paths."""
+    return str(Path(key).resolve()), str(Path(cert).resolve()), str(Path(ca).resolve())
 
 
 def _token(path: str) -> str:
@@ -276,7 +281,9 @@ def _token(path: str) -> str:
 def _ryu_app_file(spec: str) -> bool:
     """Ryu's own file for module name `spec` is in RYU_APP_PATH (then it runs, not our stand-in)."""
     base = os.environ.get(ryu_compat.RYU_APP_PATH_ENV)
-    return bool(base) and spec.startswith("ryu.app.") and (Path(base) / f"{spec.rsplit('.', 1)[1]}.py").is_file()
+    if not base or not spec.startswith("ryu.app."):
+        return False
+    return (Path(base) / f"{spec.rsplit('.', 1)[1]}.py").is_file()
 
 
 def _parse_config(path: str | None) -> None:
@@ -445,7 +452,7 @@ def install_handshake_record() -> None:
         original(self, datapath, error_desc)
 
     hello_failed.picloud_record = True  # type: ignore[attr-defined]
-    ofp_handler.OFPHandler._hello_failed = hello_failed  # type: ignore[method-assign]
+    ofp_handler.OFPHandler._hello_failed = hello_failed
 
 
 def _wait_listening(endpoint: tuple[str, int], timeout: float) -> bool:

@@ -186,7 +186,8 @@ def install() -> None:
     if _FINDER not in sys.meta_path:
         sys.meta_path.insert(0, _FINDER)
     app_package = importlib.import_module(f"{TARGET}.app")
-    app_package.__getattr__ = _app_package_getattr  # type: ignore[attr-defined]
+    # PEP 562: a module's own __getattr__ answers names it lacks; typeshed sees a method of ModuleType
+    app_package.__getattr__ = _app_package_getattr  # type: ignore[method-assign]
     for module_name, _, _ in RENAMED:
         _add_ryu_names(importlib.import_module(module_name))
 

@@ -145,12 +145,12 @@ class Tenancy(app_manager.OSKenApp):
 
     def _register_hosts(self, old: TenantPlan, new: TenantPlan) -> None:
         """Members are hosts of their tenant's network (tag = tenant id), for routing."""
-        now = {(t.id, m.mac): (t, m) for t, m in new.members if m.port is not None}
+        now = {(t.id, m.mac): (t, m, m.port) for t, m in new.members if m.port is not None}
         for t, m in old.members:
             if (t.id, m.mac) not in now:
                 STATE.remove_host(m.mac, tag=t.id)
-        for (tag, mac), (tenant, m) in now.items():
-            STATE.add_host(mac, m.ip, dpid(m.pi), m.port, name=m.name, tenant=tenant.name, tag=tag)
+        for (tag, mac), (tenant, m, port) in now.items():
+            STATE.add_host(mac, m.ip, dpid(m.pi), port, name=m.name, tenant=tenant.name, tag=tag)
 
     # --- sending ----------------------------------------------------------------------------------
     def _apply(self, dp: Any, installed: SwitchRules, assume_same: bool) -> dict[str, int]:
@@ -182,24 +182,25 @@ class Tenancy(app_manager.OSKenApp):
     @set_ev_cls(ofp_event.EventOFPStateChange, [MAIN_DISPATCHER, DEAD_DISPATCHER])
     def state_change_handler(self, ev: Any) -> None:
         dp = ev.datapath
-        if dp.id is None:
+        dpid: int | None = dp.id  # by name: `get(...) is dp` narrows dp to Optional for mypy
+        if dpid is None:
             return
         with self.lock:
             if ev.state == MAIN_DISPATCHER:
-                self.datapaths[dp.id] = dp
-                self.installed.pop(dp.id, None)
-                if dp.id not in self.wanted:
-                    self.installed[dp.id] = SwitchRules()  # a switch, not a Pi: tenancy has nothing for it
+                self.datapaths[dpid] = dp
+                self.installed.pop(dpid, None)
+                if dpid not in self.wanted:
+                    self.installed[dpid] = SwitchRules()  # a switch, not a Pi: tenancy has nothing for it
                     return
                 parser, ofp = dp.ofproto_parser, dp.ofproto
                 req = parser.OFPMeterConfigStatsRequest(dp, 0, ofp.OFPM_ALL)
                 dp.set_xid(req)
-                self.syncing[dp.id] = {"xid": req.xid, "stats": [], "stage": "meters"}
+                self.syncing[dpid] = {"xid": req.xid, "stats": [], "stage": "meters"}
                 dp.send_msg(req)
-            elif self.datapaths.get(dp.id) is dp:
-                del self.datapaths[dp.id]
-                self.installed.pop(dp.id, None)
-                self.syncing.pop(dp.id, None)
+            elif self.datapaths.get(dpid) is dp:
+                del self.datapaths[dpid]
+                self.installed.pop(dpid, None)
+                self.syncing.pop(dpid, None)
 
     def _collect(self, msg: Any) -> list[Any] | None:
         """Accumulate a multipart reply we asked for; the whole body once the last part arrives."""

@@ -83,6 +83,12 @@ def _attached(tenant: Tenant) -> list[Member]:
     return [m for m in tenant.members if m.port is not None]
 
 
+def _port(member: Member) -> int:
+    """The port of an attached member (one `_attached` returned)."""
+    assert member.port is not None
+    return member.port
+
+
 def _rule(tenant_id: int, table: int, priority: int, match: Match, actions: tuple[fl.Action, ...] = (),
           goto: int | None = None, meter: int | None = None) -> Flow:
     """A tenancy flow; its cookie carries the tenant id (0: the tenant-independent guards)."""
@@ -91,8 +97,7 @@ def _rule(tenant_id: int, table: int, priority: int, match: Match, actions: tupl
 
 def member_rules(tenant: Tenant, member: Member) -> list[Flow]:
     """Classify and egress rules at one member's port."""
-    assert member.port is not None
-    port, tid = member.port, tenant.id
+    port, tid = _port(member), tenant.id
     tag = (fl.PUSH_VLAN, fl.set_field("vlan_vid", vid(tid)))
     meter = tid if tenant.rate is not None else None
     return [
@@ -170,7 +175,7 @@ def compute(plan: TenantPlan, topology: Topology) -> dict[int, SwitchRules]:
             if member.pi not in member_ports:
                 continue  # a Pi the topology does not have: validation reports it, rules skip it
             rules[dpid(member.pi)].extend(member_rules(tenant, member))
-            member_ports[member.pi].append(member.port)
+            member_ports[member.pi].append(_port(member))
             if member.pi not in pis:
                 pis.append(member.pi)
         shared = tenant_pi_rules(plan, tenant) if pis else []

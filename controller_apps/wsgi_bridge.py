@@ -76,8 +76,8 @@ def check_clashes(app: Flask) -> None:
                 raise ControllerError(
                     f"REST route {' '.join(both)} {rule} of {owner} clashes with PiCloud's controller API "
                     f"route {rule} (give the app's route another path)")
-        for (other, other_methods), other_owner in seen.items():
-            if other == path and other_owner != owner and _overlap(methods, set(other_methods)):
+        for (seen_path, seen_methods), other_owner in seen.items():
+            if seen_path == path and other_owner != owner and _overlap(methods, set(seen_methods)):
                 raise ControllerError(f"REST route {path} of {owner} clashes with the same route of "
                                       f"{other_owner} (two apps registered it)")
         seen[(path, frozenset(methods))] = owner

@@ -18,6 +18,10 @@ from typing import TextIO
 WIDTH = 24
 
 
+def silent(stage: str, done: int = 0, total: int = 0) -> None:
+    """The progress callback of a bring-up nobody watches."""
+
+
 def render(stage: str, done: int, total: int, elapsed: float, width: int = WIDTH) -> str:
     """The bar's text: stage, a bar filled to done/total, the counts and the time so far."""
     frac = min(1.0, max(0.0, done / total)) if total > 0 else 0.0

@@ -147,7 +147,7 @@ class RunState:
             raise FabricError(f"run {prefix!r}: no state file {path} (see 'picloud status')") from None
         except json.JSONDecodeError as exc:
             raise FabricError(f"{path}: unreadable run state ({exc.msg})") from None
-        objects = {k: [] for k in OBJECT_KINDS}
+        objects: dict[str, list[Any]] = {k: [] for k in OBJECT_KINDS}
         objects.update(data.get("objects") or {})
         return cls(prefix=data["prefix"], backend=data.get("backend", "local"), created=data.get("created", ""),
                    topology=data.get("topology") or {}, controller=data.get("controller") or {},

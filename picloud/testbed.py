@@ -26,9 +26,10 @@ from typing import Any
 
 from picloud.controller_client import ControllerClient, routed
 from picloud.errors import ControllerError, FabricError, PiCloudError
+from picloud.progress import silent
 from picloud.runstate import RunState, allocate_prefix, api_port, list_runs, of_port
 from topology import openflow
-from topology.backends.base import Fabric
+from topology.backends.base import Fabric, fabric_of, state_of
 from topology.effects import netns as netns_effects
 from topology.effects import ovs, proc
 from topology.model import Link, Topology
@@ -72,10 +73,10 @@ class LinkHandle:
     b: str
 
     def down(self) -> None:
-        self.testbed.fabric.set_link(self.a, self.b, up=False)
+        fabric_of(self.testbed).set_link(self.a, self.b, up=False)
 
     def up(self) -> None:
-        self.testbed.fabric.set_link(self.a, self.b, up=True)
+        fabric_of(self.testbed).set_link(self.a, self.b, up=True)
 
     def shape(self, bw: Any = _UNSET, *, delay: Any = _UNSET, jitter: Any = _UNSET, loss: Any = _UNSET,
               queue: Any = _UNSET) -> Link:
@@ -87,7 +88,7 @@ class LinkHandle:
 
         given = {"delay": delay, "jitter": jitter, "loss": loss, "queue": queue}
         impairments = {k: v for k, v in given.items() if v is not _UNSET}
-        link = self.testbed.fabric.shape_link(self.a, self.b, KEEP if bw is _UNSET else bw, **impairments)
+        link = fabric_of(self.testbed).shape_link(self.a, self.b, KEEP if bw is _UNSET else bw, **impairments)
         return link if isinstance(link, Link) else self.testbed.topology.link(self.a, self.b)
 
 
@@ -99,7 +100,7 @@ class Testbed:
                  progress: Callable[[str, int, int], None] | None = None,
                  of_versions: str | list[str] | None = None, **backend_options: Any):
         # progress(stage, done, total) hears each step of up(); picloud.progress draws it on a terminal
-        self._progress = progress or (lambda stage, done=0, total=0: None)
+        self._progress = progress or silent
         if backend not in BACKENDS:
             raise FabricError(f"backend {backend!r}: unknown (one of {', '.join(BACKENDS)})")
         if isinstance(containers_per_pi, bool) or not isinstance(containers_per_pi, int) or containers_per_pi < 0:
@@ -121,7 +122,7 @@ class Testbed:
         if tenants is not None:  # validated before anything is built: a bad file costs no fabric
             from tenants.handle import plan_tenants_file
 
-            apps = [] if isinstance(controller, str) else controller
+            apps = [] if isinstance(controller, str) else controller or []
             if controller is not None and not any("tenancy" in str(a) for a in apps):
                 raise FabricError(f"tenants file {str(tenants)!r}: needs PiCloud's controller with the tenancy "
                                   f"app (controller is {controller!r})")
@@ -135,6 +136,7 @@ class Testbed:
         self.state: RunState | None = None
         self.fabric: Fabric | None = None  # the backend's (topology.backends.base.Fabric)
         self._controller_proc: subprocess.Popen | None = None
+        self._controller_argv: list[str] | None = None  # what kill_controller() saw, for a restart
         self._attached = False
         self._ui: Any = None  # the UIServer `ui()` started, for `detach()`
 
@@ -183,6 +185,27 @@ class Testbed:
         """Send a request to this run's controller API with its token (a JSON body when `body` is
         not None); the decoded JSON reply (None when empty). ControllerError on failure."""
         return self._client().request(method, path, body, timeout=timeout)
+
+    def kill_controller(self) -> int:
+        """Kill the run's controller as a crash would (SIGKILL: no goodbye to the switches) and reap
+        it; returns its PID. Its command line is kept for `restart_controller()`."""
+        from picloud import controller_process
+
+        pid, argv = controller_process.kill(state_of(self), self._controller_proc)
+        self._controller_argv = argv or self._controller_argv
+        return pid
+
+    def restart_controller(self) -> int:
+        """Start the run's controller again as it was (killing it first if it still runs); its PID."""
+        from picloud import controller_process
+
+        rec = controller_process.record_of(state_of(self))
+        if rec is not None and proc.is_ours(proc.ProcessRecord.from_dict(rec)):
+            self.kill_controller()
+        child = controller_process.restart(state_of(self), self._controller_argv)
+        if self._controller_proc is not None:
+            self._controller_proc = child
+        return child.pid
 
     def up(self) -> Testbed:
         if self.state is not None:
@@ -360,7 +383,7 @@ class Testbed:
             assert self._controller_proc is not None
             if self._controller_proc.poll() is not None:
                 raise ControllerError(f"controller exited with code {self._controller_proc.returncode}: "
-                                      f"{_tail(self.state.controller.get('log'))}")
+                                      f"{_tail(state_of(self).controller.get('log'))}")
             try:
                 of_state = self._controller_get("/state/openflow", timeout=2)
             except ControllerError:
@@ -382,9 +405,9 @@ class Testbed:
         if not want <= seen:
             lines = self._why_unconnected([names[d] for d in sorted(want - seen)], of_state)
             raise ControllerError(_switch_lines(lines, len(names), f"within {limit:.0f}s (log: "
-                                                f"{self.state.controller.get('log')})"))
+                                                f"{state_of(self).controller.get('log')})"))
         raise ControllerError(f"controller: the fabric was not discovered and routed within {limit:.0f}s "
-                              f"(log: {self.state.controller.get('log')})")
+                              f"(log: {state_of(self).controller.get('log')})")
 
     def _record_handshake(self, of_state: dict[str, Any], names: dict[int, str]) -> None:
         versions: dict[str, int] = {}
@@ -519,34 +542,35 @@ class Testbed:
 
     # --- doing things -------------------------------------------------------------------------
     def _require_up(self) -> None:
-        if self.state is None or self.fabric is None:
-            raise FabricError("testbed is not up (use 'with Testbed(...) as tb:' or tb.up())")
+        state_of(self)
+        fabric_of(self)
 
     def exec(self, container: str, cmd: str | list[str], timeout: float | None = None) -> tuple[int, str]:
         self._require_up()
         argv = ["sh", "-c", cmd] if isinstance(cmd, str) else list(cmd)
-        return self.fabric.exec(container, argv, timeout=timeout)
+        return fabric_of(self).exec(container, argv, timeout=timeout)
 
     def popen(self, container: str, argv: list[str], **popen_kwargs: Any) -> subprocess.Popen:
         self._require_up()
-        return self.fabric.popen(container, argv, **popen_kwargs)
+        return fabric_of(self).popen(container, argv, **popen_kwargs)
 
     def ping_all(self, tcp: bool = False, containers: list[str] | None = None,
                  timeout: float = 3.0) -> dict[str, dict[str, float]]:
         """Loss matrix src -> dst -> fraction lost. ICMP by default; tcp=True proves the path carries
         TCP, which ping does not (a checksum-offload fault passes ping and breaks TCP)."""
         self._require_up()
+        fabric = fabric_of(self)
         names = containers if containers is not None else self.containers
         for name in names:
-            self.fabric.netns(name)
+            fabric.netns(name)
         if tcp:
-            endpoints = {c: (self.fabric.netns(c), self.container_ip(c)) for c in names}
+            endpoints = {c: (fabric.netns(c), self.container_ip(c)) for c in names}
             return netns_effects.tcp_matrix(endpoints, timeout=timeout)
         pairs = [(s, d) for s in names for d in names if s != d]
 
         def one(pair: tuple[str, str]) -> tuple[str, str, float]:
             s, d = pair
-            ok = any(self.fabric.exec(s, ["ping", "-c1", "-W", str(max(1, int(timeout))), "-q",
+            ok = any(fabric.exec(s, ["ping", "-c1", "-W", str(max(1, int(timeout))), "-q",
                                           self.container_ip(d)])[0] == 0 for _ in range(2))
             return s, d, 0.0 if ok else 1.0
 

@@ -28,6 +28,7 @@ from picloud.errors import ControllerError, PiCloudError, TenantError
 from tenants import plan as planner
 from tenants import store
 from tenants.model import Member, Tenant, TenantPlan
+from topology.backends.base import fabric_of, state_of
 from topology.stalls import OVS_STALL_S
 
 if TYPE_CHECKING:
@@ -41,7 +42,7 @@ RELOAD_TIMEOUT = 2 * OVS_STALL_S + 30.0
 
 def plan_path(testbed: Run) -> Path:
     """The run's tenants YAML, recorded in RunState `tenants_file` the first time it is needed."""
-    state = testbed.state
+    state = state_of(testbed)
     if not state.tenants_file:
         state.tenants_file = str(store.run_tenants_path(state))
         state.save()
@@ -108,13 +109,13 @@ def _create_members(testbed: Run, plan: TenantPlan, tenant: Tenant, members: Seq
         for m in members:
             subnet = tenant.subnet_of(m.ip)
             assert subnet is not None
-            port = testbed.fabric.add_container(m.name, m.pi, m.ip, m.mac, subnet.prefixlen, subnet.gateway)
+            port = fabric_of(testbed).add_container(m.name, m.pi, m.ip, m.mac, subnet.prefixlen, subnet.gateway)
             made.append(m.name)
             plan = planner.set_port(plan, m.name, int(port))
     except BaseException:
         for name in reversed(made):
             try:
-                testbed.fabric.remove_container(name)
+                fabric_of(testbed).remove_container(name)
             except PiCloudError:
                 log.warning("could not remove half-created member %s", name)
         raise
@@ -185,7 +186,7 @@ class TenantHandle:
                 reload(self.testbed)
             except BaseException:
                 for m in new:
-                    self.testbed.fabric.remove_container(m.name)
+                    fabric_of(self.testbed).remove_container(m.name)
                 store.save(plan, path)
                 raise
             return [new_plan.tenant(self.name).member(m.name) for m in new]
@@ -218,7 +219,7 @@ class TenantHandle:
             reload(self.testbed)
             for m in gone:
                 if m.port is not None:
-                    self.testbed.fabric.remove_container(m.name)
+                    fabric_of(self.testbed).remove_container(m.name)
             return gone
 
     def delete(self) -> None:
@@ -232,7 +233,7 @@ class TenantHandle:
             reload(self.testbed)
             for m in gone:
                 if m.port is not None:
-                    self.testbed.fabric.remove_container(m.name)
+                    fabric_of(self.testbed).remove_container(m.name)
 
 
 SPEC_KEYS = {"name", "id", "subnet", "subnets", "rate", "count", "placement"}

@@ -97,8 +97,8 @@ def create_tenant(plan: TenantPlan, name: str, subnets: str | Sequence[str] | No
             MIN_TENANT_ID <= tenant_id <= MAX_TENANT_ID):
         raise TenantError(f"{where}: id {tenant_id!r} out of range "
                           f"({MIN_TENANT_ID}..{MAX_TENANT_ID}, a VLAN id)")
-    elif plan.by_id(tenant_id) is not None:
-        raise TenantError(f"{where}: id {tenant_id} is already used by tenant {plan.by_id(tenant_id).name!r}")
+    elif (holder := plan.by_id(tenant_id)) is not None:
+        raise TenantError(f"{where}: id {tenant_id} is already used by tenant {holder.name!r}")
     tenant = Tenant(name=name, id=tenant_id, subnets=parsed, rate=value)
     return replace(plan, tenants=plan.tenants + (tenant,))
 
@@ -187,7 +187,7 @@ def pi_load(plan: TenantPlan, topology: Topology) -> dict[str, int]:
     load = {pi: 0 for pi in topology.pis}
     for c in topology.containers:
         if c not in members:
-            load[topology.node(c).pi] = load.get(topology.node(c).pi, 0) + 1
+            load[topology.pi_of(c)] = load.get(topology.pi_of(c), 0) + 1
     for _, m in plan.members:
         load[m.pi] = load.get(m.pi, 0) + 1
     return load
@@ -312,7 +312,7 @@ def add_peering(plan: TenantPlan, a: str, b: str) -> TenantPlan:
     where = f"peering {a!r}-{b!r}"
     if a == b:
         raise TenantError(f"{where}: a tenant cannot peer with itself")
-    pair = tuple(sorted((a, b)))
+    pair = (a, b) if a <= b else (b, a)
     if pair in plan.peerings:
         raise TenantError(f"{where}: duplicate peering")
     _check_no_overlap(list(ta.subnets) + list(tb.subnets), where)
@@ -320,7 +320,7 @@ def add_peering(plan: TenantPlan, a: str, b: str) -> TenantPlan:
 
 
 def remove_peering(plan: TenantPlan, a: str, b: str) -> TenantPlan:
-    pair = tuple(sorted((a, b)))
+    pair = (a, b) if a <= b else (b, a)
     if pair not in plan.peerings:
         raise TenantError(f"peering {a!r}-{b!r}: no such peering")
     return replace(plan, peerings=tuple(p for p in plan.peerings if p != pair))

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from picloud.errors import TenantError
 from tenants.model import Member, TenantPlan
+from topology.backends.base import fabric_of
 
 if TYPE_CHECKING:
     from topology.backends.base import Run
@@ -182,19 +183,20 @@ def verify(testbed: Run, attackers_per_tenant: int = 1, tcp: bool = True, durati
     probers: dict[str, subprocess.Popen] = {}
     try:
         for _, m in attached:
-            sniffers[m.name] = testbed.fabric.popen(
+            sniffers[m.name] = fabric_of(testbed).popen(
                 m.name, _module_argv("sniff", "--max-seconds", str(SNIFF_MAX_S)), stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
         for name, proc in sniffers.items():
+            assert proc.stdout is not None and proc.stderr is not None  # piped above
             line = proc.stdout.readline()
             if line.strip() != "ready":
                 detail = line.strip() or proc.stderr.read()[:200]
                 raise TenantError(f"verify: sniffer in {name} did not start: {detail}")
         specs = probe_specs(plan, attackers_per_tenant)
         probers.update({
-            name: testbed.fabric.popen(name, _module_argv("probe", "--spec", json.dumps(spec), "--duration",
-                                                          str(duration)),
-                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+            name: fabric_of(testbed).popen(name, _module_argv("probe", "--spec", json.dumps(spec), "--duration",
+                                                           str(duration)),
+                                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
             for name, spec in specs.items()
         })
         for name, proc in probers.items():

@@ -130,14 +130,14 @@ _OVSDB_RE = re.compile(r"\A(tcp|ssl):([^:]+|\[[0-9a-fA-F:]+\]):(\d{1,5})\Z")
 _DOCKER_RE = re.compile(r"\A(ssh|tcp)://(?:([^@/]+)@)?([^:/@]+)(?::(\d{1,5}))?/?\Z")
 
 
-def parse_ovsdb(text: str) -> Endpoint:
+def parse_ovsdb(text: object) -> Endpoint:
     """`tcp:HOST:PORT` or `ssl:HOST:PORT`, the syntax ovs-vsctl --db and ovsdb-server use."""
     if isinstance(text, str) and text.startswith("unix:") and len(text) > 5:
         return Endpoint("unix", host=text[5:], raw=text)
     m = _OVSDB_RE.match(str(text))
     if not m or not 0 < int(m.group(3)) < 65536:
         raise ValueError(f"{text!r} is not tcp:HOST:PORT or ssl:HOST:PORT")
-    return Endpoint(m.group(1), host=m.group(2).strip("[]"), port=int(m.group(3)), raw=text)
+    return Endpoint(m.group(1), host=m.group(2).strip("[]"), port=int(m.group(3)), raw=str(text))
 
 
 def parse_docker(text: str) -> Endpoint:

@@ -28,7 +28,7 @@ class Bisection:
 
 
 def fabric_graph(topo: Topology) -> nx.Graph:
-    graph = nx.Graph()
+    graph: nx.Graph[str] = nx.Graph()
     graph.add_nodes_from(topo.bridges)
     graph.add_edges_from((ln.a, ln.b) for ln in topo.fabric_links())
     return graph

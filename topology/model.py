@@ -275,6 +275,13 @@ class Topology:
     def kind(self, name: str) -> str:
         return self.node(name).kind
 
+    def pi_of(self, container: str) -> str:
+        """The Pi a container runs on; TopologyError for a node that is no container."""
+        pi = self.node(container).pi
+        if pi is None:
+            raise TopologyError(f"{container!r}: not a container (only containers run on a Pi)")
+        return pi
+
     def __contains__(self, name: object) -> bool:
         return name in self.graph
 
@@ -351,12 +358,12 @@ class Topology:
             if self.node(n).rack is not None:
                 entry["rack"] = self.node(n).rack
             pis.append(entry)
-        containers = [
+        containers: list[dict[str, Any]] = [
             {"name": c, "pi": self.node(c).pi, "ip": self.node(c).ip, "mac": self.node(c).mac}
             for c in self.containers
         ]
         links = [{"a": ln.a, "b": ln.b, **ln.attrs()} for ln in self.fabric_links()]
-        attach = {c: self.link(c, self.node(c).pi).attrs() for c in self.containers}
+        attach = {c: self.link(c, self.pi_of(c)).attrs() for c in self.containers}
         for entry in containers:
             if attach[entry["name"]]:
                 entry["link"] = attach[entry["name"]]

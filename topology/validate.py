@@ -41,7 +41,7 @@ def _containers_on_pis(topo: Topology, where: str) -> list[str]:
     out = []
     for name in topo.containers:
         pi = topo.node(name).pi
-        if pi not in topo or topo.kind(pi) != "pi":
+        if pi is None or pi not in topo or topo.kind(pi) != "pi":
             out.append(f"{where}: container {name!r}: runs on {pi!r}, which is not a pi "
                        "(containers run on a declared pi)")
             continue
@@ -81,6 +81,7 @@ def _addresses(topo: Topology, where: str) -> list[str]:
     macs: dict[str, str] = {}
     for name in topo.containers:
         node = topo.node(name)
+        assert node.ip is not None  # Topology.add_container gives every container an address
         iface = ipaddress.ip_interface(node.ip)
         if iface.network.prefixlen < iface.max_prefixlen - 1 and iface.ip in (
             iface.network.network_address, iface.network.broadcast_address

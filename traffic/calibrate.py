@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import networkx as nx
 
+from topology.backends.base import state_of
 from topology.tcplan import seconds as tc_seconds
 
 if TYPE_CHECKING:
@@ -117,13 +118,13 @@ def measure(testbed: Run, seconds: float = 2.0, pings: int = 50, budget: float =
 
 
 def store(testbed: Run, calibration: dict[str, Any]) -> None:
-    with testbed.state.transaction():
-        testbed.state.extra["calibration"] = calibration
+    with state_of(testbed).transaction():
+        state_of(testbed).extra["calibration"] = calibration
 
 
 def stored(testbed: Run) -> dict[str, Any] | None:
     with contextlib.suppress(Exception):
-        testbed.state.reload()
+        state_of(testbed).reload()
     return (getattr(testbed.state, "extra", None) or {}).get("calibration")
 
 

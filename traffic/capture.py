@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from picloud.errors import ClusterError, FabricError, TrafficError
+from topology.backends.base import fabric_of, state_of
 from traffic import pcapng
 
 if TYPE_CHECKING:
@@ -96,7 +97,7 @@ def resolve(testbed: Run, targets: list[str]) -> list[Point]:
     """Capture points for target strings (see module doc); one-line errors for bad ones."""
     if not targets:
         raise TrafficError("capture: no target (give link:A,B, port:NODE:N or a container name)")
-    topo, fabric = testbed.topology, cast(Any, testbed.fabric)
+    topo, fabric = testbed.topology, cast(Any, fabric_of(testbed))  # local/Docker end(), cluster capture_site()
     cluster = getattr(testbed, "backend", "local") == "cluster"
     points: list[Point] = []
 
@@ -300,7 +301,7 @@ class _Dumpcap:
         self.child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                       stderr=subprocess.PIPE, text=True, start_new_session=True)
         self.rec = proc.record(self.child, "capture").to_dict()
-        testbed.state.intend("pids", [self.rec])
+        state_of(testbed).intend("pids", [self.rec])
         self.lines: list[str] = []
         threading.Thread(target=_drain, args=(self.child, self.lines), daemon=True).start()
 
@@ -331,7 +332,7 @@ class _Dumpcap:
             self.child.kill()
             self.child.wait(5)
         with contextlib.suppress(Exception):
-            self.testbed.state.forget("pids", [self.rec])
+            state_of(self.testbed).forget("pids", [self.rec])
 
     def finish(self) -> tuple[Path, list[dict[str, Any]]]:
         if not self.path.is_file():

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from picloud.errors import TrafficError
+from topology.backends.base import fabric_of, state_of
 from traffic import arrivals, calibrate, workloads
 from traffic.monitor import Monitor
 from traffic.monitor import assess as assess_fidelity
@@ -59,8 +60,8 @@ def resolve_hosts(testbed: Run, tenant: str | None) -> tuple[list[str], dict[str
     except ImportError:
         raise TrafficError(f"tenant {tenant!r}: the tenants package is not installed (run without "
                            "--tenant)") from None
-    state = testbed.state
-    path = Path(state.tenants_file) if getattr(state, "tenants_file", None) else store.run_tenants_path(state)
+    state = state_of(testbed)
+    path = Path(state.tenants_file) if state.tenants_file else store.run_tenants_path(state)
     plan = store.load(path)
     if not plan.has(tenant):
         known = ", ".join(t.name for t in plan.tenants) or "none"
@@ -87,7 +88,7 @@ def link_rate(testbed: Run, hosts: list[str], link_mbps: float | None) -> tuple[
     extra = (getattr(getattr(testbed, "state", None), "extra", None) or {}).get("containers", {})
     for h in hosts:
         if h in topo and topo.kind(h) == "container":
-            pi, own = topo.node(h).pi, topo.link(h, topo.node(h).pi).bw
+            pi, own = topo.pi_of(h), topo.link(h, topo.pi_of(h)).bw
         elif h in extra and extra[h].get("pi") in topo:
             pi, own = extra[h]["pi"], None
         else:
@@ -119,7 +120,7 @@ def _versions() -> dict[str, str]:
 
 
 def _run_meta(testbed: Run, tenant: str | None) -> dict[str, Any]:
-    state = testbed.state
+    state = state_of(testbed)
     meta: dict[str, Any] = {
         "run_prefix": getattr(state, "prefix", None), "backend": getattr(state, "backend", None),
         "topology": testbed.topology.to_dict(), "controller": getattr(state, "controller", None),
@@ -179,7 +180,7 @@ class _Agent:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
         self.log = log_path.open("w")
-        self.proc: subprocess.Popen = testbed.fabric.popen(
+        self.proc: subprocess.Popen = fabric_of(testbed).popen(
             container, [sys.executable, "-m", "traffic.agent", "--port", str(port),
                         *(["--realtime"] if realtime else [])],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True, env=env,

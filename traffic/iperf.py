@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from picloud.errors import TrafficError
+from topology.backends.base import fabric_of
 
 if TYPE_CHECKING:
     from topology.backends.base import Run
@@ -77,12 +78,12 @@ def bulk(testbed: Run, src: str, dst: str, duration: float = 10.0, parallel: int
                            "1..128 streams)")
     dst_ip = _ip(testbed, dst)
     _ip(testbed, src)
-    server = start_server(testbed.fabric.popen, dst, ["iperf3", "-s", "-1", "-p", str(port)])
+    server = start_server(fabric_of(testbed).popen, dst, ["iperf3", "-s", "-1", "-p", str(port)])
     try:
         argv = ["iperf3", "-c", dst_ip, "-p", str(port), "-t", f"{duration:g}", "-P", str(parallel), "-J"]
         if omit > 0:
             argv += ["-O", f"{omit:g}"]
-        rc, output = testbed.fabric.exec(src, argv, timeout=duration + 30)
+        rc, output = fabric_of(testbed).exec(src, argv, timeout=duration + 30)
         data = _parse(output)
         if rc != 0 or data is None or "error" in data:
             detail = (data or {}).get("error") if data else output.strip()[-200:]

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from topology.backends.base import KernelLinks
 from traffic import fidelity
 
 if TYPE_CHECKING:
@@ -79,7 +80,7 @@ def shaped_ends(testbed: Run) -> list[tuple[str, str | None]]:
 
     fabric, topo = testbed.fabric, testbed.topology
     out: list[tuple[str, str | None]] = []
-    if fabric is None or not hasattr(fabric, "end"):
+    if not isinstance(fabric, KernelLinks):  # none yet, or the cluster's
         return out
     for link in topo.links:
         if not Shape.of(link).empty:
@@ -107,7 +108,7 @@ def unshaped_ports(testbed: Run) -> list[str]:
     from topology.tcplan import Shape
 
     fabric, topo = testbed.fabric, testbed.topology
-    if fabric is None or not hasattr(fabric, "end"):
+    if not isinstance(fabric, KernelLinks):  # none yet, or the cluster's
         return []
     return [e.iface for link in topo.links if Shape.of(link).empty
             for e in (fabric.end(link.a, link), fabric.end(link.b, link)) if e.bridge]

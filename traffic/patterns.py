@@ -14,6 +14,7 @@ Everything is pure and seeded by the numpy Generator the caller passes in.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -46,7 +47,7 @@ class Pattern:
     name: str
     hosts: list[str]
     kind: str = "sender"
-    params: dict[str, object] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)  # the builder's arguments, as given
     # per-sender state
     _partner: dict[str, str] = field(default_factory=dict)
     _hot: list[str] = field(default_factory=list)
@@ -64,7 +65,7 @@ class Pattern:
         if self.name in ("permutation", "stride"):
             return self._partner[src]
         if self.name == "hotspot":
-            fraction = float(self.params["fraction"])  # type: ignore[arg-type]
+            fraction = float(self.params["fraction"])
             hot = [h for h in self._hot if h != src]
             if hot and rng.random() < fraction:
                 return hot[int(rng.integers(len(hot)))]
@@ -77,9 +78,9 @@ class Pattern:
     def receiver_flows(self) -> int:
         """Flows of one job arriving at one receiver (the fan-in that defines the load)."""
         if self.name == "incast":
-            return int(self.params["fanin"])  # type: ignore[arg-type]
+            return int(self.params["fanin"])
         if self.name == "shuffle":
-            return int(self.params["mappers"])  # type: ignore[arg-type]
+            return int(self.params["mappers"])
         return 1
 
     @property
@@ -95,13 +96,13 @@ class Pattern:
         """The (src, dst) flows of one job."""
         n = len(self.hosts)
         if self.name == "incast":
-            fanin = int(self.params["fanin"])  # type: ignore[arg-type]
+            fanin = int(self.params["fanin"])
             agg = self.params.get("aggregator") or self.hosts[int(rng.integers(n))]
             workers = [h for h in self.hosts if h != agg]
             chosen = rng.choice(len(workers), size=fanin, replace=False)
             return [(workers[int(k)], str(agg)) for k in sorted(chosen)]
         if self.name == "shuffle":
-            m, r = int(self.params["mappers"]), int(self.params["reducers"])  # type: ignore[arg-type]
+            m, r = int(self.params["mappers"]), int(self.params["reducers"])
             picked = [self.hosts[int(k)] for k in rng.choice(n, size=m + r, replace=False)]
             mappers, reducers = picked[:m], picked[m:]
             return [(a, b) for a in mappers for b in reducers]
@@ -145,7 +146,7 @@ def make(name: str, hosts: list[str], rng: np.random.Generator, **args: object) 
         p.params["stride"] = stride
     elif name == "hotspot":
         count = _int(name, "hotspots", args.get("hotspots", 1))
-        fraction = float(args.get("fraction", 0.5))  # type: ignore[arg-type]
+        fraction = _number(name, "fraction", args.get("fraction", 0.5))
         if not 1 <= count < n:
             raise TrafficError(f"pattern 'hotspot': hotspots {count} with {n} hosts (needs 1 <= "
                                f"hotspots < {n})")
@@ -179,11 +180,15 @@ def make(name: str, hosts: list[str], rng: np.random.Generator, **args: object) 
     return p
 
 
-def _int(pattern: str, key: str, value: object) -> int:
-    try:
-        number = float(value)  # type: ignore[arg-type]
+def _number(pattern: str, key: str, value: object) -> float:
+    try:  # whatever the caller gave (a CLI string, a numpy number): float() itself is the check
+        return float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         raise TrafficError(f"pattern {pattern!r}: {key} {value!r} is not a number") from None
+
+
+def _int(pattern: str, key: str, value: object) -> int:
+    number = _number(pattern, key, value)
     if number != int(number):
         raise TrafficError(f"pattern {pattern!r}: {key} {value!r} (a whole number)")
     return int(number)

@@ -200,7 +200,9 @@ def add_statistics(data: bytes, counts: dict[str, tuple[int | None, int | None, 
     that has none and whose name is in `counts` (name -> received, dropped, os_dropped). mergecap
     does not carry its inputs' statistics blocks over; without this a merged file would not show
     Wireshark the kernel's drop counts that each part held."""
-    order, names, has_stats = "<", [], set()
+    order = "<"
+    names: list[str] = []  # interface names, by id
+    has_stats: set[int] = set()  # ids that have a statistics block
     for o, btype, off, length in blocks(data):
         if btype == SHB:
             order, names, has_stats = o, [], set()

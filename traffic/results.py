@@ -102,9 +102,9 @@ def summarize(records: list[FlowRecord], meta: dict[str, Any]) -> dict[str, Any]
             jobs.setdefault(r.job, []).append(r)
     job_times = []
     for flows in jobs.values():
-        if all(f.start is not None and f.fct_us is not None for f in flows):
-            end = max(f.start + f.fct_us / 1e6 for f in flows)  # type: ignore[operator]
-            job_times.append((end - min(f.start for f in flows)) * 1e6)  # type: ignore[type-var]
+        spans = [(f.start, f.start + f.fct_us / 1e6) for f in flows if f.start is not None and f.fct_us is not None]
+        if len(spans) == len(flows):  # a job's time is known once every flow of it finished
+            job_times.append((max(end for _, end in spans) - min(start for start, _ in spans)) * 1e6)
     out: dict[str, Any] = {
         "workload": meta.get("workload"), "pattern": meta.get("pattern"), "seed": meta.get("seed"),
         "duration_s": duration, "warmup_s": warmup, "flows": len(records), "measured_flows": len(measured),

@@ -336,4 +336,4 @@ def random_failures(links: Iterable[str], mtbf: float, mttr: float, start: float
 
 def node_links(topology: Any, node: str) -> list[tuple[str, str]]:
     """Every link of a Pi or switch (for a Pi also its containers' links): what its failure cuts."""
-    return [tuple(x.split("~")) for x in _node_links(topology, node)]  # type: ignore[misc]
+    return [(a, b) for a, _, b in (x.partition("~") for x in _node_links(topology, node))]

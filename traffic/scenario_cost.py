@@ -60,7 +60,7 @@ def costs(applied: Sequence[Mapping[str, Any]], flows: Sequence[FlowRecord],
     for f in flows:
         if f.id not in touched and (s := f.slowdown) is not None:
             quiet.setdefault(_bucket(f.size), []).append(s)
-    out = []
+    out: list[dict[str, Any]] = []
     for i, e in enumerate(applied):
         t = e.get("applied")
         if t is None:

@@ -26,23 +26,23 @@ Counter samples for the costs are taken by a second thread, so sampling never de
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
 import logging
 import os
 import queue
-import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from picloud.errors import PiCloudError, TrafficError
+from picloud.errors import ControllerError, PiCloudError, TrafficError
+from topology.backends.base import fabric_of, state_of
 from traffic import scenario as model
 from traffic.scenario_cost import costs
 
@@ -89,7 +89,7 @@ def check(testbed: Run, sc: model.Scenario) -> None:
     if actions & {"controller-kill", "controller-restart"}:
         if not testbed.controller_api:
             raise TrafficError(f"{w}: controller-kill/restart need PiCloud's own controller (this run has "
-                               f"{(testbed.state.controller or {}).get('mode')!r})")
+                               f"{(state_of(testbed).controller or {}).get('mode')!r})")
         if _controller_record(testbed) is None:
             raise TrafficError(f"{w}: controller-kill/restart: this run's controller process is not recorded")
     tenant_steps = [s for s in sc.steps if s.action.startswith("tenant-")]
@@ -105,7 +105,7 @@ def check(testbed: Run, sc: model.Scenario) -> None:
 
 
 def _controller_record(testbed: Run) -> dict[str, Any] | None:
-    recs = [r for r in testbed.state.objects.get("pids", []) if r.get("role") == "controller"]
+    recs = [r for r in state_of(testbed).objects.get("pids", []) if r.get("role") == "controller"]
     return recs[-1] if recs else None
 
 
@@ -122,7 +122,6 @@ class ScenarioRunner:
         self._sampler: threading.Thread | None = None
         self._sample_requests: queue.Queue = queue.Queue()
         self._down_by_node: dict[str, list[tuple[str, str]]] = {}
-        self._controller_argv: list[str] | None = None
         self._lanes: dict[str, tuple[queue.Queue, threading.Thread]] = {}
         self._switch_interval: float | None = None
         self._lock = threading.Lock()
@@ -319,7 +318,7 @@ class ScenarioRunner:
     def _apply(self, step: model.Step) -> str | None:
         tb, a = self.testbed, step.action
         if a in ("link-down", "link-up"):
-            tb.fabric.set_link(*step.link(), up=a == "link-up")
+            fabric_of(tb).set_link(*step.link(), up=a == "link-up")
             return None
         if a == "shape":
             args = step.args
@@ -332,11 +331,11 @@ class ScenarioRunner:
         if a == "node-down":
             links = model.node_links(tb.topology, step.target)
             self._down_by_node[step.target] = links
-            self._parallel([lambda ln=ln: tb.fabric.set_link(*ln, up=False) for ln in links])
+            self._set_links(links, up=False)
             return f"{len(links)} links down"
         if a == "node-up":
-            links = self._down_by_node.pop(step.target, None) or model.node_links(tb.topology, step.target)
-            self._parallel([lambda ln=ln: tb.fabric.set_link(*ln, up=True) for ln in links])
+            links = self._down_by_node.pop(step.target, []) or model.node_links(tb.topology, step.target)
+            self._set_links(links, up=True)
             return f"{len(links)} links up"
         if a == "controller-kill":
             return self._controller_kill()
@@ -353,56 +352,22 @@ class ScenarioRunner:
             return "removed " + " ".join(m.name for m in gone)
         raise TrafficError(f"scenario: action {a!r} has no implementation")  # expand() prevents this
 
+    def _set_links(self, links: list[tuple[str, str]], up: bool) -> None:
+        fabric = fabric_of(self.testbed)
+        self._parallel([partial(fabric.set_link, a, b, up) for a, b in links])
+
     @staticmethod
-    def _parallel(jobs: list[Any]) -> None:
+    def _parallel(jobs: list[Callable[[], object]]) -> None:
         with ThreadPoolExecutor(max_workers=min(8, max(1, len(jobs)))) as pool:
             for f in [pool.submit(j) for j in jobs]:
                 f.result()
 
     # --- the controller -----------------------------------------------------------------------
     def _controller_kill(self) -> str:
-        from topology.effects import proc
-
-        rec = _controller_record(self.testbed)
-        if rec is None:
-            raise TrafficError("controller-kill: no controller process recorded in this run")
-        record = proc.ProcessRecord.from_dict(rec)
-        if not proc.is_ours(record):
-            raise TrafficError(f"controller-kill: PID {record.pid} is not running (already killed?)")
-        with contextlib.suppress(OSError):
-            self._controller_argv = Path(f"/proc/{record.pid}/cmdline").read_bytes().rstrip(b"\0").decode() \
-                .split("\0")
-        os.kill(record.pid, signal.SIGKILL)  # a crash, not a shutdown: no goodbye to the switches
-        own = getattr(self.testbed, "_controller_proc", None)
-        if own is not None and own.pid == record.pid:
-            own.wait(5)
-        else:
-            deadline = time.monotonic() + 5
-            while proc.is_ours(record) and time.monotonic() < deadline:
-                proc._reap(record.pid)
-                time.sleep(0.01)
-        return f"killed PID {record.pid}"
+        return f"killed PID {self.testbed.kill_controller()}"
 
     def _controller_restart(self) -> str:
-        from topology.effects import proc
-
-        rec = _controller_record(self.testbed)
-        if rec is not None and proc.is_ours(proc.ProcessRecord.from_dict(rec)):
-            self._controller_kill()
-        argv = self._controller_argv
-        if not argv:
-            raise TrafficError("controller-restart: the controller's command line is unknown (kill it first)")
-        state = self.testbed.state
-        log_path = (state.controller or {}).get("log") or os.devnull
-        with open(log_path, "ab") as logf:
-            child = subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     start_new_session=True)
-        if rec is not None:
-            state.forget("pids", [rec])
-        state.intend("pids", [proc.record(child, "controller").to_dict()])
-        if getattr(self.testbed, "_controller_proc", None) is not None:
-            self.testbed._controller_proc = child
-        return f"started PID {child.pid}"
+        return f"started PID {self.testbed.restart_controller()}"
 
     # --- counters for the costs ---------------------------------------------------------------
     def _sample_loop(self) -> None:
@@ -480,24 +445,19 @@ def port_drops(testbed: Run) -> float | None:
     """tx_dropped + rx_dropped + tx_errors summed over every port of the run's bridges, from the
     controller's live OpenFlow port stats (OVSDB's copy is refreshed only every 5 s, too coarse for
     one event's window); None while there is no controller to ask (killed by the scenario)."""
-    import requests
-
-    api = testbed.controller_api
-    if not api:
+    client = testbed.controller_client
+    if client is None:
         return None
-    session = requests.Session()
 
     def one(node: str) -> float:
-        dpid = testbed.topology.dpid(node)
-        resp = session.get(f"{api}/stats/port/{dpid}", timeout=5)
-        resp.raise_for_status()
-        ports = next(iter(resp.json().values()), [])
+        reply = client.get(f"/stats/port/{testbed.topology.dpid(node)}", timeout=5)
+        ports: list[dict[str, Any]] = next(iter(reply.values()), [])
         return float(sum(int(p.get(k, 0) or 0) for p in ports for k in ("tx_dropped", "rx_dropped", "tx_errors")))
 
     try:
         with ThreadPoolExecutor(max_workers=4) as pool:
             return float(sum(pool.map(one, testbed.topology.bridges)))
-    except (requests.RequestException, ValueError):
+    except (ControllerError, ValueError):
         return None
 
 
@@ -509,11 +469,11 @@ def tcp_retransmits(testbed: Run, hosts: Sequence[str]) -> float | None:
 
     def one(container: str) -> float:
         try:
-            ns = testbed.fabric.netns(container)
+            ns = fabric_of(testbed).netns(container)
             with netns_effects.entered(ns), open("/proc/thread-self/net/snmp") as fh:
                 text = fh.read()
         except (PiCloudError, OSError):
-            rc, text = testbed.fabric.exec(container, ["cat", "/proc/net/snmp"], timeout=5)
+            rc, text = fabric_of(testbed).exec(container, ["cat", "/proc/net/snmp"], timeout=5)
             if rc != 0:
                 return 0.0
         return _retrans_segs(text)

@@ -135,7 +135,7 @@ def generate(
                     elapsed += gap + max(MIN_FLOW_SECONDS, size * seconds_per_byte)
     else:
         rate = arrivals.poisson_rate(load, link_bps, workload.mean)
-        per_src = []
+        per_src: list[tuple[float, str, int]] = []
         for src in pat.senders:
             if arrival == "onoff":
                 times = arrivals.on_off(rng, rate, span, on_mean, off_mean)

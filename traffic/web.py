@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from picloud.errors import TrafficError
+from topology.backends.base import fabric_of
 
 if TYPE_CHECKING:
     from topology.backends.base import Run
@@ -193,7 +194,7 @@ def run(testbed: Run, servers: int | None = None, client: str | None = None, rat
     client_proc = None
     try:
         for c in chosen:
-            procs[c] = testbed.fabric.popen(
+            procs[c] = fabric_of(testbed).popen(
                 c, [sys.executable, "-m", "traffic.web", "serve", "--port", str(port), "--size", str(size)],
                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env, cwd=str(REPO_ROOT))
         for c, proc in procs.items():
@@ -204,7 +205,7 @@ def run(testbed: Run, servers: int | None = None, client: str | None = None, rat
         targets = ",".join(f"{testbed.container_ip(c)}:{port}" for c in chosen)
         before = {c: _cpu_seconds(p) or 0.0 for c, p in pids.items()}
         t_start = time.monotonic()
-        client_proc = testbed.fabric.popen(
+        client_proc = fabric_of(testbed).popen(
             client, [sys.executable, "-m", "traffic.web", "client", "--targets", targets, "--rate", str(rate),
                      "--duration", str(duration), "--timeout", str(timeout), "--size", str(size)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=str(REPO_ROOT))

@@ -235,7 +235,7 @@ def tenants() -> Any:
         for m in t["members"]:
             pi = m.get("pi") or (topo.node(m["name"]).pi if m["name"] in topo else None)
             rack = m.get("rack")
-            if rack is None and pi in topo:
+            if rack is None and pi is not None and pi in topo:
                 rack = topo.node(pi).rack
             ip = m.get("ip") or (topo.node(m["name"]).ip if m["name"] in topo else None)
             members.append(m | {"pi": pi, "rack": rack, "ip": ip})

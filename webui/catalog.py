@@ -148,7 +148,9 @@ def open_inside(directory: Path, name: str, mode: str = "rb") -> Any:
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
         raise FileNotFoundError(f"{name}: not a regular file")
-    return os.fdopen(fd, mode, **({"newline": ""} if "b" not in mode else {}))
+    if "b" in mode:
+        return os.fdopen(fd, mode)
+    return os.fdopen(fd, mode, newline="")
 
 
 def experiment_summary(root: Path, directory: Path) -> dict[str, Any]:
@@ -222,7 +224,7 @@ def read_flows_csv(path: Path, limit: int = 200) -> dict[str, Any]:
 
     with open_inside(path.parent, path.name, "r") as f:
         reader = csv.DictReader(f)
-        rows = []
+        rows: list[dict[str, str]] = []
         total = 0
         for row in reader:
             total += 1

@@ -59,7 +59,8 @@ class EventLog:
         self._seen: set[tuple[float, str, str]] = set()
 
     def add(self, kind: str, text: str, source: str = "ui", t: float | None = None) -> None:
-        event = {"t": time.time() if t is None else float(t), "kind": kind, "text": text, "source": source}
+        event: dict[str, Any] = {"t": time.time() if t is None else float(t), "kind": kind, "text": text,
+                                 "source": source}
         key = (event["t"], kind, text)
         with self._lock:
             if key in self._seen:

@@ -71,8 +71,9 @@ class UIServer:
         self.host, self.port = host, self._server.server_port
         shown = f"[{host}]" if ":" in host else host
         self.url = f"http://{shown}:{self.port}/"
-        self._thread = threading.Thread(target=self._server.serve_forever, name="webui-server", daemon=True)
-        self._thread.start()
+        thread = threading.Thread(target=self._server.serve_forever, name="webui-server", daemon=True)
+        thread.start()
+        self._thread: threading.Thread | None = thread
         self._token_file: Path | None = None
         self.results, self.interval = results, interval  # what a detached copy is given (picloud.uiprocess)
         if record:

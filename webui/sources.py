@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from picloud.errors import ControllerError, PiCloudError, UIError
+from topology.backends.base import state_of
 from topology.model import Topology
 from topology.stalls import OVS_STALL_S
 
@@ -153,7 +154,7 @@ class TestbedSource:
         return self.testbed.topology
 
     def runtime_containers(self) -> dict[str, dict[str, Any]]:
-        return dict(self.testbed.state.extra.get("containers") or {})
+        return dict(state_of(self.testbed).extra.get("containers") or {})
 
     def port_stats(self, node: str) -> list[dict[str, Any]]:
         return list(self.testbed.port_stats(node))
@@ -187,7 +188,7 @@ class TestbedSource:
     def tenants(self) -> Any:
         from tenants.store import run_tenants_path
 
-        state = self.testbed.state
+        state = state_of(self.testbed)
         path = state.tenants_file or run_tenants_path(state)
         if not Path(path).is_file():
             return None
@@ -304,7 +305,7 @@ class StaticSource:
 
     def port_stats(self, node: str) -> list[dict[str, Any]]:
         elapsed = self._clock() - self._t0
-        out = []
+        out: list[dict[str, Any]] = []
         ports = list(self._topology.ports(node)) + [
             int(v["port"]) for v in self._runtime.values() if v.get("pi") == node]
         for port in ports:
@@ -361,13 +362,13 @@ class StaticSource:
         fid = f"bulk{len(self._bulk) + 1}"
         self._bulk[fid] = {"id": fid, "src": src, "dst": dst, "seconds": seconds, "started": time.time(),
                            "running": True}
-        self.set_rate(src, self._topology.node(src).pi, 5e8)
+        self.set_rate(src, self._topology.pi_of(src), 5e8)
         return dict(self._bulk[fid])
 
     def stop_bulk(self, flow_id: str) -> dict[str, Any]:
         record = self._bulk[flow_id]  # KeyError: the route answers 404
         record["running"] = False
-        self.set_rate(record["src"], self._topology.node(record["src"]).pi, 0)
+        self.set_rate(record["src"], self._topology.pi_of(record["src"]), 0)
         return dict(record)
 
     def bulk_flows(self) -> list[dict[str, Any]]:

@@ -26,7 +26,7 @@ def unwrap(raw: Any) -> list[dict[str, Any]]:
         raw = next(iter(raw.values()))
     if not isinstance(raw, list):
         return []
-    return [r for r in raw if isinstance(r, Mapping)]
+    return [dict(r) for r in raw if isinstance(r, Mapping)]
 
 
 def _text(value: Any) -> str:

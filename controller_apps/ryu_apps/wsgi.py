@@ -64,7 +64,8 @@ class Response(webob.Response):
         if isinstance(body, str):
             kwargs["text"] = body
             body = None
-        super().__init__(body, *args, charset=charset, **kwargs)
+        kwargs["charset"] = charset
+        super().__init__(body, *args, **kwargs)
 
 
 def route(name: str, path: str, methods: list[str] | None = None,

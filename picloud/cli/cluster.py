@@ -65,10 +65,11 @@ def _check(args: argparse.Namespace) -> int:
                          indent=2))
     else:
         for r in reports:
-            f = r.facts
-            ovs = f"OVS {f['ovs_version']} ({', '.join(f['datapath_types'])})" if f.get("reachable") else "OVS -"
-            controller = f" controller {f['controller']}" if "controller" in f else ""
-            print(f"{r.name:<12} {'ok' if r.ok else 'FAIL':<5} {ovs}  docker {f.get('docker', '-')}{controller}")
+            facts = r.facts
+            ovs = (f"OVS {facts['ovs_version']} ({', '.join(facts['datapath_types'])})" if facts.get("reachable")
+                   else "OVS -")
+            controller = f" controller {facts['controller']}" if "controller" in facts else ""
+            print(f"{r.name:<12} {'ok' if r.ok else 'FAIL':<5} {ovs}  docker {facts.get('docker', '-')}{controller}")
             for line in r.problems:
                 print(f"  {line}")
     return 0 if all(r.ok for r in reports) else 1
@@ -100,19 +101,23 @@ def _health(args: argparse.Namespace) -> int:
     tb = Testbed.attach(args.run)
     if tb.backend != "cluster":
         raise ClusterError(f"run {tb.prefix}: backend {tb.backend!r} (health and repair are for cluster runs)")
+    from topology.backends.cluster.fabric import ClusterFabric
+
+    fabric = tb.fabric
+    assert isinstance(fabric, ClusterFabric)  # what attach() builds for a cluster run
     if args.repair and getattr(args, "watch", None):
         import time
 
         print(f"watching run {tb.prefix} every {args.watch:g} s (Ctrl-C stops)", flush=True)
         while True:
-            repaired = tb.fabric.repair()
+            repaired = fabric.repair()
             if repaired:
                 print(f"{time.strftime('%H:%M:%S')} repaired: {', '.join(repaired)}", flush=True)
             time.sleep(args.watch)
     if args.repair:
-        repaired = tb.fabric.repair()
+        repaired = fabric.repair()
         print(f"repaired: {', '.join(repaired)}" if repaired else "nothing to repair")
-    health = tb.fabric.health()
+    health = fabric.health()
     for pi, problems in health.items():
         print(f"{pi:<12} {'ok' if not problems else 'differs'}")
         for line in problems:

@@ -8,6 +8,7 @@ import sys
 import time
 
 from picloud.errors import FabricError
+from topology.backends.base import state_of
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -133,7 +134,7 @@ def _up(args: argparse.Namespace) -> int:
         datapath = getattr(tb.fabric, "datapath", backend)
         print(f"picloud: run {tb.prefix} up: {c['switches']} switches, {c['pis']} Pis, "
               f"{len(tb.containers)} containers, {c['links']} links, datapath {datapath}, "
-              f"controller {tb.state.controller.get('target', 'none')}{_handshake(tb.handshake)}, "
+              f"controller {state_of(tb).controller.get('target', 'none')}{_handshake(tb.handshake)}, "
               f"{time.monotonic() - t0:.1f}s"
               + (f", UI {ui.url} token {ui.token_hint()}" if ui else ""), flush=True)
         if args.detach:

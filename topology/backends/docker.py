@@ -75,13 +75,16 @@ class DockerFabric(LocalFabric):
         """The plan's namespaces are the containers' own, attached under the planned names."""
         self._start_containers([ns.container for ns in plan.namespaces])
 
+    def _pi_of(self, container: str) -> str:
+        """The Pi of a model container or of one added at run time (kept in the run state)."""
+        return self.topology.pi_of(container) if container in self.topology else str(self._extra()[container]["pi"])
+
     def _start_containers(self, containers: list[str], netns_names: dict[str, str] | None = None) -> None:
         """Start the Docker containers and name their network namespaces; intent recorded first."""
         names = {c: (netns_names or {}).get(c) or self.netns(c) for c in containers}
         self.state.intend("containers", [self.container_name(c) for c in containers])
         limits = self.limits()
-        pis = sorted({self.topology.node(c).pi if c in self.topology else self._extra()[c]["pi"]
-                      for c in containers})
+        pis = sorted({self._pi_of(c) for c in containers})
         parents = {}
         for pi in pis:
             if self.model is not None:
@@ -94,7 +97,7 @@ class DockerFabric(LocalFabric):
                                                self.model.memory_mb)
 
         def start(container: str) -> tuple[str, int]:
-            pi = self.topology.node(container).pi if container in self.topology else self._extra()[container]["pi"]
+            pi = self._pi_of(container)
             docker_engine.run_container(
                 self.engine, self.container_name(container), self.image, self.prefix, hostname=container,
                 nano_cpus=limits.get("nano_cpus"), mem_limit_mb=limits.get("memory_mb"),

@@ -18,6 +18,7 @@ from typing import Any
 import networkx as nx
 
 from picloud.errors import FabricError, TopologyError
+from picloud.progress import silent
 from picloud.runstate import RunState
 from topology import fabric_plan, openflow, tcplan
 from topology.effects import ethtool, ip, netns, ovs, ovs_sockets, rtnl, tc
@@ -56,7 +57,7 @@ class LocalFabric:
         self.datapath = datapath or ("system" if ovs.kernel_datapath_available() else "netdev")
         self.offload_off = False
         # progress(stage, done, total): told before each batched step (picloud.progress draws it)
-        self.progress: Callable[[str, int, int], None] = lambda stage, done=0, total=0: None
+        self.progress: Callable[[str, int, int], None] = silent
         self.of_versions = openflow.parse_versions(of_versions)  # what every bridge offers
         self._plan: FabricPlan | None = None
 

@@ -102,7 +102,7 @@ def _connect_round(endpoints, listeners, pairs, port, timeout) -> set[tuple[str,
     pending: dict[socket.socket, tuple[str, str]] = {}
     failed: set[tuple[str, str]] = set()
     for ls in listeners.values():
-        sel.register(ls, selectors.EVENT_READ, "listen")
+        sel.register(ls, selectors.EVENT_READ, ("listen", ls))  # the socket kept as such, not as a file object
     for s, d in pairs:
         sock = socket_in(endpoints[s][0])
         sock.setblocking(False)
@@ -112,19 +112,19 @@ def _connect_round(endpoints, listeners, pairs, port, timeout) -> set[tuple[str,
             sock.close()
             continue
         pending[sock] = (s, d)
-        sel.register(sock, selectors.EVENT_WRITE, "connect")
+        sel.register(sock, selectors.EVENT_WRITE, ("connect", sock))
     deadline = time.monotonic() + timeout
     accepted = []
     while pending and time.monotonic() < deadline:
         for key, _ in sel.select(timeout=max(0.0, deadline - time.monotonic())):
-            if key.data == "listen":
+            role, sock = key.data
+            if role == "listen":
                 try:
-                    conn, _ = key.fileobj.accept()
+                    conn, _ = sock.accept()
                     accepted.append(conn)
                 except BlockingIOError:
                     pass
                 continue
-            sock = key.fileobj
             pair = pending.pop(sock)
             sel.unregister(sock)
             if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) != 0:

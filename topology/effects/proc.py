@@ -108,16 +108,16 @@ def terminate(rec: ProcessRecord, grace: float = 3.0) -> bool:
     while time.monotonic() < deadline:
         if not is_ours(rec):
             return True
-        _reap(rec.pid)
+        reap(rec.pid)
         time.sleep(0.05)
     if is_ours(rec):
         with contextlib.suppress(ProcessLookupError):
             os.kill(rec.pid, signal.SIGKILL)
-        _reap(rec.pid)
+        reap(rec.pid)
     return True
 
 
-def _reap(pid: int) -> None:
+def reap(pid: int) -> None:
     """Collect our own child so it does not linger as a zombie (which still has a start time)."""
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
