@@ -13,11 +13,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from picloud.errors import PiCloudError
 from topology.rates import pi_uplinks
 from traffic.fidelity import line as fidelity_line
+
+if TYPE_CHECKING:
+    from picloud.testbed import Testbed
+    from traffic.results import Results
+    from webui.server import UIServer
 
 DEMO_SPEC = "picloud:4,4"
 DEMO_CONTAINERS_PER_PI = 2
@@ -40,9 +45,9 @@ class DemoRun:
     traffic_seconds: float
     out: Path
     started: float = field(default_factory=time.monotonic)
-    testbed: Any = None
-    ui: Any = None
-    results: Any = None
+    testbed: Testbed | None = None
+    ui: UIServer | None = None
+    results: Results | None = None
     notes: list[str] = field(default_factory=list)
 
     def say(self, text: str) -> None:
@@ -65,7 +70,7 @@ def _step(run: DemoRun, name: str, action: Callable[[], str | None]) -> None:
     run.say(f"{name} ({time.monotonic() - t0:.1f}s){': ' + detail if detail else ''}")
 
 
-def _agg_link(testbed: Any) -> tuple[str, str]:
+def _agg_link(testbed: Testbed) -> tuple[str, str]:
     """An aggregation-to-ToR link: the one the demo cuts while traffic runs."""
     topo = testbed.topology
     for link in topo.fabric_links():
@@ -100,15 +105,16 @@ def run_demo(duration: float | None = None, traffic_seconds: float | None = None
         signal.signal(signal.SIGTERM, previous)
 
 
-def _run(run: DemoRun, Testbed: Any, ui_port: int) -> int:
+def _run(run: DemoRun, testbed_class: type[Testbed], ui_port: int) -> int:
     run.say(f"PiCloud demo: {DEMO_SPEC} with {DEMO_CONTAINERS_PER_PI} containers per Pi")
-    testbed = Testbed(DEMO_SPEC, containers_per_pi=DEMO_CONTAINERS_PER_PI)
+    testbed = testbed_class(DEMO_SPEC, containers_per_pi=DEMO_CONTAINERS_PER_PI)
 
     def build() -> str:
         testbed.__enter__()
         run.testbed = testbed
         c = testbed.topology.counts()
-        rates = sorted({testbed.topology.link(a, b).bw for a, b in pi_uplinks(testbed.topology)} - {None})
+        topo = testbed.topology
+        rates = sorted({bw for a, b in pi_uplinks(topo) if (bw := topo.link(a, b).bw) is not None})
         shaped = (f"Pi uplinks shaped to {', '.join(f'{r:g}' for r in rates)} Mbit/s (Raspberry Pi Model B NIC)"
                   if rates else "Pi uplinks unshaped")
         return (f"{c['switches']} switches, {c['pis']} Pis, {c['containers']} containers, "
@@ -134,8 +140,8 @@ def _run(run: DemoRun, Testbed: Any, ui_port: int) -> int:
         return report.summary()
 
     def ui() -> str:
-        run.ui = testbed.ui(port=ui_port)
-        return f"open {run.ui.url}  (token for actions: {run.ui.token_hint()})"
+        run.ui = server = testbed.ui(port=ui_port)
+        return f"open {server.url}  (token for actions: {server.token_hint()})"
 
     def traffic() -> str:
         a, b = _agg_link(testbed)
@@ -144,20 +150,22 @@ def _run(run: DemoRun, Testbed: Any, ui_port: int) -> int:
             {"at": round(run.traffic_seconds * 0.4, 3), "action": "link-down", "link": [a, b]},
             {"at": round(run.traffic_seconds * 0.7, 3), "action": "link-up", "link": [a, b]},
         ])
-        run.results = testbed.traffic(
+        run.results = results = testbed.traffic(
             workload=DEMO_WORKLOAD, load=DEMO_LOAD, pattern="all-to-all",
             duration=run.traffic_seconds, seed=1, tenant="red", out=run.out, progress=True, scenario=cut,
         )
-        events = run.results.meta.get("scenario") or []
+        events = results.meta.get("scenario") or []
         applied = ", ".join(f"{e['action']} {e['target']} at {e['applied_s']:.2f}s ({e['status']})"
                             for e in events if e.get("applied_s") is not None)
-        return f"{len(run.results.flows)} flows, {applied}; results in {run.results.directory}"
+        return f"{len(results.flows)} flows, {applied}; results in {results.directory}"
 
     def summary() -> str:
-        print(run.results.report(), flush=True)
-        plots = ", ".join(str(p) for p in run.results.plots())
+        results = run.results
+        assert results is not None  # the traffic step ran before this one
+        print(results.report(), flush=True)
+        plots = ", ".join(str(p) for p in results.plots())
         # The verdict: whether these numbers describe the modelled Pi network or the host (traffic.fidelity).
-        return f"{fidelity_line(run.results.fidelity)}; plots: {plots}"
+        return f"{fidelity_line(results.fidelity)}; plots: {plots}"
 
     steps: list[tuple[str, Callable[[], str | None]]] = [
         ("build the scale model and start the controller", build),

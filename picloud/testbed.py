@@ -22,7 +22,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from picloud.controller_client import ControllerClient, routed
 from picloud.errors import ControllerError, FabricError, PiCloudError
@@ -34,6 +34,14 @@ from topology.effects import netns as netns_effects
 from topology.effects import ovs, proc
 from topology.model import Link, Topology
 from topology.stalls import OVS_STALL_S
+
+if TYPE_CHECKING:
+    from tenants.handle import TenantHandle
+    from tenants.verify import IsolationReport
+    from traffic.capture import Capture
+    from traffic.results import Results
+    from traffic.scenario_run import BoundScenario
+    from webui.server import UIServer
 
 log = logging.getLogger(__name__)
 BACKENDS = ("local", "docker", "cluster")
@@ -138,7 +146,7 @@ class Testbed:
         self._controller_proc: subprocess.Popen | None = None
         self._controller_argv: list[str] | None = None  # what kill_controller() saw, for a restart
         self._attached = False
-        self._ui: Any = None  # the UIServer `ui()` started, for `detach()`
+        self._ui: UIServer | None = None  # the one `ui()` started, for `detach()`
 
     # --- lifecycle ----------------------------------------------------------------------------
     def __enter__(self) -> Testbed:
@@ -598,25 +606,25 @@ class Testbed:
         dpid = self.topology.dpid(switch)
         return self._controller_get(f"/stats/port/{dpid}").get(str(dpid), [])
 
-    def tenant(self, name: str, subnet: str | None = None, rate: float | None = None) -> Any:
+    def tenant(self, name: str, subnet: str | None = None, rate: float | None = None) -> TenantHandle:
         self._require_up()
         from tenants.handle import TenantHandle
 
         return TenantHandle(self, name, subnet=subnet, rate=rate)
 
-    def verify_isolation(self) -> Any:
+    def verify_isolation(self) -> IsolationReport:
         self._require_up()
         from tenants.verify import verify
 
         return verify(self)
 
-    def traffic(self, **kwargs: Any) -> Any:
+    def traffic(self, **kwargs: Any) -> Results:
         self._require_up()
         from traffic.engine import run
 
         return run(self, **kwargs)
 
-    def scenario(self, entries: Any, seed: int | None = None) -> Any:
+    def scenario(self, entries: Any, seed: int | None = None) -> BoundScenario:
         """A validated scenario timeline (entries or a YAML file) for `traffic(scenario=...)` or
         `.run(out)`; see `traffic.scenario`."""
         self._require_up()
@@ -634,7 +642,7 @@ class Testbed:
         calibrate.store(self, result)
         return result
 
-    def capture(self, targets: list[str], bpf: str | None = None, out: str | Path | None = None) -> Any:
+    def capture(self, targets: list[str], bpf: str | None = None, out: str | Path | None = None) -> Capture:
         """`with tb.capture(["link:A,B", "port:tor1:3", "web1"]) as cap:` one pcapng of many points;
         `cap.result` after the block (see `traffic.capture`)."""
         self._require_up()
@@ -643,7 +651,7 @@ class Testbed:
         return Capture(self, targets, bpf, out)
 
     def ui(self, port: int = 8080, host: str = "127.0.0.1", host_names: tuple[str, ...] = (),
-           token: str | None = None) -> Any:
+           token: str | None = None) -> UIServer:
         """Serve the web UI; `host_names`: more names browsers use for it (checked Host headers);
         `token`: the one actions need (a fresh random one by default)."""
         self._require_up()
@@ -661,7 +669,7 @@ class Testbed:
         from picloud.uiprocess import detach_ui
 
         ui, self._ui = self._ui, None
-        return detach_ui(ui, self.state)
+        return detach_ui(ui, state_of(self))
 
     def detach(self) -> int | None:
         """Leave the run up after this process exits (`picloud up --detach`): its web UI, if

@@ -13,16 +13,20 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from picloud.errors import UIError
 from picloud.secrets_files import open_private
 from topology.effects import proc as proc_effects
 
+if TYPE_CHECKING:
+    from picloud.runstate import RunState
+    from webui.server import UIServer
+
 TOKEN_ENV = "PICLOUD_UI_TOKEN"  # how a detached UI inherits its token without showing it in `ps`
 
 
-def detach_ui(server: Any, state: Any, timeout: float = 15.0) -> int:
+def detach_ui(server: UIServer, state: RunState, timeout: float = 15.0) -> int:
     """Keep `server` (a `webui.server.UIServer` of the run `state`) up after this process leaves:
     hand the same host, port and token to a `picloud ui --run PREFIX` process in its own session,
     recorded in the run state's PIDs. Returns its PID."""

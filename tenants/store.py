@@ -11,13 +11,16 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from picloud.errors import TenantError
 from tenants.model import Member, Tenant, TenantPlan, make_subnet
 from tenants.plan import parse_rate, validate
+
+if TYPE_CHECKING:
+    from picloud.runstate import RunState
 
 TENANT_KEYS = {"name", "id", "subnets", "rate", "members", "next_index"}
 MEMBER_KEYS = {"name", "pi", "ip", "mac", "subnet", "port"}
@@ -134,7 +137,7 @@ def save(plan: TenantPlan, path: str | Path) -> None:
         raise
 
 
-def run_tenants_path(state: Any) -> Path:
+def run_tenants_path(state: RunState) -> Path:
     """Where a run keeps its plan: beside its RunState file, `STATE_DIR/PREFIX.tenants.yaml`, so
     `picloud clean` and `Testbed.down()` find it with the rest of the run. An empty plan is
     written there if there is no file yet: the controller is pointed at it (and checks that it

@@ -14,7 +14,7 @@ import socket
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from werkzeug.serving import make_server
 
@@ -22,6 +22,10 @@ from picloud.errors import UIError
 from webui.app import create_app, live
 from webui.live import DEFAULT_INTERVAL
 from webui.sources import DataSource, TestbedSource
+
+if TYPE_CHECKING:
+    from picloud.runstate import RunState
+    from topology.backends.base import Run
 
 log = logging.getLogger(__name__)
 
@@ -33,22 +37,23 @@ def is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
-def _as_source(target: Any, results: Path | str | None) -> tuple[DataSource, Any]:
+def _as_source(target: Run | DataSource, results: Path | str | None) -> tuple[DataSource, Run | None]:
     """A DataSource and, if there is one, the Testbed behind it.
 
     `target` is a Testbed (the caller attaches one to a run started elsewhere: the UI never reaches
     for the facade) or already a DataSource (the benchmark's synthetic one)."""
     if hasattr(target, "port_stats") and hasattr(target, "runtime_containers"):
-        return target, None
+        return cast("DataSource", target), None
     if hasattr(target, "fabric") and hasattr(target, "topology"):
-        return TestbedSource(target, results), target
+        run = cast("Run", target)
+        return TestbedSource(run, results), run
     raise UIError(f"web UI: cannot show {target!r} (give a Testbed, e.g. Testbed.attach(prefix), or a DataSource)")
 
 
 class UIServer:
     """Start at construction; `.url`, `.token`, `.stop()`. Port 0 picks a free port (tests)."""
 
-    def __init__(self, target: Any, host: str = "127.0.0.1", port: int = 8080, *, token: str | None = None,
+    def __init__(self, target: Run | DataSource, host: str = "127.0.0.1", port: int = 8080, *, token: str | None = None,
                  results: Path | str | None = "results", interval: float = DEFAULT_INTERVAL,
                  record: bool = True, host_names: tuple[str, ...] = ()) -> None:
         if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
@@ -98,7 +103,7 @@ class UIServer:
         return f"in {where}" if where else "not shown (output is not a terminal; UIServer.token has it)"
 
     @staticmethod
-    def record_in(state: Any, url: str, token: str) -> Path:
+    def record_in(state: RunState, url: str, token: str) -> Path:
         """Name a UI serving `url` in the run state, its token in a 0600 file beside the state."""
         from picloud.runstate import ensure_state_dir
         from picloud.secrets_files import write_token
@@ -123,8 +128,8 @@ class UIServer:
             close()
         if self._token_file is not None:
             self._token_file.unlink(missing_ok=True)
-            state = self.testbed.state
-            if state.path.exists():
+            state = self.testbed.state if self.testbed is not None else None  # a token file: a run's UI
+            if state is not None and state.path.exists():
                 state.ui = {}
                 state.save()
 

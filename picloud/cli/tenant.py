@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from picloud.errors import TenantError
+
+if TYPE_CHECKING:
+    from picloud.testbed import Testbed
+    from tenants.handle import TenantHandle
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -71,13 +75,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_verify)
 
 
-def _testbed(args: argparse.Namespace) -> Any:
+def _testbed(args: argparse.Namespace) -> Testbed:
     from picloud.testbed import Testbed
 
     return Testbed.attach(args.run)
 
 
-def _handle(tb: Any, name: str) -> Any:
+def _handle(tb: Testbed, name: str) -> TenantHandle:
     from tenants.handle import TenantHandle
 
     return TenantHandle(tb, name)
