@@ -49,6 +49,7 @@ from topology.builders import build  # noqa: E402
 from traffic import arrivals, iperf  # noqa: E402
 from traffic.engine import replay  # noqa: E402
 from traffic.trace import Flow, Trace  # noqa: E402
+from webui.record import Recorder  # noqa: E402  (records as Testbed.traffic does, so the load is a real run's)
 
 
 def bulk(rounds: int, seconds: float, work: Path) -> dict:
@@ -62,7 +63,7 @@ def bulk(rounds: int, seconds: float, work: Path) -> dict:
             retransmits.append(ref["retransmits"])
             size = int(ref["bytes_received"])
             res = replay(tb, Trace([Flow(0, a, b, size, 0.0)], {"duration": 0.001, "drain": 60.0 + seconds}),
-                         work / f"bulk{i}")
+                         work / f"bulk{i}", recorder=Recorder)
             rec = res.flows[0]
             if rec.status == "done":
                 engine_runs.append(size * 8 / (rec.fct_us / 1e6) / 1e6)  # type: ignore[operator]
@@ -91,7 +92,7 @@ def flow_rate(rates: list[int], seconds: float, work: Path, realtime: bool = Fal
             flows.sort(key=lambda f: f.start)
             flows = [Flow(i, f.src, f.dst, f.size, f.start) for i, f in enumerate(flows)]
             res = replay(tb, Trace(flows, {"duration": seconds, "drain": 10.0}), work / f"rate{rate}",
-                         realtime_agents=realtime)
+                         realtime_agents=realtime, recorder=Recorder)
             s = res.summary
             late = s["lateness_us"]
             row = {"rate": rate, "flows": len(flows), "p50_lateness_us": late["p50"],

@@ -619,9 +619,13 @@ class Testbed:
         return verify(self)
 
     def traffic(self, **kwargs: Any) -> Results:
+        """`traffic.engine.run` on this run; the live view is recorded into the results (timeline.json
+        for replay in the UI) unless `recorder=None` is given."""
         self._require_up()
         from traffic.engine import run
+        from webui.record import Recorder
 
+        kwargs.setdefault("recorder", Recorder)
         return run(self, **kwargs)
 
     def scenario(self, entries: Any, seed: int | None = None) -> BoundScenario:

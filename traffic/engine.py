@@ -26,10 +26,11 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from picloud.errors import TrafficError
 from topology.backends.base import fabric_of, state_of
@@ -48,6 +49,19 @@ DEFAULT_LINK_MBPS = 100.0
 AGENT_PORT = 5301
 READY_TIMEOUT = 20.0
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class LiveRecorder(Protocol):
+    """Something that samples the live run while its flows run and writes what it saw beside the
+    results (the web UI's timeline, `webui.record.Recorder`). Handed in by the caller, so the
+    engine does not depend on the UI that reads its results."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def write(self, directory: Path, t0: float, flows: Sequence[FlowRecord], scenario: Sequence[Mapping[str, Any]],
+              meta: Mapping[str, Any]) -> Path: ...
 
 
 def resolve_hosts(testbed: Run, tenant: str | None) -> tuple[list[str], dict[str, str]]:
@@ -255,7 +269,8 @@ def run(
     progress: bool = False, warmup: float | None = None, scale_size: float = 1.0, scale_time: float = 1.0,
     arrival: str = "poisson", link_mbps: float | None = None, drain: float = 10.0, port: int = AGENT_PORT,
     concurrency: int = 1, think: float = 0.0, scenario: Any = None, capture: list[str] | None = None,
-    realtime_agents: bool = False, **pattern_args: Any,
+    realtime_agents: bool = False, recorder: Callable[[Run], LiveRecorder] | None = None,
+    **pattern_args: Any,
 ) -> Results:
     """Replay a seeded trace on the testbed; see the module docstring. Returns the run's Results."""
     # --- everything that can be wrong with the request, before any side effect -----------------
@@ -281,17 +296,20 @@ def run(
     trace.meta.update(warmup=warmup, drain=drain, tenant=tenant, link_rate_source=link_source)
     return replay(testbed, trace, out if out is not None else default_out(wl.name, pattern), tenant=tenant,
                   progress=progress, port=port, addresses=(hosts, ips), scenario=scenario, capture=capture,
-                  realtime_agents=realtime_agents)
+                  realtime_agents=realtime_agents, recorder=recorder)
 
 
 def replay(testbed: Run, trace: Trace, out: str | Path, tenant: str | None = None, progress: bool = False,
            port: int = AGENT_PORT, addresses: tuple[list[str], dict[str, str]] | None = None,
-           scenario: Any = None, capture: list[str] | None = None, realtime_agents: bool = False) -> Results:
+           scenario: Any = None, capture: list[str] | None = None, realtime_agents: bool = False,
+           recorder: Callable[[Run], LiveRecorder] | None = None) -> Results:
     """Replay a given trace (from `generate`, a saved trace.csv, or built by hand, as the benchmark
     does) and write the run directory. Missing metadata gets the engine's defaults. `scenario` (a
     file, a list of entries or a `traffic.scenario.Scenario`) is applied during the replay.
     `realtime_agents` runs the agents SCHED_RR (`traffic.agent --realtime`: starts on time on a
-    loaded host, at the userspace datapath's expense; meta.json `agents_realtime`)."""
+    loaded host, at the userspace datapath's expense; meta.json `agents_realtime`).
+    `recorder(testbed)` makes a `LiveRecorder` that samples while the agents run and writes its file
+    into the run directory (`Testbed.traffic` passes the web UI's, `webui.record.Recorder`)."""
     hosts, ips = addresses if addresses is not None else resolve_hosts(testbed, tenant)
     unknown = sorted({h for f in trace.flows for h in (f.src, f.dst)} - set(ips))
     if unknown:
@@ -323,14 +341,16 @@ def replay(testbed: Run, trace: Trace, out: str | Path, tenant: str | None = Non
     meta = {**meta0, **_run_meta(testbed, tenant), "addresses": ips}
     (directory / "meta.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
     (directory / "calibration.json").write_text(json.dumps(calibrate.for_run(testbed), indent=1) + "\n")
-    recorder = _recorder(testbed)
+    live = recorder(testbed) if recorder is not None else None
+    if live is not None:
+        live.start()
     if cap is not None:
         cap.start()
     try:
         records = _replay(testbed, trace, ips, directory, port, progress, runner, realtime_agents)
     finally:
-        if recorder is not None:
-            recorder.stop()
+        if live is not None:
+            live.stop()
         if cap is not None:
             cap.stop()
     flows = _records(trace, records, tenant or "", float(meta0["warmup"]), float(meta0["link_bps"]))
@@ -348,21 +368,10 @@ def replay(testbed: Run, trace: Trace, out: str | Path, tenant: str | None = Non
     if runner is not None:
         meta["scenario"] = runner.finish(directory, flows, records, duration + float(meta0["drain"]))
     results = Results.save(directory, flows, meta)
-    if recorder is not None and "t0" in records:
-        recorder.write(directory, records["t0"], flows, meta.get("scenario") or [],
+    if live is not None and "t0" in records:
+        live.write(directory, records["t0"], flows, meta.get("scenario") or [],
                        {"name": directory.name, "duration": duration, "summary": results.summary})
     return results
-
-
-def _recorder(testbed: Run) -> Any:
-    """The UI's live samples at 1 Hz into the results (`webui.record`), for replay and export."""
-    try:
-        from webui.record import Recorder
-    except ImportError:  # the web UI is optional for the engine
-        return None
-    recorder = Recorder(testbed)
-    recorder.start()
-    return recorder
 
 
 def _replay(testbed: Run, trace: Trace, ips: dict[str, str], directory: Path, port: int,

@@ -8,9 +8,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING
 
 from picloud.errors import TrafficError
+
+if TYPE_CHECKING:
+    from picloud.testbed import Testbed
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -94,14 +97,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_web)
 
 
-def _attach(prefix: str | None) -> Any:
+def _attach(prefix: str | None) -> Testbed:
     from picloud.testbed import Testbed
 
     return Testbed.attach(prefix)
 
 
 def _run(args: argparse.Namespace) -> int:
-    from traffic import arrivals, engine, workloads
+    from traffic import arrivals, workloads
 
     # Check the request before looking for a run, so a typo is reported as such.
     workloads.get(args.workload)
@@ -118,8 +121,8 @@ def _run(args: argparse.Namespace) -> int:
     pattern_args = {k: getattr(args, k) for k in ("stride", "hotspots", "fraction", "fanin", "response",
                                                    "aggregator", "mappers", "reducers")
                     if getattr(args, k) is not None}
-    results = engine.run(
-        testbed, workload=args.workload, load=args.load, pattern=args.pattern, duration=args.duration,
+    results = testbed.traffic(  # the facade's run: it also records the live view for replay
+        workload=args.workload, load=args.load, pattern=args.pattern, duration=args.duration,
         seed=args.seed, tenant=args.tenant, out=args.out, progress=sys.stderr.isatty(),
         warmup=args.warmup, scale_size=args.scale_size, scale_time=args.scale_time, arrival=args.arrival,
         link_mbps=args.link_mbps, drain=args.drain, concurrency=args.concurrency, scenario=args.scenario,

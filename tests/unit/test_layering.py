@@ -144,12 +144,6 @@ def test_tenants_and_traffic_reach_the_controller_only_over_its_api() -> None:
     assert _breaks(_layer(("tenants", "traffic")), ("controller_apps",)) == []
 
 
-# traffic.engine records the live view with the UI's own sampler (webui.record) so that a replay
-# shows what the live page showed; the UI reads traffic results. Named here until the recorder's
-# sampler moves below both.
-KNOWN_CYCLES = ["traffic <-> webui"]
-
-
 def test_no_import_cycle_between_packages() -> None:
     """A cycle between two packages (webui -> picloud.testbed -> webui.server was one) means
     neither can be understood, or loaded, without the other. Cycles inside one package are that
@@ -171,7 +165,7 @@ def test_no_import_cycle_between_packages() -> None:
         return any(n == b or (n not in seen and not seen.add(n) and reaches(n, b, seen)) for n in edges.get(a, ()))
 
     cycles = sorted(f"{a} <-> {b}" for a in edges for b in edges[a] if a < b and reaches(b, a, set()))
-    assert cycles == KNOWN_CYCLES
+    assert cycles == []
 
 
 def test_the_facade_is_a_run() -> None:
