@@ -488,10 +488,9 @@ def machine() -> str:
 
 def record(text: str) -> None:
     """Replace this benchmark's section of bench/RESULTS.md (other sections belong to others)."""
-    from bench.run_all import replace_section
+    from bench.run_all import record_section
 
-    existing = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    RESULTS.write_text(replace_section(existing, SECTION, text))
+    record_section(SECTION, text)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -538,8 +538,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))
     if args.record:
-        existing = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-        RESULTS.write_text(replace_section(existing, SECTION, text))
+        from bench.run_all import record_section
+
+        record_section(SECTION, text)
     return 0
 
 

@@ -225,10 +225,9 @@ def main(argv: list[str] | None = None) -> int:
         f"load average {load_before:.1f} before and {load_after:.1f} after." + (" Quick run." if args.quick else ""))
     print(f"{SECTION}\n\n{text}")
     if args.record:
-        from bench.run_all import replace_section
+        from bench.run_all import record_section
 
-        existing = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-        RESULTS.write_text(replace_section(existing, SECTION, text))
+        record_section(SECTION, text)
     return 0
 
 

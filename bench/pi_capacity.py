@@ -322,11 +322,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
     if args.record:
-        from bench.run_all import RESULTS, replace_section
+        from bench.run_all import record_section
 
-        document = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-        RESULTS.write_text(replace_section(document, SECTION, f"`python -m bench.pi_capacity --servers "
-                                           f"{args.servers} --seconds {args.seconds:g}`\n\n{body}"))
+        record_section(SECTION, f"`python -m bench.pi_capacity --servers {args.servers} --seconds "
+                                f"{args.seconds:g}`\n\n{body}")
     return 0
 
 

@@ -119,6 +119,21 @@ def replace_section(document: str, section: str, body: str) -> str:
     return document.rstrip("\n") + "\n\n" + block
 
 
+def record_section(section: str, body: str) -> None:
+    """Write one benchmark's SECTION into RESULTS.md (`--record`); every other section stays as it is."""
+    document = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
+    RESULTS.write_text(replace_section(document, section, body))
+
+
+def publish(section: str, lines: list[str], record: bool) -> int:
+    """Print a benchmark's section text and, with `--record`, write it into RESULTS.md; exit status 0."""
+    text = "\n".join(lines)
+    print(text)
+    if record:
+        record_section(section, text)
+    return 0
+
+
 def sections(document: str) -> dict[str, str]:
     """'## ' heading -> the text up to the next one (the header above the first is not a section)."""
     parts = re.split(r"^(## .*)$", document, flags=re.M)

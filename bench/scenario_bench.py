@@ -136,10 +136,9 @@ def section(t: dict, c: dict, f: dict | None) -> str:
 
 
 def record(text: str) -> None:
-    from bench.run_all import replace_section
+    from bench.run_all import record_section
 
-    existing = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    RESULTS.write_text(replace_section(existing, SECTION, text))
+    record_section(SECTION, text)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.tcp_paths_bench [--seconds 4] [--rounds 2] [--record]
 
 Needs root, iperf3 and the Open vSwitch binaries; never touches the shared ovs-vswitchd (it starts
-its own, as bench/teardown_bench.py does, in its own network namespace). Two hosts (network
+its own, `bench.private_ovs`, in its own network namespace). Two hosts (network
 namespaces) exchange one iperf3 TCP stream across, interleaved per round:
 
 - 1 bridge;
@@ -22,21 +22,15 @@ bench/RESULTS.md (only `make bench` should pass it).
 
 from __future__ import annotations
 
-import argparse
-import datetime
 import json
-import os
 import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-from bench.fabric_bench import replace_section
-from bench.teardown_bench import NS, PrivateOvs, loadavg, sh
+from bench.private_ovs import NS, PrivateOvs, arguments, loadavg, refuse_without_root, sh, utc_stamp
+from bench.run_all import publish
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "bench" / "RESULTS.md"
 SECTION = "## TCP paths"
 HOSTS = ("tdbh1", "tdbh2")
 PATHS = ["1 bridge", "3 bridges, veth links", "3 bridges, veth links, MTU 9000", "3 bridges, patch ports"]
@@ -100,14 +94,11 @@ def iperf(seconds: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = arguments(__doc__, SECTION, quick="one round of 2 s")
     ap.add_argument("--seconds", type=int, default=3)
     ap.add_argument("--rounds", type=int, default=4)
-    ap.add_argument("--quick", action="store_true", help="one round of 2 s")
-    ap.add_argument("--record", action="store_true", help=f"write the {SECTION!r} section of RESULTS.md")
     args = ap.parse_args(argv)
-    if os.geteuid() != 0:
-        print("tcp_paths_bench: needs root (network namespaces, Open vSwitch)", file=sys.stderr)
+    if refuse_without_root("tcp_paths_bench"):
         return 2
     rounds, seconds = (1, 2) if args.quick else (args.rounds, args.seconds)
     load_before = loadavg()
@@ -135,10 +126,9 @@ def main(argv: list[str] | None = None) -> int:
             hosts_down()
     load_after = loadavg()
     one = statistics.median(results["1 bridge"])
-    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    lines = [f"Measured {stamp} by `python -m bench.tcp_paths_bench` on a private ovs-vswitchd (userspace datapath, "
-             f"userspace TSO, own namespace): one iperf3 TCP stream, {seconds} s, median of {rounds} interleaved "
-             f"round(s); load average {load_before} before, {load_after} after.", "",
+    lines = [f"Measured {utc_stamp()} by `python -m bench.tcp_paths_bench` on a private ovs-vswitchd "
+             f"(userspace datapath, userspace TSO, own namespace): one iperf3 TCP stream, {seconds} s, median of "
+             f"{rounds} interleaved round(s); load average {load_before} before, {load_after} after.", "",
              "| path | goodput | vs 1 bridge | rounds |", "|---|---|---|---|"]
     for path in PATHS:
         med = statistics.median(results[path])
@@ -150,11 +140,7 @@ def main(argv: list[str] | None = None) -> int:
               "datapath pass. With userspace TSO the veths already carry segments of up to 64 KiB, so little is "
               "expected from MTU 9000. Read the rounds column before the medians: on a shared 2-core machine "
               "single rounds of the same path vary several-fold."]
-    text = "\n".join(lines)
-    print(text)
-    if args.record:
-        RESULTS.write_text(replace_section(RESULTS.read_text(), SECTION, text))
-    return 0
+    return publish(SECTION, lines, args.record)
 
 
 if __name__ == "__main__":

@@ -2,10 +2,8 @@
 
     .venv/bin/python -m bench.teardown_bench [--ports 40] [--rounds 3] [--record]
 
-Needs root and the Open vSwitch binaries; never touches the shared ovs-vswitchd. It starts its own
-ovsdb-server and ovs-vswitchd (database, sockets and logs in a temporary directory; the daemon runs
-in its own network namespace, because the userspace datapath creates a device named `ovs-netdev`
-that would collide with the shared daemon's), then measures, for one bridge of --ports veth ports:
+Needs root and the Open vSwitch binaries; never touches the shared ovs-vswitchd: it starts its own
+(`bench.private_ovs`), then measures, for one bridge of --ports veth ports:
 
 1. the kernel floor: closing one bound AF_PACKET socket, which is what ovs-vswitchd does for every
    port it removes (netdev-linux receives on a packet socket). packet_release() waits for an RCU
@@ -21,38 +19,16 @@ load average is printed with the figures (other runs share the machine). --recor
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import datetime
-import os
-import signal
 import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
-from bench.fabric_bench import replace_section
+from bench.private_ovs import NS, PrivateOvs, arguments, loadavg, refuse_without_root, sh, utc_stamp
+from bench.run_all import publish
 from topology.effects import netns
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "bench" / "RESULTS.md"
 SECTION = "## Teardown floor"
-NS = "tdbovs"  # every object of this benchmark is named tdb...
-SCHEMA = "/usr/share/openvswitch/vswitch.ovsschema"
-
-
-def loadavg() -> str:
-    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-
-
-def sh(*argv: str, input: str | None = None, check: bool = True) -> str:
-    result = subprocess.run(list(argv), input=input, capture_output=True, text=True, timeout=300)
-    if check and result.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv[:4])}: {result.stderr.strip()[:200]}")
-    return result.stdout
 
 
 def packet_close_ms(iface: str, samples: int = 30) -> float:
@@ -65,40 +41,6 @@ def packet_close_ms(iface: str, samples: int = 30) -> float:
         sock.close()
         times.append(time.perf_counter() - t0)
     return statistics.median(times) * 1000
-
-
-class PrivateOvs:
-    """ovsdb-server + ovs-vswitchd of our own, in network namespace NS; stopped by PID on exit."""
-
-    def __init__(self) -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix="tdb-ovs-"))
-        self.db = f"unix:{self.dir}/db.sock"
-        self.pids: list[int] = []
-
-    def __enter__(self) -> PrivateOvs:
-        sh("ip", "netns", "add", NS)
-        sh("ip", "-n", NS, "link", "set", "lo", "up")
-        sh("ovsdb-tool", "create", f"{self.dir}/conf.db", SCHEMA)
-        sh("ovsdb-server", f"{self.dir}/conf.db", f"--remote=punix:{self.dir}/db.sock",
-           f"--pidfile={self.dir}/ovsdb.pid", f"--unixctl={self.dir}/ovsdb.ctl",
-           f"--log-file={self.dir}/ovsdb.log", "--detach")
-        self.pids.append(int(Path(f"{self.dir}/ovsdb.pid").read_text()))
-        self.vsctl("--no-wait", "init")
-        self.vsctl("--no-wait", "set", "Open_vSwitch", ".", "other_config:userspace-tso-enable=true")
-        sh("ip", "netns", "exec", NS, "ovs-vswitchd", self.db, f"--pidfile={self.dir}/vswitchd.pid",
-           f"--unixctl={self.dir}/vswitchd.ctl", f"--log-file={self.dir}/vswitchd.log", "--detach")
-        self.pids.append(int(Path(f"{self.dir}/vswitchd.pid").read_text()))
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for pid in reversed(self.pids):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-        time.sleep(0.5)
-        subprocess.run(["ip", "netns", "del", NS], capture_output=True)
-
-    def vsctl(self, *args: str) -> str:
-        return sh("ovs-vsctl", f"--db={self.db}", "--timeout=120", *args)
 
 
 def veth_lines(ports: int) -> list[str]:
@@ -140,14 +82,11 @@ def one_round(ovs: PrivateOvs, ports: int, order: str) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = arguments(__doc__, SECTION, quick="one round")
     ap.add_argument("--ports", type=int, default=40)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--quick", action="store_true", help="one round")
-    ap.add_argument("--record", action="store_true", help=f"write the {SECTION!r} section of RESULTS.md")
     args = ap.parse_args(argv)
-    if os.geteuid() != 0:
-        print("teardown_bench: needs root (network namespaces, Open vSwitch)", file=sys.stderr)
+    if refuse_without_root("teardown_bench"):
         return 2
     rounds = 1 if args.quick else args.rounds
     load_before = loadavg()
@@ -162,9 +101,8 @@ def main(argv: list[str] | None = None) -> int:
             for order in orders:  # interleaved, so load drifts hit every order alike
                 results[order].append(one_round(ovs, args.ports, order))
     load_after = loadavg()
-    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
-        f"Measured {stamp} by `python -m bench.teardown_bench` on a private ovs-vswitchd "
+        f"Measured {utc_stamp()} by `python -m bench.teardown_bench` on a private ovs-vswitchd "
         f"({sh('ovs-vswitchd', '--version').splitlines()[0].split()[-1]}, userspace datapath, own namespace), "
         f"one bridge of {args.ports} veth ports, median of {rounds} round(s); load average {load_before} "
         f"before, {load_after} after.",
@@ -186,12 +124,7 @@ def main(argv: list[str] | None = None) -> int:
               "kernel's own per-device unregistration before the same OVS work. PiCloud's teardown therefore "
               "runs the OVS transaction concurrently with the kernel's share (namespaces, then one "
               "`link del group N` for the run's veths) and spends the rest waiting for ovs-vswitchd."]
-    text = "\n".join(lines)
-    print(text)
-    if args.record:
-        RESULTS.write_text(replace_section(RESULTS.read_text() if RESULTS.exists() else "# Results\n",
-                                           SECTION, text))
-    return 0
+    return publish(SECTION, lines, args.record)
 
 
 if __name__ == "__main__":

@@ -144,7 +144,7 @@ def sampler_cost(server: UIServer, samples: int = 10) -> dict:
 def record(table: str, args: argparse.Namespace) -> None:
     import os
 
-    from bench.run_all import RESULTS, replace_section
+    from bench.run_all import record_section
 
     body = (f"Synthetic data source (`webui.sources.StaticSource`, every link carrying traffic), real HTTP on "
             f"loopback, Debian Chromium {args.loads} fresh page loads at 1920x1080; load average "
@@ -153,8 +153,7 @@ def record(table: str, args: argparse.Namespace) -> None:
             "The live path on a real fabric (fattree:4, PiCloud's controller, iperf3 between two pods) is "
             "checked by tests/browser/test_ui_live.py: the page shows the flow (target: within 3 s of the "
             "client starting; the test prints the time) and a cut link as down.\n\n")
-    document = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\n"
-    RESULTS.write_text(replace_section(document, "## Web UI", body))
+    record_section("## Web UI", body)
 
 
 def main() -> int:

@@ -156,8 +156,7 @@ class Monitor(app_manager.OSKenApp):
 
     @set_ev_cls(ofp_event.EventOFPStateChange, [MAIN_DISPATCHER, DEAD_DISPATCHER])
     def state_change_handler(self, ev: Any) -> None:
-        dp = ev.datapath
-        dpid: int | None = dp.id  # by name: `get(...) is dp` narrows dp to Optional for mypy
+        dp, dpid = ev.datapath, ev.datapath.id  # dpid by name: mypy narrows dp in `get(dpid) is dp`
         if dpid is None:
             return
         if ev.state == MAIN_DISPATCHER:
