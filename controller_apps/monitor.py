@@ -75,11 +75,11 @@ def link_load(rates: dict[tuple[str, int], tuple[float, float]], a: tuple[str, i
     """The busier direction's bit/s for link a-b from per-port (tx, rx) rates keyed by
     (node, port); None when neither end has been measured yet."""
     ra, rb = rates.get(a), rates.get(b)
-    if ra is None and rb is None:
-        return None
-    a_to_b = ra[0] if ra is not None else rb[1]  # type: ignore[index]
-    b_to_a = rb[0] if rb is not None else ra[1]  # type: ignore[index]
-    return max(a_to_b, b_to_a)
+    if ra is None:  # one measured end gives both directions: its tx and its rx
+        return None if rb is None else max(rb)
+    if rb is None:
+        return max(ra)
+    return max(ra[0], rb[0])  # each end's tx
 
 
 def link_capacity(topo: Topology | None, a: str, b: str) -> float:

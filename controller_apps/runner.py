@@ -392,7 +392,7 @@ def _wrap_features_reply(table: dict[int, Any], msg_type: int) -> None:
             datapath.id = msg.datapath_id
         return msg
 
-    parse.picloud_dpid = True  # type: ignore[attr-defined]
+    parse.picloud_dpid = True  # type: ignore[attr-defined]  # a marker on the function: installed once
     table[msg_type] = parse
 
 
@@ -408,7 +408,7 @@ def _wrap_packet_in(table: dict[int, Any], msg_type: int) -> None:
             msg.data = fixed
         return msg
 
-    parse.picloud_repair = True  # type: ignore[attr-defined]
+    parse.picloud_repair = True  # type: ignore[attr-defined]  # a marker on the function: installed once
     table[msg_type] = parse
 
 
@@ -451,7 +451,7 @@ def install_handshake_record() -> None:
         STATE.event("openflow", f"handshake from {datapath.address} refused: {error_desc}")
         original(self, datapath, error_desc)
 
-    hello_failed.picloud_record = True  # type: ignore[attr-defined]
+    hello_failed.picloud_record = True  # type: ignore[attr-defined]  # a marker: installed once
     ofp_handler.OFPHandler._hello_failed = hello_failed
 
 

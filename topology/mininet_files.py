@@ -152,7 +152,7 @@ class SingleSwitchReversedTopo(Topo):
 
 
 class MinimalTopo(SingleSwitchTopo):
-    def build(self) -> None:  # type: ignore[override]
+    def build(self) -> None:  # type: ignore[override]  # Mininet's Topo.build(**params): this one takes none
         super().build(k=2)
 
 

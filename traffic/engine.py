@@ -231,7 +231,8 @@ class _Agent:
     def stop(self, timeout: float = 5.0) -> None:
         self.send("stop")
         with contextlib.suppress(BrokenPipeError, OSError, ValueError):
-            self.proc.stdin.close()  # type: ignore[union-attr]
+            if self.proc.stdin is not None:
+                self.proc.stdin.close()
         try:
             self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:

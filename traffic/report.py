@@ -113,7 +113,7 @@ def plots(results: Results) -> list[Path]:
     paths = []
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for _key, label, lo, hi in BUCKETS:
-        values = np.sort([r.fct_us / 1e3 for r in done if lo <= r.size < hi])  # type: ignore[operator]
+        values = np.sort([fct / 1e3 for r in done if lo <= r.size < hi and (fct := r.fct_us) is not None])
         if len(values):
             # Start each curve at 0 so a bucket with one flow still shows as a step.
             ax.step(np.r_[values[0], values], np.r_[0.0, np.arange(1, len(values) + 1) / len(values)],

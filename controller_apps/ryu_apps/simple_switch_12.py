@@ -17,6 +17,7 @@ class SimpleSwitch12(LearningSwitch):
     OFP_VERSIONS = [ofproto_v1_2.OFP_VERSION]
     INSTALL_TABLE_MISS = False
 
+    # Ryu's simple_switch_12 signature (apps subclass it), not the base class's
     def add_flow(self, datapath: Any, port: int, dst: str, src: str, actions: list[Any]) -> None:  # type: ignore[override]
         ofproto, parser = datapath.ofproto, datapath.ofproto_parser
         match = parser.OFPMatch(in_port=port, eth_dst=dst, eth_src=src)
