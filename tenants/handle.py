@@ -33,6 +33,7 @@ from topology.stalls import OVS_STALL_S
 
 if TYPE_CHECKING:
     from topology.backends.base import Run
+    from topology.model import Topology
 
 log = logging.getLogger(__name__)
 # The controller waits up to OVS_STALL_S for routing to send the members' paths, then as long for
@@ -259,7 +260,7 @@ def load_tenants_file(testbed: Run, source: str | Path) -> TenantPlan:
     return plan
 
 
-def plan_tenants_file(topology: Any, source: str | Path) -> TenantPlan:
+def plan_tenants_file(topology: Topology, source: str | Path) -> TenantPlan:
     """Read and validate a tenants file against a topology, without touching any system: the
     Testbed calls it before building anything, so a bad file costs no fabric (and again when it
     realises the plan on the built run)."""
@@ -289,7 +290,7 @@ def _detached(member: Member) -> Member:
     return replace(member, port=None)  # ports belong to a run; this run assigns its own
 
 
-def _plan_from_spec(topology: Any, data: dict[str, Any], where: str) -> TenantPlan:
+def _plan_from_spec(topology: Topology, data: dict[str, Any], where: str) -> TenantPlan:
     unknown = set(data) - {"tenants", "peerings", "version"}
     if unknown:
         raise TenantError(f"{where}: unknown key {sorted(unknown)[0]!r} (allowed: tenants, peerings)")

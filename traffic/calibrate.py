@@ -29,12 +29,13 @@ from topology.tcplan import seconds as tc_seconds
 
 if TYPE_CHECKING:
     from topology.backends.base import Run
+    from topology.model import Topology
 
 CAL_PORT = 5209
 PAIRS_PER_SOURCE = 64  # enough to meet every class of a regular topology, bounded for 1,000 containers
 
 
-def path_shape(topology: Any, src: str, dst: str) -> dict[str, Any]:
+def path_shape(topology: Topology, src: str, dst: str) -> dict[str, Any]:
     """Configured shape of the (first) shortest path between two nodes of the topology."""
     path = nx.shortest_path(topology.graph, src, dst)
     links = [topology.link(a, b) for a, b in zip(path, path[1:], strict=False)]
@@ -45,7 +46,7 @@ def path_shape(topology: Any, src: str, dst: str) -> dict[str, Any]:
             "loss": round(1 - survive**2, 6), "hops": len(links)}
 
 
-def plan(topology: Any, containers: list[str]) -> dict[str, Any]:
+def plan(topology: Topology, containers: list[str]) -> dict[str, Any]:
     """{"classes": [{shape..., "pair": [src, dst]}], "ceiling": {"pair", "hops"} | None}."""
     classes: dict[tuple, dict[str, Any]] = {}
     longest: tuple[int, list[str]] | None = None

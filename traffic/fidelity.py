@@ -17,9 +17,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from topology.model import Topology
 
 CPU_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
 
@@ -307,7 +310,7 @@ def assess(samples: dict[str, Any], flows: list[Any], meta: dict[str, Any],
 
 
 # --- what the verdict needs from a run ------------------------------------------------------------------
-def bottlenecks(topology: Any, pairs: set[tuple[str, str]]) -> dict[tuple[str, str], float | None]:
+def bottlenecks(topology: Topology, pairs: set[tuple[str, str]]) -> dict[tuple[str, str], float | None]:
     """Bits/s of the slowest shaped link on the fastest shortest path of each pair (a lower bound
     on any flow's FCT); None when some shortest path has no shaped link or a host is not in the
     topology (a run-time container)."""
@@ -346,7 +349,7 @@ def reference_cdf(meta: dict[str, Any]) -> tuple[tuple[float, ...], tuple[float,
     return wl.sizes, wl.cdf
 
 
-def assess_run(topology: Any, flows: list[Any], meta: dict[str, Any], samples: dict[str, Any]) -> dict[str, Any]:
+def assess_run(topology: Topology, flows: list[Any], meta: dict[str, Any], samples: dict[str, Any]) -> dict[str, Any]:
     """`assess` with what it needs worked out from the run's topology and meta."""
     losses = [(ln.loss or 0.0) / 100 for ln in topology.links]
     meta = {**meta, "path_loss": max(losses, default=0.0)}

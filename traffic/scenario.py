@@ -31,9 +31,12 @@ import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from picloud.errors import TrafficError
+
+if TYPE_CHECKING:
+    from topology.model import Topology
 
 ACTIONS = ("link-down", "link-up", "link-flap", "shape", "node-down", "node-up", "controller-kill",
            "controller-restart", "tenant-add", "tenant-remove", "random-failures")
@@ -166,7 +169,7 @@ def _number(where: str, key: str, value: Any, *, positive: bool = False, lo: flo
     return v
 
 
-def _link(where: str, topology: Any, value: Any) -> str:
+def _link(where: str, topology: Topology, value: Any) -> str:
     if not (isinstance(value, list | tuple) and len(value) == 2 and all(isinstance(x, str) for x in value)):
         raise TrafficError(f"{where}: link {value!r} (must be a pair of node names, e.g. [agg1, tor1])")
     a, b = value
@@ -179,15 +182,15 @@ def _link(where: str, topology: Any, value: Any) -> str:
     return f"{ln.a}~{ln.b}"
 
 
-def link_class(topology: Any, a: str, b: str) -> str:
+def link_class(topology: Topology, a: str, b: str) -> str:
     """A link's class: its two ends' roles (a switch's role, else `pi` or `container`), sorted."""
     def role(n: str) -> str:
         node = topology.node(n)
-        return node.role if node.kind == "switch" else node.kind
+        return node.role if node.kind == "switch" and node.role is not None else node.kind
     return "-".join(sorted((role(a), role(b))))
 
 
-def _links_of_class(where: str, topology: Any, value: Any) -> list[str]:
+def _links_of_class(where: str, topology: Topology, value: Any) -> list[str]:
     if not isinstance(value, str):
         raise TrafficError(f"{where}: links {value!r} (a link class such as aggregation-tor, or 'fabric')")
     if value == "fabric":
@@ -201,11 +204,11 @@ def _links_of_class(where: str, topology: Any, value: Any) -> list[str]:
     return chosen
 
 
-def _node_links(topology: Any, node: str) -> list[str]:
+def _node_links(topology: Topology, node: str) -> list[str]:
     return [f"{ln.a}~{ln.b}" for ln in topology.links if node in (ln.a, ln.b)]
 
 
-def expand(entries: Sequence[Mapping[str, Any]], topology: Any, seed: int = 0, horizon: float | None = None,
+def expand(entries: Sequence[Mapping[str, Any]], topology: Topology, seed: int = 0, horizon: float | None = None,
            where: str = "scenario") -> Scenario:
     """Validate `entries` against `topology` and expand them into sorted Steps (see module doc).
     `horizon` (seconds) bounds every event and is the default end of random failures."""
@@ -229,7 +232,7 @@ def expand(entries: Sequence[Mapping[str, Any]], topology: Any, seed: int = 0, h
     return Scenario(entries=[dict(e) for e in entries], seed=seed, steps=steps, where=where)
 
 
-def _expand_one(w: str, i: int, action: str, e: Mapping[str, Any], at: float, topology: Any, seed: int,
+def _expand_one(w: str, i: int, action: str, e: Mapping[str, Any], at: float, topology: Topology, seed: int,
                 horizon: float | None) -> list[Step]:
     if action in ("link-down", "link-up"):
         return [Step(at, action, _link(w, topology, e["link"]), (), i)]
@@ -334,6 +337,6 @@ def random_failures(links: Iterable[str], mtbf: float, mttr: float, start: float
     return out
 
 
-def node_links(topology: Any, node: str) -> list[tuple[str, str]]:
+def node_links(topology: Topology, node: str) -> list[tuple[str, str]]:
     """Every link of a Pi or switch (for a Pi also its containers' links): what its failure cuts."""
     return [(a, b) for a, _, b in (x.partition("~") for x in _node_links(topology, node))]
