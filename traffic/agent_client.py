@@ -292,10 +292,10 @@ class Client:
         # The rest when the socket is writable again: a bulk flow yields to the loop between chunks.
         if flow.offset < total and not conn.writing:
             conn.writing = True
-            self.loop.add_writer(conn.fd, self._send, conn)  # type: ignore[union-attr]
+            self.loop.add_writer(conn.fd, self._send, conn)
         elif flow.offset >= total and conn.writing:
             conn.writing = False
-            self.loop.remove_writer(conn.fd)  # type: ignore[union-attr]
+            self.loop.remove_writer(conn.fd)
 
     def _readable(self, conn: _Conn) -> None:
         try:

@@ -49,7 +49,9 @@ from topology.backends.base import fabric_of, state_of
 from traffic import pcapng
 
 if TYPE_CHECKING:
+    from picloud.runstate import RunState
     from topology.backends.base import Run
+    from topology.backends.cluster.fabric import ClusterFabric
 
 log = logging.getLogger(__name__)
 START_TIMEOUT = 15.0
@@ -372,7 +374,7 @@ class _Sidecar:
 
         assert point.pi is not None and point.network_mode is not None
         self.testbed, self.point, self.path = testbed, point, path
-        fabric: Any = testbed.fabric
+        fabric = cast("ClusterFabric", fabric_of(testbed))  # sidecars are the cluster backend's
         self.fabric, self.image = fabric, fabric.image
         self.engine = fabric.engine(point.pi)
         number = next(_sidecar_numbers)
@@ -387,13 +389,14 @@ class _Sidecar:
                                           point.netns, bpf, snaplen, endpoint=entry.docker.raw,
                                           tls=entry.tls or None, labels={"picloud.host": point.pi},
                                           bring_up=self.mirror is not None)
-        state: Any = testbed.state
+        state = state_of(testbed)
         with state.transaction():
             state.extra.setdefault("captures", {})[self.name] = record
             state.objects.setdefault("containers", []).append(self.name)
         self.lines: list[str] = []
         try:
             if self.mirror:
+                assert point.bridge is not None and point.mirror_of is not None  # resolve() gives a mirror both
                 fabric.add_capture_mirror(point.pi, point.bridge, point.mirror_of, self.iface)
             with open(path, "wb") as sink:
                 self.child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.PIPE,
@@ -446,12 +449,13 @@ class _Sidecar:
                 self.child.kill()
                 self.child.wait(5)
         self._remove_mirror()
-        if self.mirror is None:  # else its record stays, for `picloud clean` or `down`
+        if self.mirror is None and self.testbed.state is not None:  # else its record stays, for clean or down
             forget_sidecars(self.testbed.state, [self.name])
 
     def _remove_mirror(self) -> None:
         if self.mirror is None:
             return
+        assert self.point.pi is not None  # a sidecar's point is on a Pi (checked at start)
         try:
             self.fabric.remove_capture_mirror(self.point.pi, self.mirror["bridge"], self.mirror["name"])
         except Exception as exc:  # on an unreachable Pi; its bridge goes with the run
@@ -497,7 +501,7 @@ def _check_engines(testbed: Run, points: list[Point]) -> None:
     if shutil.which("docker") is None:
         raise TrafficError("capture on the cluster backend: the docker client is not installed here "
                            "(it streams each Pi's capture back)")
-    fabric: Any = testbed.fabric
+    fabric = cast("ClusterFabric", fabric_of(testbed))  # called for cluster points only
     for pi in sorted({p.pi for p in points if p.pi}):
         try:
             engine = fabric.engine(pi)
@@ -509,7 +513,7 @@ def _check_engines(testbed: Run, points: list[Point]) -> None:
                                "build' there)")
 
 
-def forget_sidecars(state: Any, names: list[str]) -> None:
+def forget_sidecars(state: RunState, names: list[str]) -> None:
     with contextlib.suppress(Exception), state.transaction():
         captures = state.extra.get("captures") or {}
         for name in names:
@@ -519,7 +523,7 @@ def forget_sidecars(state: Any, names: list[str]) -> None:
         state.objects["containers"] = [c for c in state.objects.get("containers", []) if c not in names]
 
 
-def orphans(state: Any) -> dict[str, dict[str, Any]]:
+def orphans(state: RunState) -> dict[str, dict[str, Any]]:
     """The capture containers of a cluster run whose owner (the process that started the capture)
     is gone, by name, with their Pi: a killed `picloud capture` cannot stop its own, and nothing
     else would until the run goes down (`picloud clean` removes them, then `forget_sidecars`)."""

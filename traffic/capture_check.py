@@ -134,15 +134,15 @@ def connections(packets: Iterable[Packet], port: int) -> list[Seen]:
             st.high = max(st.high, rel + p.length)
             # One message at a time per connection: a packet belongs to the last message started,
             # or (a late retransmission) to the one at its offset.
-            seen = st.last if st.last is not None and rel >= st.last.offset else st.messages.get(rel)
-            if seen is not None:
-                seen.high = max(seen.high, min(seen.offset + HEADER_BYTES + seen.size, rel + p.length))
+            hit = st.last if st.last is not None and rel >= st.last.offset else st.messages.get(rel)
+            if hit is not None:
+                hit.high = max(hit.high, min(hit.offset + HEADER_BYTES + hit.size, rel + p.length))
         elif p.sport == port and p.length >= HEADER_BYTES and len(p.payload) >= 8:
             st = streams.get((p.iface, p.dst, p.dport))
             if st is not None and st.by_id is not None:
-                seen = st.by_id.get(int.from_bytes(p.payload[:8], "big"))
-                if seen is not None and seen.end is None:
-                    seen.end = p.t
+                hit = st.by_id.get(int.from_bytes(p.payload[:8], "big"))
+                if hit is not None and hit.end is None:
+                    hit.end = p.t
     return out
 
 
@@ -180,16 +180,16 @@ def compare(flows: Sequence[Any], seen: Sequence[Seen]) -> dict[str, Any]:
             nearest[s.flow_id] = s
     rows = []
     for f in flows:
-        s = nearest.get(f.id)
-        if s is None:
+        hit = nearest.get(f.id)
+        if hit is None:
             continue
-        captured = s.fct_us
+        captured = hit.fct_us
         if captured is not None and getattr(f, "handshake", False):  # FCT from its connection's SYN
-            captured += (s.start - s.syn) * 1e6
+            captured += (hit.start - hit.syn) * 1e6
         diff = None if f.fct_us is None or captured is None else f.fct_us - captured
         rows.append({"id": f.id, "engine_fct_us": f.fct_us, "capture_fct_us": captured,
-                     "diff_us": diff, "engine_bytes": f.bytes_received, "capture_bytes": s.client_bytes - HEADER_BYTES,
-                     "iface": s.iface})
+                     "diff_us": diff, "engine_bytes": f.bytes_received,
+                     "capture_bytes": hit.client_bytes - HEADER_BYTES, "iface": hit.iface})
     diffs = sorted(abs(r["diff_us"]) for r in rows if r["diff_us"] is not None)
     p99 = diffs[min(len(diffs) - 1, int(round(0.99 * (len(diffs) - 1))))] if diffs else None
     return {"flows": rows, "compared": len(diffs),
