@@ -61,8 +61,9 @@ def restart(state: RunState, argv: list[str] | None) -> subprocess.Popen:
     with open(log_path, "ab") as logf:
         child = subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                  start_new_session=True)
-    rec = record_of(state)
-    if rec is not None:
-        state.forget("pids", [rec])
-    state.intend("pids", [proc.record(child, "controller").to_dict()])
+    with state.transaction():  # from the file: a concurrent step's change to the run is kept
+        rec = record_of(state)
+        if rec is not None:
+            state.forget("pids", [rec])
+        state.intend("pids", [proc.record(child, "controller").to_dict()])
     return child

@@ -13,6 +13,7 @@ import json
 import os
 import re
 import socket
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,7 +86,9 @@ class RunState:
     def save(self) -> None:
         path = self.path
         ensure_state_dir()
-        tmp = path.with_suffix(".tmp")
+        # One temporary file per writer: two threads saving at once (a scenario's shape step and its
+        # controller restart, both due at the same time) each rename their own, never the other's.
+        tmp = path.with_name(f"{self.prefix}.{os.getpid()}-{threading.get_ident()}.tmp")
         from picloud.secrets_files import open_private
 
         with open_private(tmp, "w") as f:
