@@ -87,7 +87,7 @@ class LocalFabric:
         extra = self._extra().get(container)
         if extra:
             return int(extra["port"])
-        return self.topology.port(self.topology.node(container).pi, container)
+        return self.topology.port(self.topology.pi_of(container), container)
 
     def end(self, node: str, link: Link) -> End:
         return self.plan.link(link.a, link.b).end(node)

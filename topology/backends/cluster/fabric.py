@@ -114,7 +114,7 @@ class ClusterFabric:
     def host(self, node: str) -> str:
         """The inventory Pi a bridge (or a container's Pi) runs on."""
         if self.topology.kind(node) == "container":
-            node = self.topology.node(node).pi
+            node = self.topology.pi_of(node)
         return self.placement[node]
 
     def ofctl_target(self, node: str) -> str:
@@ -342,9 +342,9 @@ class ClusterFabric:
             if wire.host == pi:
                 specs[wire.node].ports.append(self._wire_port(wire))
         for c in topo.containers:
-            node = topo.node(c)
-            if self.placement[node.pi] == pi:
-                specs[node.pi].ports.append(PortSpec(self._container_host_iface(c), topo.port(node.pi, c)))
+            its_pi = topo.pi_of(c)
+            if self.placement[its_pi] == pi:
+                specs[its_pi].ports.append(PortSpec(self._container_host_iface(c), topo.port(its_pi, c)))
         for entry in self.state.extra.get("containers", {}).values():  # run-time containers
             if self.placement[entry["pi"]] == pi:
                 specs[entry["pi"]].ports.append(PortSpec(entry["iface"], int(entry["port"])))
@@ -513,7 +513,7 @@ class ClusterFabric:
         extra = self._extra().get(container)
         if extra:
             return int(extra["port"])
-        return self.topology.port(self.topology.node(container).pi, container)
+        return self.topology.port(self.topology.pi_of(container), container)
 
     # --- processes ------------------------------------------------------------------------------
     def exec(self, container: str, argv: list[str], timeout: float | None = None) -> tuple[int, str]:
