@@ -34,15 +34,13 @@ from flask.json.provider import DefaultJSONProvider
 from os_ken.base import app_manager
 from os_ken.controller import ofp_event
 from os_ken.controller.handler import DEAD_DISPATCHER, MAIN_DISPATCHER, set_ev_cls
-from os_ken.lib import ofctl_utils, ofctl_v1_0, ofctl_v1_2, ofctl_v1_3, ofctl_v1_4, ofctl_v1_5
+from os_ken.lib import ofctl_v1_0, ofctl_v1_2, ofctl_v1_3, ofctl_v1_4, ofctl_v1_5
 from os_ken.ofproto import ofproto_v1_0, ofproto_v1_2, ofproto_v1_3, ofproto_v1_4, ofproto_v1_5
 from werkzeug.serving import BaseWSGIServer, make_server
 
-from controller_apps import wsgi_bridge
+from controller_apps import stats_wait, wsgi_bridge
 from controller_apps.state import STATE, ControllerState
 from picloud import httpguard
-from picloud.errors import ControllerError
-from topology.stalls import OVS_STALL_S
 
 LOG = logging.getLogger(__name__)
 
@@ -54,39 +52,21 @@ OFCTL = {
     ofproto_v1_5.OFP_VERSION: ofctl_v1_5,
 }
 
-# dpid -> {xid: (event, [reply msgs])}: shared by the Flask threads sending stats requests and the
-# os-ken event thread receiving the replies (the same structure ofctl_rest used).
+# Handed to os-ken's ofctl functions as their `waiters` argument; stays empty: replies are
+# collected by controller_apps.stats_wait (its docstring says why).
 WAITERS: dict[int, dict[int, tuple[Any, list[Any]]]] = {}
 
-# How long a REST call waits for a switch's stats reply: the switch's main loop answers it, so as
-# long as an ovs-vswitchd stall may last (topology/stalls.py); after that the call answers 504.
-STATS_REPLY_TIMEOUT = OVS_STALL_S
+# Kept under their old names: tests and other modules import them from here.
+StatsTimeout = stats_wait.StatsTimeout
+SwitchRefused = stats_wait.SwitchRefused
 
 
-class StatsTimeout(ControllerError):
-    """A switch did not answer a stats request within STATS_REPLY_TIMEOUT."""
-
-
-def send_stats_request(dp: Any, stats: Any, waiters: dict[int, dict[int, tuple[Any, list[Any]]]],
-                       msgs: list[Any], logger: Any = None) -> None:
-    """os-ken's `ofctl_utils.send_stats_request`, with a wait that ends. Its wait is a hub.Event
-    whose timeout os-ken's native hub (the one we run) ignores, so a reply that never came (the
-    switch left, the reply was lost) held the REST call's thread for ever. The reply handler
-    (`RestStatsApp._deliver`) sets the event once the last part of the reply is in."""
-    dp.set_xid(stats)
-    event = threading.Event()
-    waiters.setdefault(dp.id, {})[stats.xid] = (event, msgs)
-    ofctl_utils.send_msg(dp, stats, logger)
-    if not event.wait(STATS_REPLY_TIMEOUT):
-        waiters.get(dp.id, {}).pop(stats.xid, None)
-        raise StatsTimeout(f"switch {dp.id:016x} did not answer a stats request within "
-                           f"{STATS_REPLY_TIMEOUT:.0f}s")
-
-
-def install_stats_wait() -> None:
-    """Every ofctl_v1_x stats call (ours, and a Ryu app's through the `ryu` alias) uses the wait
-    above; the runner calls this before any app starts."""
-    ofctl_utils.send_stats_request = send_stats_request
+def _reply_events() -> list[Any]:
+    """Every os-ken event of a message a switch sends in answer to a request, any version (the
+    port-desc reply has its own handler), so a request from any app ends however it is answered."""
+    names = sorted(n for n in dir(ofp_event) if n.startswith("EventOFP") and n.endswith("Reply")
+                   and n != "EventOFPPortDescStatsReply")
+    return [getattr(ofp_event, n) for n in names] + [ofp_event.EventOFPSwitchFeatures]
 
 
 _extra_blueprints: list[Blueprint] = []
@@ -121,7 +101,6 @@ class RestStatsApp(app_manager.OSKenApp):
                 self.state.switch_enter(dpid, [])
         elif self.state.datapaths.get(dpid) is dp:
             self.state.switch_leave(dpid)
-            WAITERS.pop(dpid, None)
 
     @set_ev_cls(ofp_event.EventOFPPortStatus, MAIN_DISPATCHER)
     def port_status_handler(self, ev: Any) -> None:
@@ -144,38 +123,19 @@ class RestStatsApp(app_manager.OSKenApp):
         ]
         self.state.switch_enter(msg.datapath.id, ports)
 
-    @set_ev_cls([
-        ofp_event.EventOFPStatsReply,
-        ofp_event.EventOFPDescStatsReply,
-        ofp_event.EventOFPFlowStatsReply,
-        ofp_event.EventOFPAggregateStatsReply,
-        ofp_event.EventOFPTableStatsReply,
-        ofp_event.EventOFPPortStatsReply,
-        ofp_event.EventOFPQueueStatsReply,
-        ofp_event.EventOFPMeterStatsReply,
-        ofp_event.EventOFPMeterConfigStatsReply,
-        ofp_event.EventOFPMeterFeaturesStatsReply,
-        ofp_event.EventOFPGroupStatsReply,
-        ofp_event.EventOFPGroupDescStatsReply,
-        ofp_event.EventOFPGroupFeaturesStatsReply,
-        ofp_event.EventOFPTableFeaturesStatsReply,
-    ], MAIN_DISPATCHER)
+    @set_ev_cls(_reply_events(), MAIN_DISPATCHER)
     def stats_reply_handler(self, ev: Any) -> None:
         self._deliver(ev.msg)
+
+    @set_ev_cls(ofp_event.EventOFPErrorMsg, MAIN_DISPATCHER)
+    def error_handler(self, ev: Any) -> None:
+        """A switch refusing a request some REST call waits for ends that call now (502)."""
+        stats_wait.deliver_error(ev.msg)
 
     @staticmethod
     def _deliver(msg: Any) -> bool:
         """Hand a reply to the waiting REST call; True when one was waiting for it."""
-        per_dp = WAITERS.get(msg.datapath.id)
-        if not per_dp or msg.xid not in per_dp:
-            return False
-        event, msgs = per_dp[msg.xid]
-        msgs.append(msg)
-        if msg.flags & msg.datapath.ofproto.OFPMPF_REPLY_MORE:
-            return True
-        del per_dp[msg.xid]
-        event.set()
-        return True
+        return stats_wait.deliver(msg)
 
 
 def _text(value: Any) -> str:
@@ -349,8 +309,9 @@ def create_app(policy: httpguard.Policy | None = None) -> Flask:
     guard. `policy` None: loopback names, a fresh random token (tests pass their own)."""
     app = Flask("picloud-controller")
     app.json = _JSONInOrder(app)
-    install_stats_wait()
+    stats_wait.install()
     app.register_error_handler(StatsTimeout, lambda exc: _error(504, str(exc)))
+    app.register_error_handler(SwitchRefused, lambda exc: _error(502, str(exc)))
     stats_rules = [(wsgi_bridge.shape(r), {"GET"}) for r in _rules_of(stats)]
     if wsgi_bridge.takes_over_stats(stats_rules):
         LOG.info("controller API: /stats/* served by the app that registered it (Ryu's ofctl_rest)")

@@ -39,7 +39,7 @@ from typing import Any
 
 import yaml
 
-from controller_apps import ryu_compat
+from controller_apps import ryu_compat, stats_wait
 from picloud.errors import ControllerError, PiCloudError
 
 LOG = logging.getLogger("picloud.controller")
@@ -477,6 +477,7 @@ def run(options: Options, stop: threading.Event | None = None) -> int:
     stop = stop or threading.Event()
     install_checksum_repair()
     install_handshake_record()
+    stats_wait.install()  # before any app runs: their ofctl calls wait through it
     cfg.CONF.set_override("ofp_listen_host", options.listen[0])
     cfg.CONF.set_override("ofp_tcp_listen_port", options.listen[1])
     scheme = "tcp"

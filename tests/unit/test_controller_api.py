@@ -11,7 +11,7 @@ from flask import Blueprint
 from os_ken.ofproto import ofproto_v1_3 as ofp
 from os_ken.ofproto import ofproto_v1_3_parser as parser
 
-from controller_apps import api
+from controller_apps import api, stats_wait
 from controller_apps.state import STATE
 
 
@@ -100,7 +100,7 @@ def test_flow_stats_have_ofctl_rest_shape(client, split):
                          "flags", "table_id"}
     assert flow["actions"] == ["OUTPUT:2"]
     assert flow["match"] == {"in_port": 1, "dl_dst": "02:00:00:00:00:02"}
-    assert api.WAITERS[1] == {}  # the waiter is cleaned up once the last part arrived
+    assert stats_wait.pending() == {}  # the request is filed away once the last part arrived
 
 
 def test_port_group_meter_stats_shapes(client):
@@ -226,9 +226,9 @@ class SilentDatapath(AnsweringDatapath):
 
 def test_a_switch_that_never_answers_costs_the_call_a_bounded_wait_and_a_504(client, monkeypatch):
     # os-ken's own wait (a hub.Event under the native hub) ignored its timeout: this call hung.
-    monkeypatch.setattr(api, "STATS_REPLY_TIMEOUT", 0.2)
+    monkeypatch.setattr(stats_wait, "STATS_REPLY_TIMEOUT", 0.2)
     STATE.datapaths[3] = SilentDatapath(3)
     response = client.get("/stats/flow/3")
     assert response.status_code == 504
     assert "did not answer a stats request within" in response.get_json()["error"]
-    assert api.WAITERS[3] == {}  # the abandoned waiter is gone: a late reply is dropped
+    assert stats_wait.pending() == {}  # the abandoned request is gone: a late reply is dropped
