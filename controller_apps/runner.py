@@ -39,7 +39,7 @@ from typing import Any
 
 import yaml
 
-from controller_apps import ryu_compat, stats_wait
+from controller_apps import ryu_compat, stats_wait, topology_v15
 from picloud.errors import ControllerError, PiCloudError
 
 LOG = logging.getLogger("picloud.controller")
@@ -166,6 +166,7 @@ def resolve_app(spec: str) -> str:
     module = sys.modules[name]
     if not any(_is_app_class(obj, module) for _, obj in inspect.getmembers(module)):
         raise ControllerError(f"app {spec!r}: defines no app class (subclass ryu's RyuApp or os-ken's OSKenApp)")
+    ryu_compat.require_api_services(module)
     return name
 
 
@@ -215,6 +216,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--topology", metavar="STATE_JSON", help="intended topology (run state or topology file)")
     parser.add_argument("--tenants", metavar="TENANTS_YAML", help="tenants file for the tenancy app")
     parser.add_argument("--config", metavar="FILE", help="oslo.config file for the apps (as ryu-manager --config-file)")
+    parser.add_argument("--observe-links", action="store_true",
+                        help="LLDP link discovery in os-ken's topology app (ryu.topology.switches), as "
+                             "ryu-manager --observe-links; the app loads when an app uses ryu.topology.api")
 
 
 def options_from(args: argparse.Namespace) -> Options:
@@ -236,7 +240,14 @@ def options_from(args: argparse.Namespace) -> Options:
     _check_free(listen, "--listen")
     if api is not None:
         _check_free(api, "--api")
+    # Imports os-ken's topology app, which registers --observe-links: oslo.config refuses a CLI
+    # option registered after parsing.
+    topology_v15.install()
     _parse_config(args.config)
+    if getattr(args, "observe_links", False):
+        from os_ken import cfg
+
+        cfg.CONF.set_override("observe_links", True)
     token_file = None
     if args.api_open and args.api_token_file:
         raise ControllerError("--api-open and --api-token-file: choose one (an open API has no token)")

@@ -181,10 +181,61 @@ def _app_package_getattr(name: str) -> types.ModuleType:
         raise RyuPartMissing(_absent_message(fullname, f"{TARGET}.app.{name}"), name=fullname) from None
 
 
+# Frames of the import machinery between an "api"-style module and the app that imported it.
+_IMPORT_FRAMES = ("importlib", "_frozen_importlib", __name__)
+
+
+def require_app(app_name: str, api_style: bool = False) -> None:
+    """os-ken's `app_manager.require_app`, counting frames past the import machinery.
+
+    An "api" module (`ryu.topology.api`, `ryu.app.ofctl.api`) calls it at import to have its
+    service app loaded (`ryu.topology.switches`): os-ken files the requirement under the module two
+    frames up, the app that imported the api. Imported through the `ryu` alias, two frames up is
+    this module's finder, so the requirement was filed there and the service never loaded: Ryu's
+    rest_topology then waited for ever for a `switches` app that did not exist."""
+    frame = sys._getframe(1)
+    callers: list[types.ModuleType] = []
+    while frame is not None and len(callers) < 2:
+        name = frame.f_globals.get("__name__", "")
+        module = sys.modules.get(name)
+        if module is not None and not name.startswith(_IMPORT_FRAMES):
+            callers.append(module)
+        frame = frame.f_back
+    owner = callers[1] if api_style and len(callers) > 1 else callers[0]
+    required = owner.__dict__.setdefault("_REQUIRED_APP", [])
+    if app_name not in required:
+        required.append(app_name)
+
+
+# os-ken's "api" modules and the service app each needs loaded.
+API_SERVICES: dict[str, str] = {
+    "os_ken.topology.api": "os_ken.topology.switches",
+    "os_ken.app.ofctl.api": "os_ken.app.ofctl.service",
+    "os_ken.services.protocols.vrrp.api": "os_ken.services.protocols.vrrp.manager",
+}
+
+
+def require_api_services(module: types.ModuleType) -> None:
+    """File the service apps of the api modules an app module uses under that module. An api
+    module calls require_app only when first imported; when something imported it earlier (another
+    app, an earlier run in this process), the app importing it now would get no service."""
+    used = set()
+    for value in list(vars(module).values()):
+        name = value.__name__ if isinstance(value, types.ModuleType) else getattr(value, "__module__", None)
+        if name in API_SERVICES:
+            used.add(API_SERVICES[name])
+    required = module.__dict__.setdefault("_REQUIRED_APP", []) if used else []
+    for service in sorted(used - set(required)):
+        required.append(service)
+
+
 def install() -> None:
     """Make `import ryu...` work in this process (idempotent)."""
     if _FINDER not in sys.meta_path:
         sys.meta_path.insert(0, _FINDER)
+    from os_ken.base import app_manager
+
+    app_manager.require_app = require_app
     app_package = importlib.import_module(f"{TARGET}.app")
     # PEP 562: a module's own __getattr__ answers names it lacks; typeshed sees a method of ModuleType
     app_package.__getattr__ = _app_package_getattr  # type: ignore[method-assign]

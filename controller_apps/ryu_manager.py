@@ -74,6 +74,8 @@ def runner_namespace(args: argparse.Namespace) -> argparse.Namespace:
         argv += ["--api-token-file", args.api_token_file]
     if args.api_open:
         argv.append("--api-open")
+    if args.observe_links:
+        argv.append("--observe-links")
     parser = _OneLineParser(prog=PROG)
     runner.add_arguments(parser)
     return parser.parse_args(argv)
@@ -93,11 +95,6 @@ def main(argv: list[str] | None = None) -> int:
             if not 0 < port < 65536:
                 raise ControllerError(f"{option} {port}: not a TCP port (1-65535)")
         options = runner.options_from(runner_namespace(args))
-        if args.observe_links:
-            from os_ken import cfg
-            from os_ken.topology import switches  # noqa: F401  (registers observe-links)
-
-            cfg.CONF.set_override("observe_links", True)
     except ControllerError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
