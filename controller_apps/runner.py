@@ -39,7 +39,7 @@ from typing import Any
 
 import yaml
 
-from controller_apps import ryu_compat, stats_wait, topology_v15
+from controller_apps import native_hub, ryu_compat, stats_wait, topology_v15
 from picloud.errors import ControllerError, PiCloudError
 
 LOG = logging.getLogger("picloud.controller")
@@ -489,6 +489,7 @@ def run(options: Options, stop: threading.Event | None = None) -> int:
     install_checksum_repair()
     install_handshake_record()
     stats_wait.install()  # before any app runs: their ofctl calls wait through it
+    native_hub.install()  # eventlet's timeouts on native threads: stplib's timers, topology's probes
     cfg.CONF.set_override("ofp_listen_host", options.listen[0])
     cfg.CONF.set_override("ofp_tcp_listen_port", options.listen[1])
     scheme = "tcp"
