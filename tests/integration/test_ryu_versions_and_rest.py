@@ -67,40 +67,41 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_ping(tb: Testbed, src: str, dst: str) -> None:
-    deadline = time.monotonic() + REACH_DEADLINE
+def wait_ping(tb: Testbed, src: str, dst: str, within: float = REACH_DEADLINE) -> None:
+    deadline = time.monotonic() + within
     while True:
         rc, out = tb.exec(src, ["ping", "-c1", f"-W{PROBE_WAIT}", tb.container_ip(dst)])
         if rc == 0:
             return
-        assert time.monotonic() < deadline, f"{src} -> {dst}: no ping reply within {REACH_DEADLINE:.0f}s: {out}"
+        assert time.monotonic() < deadline, f"{src} -> {dst}: no ping reply within {within:.0f}s: {out}"
 
 
-def wait_tcp(tb: Testbed, src: str, dst: str) -> None:
+def wait_tcp(tb: Testbed, src: str, dst: str, within: float = REACH_DEADLINE) -> None:
     """A TCP exchange src -> dst (connect, send a line, read it back reversed) until it works."""
-    server = tb.popen(dst, [sys.executable, "-c", TCP_SERVER, tb.container_ip(dst), str(REACH_DEADLINE + 30)],
+    server = tb.popen(dst, [sys.executable, "-c", TCP_SERVER, tb.container_ip(dst), str(within + 30)],
                       stdout=subprocess.PIPE, text=True)
     try:
         assert server.stdout is not None and server.stdout.readline().strip() == "listening"
-        deadline = time.monotonic() + REACH_DEADLINE
+        deadline = time.monotonic() + within
         while True:
             rc, out = tb.exec(src, [sys.executable, "-c", TCP_CLIENT, tb.container_ip(dst), str(PROBE_WAIT)],
                               timeout=4 * PROBE_WAIT)
             if rc == 0 and out.strip().endswith("picloud-ryu"):
                 return
-            assert time.monotonic() < deadline, f"{src} -> {dst}: no TCP exchange within {REACH_DEADLINE:.0f}s: {out}"
+            assert time.monotonic() < deadline, f"{src} -> {dst}: no TCP exchange within {within:.0f}s: {out}"
             time.sleep(1)
     finally:
         server.kill()
         server.wait()
 
 
-def forwards(tb: Testbed) -> None:
+def forwards(tb: Testbed, within: float = REACH_DEADLINE) -> None:
+    """Ping and TCP both ways between the first and the last container, each within `within`."""
     a, b = tb.containers[0], tb.containers[-1]
-    wait_ping(tb, a, b)
-    wait_ping(tb, b, a)
-    wait_tcp(tb, a, b)
-    wait_tcp(tb, b, a)
+    wait_ping(tb, a, b, within)
+    wait_ping(tb, b, a, within)
+    wait_tcp(tb, a, b, within)
+    wait_tcp(tb, b, a, within)
 
 
 @pytest.mark.parametrize(("app", "version"), [("of10_switch.py", "1.0"), ("of14_switch.py", "1.4"),
