@@ -20,6 +20,13 @@ blocked the caller for ever. stplib stops and restarts its per-port threads that
 topology change, from its packet-in handler: the first superior BPDU froze the STP app, every
 bridge stayed "designated" on every port, and a looped topology would have stormed.
 
+And `hub.TaskExit`, "a thread is asked to end" (eventlet's GreenletExit): the native hub makes it
+`Exception`. An app's event loop re-raises TaskExit from its handlers so that a kill ends it, so
+there *every* exception a handler raised ended the app's event loop, silently (HubThread swallows
+TaskExit): one bad packet, and the app never handled another event, with nothing in the log. With
+TaskExit = Killed, a handler's exception is logged with its traceback and the loop goes on, as in
+Ryu.
+
 Here the native hub keeps every armed Timeout and every kill per thread, and the two places a
 thread blocks for a hub (`hub.Event.wait`, `hub.sleep`) wait on a per-thread wake-up that
 `Event.set`, an expiring Timeout and `kill` all reach: the thread raises the earliest expired
@@ -196,13 +203,11 @@ def kill(thread: Any) -> None:
 
 
 def _thread_run(self: Any) -> None:
-    """HubThread.run: as os-ken's, plus Killed ends the thread quietly, and the thread's hub
-    bookkeeping goes with it."""
-    from os_ken.lib import hub
-
+    """HubThread.run: as os-ken's (with TaskExit = Killed), and the thread's hub bookkeeping goes
+    with it."""
     try:
         threading.Thread.run(self)
-    except (Killed, hub.TaskExit):
+    except Killed:
         pass
     except BaseException:
         if self.raise_error:
@@ -223,6 +228,7 @@ def install() -> None:
     if hub.HUB_TYPE != "native" or hub.Timeout is Timeout:
         return
     hub.Timeout = Timeout
+    hub.TaskExit = Killed
     hub.sleep = sleep
     hub.kill = kill
     hub.Event.wait = event_wait

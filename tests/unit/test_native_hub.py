@@ -115,3 +115,39 @@ def test_an_app_catching_exception_does_not_swallow_a_kill():
     time.sleep(0.1)
     hub.kill(thread)
     assert ended.wait(10)
+
+
+def test_an_exception_in_a_handler_is_logged_and_the_apps_event_loop_goes_on(caplog):
+    """With the native hub's TaskExit = Exception, os-ken's event loop re-raised every handler
+    exception as a 'task exit': the app's loop ended silently at the first bad event."""
+    from os_ken.base import app_manager
+    from os_ken.controller import event as osken_event
+    from os_ken.controller.handler import register_instance, set_ev_cls
+
+    class Ping(osken_event.EventBase):
+        def __init__(self, fail: bool) -> None:
+            super().__init__()
+            self.fail = fail
+
+    handled: list[bool] = []
+
+    class Fragile(app_manager.OSKenApp):
+        @set_ev_cls(Ping)
+        def on_ping(self, ev):
+            handled.append(ev.fail)
+            if ev.fail:
+                raise NameError("name 'buffer' is not defined")
+
+    app = Fragile()
+    register_instance(app)  # what AppManager does when it instantiates an app
+    app.start()
+    try:
+        for fail in (True, False):
+            app._send_event(Ping(fail), None)
+        deadline = time.monotonic() + 10
+        while len(handled) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert handled == [True, False], "the event after the failing one was never handled"
+        assert "name 'buffer' is not defined" in caplog.text
+    finally:
+        app.stop()
