@@ -539,13 +539,42 @@ def run(options: Options, stop: threading.Event | None = None) -> int:
     return 0
 
 
+SHUTDOWN_TIMEOUT = 10.0  # s: closing the apps; after that the process exits without them
+
+
 def _shutdown(manager: Any, server: Any) -> None:
-    if server is not None:
-        server.stop()
-    try:
-        manager.close()
-    except Exception:  # closing is best effort: we are exiting anyway
-        LOG.exception("closing apps failed")
+    """Stop the API, then every app's `close()`, then os-ken's `AppManager.close()`, bounded.
+
+    os-ken's AppManager.close calls `close()` only on contexts and then joins each app's threads;
+    the topology app (loaded by Ryu's rest_topology) ends its LLDP thread only in its close(), so
+    with `--observe-links` and no switch left to probe that join never returned and SIGTERM hung
+    the controller. Here every app's event loop is told to stop, then every app's close() ends its
+    own threads (the topology app's joins its event loop too, hence the order), then os-ken's
+    close. A thread blocked outside the hub cannot be interrupted, so the whole close is bounded:
+    the caller exits with os._exit."""
+    done = threading.Event()
+
+    def close() -> None:
+        try:
+            if server is not None:
+                server.stop()
+            apps = list(manager.applications.values())
+            for app in apps:  # end each event loop first: an app's close() may join it (the topology app's does)
+                app.is_active = False
+                app._send_event(app._event_stop, None)
+            for app in apps:
+                app_close = getattr(app, "close", None)
+                if callable(app_close):
+                    app_close()
+            manager.close()
+        except Exception:  # closing is best effort: we are exiting anyway
+            LOG.exception("closing apps failed")
+        finally:
+            done.set()
+
+    threading.Thread(target=close, name="picloud-shutdown", daemon=True).start()
+    if not done.wait(SHUTDOWN_TIMEOUT):
+        LOG.warning("controller: the apps did not close within %.0f s; exiting without them", SHUTDOWN_TIMEOUT)
 
 
 def main(argv: list[str] | None = None) -> int:
