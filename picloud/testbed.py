@@ -602,9 +602,12 @@ class Testbed:
         return self._controller_get(f"/stats/flow/{dpid}", timeout=OVS_STALL_S).get(str(dpid), [])
 
     def port_stats(self, switch: str) -> list[dict]:
+        """Port counters of a switch or Pi bridge, in Ryu ofctl_rest's shape. The switch answers,
+        so this waits as long as an ovs-vswitchd stall may last, as `flows` does: with the 5 s of
+        a controller-only read, fattree_ecmp_failover.py failed at load 15 (ReadTimeout)."""
         self._require_up()
         dpid = self.topology.dpid(switch)
-        return self._controller_get(f"/stats/port/{dpid}").get(str(dpid), [])
+        return self._controller_get(f"/stats/port/{dpid}", timeout=OVS_STALL_S).get(str(dpid), [])
 
     def tenant(self, name: str, subnet: str | None = None, rate: float | None = None) -> TenantHandle:
         self._require_up()
