@@ -176,6 +176,34 @@ def _ports_free(n: int) -> bool:
     return True
 
 
+PREFIX_CURSOR = ".last-prefix"  # in the state directory: the number handed out last
+
+
+def _next_free(directory: Path) -> int:
+    """The first free prefix number after the one handed out last, wrapping after 999 (call under
+    the lock). A prefix is free when no state file claims it and nothing (a stray controller of a
+    crashed run, another program) holds its OpenFlow or API port.
+
+    Round robin, not the lowest free number: a run that has just ended is checked for leftovers by
+    its owner (the tests' `leaves_nothing`, `picloud clean`'s report) under its prefix, and with
+    lowest-free numbering the next run on the host (another checkout's CI, another user) took
+    that very prefix at once, so the check saw the newcomer's namespaces, bridges and state
+    file as the ended run's. Now a prefix comes back only after the other 998 were handed out."""
+    cursor = directory / PREFIX_CURSOR
+    try:
+        last = int(cursor.read_text().strip())
+    except (OSError, ValueError):
+        last = 0
+    for step in range(1, 1000):
+        n = (last + step - 1) % 999 + 1
+        if not (directory / f"pc{n}.json").exists() and _ports_free(n):
+            tmp = cursor.with_suffix(".tmp")
+            tmp.write_text(f"{n}\n")
+            tmp.replace(cursor)
+            return n
+    raise FabricError("run prefixes: all 999 in use (run 'picloud clean')")
+
+
 def allocate_prefix(backend: str = "local", wanted: str | None = None, owner: dict | None = None) -> RunState:
     """Claim a prefix and write its state file at once, under a lock, so two runs never share one."""
     with _locked() as directory:
@@ -187,14 +215,7 @@ def allocate_prefix(backend: str = "local", wanted: str | None = None, owner: di
                                   "removes crashed runs)")
             prefix = wanted
         else:
-            n = 1
-            # A prefix is free when no state file claims it and nothing (a stray controller of a
-            # crashed run, another program) holds its OpenFlow or API port.
-            while (directory / f"pc{n}.json").exists() or not _ports_free(n):
-                n += 1
-            if n > 999:
-                raise FabricError("run prefixes: all 999 in use (run 'picloud clean')")
-            prefix = f"pc{n}"
+            prefix = f"pc{_next_free(directory)}"
         state = RunState(prefix=prefix, backend=backend)
         if owner:
             state.extra["owner"] = owner  # who uses the run: clean leaves live owners alone

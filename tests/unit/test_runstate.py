@@ -23,12 +23,22 @@ def ports_free(monkeypatch):
     monkeypatch.setattr("picloud.runstate._ports_free", lambda n: True)
 
 
-def test_prefixes_are_the_lowest_free_numbers(state_dir, ports_free):
+def test_a_freed_prefix_is_not_handed_out_again_until_the_others_were(state_dir, ports_free):
+    """A run that has ended is checked for leftovers under its prefix; the next run on the host
+    must not take that prefix at once (round robin, not lowest free)."""
     a, b = allocate_prefix(), allocate_prefix()
     assert (a.prefix, b.prefix) == ("pc1", "pc2")
     a.delete()
-    assert allocate_prefix().prefix == "pc1"
-    assert list_runs() == ["pc1", "pc2"]
+    assert allocate_prefix().prefix == "pc3"
+    assert list_runs() == ["pc2", "pc3"]
+
+
+def test_prefixes_wrap_after_999_and_skip_taken_ones(state_dir, ports_free):
+    allocate_prefix(wanted="pc1")
+    (state_dir / ".last-prefix").write_text("998\n")
+    assert [allocate_prefix().prefix for _ in range(3)] == ["pc999", "pc2", "pc3"]
+    (state_dir / ".last-prefix").write_text("garbage")
+    assert allocate_prefix().prefix == "pc4"  # an unreadable cursor starts from the lowest free
 
 
 def test_runs_sort_numerically(state_dir, ports_free):
