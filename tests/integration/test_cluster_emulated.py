@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fcntl
+import ipaddress
 import json
 import os
 import socket
@@ -32,15 +34,40 @@ from topology.inventory import parse_inventory
 
 pytestmark = pytest.mark.root
 
-NAME = "pcit"
 ROOT = Path(__file__).resolve().parents[2]
+CLUSTERS_LOCK = Path("/run/picloud/.emulated-clusters.lock")
+
+
+def own_cluster(base: str, count: int, **options) -> EmulatedCluster:
+    """A started emulated cluster whose names and underlay no other run on this host uses.
+
+    Another checkout's suite may run these tests at the same time: with fixed names its fixture's
+    stop() removed our namespaces (or ours theirs), and with a fixed subnet the second start was
+    refused (the first one's route overlaps it). So the name is `base` plus a number from our PID
+    (skipping one whose namespace or work directory exists), and the underlay the first
+    172.29.N.0/24 no host route covers; chosen and started under a host-wide lock, so two starts
+    never pick the same one (a started cluster's gateway route then marks its subnet taken)."""
+    digits = 8 - len(base)
+    CLUSTERS_LOCK.parent.mkdir(parents=True, exist_ok=True)
+    with open(CLUSTERS_LOCK, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        taken = ip.netns_list()
+        routes = [n for n in ip.host_routes() if n.version == 4 and n.prefixlen > 0]
+        start = os.getpid() % 10 ** digits
+        name = next(f"{base}{n:0{digits}d}" for n in (
+            (start + k) % 10 ** digits for k in range(10 ** digits))
+            if f"{base}{n:0{digits}d}h" not in taken and not Path(f"/run/picloud/emu-{base}{n:0{digits}d}").exists())
+        subnet = next(net for n in range(256) if not any(
+            (net := ipaddress.IPv4Network(f"172.29.{n}.0/24")).overlaps(r) for r in routes))
+        emu = EmulatedCluster(name, count, subnet=str(subnet), **options)
+        emu.start()  # stops what it built if it fails
+        return emu
 
 
 @pytest.fixture(scope="module")
 def emulated():
-    emu = EmulatedCluster(NAME, 3)
+    emu = own_cluster("pcit", 3)
     try:
-        emu.start()
         yield emu
     finally:
         emu.stop()
@@ -96,12 +123,13 @@ def test_check_reports_each_pi_and_the_controller_seen_from_the_pi(emulated, ope
 
 def test_check_gives_one_line_per_problem(emulated):
     data = emulated.inventory()
-    data["pis"].append({"name": "ghost", "management": "172.29.0.99", "ovsdb": "tcp:172.29.0.99:6640",
-                        "docker": "none", "netns": "pcitghost", "underlay": "172.29.0.99"})
+    ghost = str(emulated.subnet.network_address + 99)  # in the underlay, where no Pi is
+    data["pis"].append({"name": "ghost", "management": ghost, "ovsdb": f"tcp:{ghost}:6640",
+                        "docker": "none", "netns": f"{emulated.name}ghost", "underlay": ghost})
     reports = check_cluster(parse_inventory(data), controller=f"tcp:{emulated.gateway}:16972", timeout=2)
     by_name = {r.name: r for r in reports}
     assert by_name["ghost"].problems and by_name["ghost"].problems[0].startswith(
-        "pi 'ghost': tcp:172.29.0.99:6640: OVSDB not reachable")
+        f"pi 'ghost': tcp:{ghost}:6640: OVSDB not reachable")
     for name in ("pi1", "pi2", "pi3"):
         (line,) = by_name[name].problems
         assert line == (f"pi {name!r}: controller tcp:{emulated.gateway}:16972 not reachable from the Pi "
@@ -234,9 +262,8 @@ def _eventually(check, seconds: float) -> bool:
 
 
 def test_tls_pis_accept_our_certificate_and_refuse_a_stranger(tmp_path):
-    emu = EmulatedCluster("pcts", 2, subnet="172.29.1.0/24", tls=True)
+    emu = own_cluster("pcts", 2, tls=True)
     try:
-        emu.start()
         assert emu.ovsdb_endpoint(0).startswith("ssl:")
         good = check_cluster(parse_inventory(emu.inventory()))
         assert all(r.ok for r in good), [r.problems for r in good]
@@ -253,7 +280,7 @@ def test_tls_pis_accept_our_certificate_and_refuse_a_stranger(tmp_path):
             assert tb.ping_all(tcp=True) == {"pi1-c1": {"pi2-c1": 0.0}, "pi2-c1": {"pi1-c1": 0.0}}
     finally:
         emu.stop()
-    assert not {"pctsh", "pctse0", "pctse1"} & ip.netns_list()
+    assert not {emu.hub_netns, emu.pi_netns(0), emu.pi_netns(1)} & ip.netns_list()
 
 
 def test_run_time_container_joins_a_pi_and_leaves_cleanly(emulated, inventory):
@@ -279,10 +306,9 @@ def test_docker_pis_get_containers_through_their_engine_wired_by_a_helper(tmp_pa
     engine = docker_engine.client()
     if not docker_engine.image_exists(engine, docker_engine.DEFAULT_IMAGE):
         docker_engine.build_base_image(engine)
-    emu = EmulatedCluster("pcdk", 3, subnet="172.29.3.0/24", docker_pis=(0, 1))  # pi3 stays namespaces
+    emu = own_cluster("pcdk", 3, docker_pis=(0, 1))  # pi3 stays namespaces
     prefix = None
     try:
-        emu.start()
         inventory = emu.write_inventory(tmp_path / "inventory.yaml")
         with Testbed(build("single:3", 2), controller="none", backend="cluster", inventory=str(inventory)) as tb:
             prefix, fabric = tb.prefix, tb.fabric
@@ -329,9 +355,8 @@ def test_openflow_runs_over_tls_with_the_clusters_ca_where_ovsdb_does(tmp_path):
     switch), the Pis connect with their own keys, and a plain-TCP OpenFlow hello gets no answer."""
     import struct
 
-    emu = EmulatedCluster("pcof", 2, subnet="172.29.2.0/24", tls=True)
+    emu = own_cluster("pcof", 2, tls=True)
     try:
-        emu.start()
         inventory = emu.write_inventory(tmp_path / "inventory.yaml")
         with Testbed(build("single:2", 1), backend="cluster", inventory=str(inventory)) as tb:
             target = tb.state.controller["target"]
@@ -352,7 +377,7 @@ def test_openflow_runs_over_tls_with_the_clusters_ca_where_ovsdb_does(tmp_path):
             assert tb.state.controller["target"].startswith("tcp:")  # the documented opt-out
     finally:
         emu.stop()
-    assert not {"pcofh", "pcofe0", "pcofe1"} & ip.netns_list()
+    assert not {emu.hub_netns, emu.pi_netns(0), emu.pi_netns(1)} & ip.netns_list()
 
 
 # A TCP flow of exactly FLOW_BYTES from one container to another; the server answers with the
@@ -424,10 +449,9 @@ def test_capture_runs_on_each_pi_through_its_engine_and_sees_a_flow_at_every_poi
 
     engine = docker_engine.client()
     _image_with_tcpdump(engine)
-    emu = EmulatedCluster("pccap", 3, subnet="172.29.5.0/24", docker_pis=(0, 1))  # pi3: no engine
+    emu = own_cluster("pccap", 3, docker_pis=(0, 1))  # pi3: no engine
     prefix = None
     try:
-        emu.start()
         inventory = emu.write_inventory(tmp_path / "inventory.yaml")
         with Testbed(build("single:3", 1), controller="none", backend="cluster", inventory=str(inventory)) as tb:
             prefix, fabric = tb.prefix, tb.fabric
