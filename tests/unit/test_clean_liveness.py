@@ -66,3 +66,20 @@ def test_clean_leaves_a_live_run_and_force_removes_it(monkeypatch, tmp_path, ali
     assert clean_mod.clean() == [] and removed == []
     assert clean_mod.clean(["pc99"]) == [] and removed == []
     assert clean_mod.clean(["pc99"], force=True) == ["pc99"] and removed == ["pc99"]
+
+
+def test_terminate_returns_only_once_a_process_that_ignores_sigterm_is_gone():
+    """After the grace, SIGKILL; terminate waits until the process has exited and been reaped, so a
+    check right after it ("no process of the run is left") cannot see it still dying."""
+    child = subprocess.Popen([sys.executable, "-c", "import signal, sys, time; signal.signal(signal.SIGTERM, "
+                              "signal.SIG_IGN); print('ready', flush=True); time.sleep(60)"],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "ready"  # SIGTERM is ignored from here on
+        rec = proc.record(child, "controller")
+        assert proc.terminate(rec, grace=0.2)
+        assert not proc.is_ours(rec)
+    finally:
+        if child.poll() is None:
+            child.kill()
+        child.wait()

@@ -96,6 +96,9 @@ def is_ours(rec: ProcessRecord) -> bool:
     return rec.start_ticks >= 0 and start_ticks(rec.pid) == rec.start_ticks
 
 
+KILL_WAIT_S = 10.0  # after SIGKILL, how long to wait for the process to be gone (exited and reaped)
+
+
 def terminate(rec: ProcessRecord, grace: float = 3.0) -> bool:
     """SIGTERM, then SIGKILL after `grace` seconds; only if the PID is still the recorded process."""
     if not is_ours(rec):
@@ -113,7 +116,13 @@ def terminate(rec: ProcessRecord, grace: float = 3.0) -> bool:
     if is_ours(rec):
         with contextlib.suppress(ProcessLookupError):
             os.kill(rec.pid, signal.SIGKILL)
-        reap(rec.pid)
+        # SIGKILL is delivered, not done: a many-threaded process on a loaded host takes a while
+        # to exit and then be reaped, and until then it is still in /proc with its start time.
+        # Returning at once let a caller's "nothing of the run is left" check see it.
+        deadline = time.monotonic() + KILL_WAIT_S
+        while is_ours(rec) and time.monotonic() < deadline:
+            reap(rec.pid)
+            time.sleep(0.05)
     return True
 
 
