@@ -15,6 +15,7 @@ code inside a container as in a namespace.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import re
@@ -101,8 +102,6 @@ def build_base_image(engine: Any, tag: str = DEFAULT_IMAGE, refresh: bool = Fals
 
     The root filesystem is cached under CACHE_DIR keyed by the package list, so a rebuild after a
     `docker rmi` takes seconds; `refresh` throws the cache away (new security updates)."""
-    import docker
-
     if shutil.which("debootstrap") is None:
         raise FabricError("image build: debootstrap is not installed (run 'make setup')")
     packages = _packages()
@@ -111,6 +110,19 @@ def build_base_image(engine: Any, tag: str = DEFAULT_IMAGE, refresh: bool = Fals
 
     key = hashlib.sha256((suite + " " + ",".join(packages)).encode()).hexdigest()[:12]
     rootfs = CACHE_DIR / f"rootfs-{suite}-{key}"
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    # One build at a time on the host: two checkouts' test suites building at once both emptied and
+    # debootstrapped into the same .partial directory, and each imported the other's half-built
+    # tree. Whoever waited here finds the cache the other one just completed.
+    with open(CACHE_DIR / ".build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _build_locked(engine, tag, refresh, suite, packages, key, rootfs)
+
+
+def _build_locked(engine: Any, tag: str, refresh: bool, suite: str, packages: list[str], key: str,
+                  rootfs: Path) -> ImageBuild:
+    import docker
+
     cached = rootfs.is_dir() and (rootfs / ".picloud-complete").exists() and not refresh
     started = time.monotonic()
     if not cached:
