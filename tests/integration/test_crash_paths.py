@@ -12,6 +12,7 @@ import sys
 
 import pytest
 
+from picloud.errors import FabricError
 from picloud.runstate import RunState
 from topology.effects import proc
 
@@ -30,6 +31,24 @@ def start_up(*extra: str) -> tuple[subprocess.Popen, str]:
         _, err = child.communicate(timeout=60)
         pytest.fail(f"picloud up did not come up: {line!r} {err[-2000:]}")
     return child, line.split("run ")[1].split()[0]
+
+
+def identity(prefix: str) -> tuple:
+    """What tells this run from a later one under the same prefix: its creation stamp and owner."""
+    state = RunState.load(prefix)
+    return state.created, state.extra.get("owner")
+
+
+def force_clean_if_still_ours(prefix: str, created: tuple) -> None:
+    """`picloud clean --run PREFIX --force`, only while PREFIX still names the run this test made
+    (same `identity`): once that run is gone, the prefix may be another checkout's live run on
+    the same host, which a blind --force would tear down under it."""
+    try:
+        still = identity(prefix) == created
+    except FabricError:
+        return  # no state file: nothing of ours left under that name
+    if still:
+        subprocess.run(PICLOUD + ["clean", "--run", prefix, "--force"], capture_output=True, timeout=180)
 
 
 def run_processes(prefix: str) -> list[proc.ProcessRecord]:
@@ -53,7 +72,7 @@ def assert_gone(prefix: str, processes: list[proc.ProcessRecord], system_objects
 def test_kill_9_of_up_with_its_controller_running_then_clean_leaves_nothing(leaves_nothing, system_objects):
     child, prefix = start_up()
     leaves_nothing.append(prefix)
-    processes = run_processes(prefix)
+    processes, created = run_processes(prefix), identity(prefix)
     try:
         assert any(r.role == "controller" for r in processes) and all(proc.is_ours(r) for r in processes)
         os.kill(child.pid, signal.SIGKILL)
@@ -63,13 +82,13 @@ def test_kill_9_of_up_with_its_controller_running_then_clean_leaves_nothing(leav
         assert res.returncode == 0 and prefix in res.stdout, res.stdout + res.stderr
         assert_gone(prefix, processes, system_objects)
     finally:
-        subprocess.run(PICLOUD + ["clean", "--run", prefix, "--force"], capture_output=True, timeout=180)
+        force_clean_if_still_ours(prefix, created)
 
 
 def test_a_real_sigint_to_up_tears_the_run_down(leaves_nothing, system_objects):
     child, prefix = start_up()
     leaves_nothing.append(prefix)
-    processes = run_processes(prefix)
+    processes, created = run_processes(prefix), identity(prefix)
     try:
         os.kill(child.pid, signal.SIGINT)
         out, err = child.communicate(timeout=180)
@@ -79,7 +98,7 @@ def test_a_real_sigint_to_up_tears_the_run_down(leaves_nothing, system_objects):
     finally:
         if child.poll() is None:
             child.kill()
-        subprocess.run(PICLOUD + ["clean", "--run", prefix, "--force"], capture_output=True, timeout=180)
+        force_clean_if_still_ours(prefix, created)
 
 
 def test_clean_leaves_a_live_detached_run_alone_unless_forced(leaves_nothing, system_objects):
@@ -87,7 +106,7 @@ def test_clean_leaves_a_live_detached_run_alone_unless_forced(leaves_nothing, sy
     assert res.returncode == 0, res.stderr
     prefix = res.stdout.split("run ")[1].split()[0]
     leaves_nothing.append(prefix)
-    processes = run_processes(prefix)
+    processes, created = run_processes(prefix), identity(prefix)
     objects = system_objects(prefix)
     try:
         for argv in (["clean", "--run", prefix], ["clean"]):
@@ -102,4 +121,4 @@ def test_clean_leaves_a_live_detached_run_alone_unless_forced(leaves_nothing, sy
         assert res.returncode == 0 and prefix in res.stdout, res.stdout + res.stderr
         assert_gone(prefix, processes, system_objects)
     finally:
-        subprocess.run(PICLOUD + ["clean", "--run", prefix, "--force"], capture_output=True, timeout=180)
+        force_clean_if_still_ours(prefix, created)
