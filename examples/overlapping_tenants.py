@@ -9,6 +9,7 @@
 import sys
 
 from picloud import Testbed
+from topology.stalls import OVS_STALL_S
 
 with Testbed("fattree:4", containers_per_pi=0) as tb:
     red = tb.tenant("red", subnet="10.0.0.0/24")
@@ -24,7 +25,9 @@ with Testbed("fattree:4", containers_per_pi=0) as tb:
     own_answer = []
     for handle in (red, blue):
         src = handle.members[-1].name
-        rc, _ = tb.exec(src, ["ping", "-c", "1", "-W", "2", target], timeout=10)
+        # -w: ping again each second until the first reply, for as long as an ovs-vswitchd stall may
+        # last (a single 2 s ping failed the example when the host's OVS passes took 3 s)
+        rc, _ = tb.exec(src, ["ping", "-c", "1", "-w", str(int(OVS_STALL_S)), target], timeout=OVS_STALL_S + 10)
         rc2, arp = tb.exec(src, ["ip", "neigh", "show", target], timeout=10)
         mac = arp.split("lladdr ")[1].split()[0] if rc2 == 0 and "lladdr" in arp else "?"
         owner = next((m.name for m in handle.members if m.mac == mac), "nobody")

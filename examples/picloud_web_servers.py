@@ -11,10 +11,17 @@ import time
 from pathlib import Path
 
 from picloud import Testbed
+from topology.stalls import OVS_STALL_S
 from traffic import web
 
 OUT = Path("results/examples/picloud_web_servers")
 RATES = [50, 200]  # requests per second, spread round-robin over the servers
+# httperf's --timeout: how long a request may take before it counts as an error. Every packet here
+# crosses ovs-vswitchd's main loop, which on a loaded shared host stalls for seconds (passes of 2-5 s
+# back to back at load 10 were logged while all 1,250 requests of a run with a 2 s timeout expired,
+# the servers never reached): a shorter timeout counts the host's stall as the servers' error. The
+# response times still show such a stall, and the fidelity line says when the host was saturated.
+TIMEOUT = OVS_STALL_S
 
 results = []
 with Testbed("picloud:2,2", containers_per_pi=2) as tb:
@@ -26,7 +33,7 @@ with Testbed("picloud:2,2", containers_per_pi=2) as tb:
         time.sleep(1)
     for rate in RATES:
         result = web.run(tb, servers=len(tb.containers) - 1, client=client, rate=rate, duration=5,
-                         size=1024, timeout=2.0, out=OUT / f"rate{rate}")
+                         size=1024, timeout=TIMEOUT, out=OUT / f"rate{rate}")
         print(f"--- {rate} requests/s")
         print(web.render(result))
         results.append(result)
