@@ -159,7 +159,7 @@ def test_delay_without_netem_is_refused_cleanly(leaves_nothing):
 
 
 def test_kill_9_during_up_then_clean_removes_exactly_ours(leaves_nothing, system_objects):
-    foreign_br, foreign_ns = "pcx9foreign", "pcx9foreign"
+    foreign_br = foreign_ns = f"pcx9f{os.getpid()}"  # ours alone: another checkout may run this test now
     subprocess.run(["ovs-vsctl", "--may-exist", "add-br", foreign_br, "--", "set", "Bridge", foreign_br,
                     "datapath_type=netdev"], check=True)
     subprocess.run(["ip", "netns", "add", foreign_ns], check=True)
@@ -185,7 +185,8 @@ def test_kill_9_during_up_then_clean_removes_exactly_ours(leaves_nothing, system
         os.kill(child.pid, signal.SIGKILL)
         child.wait()
         assert any(system_objects(prefix).values()), "killed too late or too early: nothing to clean"
-        res = subprocess.run(PICLOUD + ["clean"], capture_output=True, text=True, timeout=120)
+        # `--run`: a bare `picloud clean` would also remove other checkouts' dead-on-purpose runs
+        res = subprocess.run(PICLOUD + ["clean", "--run", prefix], capture_output=True, text=True, timeout=120)
         assert res.returncode == 0, res.stderr
         assert prefix in res.stdout
         assert not any(system_objects(prefix).values())
