@@ -30,6 +30,7 @@ from pathlib import Path
 from picloud.controller_client import routed
 from picloud.testbed import Testbed
 from topology.effects import netns as netns_effects
+from topology.stalls import OVS_STALL_S
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "RESULTS.md"
@@ -79,6 +80,7 @@ class Stream:
     sent_at: list[float] = field(default_factory=list)  # monotonic send time of sequence number i
     missing: list[int] = field(default_factory=list)
     cut_at: float = 0.0  # monotonic time the cut began
+    control: Stream | None = None  # the same stream, at the same moments, on a path the cut misses
 
     @property
     def sent(self) -> int:
@@ -89,56 +91,92 @@ class Stream:
 
 
 def stream_and_cut(tb: Testbed, src: str, dst: str, cut: tuple[str, str], rate: int = RATE,
-                   seconds: float = 2.0, cut_after: float = 0.5) -> Stream:
+                   seconds: float = 2.0, cut_after: float = 0.5, control: tuple[str, str] | None = None,
+                   control_delivers: tuple[float, int, float] | None = None) -> Stream:
     """Send `rate` UDP packets/s from src to dst for `seconds`, cutting link `cut` after `cut_after`
-    seconds (the link is restored before returning)."""
-    ends = endpoints(tb, [src, dst])
-    rx = netns_effects.socket_in(ends[dst][0], type=socket.SOCK_DGRAM)
-    rx.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 8 << 20)  # this process may be starved, not the fabric
-    rx.bind((ends[dst][1], UDP_PORT))
-    rx.settimeout(0.5)
-    tx = netns_effects.socket_in(ends[src][0], type=socket.SOCK_DGRAM)
-    seen: set[int] = set()
+    seconds (the link is restored before returning). With `control` (a pair whose path the cut
+    does not touch), the same stream goes from its first to its second container too, each packet
+    right after the measured one: what the host's stalls cost any path at those moments. With
+    `control_delivers` (after, count, longest), the streams go on past `seconds` until the control
+    has delivered `count` packets sent from `after` seconds after the cut, or for `longest` seconds
+    in all: a host whose data plane stalls for seconds gets a window in which the measured stream
+    can show whether it delivers."""
+    pairs = [(src, dst, UDP_PORT)] + ([(control[0], control[1], UDP_PORT + 1)] if control else [])
+    ends = endpoints(tb, [c for a, b, _ in pairs for c in (a, b)])
     stop = threading.Event()
-    result = Stream()
+    streams = [Stream() for _ in pairs]
+    result = streams[0]
+    result.control = streams[1] if control else None
+    seen: list[set[int]] = [set() for _ in pairs]
+    sockets = []
+    for a, b, port in pairs:
+        rx = netns_effects.socket_in(ends[b][0], type=socket.SOCK_DGRAM)
+        rx.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 8 << 20)  # this process may be starved, not the fabric
+        rx.bind((ends[b][1], port))
+        rx.settimeout(0.5)
+        sockets.append((netns_effects.socket_in(ends[a][0], type=socket.SOCK_DGRAM), rx, (ends[b][1], port)))
 
-    def receive() -> None:
+    def receive(rx: socket.socket, got: set[int]) -> None:
         while not stop.is_set():
             try:
                 data = rx.recv(64)
             except TimeoutError:
                 continue
-            seen.add(struct.unpack("!I", data[:4])[0])
+            got.add(struct.unpack("!I", data[:4])[0])
 
     def cut_link() -> None:
         result.cut_at = time.monotonic()
         tb.link(*cut).down()
 
-    receiver = threading.Thread(target=receive)
-    receiver.start()
+    receivers = [threading.Thread(target=receive, args=(rx, got))
+                 for (_, rx, _), got in zip(sockets, seen, strict=True)]
+    for receiver in receivers:
+        receiver.start()
     cutter = threading.Timer(cut_after, cut_link)  # off the sender's thread, so the pace stays steady
     try:
         start = time.monotonic()
         cutter.start()
-        while (now := time.monotonic()) - start < seconds:
-            tx.sendto(struct.pack("!I", result.sent) + b"p" * 60, (ends[dst][1], UDP_PORT))
-            result.sent_at.append(now)
+        def more(now: float) -> bool:
+            if now - start < seconds:
+                return True
+            if control_delivers is None or not control or not result.cut_at:
+                return False
+            after, count, longest = control_delivers
+            first = next((i for i, t in enumerate(streams[1].sent_at) if t >= result.cut_at + after), None)
+            delivered = 0 if first is None else sum(1 for i in list(seen[1]) if i >= first)
+            return delivered < count and now - start < longest
+
+        while more(now := time.monotonic()):
+            for (tx, _, to), stream in zip(sockets, streams, strict=True):
+                tx.sendto(struct.pack("!I", stream.sent) + b"p" * 60, to)
+                stream.sent_at.append(now)
             time.sleep(max(0.0, start + result.sent / rate - time.monotonic()))
         # Drain: until everything arrived, or nothing more has for a second (a busy host's OVS may
-        # hold the last packets for a while; a fixed short wait would count them as lost).
+        # hold the last packets for a while; a fixed short wait would count them as lost). While
+        # the control stream is incomplete, ovs-vswitchd has not yet forwarded what it holds (its
+        # main loop passes took 3-5 s each at load 10, and a 1 s quiet counted the whole control as
+        # lost), so then the quiet must last as long as a stall may (OVS_STALL_S).
         last_count, quiet_since = -1, time.monotonic()
-        while len(seen) < result.sent and time.monotonic() - quiet_since < 1.0:
-            if len(seen) != last_count:
-                last_count, quiet_since = len(seen), time.monotonic()
+        while (got := sum(map(len, seen))) < sum(s.sent for s in streams):
+            if got != last_count:
+                last_count, quiet_since = got, time.monotonic()
+            control_done = control is None or len(seen[1]) == streams[1].sent
+            if time.monotonic() - quiet_since >= (1.0 if control_done else OVS_STALL_S):
+                break
             time.sleep(0.05)
     finally:
         stop.set()
         cutter.join(10)
-        receiver.join(5)
-        rx.close()
-        tx.close()
+        for receiver in receivers:
+            receiver.join(5)
+        for tx, rx, _ in sockets:
+            rx.close()
+            tx.close()
         tb.link(*cut).up()
-    result.missing = sorted(set(range(result.sent)) - seen)
+    for stream, got in zip(streams, seen, strict=True):
+        stream.missing = sorted(set(range(stream.sent)) - got)
+    if result.control is not None:
+        result.control.cut_at = result.cut_at
     return result
 
 

@@ -22,6 +22,7 @@ import pytest
 
 from picloud.testbed import Testbed
 from topology.effects import netns as netns_effects
+from topology.stalls import OVS_STALL_S
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # bench/ is scripts, not an installed package
 from bench.failover_bench import (  # noqa: E402
@@ -55,6 +56,11 @@ REPAIR_BOUND_S = 2.0
 # A packet sent just before the cut may still be on the cut link: one one-way latency through five
 # userspace bridges (well under 10 ms idle; ten times that loaded) before the cut counts as the cut's.
 IN_FLIGHT_S = 0.1
+# The control stream's pair: pod 2 to pod 4, a path as long as pod 1 to pod 3 (Pi, edge, aggregation,
+# core, aggregation, edge, Pi: PATH_BRIDGES bridges) that no cut here touches (they are pod 1's
+# uplinks and the core links into pod 3).
+CONTROL = ("pi2-1-1-c1", "pi4-1-1-c1")
+PATH_BRIDGES = 7
 
 
 def _up(spec: str) -> Testbed:
@@ -167,28 +173,49 @@ def test_a_cut_link_under_a_stream_is_repaired_and_loses_nothing_after(fattree, 
     plane); downlink: the core->aggregation hop it descends (no loop-free alternate on a fat-tree:
     the controller moves the upstream groups off it after the port-status message).
 
-    Correct failover: every packet the cut costs was sent within REPAIR_BOUND_S of it (see there
-    for the argument), and after that the path is repaired: it delivers, and loses no more than the
-    same path lost in the two seconds before the cut (the control: on an idle host none, so then
-    none after either; at a load average over 10 this host's OVS drops a few packets on any path,
-    cut or not), with a margin of three. The link the stream crosses is found by sending, since
-    which one ECMP's hash picks is not ours to set."""
+    Correct failover: after REPAIR_BOUND_S (see there for the argument) the path is repaired: it
+    delivers, and loses no more than a control stream lost at the same moments (one from pod 2 to
+    pod 4 at the same rate, its packets sent right after the measured one's, over as many bridges
+    and the same ovs-vswitchd, on a path the cut does not touch) or than the measured stream lost
+    in the two seconds before the cut, with a margin of three, plus one packet per bridge on the
+    path (a stall's start and end fall between the two streams' packets at each bridge's socket
+    buffer). On an idle host both controls lose nothing, so then nothing may be lost after the
+    repair; on a loaded one ovs-vswitchd's main loop, which forwards every packet here, stalls
+    for seconds (topology/stalls.py), and every path loses packets in those moments, cut or not:
+    a 2 s control before the cut alone missed such a stall (at load 8: 50 packets, half a second
+    of the stream, lost within 2 s of a downlink cut, then 13 more 3.4 s after it, allowed 0; at
+    load 10 both streams lost the same 349 packets after the repair). "It delivers" is judged
+    against the control too: at least a third of what the control delivered after the repair, and
+    the streams go on until the control has delivered a second's worth (RATE packets) there, for
+    up to twice OVS_STALL_S beyond the planned length. The link the stream crosses is found by
+    sending, since which one ECMP's hash picks is not ours to set."""
     tb = fattree
     wait_for(lambda: routing_settled(tb), 60, "routing to install paths", context=lambda: why(tb))
     src, dst = POD1[0], POD3[0]
     link = busiest(tb, cut_candidates(tb, where), src, dst)
-    stream = stream_and_cut(tb, src, dst, link, rate=RATE, seconds=2.0 + 3 * REPAIR_BOUND_S, cut_after=2.0)
+    seconds = 2.0 + 3 * REPAIR_BOUND_S
+    stream = stream_and_cut(tb, src, dst, link, rate=RATE, seconds=seconds, cut_after=2.0, control=CONTROL,
+                            control_delivers=(REPAIR_BOUND_S, RATE, seconds + 2 * OVS_STALL_S))
+    control = stream.control
+    assert control is not None
     start, cut, repaired = stream.sent_at[0], stream.cut_at - IN_FLIGHT_S, stream.cut_at + REPAIR_BOUND_S
     before = stream.lost_between(start, cut)
     during = stream.lost_between(cut, repaired)
     after = stream.lost_between(repaired, float("inf"))
+    control_after = control.lost_between(repaired, float("inf"))
     after_sent = sum(1 for t in stream.sent_at if t >= repaired)
-    allowed = math.ceil(3 * len(before) / (cut - start) * (stream.sent_at[-1] - repaired))
+    control_delivered = sum(1 for t in control.sent_at if t >= repaired) - len(control_after)
+    by_rate_before = 3 * len(before) / (cut - start) * (stream.sent_at[-1] - repaired)
+    allowed = math.ceil(max(3 * len(control_after), by_rate_before)) + PATH_BRIDGES
     last = max((stream.sent_at[m] - stream.cut_at for m in stream.missing), default=0.0)
     summary = (f"cut {link[0]}-{link[1]}: {stream.sent} sent; lost {len(before)} before the cut, {len(during)} "
-               f"within {REPAIR_BOUND_S:.0f} s of it, {len(after)} of {after_sent} after (allowed {allowed}); "
-               f"last loss {last:.2f} s after the cut")
+               f"within {REPAIR_BOUND_S:.0f} s of it, {len(after)} of {after_sent} after (allowed {allowed}; "
+               f"the control lost {len(control_after)} then and delivered {control_delivered}, "
+               f"{len(control.missing)} lost in all); last loss {last:.2f} s after the cut")
     print(summary)
     assert stream.sent_at[-1] - repaired >= 1.5 * REPAIR_BOUND_S, f"the stream stopped too early: {summary}"
-    assert len(after) <= allowed and len(after) < after_sent / 2, f"not repaired: {summary}, e.g. {after[:5]}"
+    assert control_delivered >= RATE, f"the host's data plane delivered too little to judge: {summary}"
+    assert len(after) <= allowed, f"not repaired: {summary}, e.g. {after[:5]}"
+    # It delivers: at least a third of what the control delivered (a path left broken delivers none)
+    assert after_sent - len(after) >= control_delivered / 3, f"not repaired: {summary}, e.g. {after[:5]}"
     wait_for(lambda: routing_settled(tb), 60, "the link to come back", context=lambda: why(tb))
