@@ -58,6 +58,10 @@ READY_PER_HOST_BRIDGE = 0.002
 # state lock while routing holds the GIL for its recomputation: a 2 s probe timed out again and again
 # on a loaded host, which looked like no progress. The deadline above bounds the whole wait.
 READY_PROBE_TIMEOUT = 10.0
+# A switch-answered read (flows, port stats): the controller waits OVS_STALL_S for the switch and
+# then answers 504 naming it; we wait a little longer, so that answer, not a bare ReadTimeout, is
+# what a stalled switch gives (at equal timeouts the client always gave up first).
+STATS_READ_S = OVS_STALL_S + 5.0
 
 
 def load_topology(source: str | Path | Topology, containers_per_pi: int = 1, pi_model: str | None = None,
@@ -599,7 +603,7 @@ class Testbed:
         ovs-vswitchd stall may last (topology/stalls.py), not the 5 s of a controller-only read."""
         self._require_up()
         dpid = self.topology.dpid(switch)
-        return self._controller_get(f"/stats/flow/{dpid}", timeout=OVS_STALL_S).get(str(dpid), [])
+        return self._controller_get(f"/stats/flow/{dpid}", timeout=STATS_READ_S).get(str(dpid), [])
 
     def port_stats(self, switch: str) -> list[dict]:
         """Port counters of a switch or Pi bridge, in Ryu ofctl_rest's shape. The switch answers,
@@ -607,7 +611,7 @@ class Testbed:
         a controller-only read, fattree_ecmp_failover.py failed at load 15 (ReadTimeout)."""
         self._require_up()
         dpid = self.topology.dpid(switch)
-        return self._controller_get(f"/stats/port/{dpid}", timeout=OVS_STALL_S).get(str(dpid), [])
+        return self._controller_get(f"/stats/port/{dpid}", timeout=STATS_READ_S).get(str(dpid), [])
 
     def tenant(self, name: str, subnet: str | None = None, rate: float | None = None) -> TenantHandle:
         self._require_up()
