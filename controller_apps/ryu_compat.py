@@ -193,7 +193,7 @@ def require_app(app_name: str, api_style: bool = False) -> None:
     frames up, the app that imported the api. Imported through the `ryu` alias, two frames up is
     this module's finder, so the requirement was filed there and the service never loaded: Ryu's
     rest_topology then waited for ever for a `switches` app that did not exist."""
-    frame = sys._getframe(1)
+    frame: types.FrameType | None = sys._getframe(1)
     callers: list[types.ModuleType] = []
     while frame is not None and len(callers) < 2:
         name = frame.f_globals.get("__name__", "")

@@ -243,6 +243,6 @@ def install() -> None:
     ofctl_utils.send_stats_request = send_stats_request
     features = ofproto_v1_5_parser.OFPMeterFeaturesStats
     if features.parser.__func__ is not _meter_features_v15_parser:
-        features.parser = classmethod(_meter_features_v15_parser)  # type: ignore[method-assign,assignment]
+        features.parser = classmethod(_meter_features_v15_parser)
     for version in list(ofproto_parser._MSG_PARSERS):
         _wrap_version_parser(version)

@@ -35,6 +35,6 @@ def install() -> None:
 
     packet_out = ofproto_v1_5_parser.OFPPacketOut
     if not getattr(packet_out.__init__, "picloud_in_port", False):
-        packet_out.__init__ = _packet_out_init(packet_out.__init__, ofproto_v1_5_parser)  # type: ignore[method-assign]
+        packet_out.__init__ = _packet_out_init(packet_out.__init__, ofproto_v1_5_parser)
     if ofproto_v1_5.OFP_VERSION not in switches.Switches.OFP_VERSIONS:
         switches.Switches.OFP_VERSIONS = [*switches.Switches.OFP_VERSIONS, ofproto_v1_5.OFP_VERSION]
