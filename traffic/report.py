@@ -90,8 +90,14 @@ def render(results: list[Results]) -> str:
             diff = check.get("abs_diff_us") or {}
             lines += ["", f"capture {cap['path']}: {sum(i.get('packets', 0) for i in ifs)} packets on {len(ifs)} "
                           f"interfaces, {dropped} dropped by the kernel",
-                      f"FCT engine vs capture: {check.get('compared', 0)} flows, |difference| p50 "
+                      f"FCT engine vs capture at the sender: {check.get('compared', 0)} flows, |difference| p50 "
                       f"{_us(diff.get('p50'))}  p99 {_us(diff.get('p99'))}  max {_us(diff.get('max'))}"]
+            mid = check.get("midpath") or {}
+            if mid.get("compared"):
+                md = mid.get("abs_diff_us") or {}
+                lines.append(f"  {mid['compared']} more flows seen only along their path: |difference| p50 "
+                             f"{_us(md.get('p50'))}  p99 {_us(md.get('p99'))} (includes the queues before "
+                             "that point; capture the sender to check the engine's clock)")
         events = Path(r.directory) / "events.csv"
         if events.is_file():
             from traffic.scenario_cost import render_events

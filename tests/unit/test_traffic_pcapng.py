@@ -194,3 +194,22 @@ def test_a_flow_that_opened_its_own_connection_is_timed_from_the_syn():
     out = capture_check.compare([flow], seen)
     assert out["flows"][0]["capture_fct_us"] == pytest.approx(2_100.0)
     assert out["abs_diff_us"]["max"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_a_flow_seen_only_along_its_path_is_reported_apart_from_the_sender_check():
+    # Flow 7 from "a" is captured at "a" and at a link end; flow 8 from "c" only at that link end,
+    # 30 ms after its sender sent it (a queue before the link): that is path delay, not clock error.
+    pkts = (_conn("a", 1.0, 40000, 7, 10_000) + _conn("agg1>tor1", 1.0004, 40000, 7, 10_000)
+            + _conn("agg1>tor1", 1.5, 40001, 8, 1_000))
+    seen = capture_check.connections(pkts, 5301)
+    at = {(s.flow_id, s.iface): s for s in seen}
+    f7 = FlowRecord(id=7, src="a", dst="b", tenant="", size=10_000, scheduled=0, job=-1, status="done",
+                    start=0.0, lateness_us=0, fct_us=at[(7, "a")].fct_us + 100, sent=10_000,
+                    bytes_received=10_000, warmup=False, ideal_us=800)
+    f8 = FlowRecord(id=8, src="c", dst="b", tenant="", size=1_000, scheduled=0, job=-1, status="done",
+                    start=0.0, lateness_us=0, fct_us=at[(8, "agg1>tor1")].fct_us + 30_000, sent=1_000,
+                    bytes_received=1_000, warmup=False, ideal_us=80)
+    out = capture_check.compare([f7, f8], seen)
+    assert out["compared"] == 1 and out["abs_diff_us"]["max"] == pytest.approx(100)
+    assert [r["at_sender"] for r in out["flows"]] == [True, False]
+    assert out["midpath"]["compared"] == 1 and out["midpath"]["abs_diff_us"]["p50"] == pytest.approx(30_000)
