@@ -14,6 +14,7 @@ import pytest
 
 from picloud.errors import FabricError
 from picloud.runstate import RunState
+from tests.integration.sigint import default_sigint
 from topology.effects import proc
 
 pytestmark = pytest.mark.root
@@ -24,7 +25,7 @@ SPEC = ["up", "linear:2"]  # two switches, PiCloud's controller with its default
 def start_up(*extra: str) -> tuple[subprocess.Popen, str]:
     """`picloud up` in the foreground; returns once it printed that the run is up (controller ready)."""
     child = subprocess.Popen(PICLOUD + SPEC + list(extra), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True, start_new_session=True)
+                             text=True, start_new_session=True, preexec_fn=default_sigint)
     line = child.stdout.readline()  # "picloud: run pcN up: ..." once the controller holds every switch
     if "up:" not in line:
         child.kill()

@@ -15,6 +15,7 @@ import pytest
 
 from picloud.errors import FabricError
 from picloud.testbed import Testbed
+from tests.integration.sigint import default_sigint
 from topology.model import Topology
 
 pytestmark = pytest.mark.root
@@ -52,7 +53,8 @@ def test_ctrl_c_or_kill_of_a_script_tears_down(signum, tmp_path, leaves_nothing,
             print(tb.prefix, flush=True)
             time.sleep(120)
     """))
-    child = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    child = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True,
+                             preexec_fn=default_sigint)
     prefix = child.stdout.readline().strip()
     assert prefix.startswith("pc")
     leaves_nothing.append(prefix)
