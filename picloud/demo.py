@@ -152,7 +152,7 @@ def _run(run: DemoRun, testbed_class: type[Testbed], ui_port: int) -> int:
         ])
         run.results = results = testbed.traffic(
             workload=DEMO_WORKLOAD, load=DEMO_LOAD, pattern="all-to-all",
-            duration=run.traffic_seconds, seed=1, tenant="red", out=run.out, progress=True, scenario=cut,
+            duration=run.traffic_seconds, seed=1, tenant="red", out=run.out, progress=sys.stderr.isatty(), scenario=cut,
         )
         events = results.meta.get("scenario") or []
         applied = ", ".join(f"{e['action']} {e['target']} at {e['applied_s']:.2f}s ({e['status']})"
