@@ -23,17 +23,16 @@ the runner records them as skipped.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import socket
-import struct
 import sys
 import time
 from typing import Any
 
-from topology.effects.ip import IFF_UP, SIOCGIFFLAGS, SIOCSIFFLAGS
+from topology.effects.ip import set_iface_up
 from topology.effects.netns import socket_in
+from topology.effects.proc import realtime
 
 SPIN_S = 0.002
 RT_PRIORITY = 10
@@ -48,21 +47,6 @@ def die_with_parent() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
     if os.getppid() == 1:  # the parent died before prctl
         raise SystemExit(0)
-
-
-def realtime() -> bool:
-    try:
-        os.sched_setscheduler(0, os.SCHED_FIFO | os.SCHED_RESET_ON_FORK, os.sched_param(RT_PRIORITY))
-    except (OSError, AttributeError):
-        return False
-    return True
-
-
-def set_flags(sock: socket.socket, name: str, up: bool) -> None:
-    req = struct.pack("16sh22x", name.encode(), 0)
-    flags = struct.unpack("16sh22x", fcntl.ioctl(sock, SIOCGIFFLAGS, req))[1]
-    flags = (flags | IFF_UP) if up else (flags & ~IFF_UP)
-    fcntl.ioctl(sock, SIOCSIFFLAGS, struct.pack("16sh22x", name.encode(), flags))
 
 
 def _say(obj: dict[str, Any]) -> None:
@@ -80,7 +64,7 @@ def main() -> int:
             if ns not in sockets:
                 sockets[ns] = socket_in(ns, socket.AF_INET, socket.SOCK_DGRAM) if ns else \
                     socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    _say({"ready": True, "realtime": realtime()})
+    _say({"ready": True, "realtime": realtime(os.SCHED_FIFO, RT_PRIORITY)})
     line = sys.stdin.readline()
     if not line:
         return 0
@@ -95,7 +79,7 @@ def main() -> int:
         error = None
         for name, ns in step["devices"]:
             try:
-                set_flags(sockets[ns], name, bool(step["up"]))
+                set_iface_up(sockets[ns], name, bool(step["up"]))
             except OSError as exc:
                 error = f"{name}{' in ' + ns if ns else ''}: {exc.strerror}"
                 break

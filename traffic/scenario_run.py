@@ -419,13 +419,9 @@ class ScenarioRunner:
 def realtime_thread(priority: int = RT_PRIORITY) -> bool:
     """Put the calling thread (not the process) under SCHED_FIFO, children reset to ordinary; False
     where the kernel refuses (no CAP_SYS_NICE, a container without it, RT throttled to 0)."""
-    try:
-        os.sched_setscheduler(threading.get_native_id(), os.SCHED_FIFO | os.SCHED_RESET_ON_FORK,
-                              os.sched_param(priority))
-    except (OSError, AttributeError) as exc:
-        log.debug("scenario timing thread stays ordinary: %s", exc)
-        return False
-    return True
+    from topology.effects.proc import realtime
+
+    return realtime(os.SCHED_FIFO, priority, threading.get_native_id())
 
 
 def write_events(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:

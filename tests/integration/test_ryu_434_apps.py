@@ -16,7 +16,6 @@ REACH_DEADLINE). STP_DEADLINE is the sum with that slack.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -29,7 +28,13 @@ import requests
 
 from picloud.testbed import Testbed
 from tests.integration import ryu_434
-from tests.integration.test_ryu_versions_and_rest import REACH_DEADLINE, _ryu_manager, forwards, free_port
+from tests.integration.test_ryu_versions_and_rest import (
+    REACH_DEADLINE,
+    _ryu_manager,
+    forwards,
+    free_port,
+    stop_external,
+)
 
 pytestmark = pytest.mark.root
 
@@ -145,12 +150,7 @@ def fabric_under_ryu_manager(leaves_nothing: list[str], tmp_path: Path, apps: li
         leaves_nothing.append(prefix)
         yield Testbed.attach(prefix), f"http://127.0.0.1:{api_port}", (tmp_path / "token").read_text().strip()
     finally:
-        if prefix is not None:
-            subprocess.run([sys.executable, "-m", "picloud", "down", "--run", prefix], env=env, cwd=ROOT,
-                           capture_output=True, timeout=300)
-        if manager.poll() is None:
-            os.killpg(manager.pid, signal.SIGTERM)
-        manager.wait(timeout=30)
+        stop_external(prefix, manager, env)
 
 
 @pytest.mark.parametrize(("version", "switch_app"), [("1.0", "simple_switch.py"), ("1.4", "simple_switch_14.py"),

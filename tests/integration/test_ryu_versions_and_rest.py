@@ -198,12 +198,17 @@ def _drive_with_ryu_manager(leaves_nothing: list[str], tmp_path: Path, log) -> N
         versions = requests.get(f"http://127.0.0.1:{api_port}/state/openflow", timeout=10).json()
         assert versions["switches"][dpid] == 0x04
     finally:
-        if prefix is not None:
-            subprocess.run([sys.executable, "-m", "picloud", "down", "--run", prefix], env=env, cwd=ROOT,
-                           capture_output=True, timeout=300)
-        if manager.poll() is None:
-            os.killpg(manager.pid, signal.SIGTERM)
-        manager.wait(timeout=30)
+        stop_external(prefix, manager, env)
+
+
+def stop_external(prefix: str | None, manager: subprocess.Popen, env: dict[str, str]) -> None:
+    """Tear down a run attached to an external ryu-manager, then that manager's process group."""
+    if prefix is not None:
+        subprocess.run([sys.executable, "-m", "picloud", "down", "--run", prefix], env=env, cwd=ROOT,
+                       capture_output=True, timeout=300)
+    if manager.poll() is None:
+        os.killpg(manager.pid, signal.SIGTERM)
+    manager.wait(timeout=30)
 
 
 def test_version_mismatch_is_one_line_per_switch_and_nonzero_exit():

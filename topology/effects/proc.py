@@ -130,3 +130,15 @@ def reap(pid: int) -> None:
     """Collect our own child so it does not linger as a zombie (which still has a start time)."""
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
+
+
+def realtime(policy: int, priority: int, tid: int = 0) -> bool:
+    """Put a task (0: the calling thread) under a real-time policy (os.SCHED_FIFO or SCHED_RR), its
+    children reset to ordinary on fork; False where the kernel refuses (no CAP_SYS_NICE, a container
+    without it, an out-of-range priority)."""
+    try:
+        os.sched_setscheduler(tid, policy | os.SCHED_RESET_ON_FORK, os.sched_param(priority))
+    except (OSError, AttributeError) as exc:
+        log.debug("task %s stays ordinary: %s", tid or "self", exc)
+        return False
+    return True
