@@ -3,7 +3,7 @@ packet-ins and count the flow-mods and packet-outs it answers with.
 
     python bench/cbench.py [--quick] [--switches 16] [--outstanding 1000] [--loops 5] [--ms 1000]
                            [--rounds 2] [--controllers simple_switch_13,l2_learning,pipeline,ovs-testcontroller]
-                           [--install fattree:8] [--record]
+                           [--install fattree:8] [--controller-cpu CPU|auto|none] [--record]
 
 Why our own: cbench (from the oflops suite) speaks OpenFlow 1.0 only and is no longer packaged.
 This one does what it does, in OpenFlow 1.3: each fake switch connects over TCP, says hello,
@@ -409,6 +409,23 @@ CONTROLLERS = {
 BASELINE = "simple_switch_13"
 
 
+def pinning(spec: str) -> tuple[int | None, set[int] | None]:
+    """(controller CPU, generator CPUs) for --controller-cpu: 'auto' gives the controller the last
+    CPU and the fake switches the others (the issue's "controller pinned to one core", without the
+    generator competing for it), a number that CPU, 'none' no pinning."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if spec == "none" or (spec == "auto" and len(cpus) < 2):
+        return None, None
+    cpu = cpus[-1] if spec == "auto" else int(spec)
+    if cpu not in cpus:
+        raise SystemExit(f"cbench: --controller-cpu {spec}: CPU {cpu} is not available (have {cpus})")
+    others = set(cpus) - {cpu}
+    return cpu, others or None
+
+
+CONTROLLER_CPU: int | None = None  # set by main from --controller-cpu
+
+
 def start_controller(name: str, port: int, extra: list[str] | None = None) -> subprocess.Popen:
     if name == "ovs-testcontroller":
         exe = shutil.which("ovs-testcontroller")
@@ -422,6 +439,8 @@ def start_controller(name: str, port: int, extra: list[str] | None = None) -> su
     # every packet-in (simple_switch_13 does).
     log = tempfile.TemporaryFile()  # noqa: SIM115 (the controller process writes it until stopped)
     proc = subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    if CONTROLLER_CPU is not None:
+        os.sched_setaffinity(proc.pid, {CONTROLLER_CPU})  # before its interpreter starts any thread
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -506,16 +525,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--install", metavar="SPEC", default=None,
                         help="also time the default pipeline's proactive install on fake switches wired as SPEC "
                              "(e.g. fattree:8)")
+    parser.add_argument("--controller-cpu", default="auto", metavar="CPU|auto|none",
+                        help="pin each controller to one CPU (auto: the last one, the fake switches on the others)")
     parser.add_argument("--record", action="store_true", help=f"write the results into {RESULTS}")
     args = parser.parse_args(argv)
+    global CONTROLLER_CPU
+    if args.controller_cpu not in ("auto", "none") and not args.controller_cpu.isdigit():
+        parser.error(f"--controller-cpu {args.controller_cpu!r}: a CPU number, auto or none")
+    CONTROLLER_CPU, generator_cpus = pinning(args.controller_cpu)
+    if generator_cpus is not None:
+        os.sched_setaffinity(0, generator_cpus)
     if args.quick:
         args.loops, args.ms, args.settle, args.rounds = 3, 1000, 1.0, 1
     names = [n.strip() for n in args.controllers.split(",") if n.strip()]
     unknown = [n for n in names if n not in CONTROLLERS and n != "ovs-testcontroller"]
     if unknown:
         parser.error(f"unknown controller {unknown[0]!r} (one of {', '.join([*CONTROLLERS, 'ovs-testcontroller'])})")
+    pinned = (f"controller pinned to CPU {CONTROLLER_CPU}" if CONTROLLER_CPU is not None else "controller not pinned")
     print(f"cbench: {args.switches} switches, {args.outstanding} outstanding (throughput) / 1 (latency), "
-          f"{args.rounds} rounds of {args.loops} x {args.ms} ms windows", flush=True)
+          f"{args.rounds} rounds of {args.loops} x {args.ms} ms windows, {pinned}", flush=True)
     # Rounds interleave the controllers, so a burst of load from elsewhere on the machine hits
     # all of them alike instead of whichever happened to run at that moment.
     results: dict[str, dict[str, ModeResult]] = {}
@@ -543,7 +571,8 @@ def main(argv: list[str] | None = None) -> int:
         record(f"Run {stamp} on {machine()}; `{command}`: "
                f"{args.switches} fake OpenFlow 1.3 switches, {args.outstanding} outstanding packet-ins each "
                f"in throughput mode, 1 in latency mode; median of {args.rounds * args.loops} windows of "
-               f"{args.ms} ms ({args.rounds} interleaved rounds, each after one warm-up window). "
+               f"{args.ms} ms ({args.rounds} interleaved rounds, each after one warm-up window); "
+               f"{pinned}, the fake switches on the other CPUs. "
                f"Ratios are to {BASELINE} (Ryu's sample on plain os-ken). "
                f"Load average when done: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1/5/15 min; the "
                "box is shared, so compare ratios within one run rather than absolute numbers).\n\n"

@@ -30,6 +30,7 @@ from __future__ import annotations
 import collections
 import ipaddress
 import logging
+import socket
 import struct
 import threading
 import time
@@ -43,7 +44,8 @@ from os_ken.lib import hub
 from os_ken.lib.packet import ether_types, ethernet, lldp, packet
 from os_ken.ofproto import ofproto_v1_3
 
-from controller_apps import pipeline
+from controller_apps import fastpath, pipeline
+from controller_apps.fastpath import ETH_TYPE_LLDP
 from controller_apps.state import STATE, ControllerState
 
 LOG = logging.getLogger(__name__)
@@ -134,6 +136,7 @@ class LinkTable:
 
     def __init__(self) -> None:
         self.seen: dict[tuple[Endpoint, Endpoint], float] = {}
+        self._ports: frozenset[Endpoint] | None = None  # fabric_ports, until `seen` gains or loses a key
         self.down: dict[Endpoint, float] = {}  # end -> when it was marked down
         self.rounds: collections.deque[float] = collections.deque(maxlen=MISSED_ROUNDS)  # last rounds sent
         self.sent: dict[tuple[Endpoint, Endpoint], float] = {}  # when the newest reply read was sent
@@ -156,6 +159,9 @@ class LinkTable:
         for key in [k for k in self.seen if (sender in k or receiver in k) and k != (sender, receiver)
                     and k != (receiver, sender)]:
             del self.seen[key]
+            self._ports = None
+        if (sender, receiver) not in self.seen:
+            self._ports = None
         self.seen[(sender, receiver)] = now
         self.sent[(sender, receiver)] = max(sent, self.sent.get((sender, receiver), sent))
         return self.links() != before
@@ -193,6 +199,7 @@ class LinkTable:
         before = self.links()
         for key in [k for k in self.seen if doomed(k)]:
             del self.seen[key]
+            self._ports = None
             self.sent.pop(key, None)
         return self.links() != before
 
@@ -200,8 +207,11 @@ class LinkTable:
         """Undirected links, each as (lower end, higher end), sorted."""
         return sorted({(min(s, r), max(s, r)) for s, r in self.seen})
 
-    def fabric_ports(self) -> set[Endpoint]:
-        return {end for key in self.seen for end in key}
+    def fabric_ports(self) -> frozenset[Endpoint]:
+        """Both ends of every link seen (kept between changes: host learning asks on every packet-in)."""
+        if self._ports is None:
+            self._ports = frozenset(end for key in self.seen for end in key)
+        return self._ports
 
 
 # --- host learning (pure) -------------------------------------------------------------------------
@@ -215,13 +225,13 @@ def host_from_packet(data: bytes) -> tuple[str, str | None] | None:
     src, ethertype = data[6:12], int.from_bytes(data[12:14], "big")
     if ethertype in (ether_types.ETH_TYPE_LLDP, ether_types.ETH_TYPE_8021Q) or src[0] & 1 or not any(src):
         return None
-    ip = None
+    raw = None
     if ethertype == ether_types.ETH_TYPE_ARP and len(data) >= 42:
-        ip = str(ipaddress.IPv4Address(data[28:32]))
+        raw = data[28:32]
     elif ethertype == ether_types.ETH_TYPE_IP and len(data) >= 34 and data[14] >> 4 == 4:
-        ip = str(ipaddress.IPv4Address(data[26:30]))
-    if ip is not None and (ip == "0.0.0.0" or ipaddress.ip_address(ip).is_multicast):
-        ip = None
+        raw = data[26:30]
+    # 0.0.0.0 (a probe's sender) and multicast (224.0.0.0/4) are nobody's address
+    ip = None if raw is None or raw == b"\x00\x00\x00\x00" or raw[0] >> 4 == 0xE else socket.inet_ntoa(raw)
     return src.hex(":"), ip
 
 
@@ -387,16 +397,26 @@ class Discovery(app_manager.OSKenApp):
     @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
     def packet_in(self, ev: Any) -> None:
         msg = ev.msg
-        dp = msg.datapath
-        in_port = msg.match["in_port"]
-        sender = parse_lldp(msg.data)
+        self.received(msg.datapath.id, msg.match["in_port"], msg.data)
+
+    def fast_packet_in(self, dp: Any, pin: fastpath.PacketIn, out: list[bytes]) -> None:
+        """The fast path's packet_in (controller_apps.fastpath): the same, from the header bytes."""
+        if pin.in_port is not None:
+            self.received(dp.id, pin.in_port, pin.data)
+
+    def received(self, dpid: int, in_port: int, data: bytes) -> None:
+        """A frame from (dpid, in_port): one of our probes is a link, anything else may be a host.
+        Only a frame whose ethertype (after any VLAN tags) is LLDP can be a probe, so only those
+        get os-ken's full parse."""
+        frame = fastpath.parse_frame(data)
+        sender = parse_lldp(data) if frame is not None and frame.ethertype == ETH_TYPE_LLDP else None
         if sender is not None:
             with self.lock:
-                changed = self.table.observe(sender, (dp.id, in_port), time.monotonic(), probe_sent_at(msg.data))
+                changed = self.table.observe(sender, (dpid, in_port), time.monotonic(), probe_sent_at(data))
             if changed:
                 self.publish()
             return
-        self.learn(dp.id, in_port, msg.data)
+        self.learn(dpid, in_port, data)
 
     # --- actions ----------------------------------------------------------------------------------
     def probe(self, dpid: int, port_nos: Iterable[int] | None = None) -> None:
@@ -447,9 +467,10 @@ class Discovery(app_manager.OSKenApp):
         if seen is None:
             return
         mac, ip = seen
+        end = (dpid, port)
         with self.lock:
-            fabric = self.table.fabric_ports() | self.intended_ports
-        if (dpid, port) in fabric:
+            fabric = end in self.table.fabric_ports() or end in self.intended_ports
+        if fabric:
             return
         known = self.state.host(mac)
         if known is not None and (known["dpid"], known["port"]) == (dpid, port) and (known["ip"] or not ip):

@@ -28,6 +28,7 @@ first packet between two containers already finds its flow: no reactive set-up d
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 from typing import Any
@@ -36,15 +37,16 @@ from os_ken.base import app_manager
 from os_ken.controller import ofp_event
 from os_ken.controller.handler import CONFIG_DISPATCHER, DEAD_DISPATCHER, MAIN_DISPATCHER, set_ev_cls
 from os_ken.lib import hub
-from os_ken.lib.packet import arp, ether_types, ethernet, packet, vlan
 from os_ken.ofproto import ofproto_v1_3
 
+from controller_apps import fastpath, pipeline
 from controller_apps import flows as fl
-from controller_apps import pipeline
 from controller_apps import routing_rules as rr
 from controller_apps.state import STATE, ControllerState
 
 LOG = logging.getLogger(__name__)
+ARP_REQUEST = 1
+OFPR_NO_MATCH = 0
 
 
 def node_dpid(state: ControllerState, end: str | int) -> int | None:
@@ -77,21 +79,21 @@ def host_from_record(record: dict[str, Any]) -> rr.Host:
 
 
 def arp_reply(request: bytes, hosts: list[dict[str, Any]]) -> tuple[bytes, str, str] | None:
-    """The reply to an untagged ARP request for a known default-network host, the host's name or
-    MAC (for the log) and the IP asked for, or None when the frame is not such a request."""
-    pkt = packet.Packet(request)
-    eth, req = pkt.get_protocol(ethernet.ethernet), pkt.get_protocol(arp.arp)
-    if eth is None or req is None or req.opcode != arp.ARP_REQUEST or pkt.get_protocol(vlan.vlan) is not None:
+    """The reply to an ARP request without an 802.1Q tag for a known default-network host, the
+    host's name or MAC (for the log) and the IP asked for, or None when the frame is not such a
+    request. Reads the header bytes (`fastpath.parse_frame`/`parse_arp`) as os-ken's parser read
+    them (tests/unit/test_controller_fastpath.py holds the old full parse as the oracle)."""
+    frame = fastpath.parse_frame(request)
+    req = fastpath.parse_arp(request, frame) if frame is not None and frame.vid is None else None
+    if frame is None or req is None or req.opcode != ARP_REQUEST:
         return None
-    host = next((h for h in hosts if h["ip"] == req.dst_ip and not h.get("tag")), None)
+    target = socket.inet_ntoa(req.tpa)
+    host = next((h for h in hosts if h["ip"] == target and not h.get("tag")), None)
     if host is None:
         return None
-    reply = packet.Packet()
-    reply.add_protocol(ethernet.ethernet(dst=eth.src, src=host["mac"], ethertype=ether_types.ETH_TYPE_ARP))
-    reply.add_protocol(arp.arp(opcode=arp.ARP_REPLY, src_mac=host["mac"], src_ip=host["ip"],
-                               dst_mac=req.src_mac, dst_ip=req.src_ip))
-    reply.serialize()
-    return bytes(reply.data), host.get("name") or host["mac"], host["ip"]
+    mac = fastpath.mac_bytes(host["mac"])
+    reply = fastpath.arp_reply_frame(frame.src, mac, mac, socket.inet_aton(host["ip"]), req.sha, req.spa)
+    return reply, host.get("name") or host["mac"], host["ip"]
 
 
 class Routing(app_manager.OSKenApp):
@@ -176,19 +178,47 @@ class Routing(app_manager.OSKenApp):
     def packet_in(self, ev: Any) -> None:
         msg = ev.msg
         dp = msg.datapath
-        if msg.table_id != pipeline.TABLE_ARP:
-            if msg.table_id <= pipeline.TABLE_FORWARD and msg.reason == dp.ofproto.OFPR_NO_MATCH:
-                self._resubmit(msg)
-            return  # discovery learns the sender; we never flood
-        answer = arp_reply(msg.data, self.state.hosts())
-        if answer is None or self._answered_in_data_plane(dp.id, answer[2]):
-            return  # a copy (for discovery to learn the sender from) of a request the bridge answers
         parser, ofp = dp.ofproto_parser, dp.ofproto
-        out = [parser.OFPActionOutput(msg.match["in_port"])]
-        dp.send_msg(parser.OFPPacketOut(datapath=dp, buffer_id=ofp.OFP_NO_BUFFER, in_port=ofp.OFPP_CONTROLLER,
-                                        actions=out, data=answer[0]))
+        answer = self.answer(dp.id, msg.table_id, msg.reason, msg.buffer_id, msg.data)
+        if answer is None:
+            return
+        in_port, ports, data = answer
+        dp.send_msg(parser.OFPPacketOut(datapath=dp, buffer_id=msg.buffer_id if data is None else ofp.OFP_NO_BUFFER,
+                                        in_port=msg.match["in_port"] if in_port is None else in_port,
+                                        actions=[parser.OFPActionOutput(msg.match["in_port"] if p is None else p)
+                                                 for p in ports],
+                                        data=data))
 
-    def _resubmit(self, msg: Any) -> None:
+    def fast_packet_in(self, dp: Any, pin: fastpath.PacketIn, out: list[bytes]) -> None:
+        """The fast path's packet_in (controller_apps.fastpath): the same answer, as wire bytes."""
+        if pin.in_port is None:
+            return
+        answer = self.answer(dp.id, pin.table_id, pin.reason, pin.buffer_id, pin.data)
+        if answer is None:
+            return
+        in_port, ports, data = answer
+        out.append(fastpath.packet_out(
+            fastpath.next_xid(dp), pin.buffer_id if data is None else fastpath.OFP_NO_BUFFER,
+            pin.in_port if in_port is None else in_port,
+            [(pin.in_port if p is None else p, fastpath.OFPCML_MAX) for p in ports], data))
+
+    def answer(self, dpid: int, table_id: int, reason: int, buffer_id: int,
+               data: bytes) -> tuple[int | None, list[int | None], bytes | None] | None:
+        """What to send for a packet-in, as (packet-out in_port, output ports, data), None standing
+        for the packet-in's own in_port; None to send nothing. ARP copies from table `arp` are
+        answered from the host table unless the bridge answers them itself (a copy for discovery
+        to learn the sender from); misses before and in `forward` are resubmitted (`_resubmit`);
+        nothing is flooded."""
+        if table_id != pipeline.TABLE_ARP:
+            if table_id <= pipeline.TABLE_FORWARD and reason == OFPR_NO_MATCH:
+                return self._resubmit(dpid, buffer_id, data)
+            return None  # discovery learns the sender; we never flood
+        reply = arp_reply(data, self.state.hosts())
+        if reply is None or self._answered_in_data_plane(dpid, reply[2]):
+            return None
+        return fastpath.OFPP_CONTROLLER, [None], reply[0]
+
+    def _resubmit(self, dpid: int, buffer_id: int, data: bytes) -> tuple[None, list[int | None], bytes | None] | None:
         """Send a packet that missed the pipeline back through it (OFPP_TABLE, from its own in_port)
         when this bridge has been sent a rule for its untagged unicast destination: the rule went
         out on the same connection before this packet-out, so the packet finds it rather than
@@ -198,28 +228,24 @@ class Routing(app_manager.OSKenApp):
         released with an empty packet-out, since a dropped buffer would otherwise stay held.
         Reads `installed` without the lock (a dict lookup under the GIL) so that a packet never
         waits for a full recomputation."""
-        data = msg.data
         if len(data) < 14 or data[0] & 1 or data[12:14] in (b"\x81\x00", b"\x88\xa8", b"\x88\xcc"):
-            return  # runt, multicast or broadcast, tagged (tenancy's), LLDP (discovery's)
-        dp = msg.datapath
-        parser, ofp = dp.ofproto_parser, dp.ofproto
-        buffered = msg.buffer_id != ofp.OFP_NO_BUFFER
-        rules = self.installed.get(dp.id)
+            return None  # runt, multicast or broadcast, tagged (tenancy's), LLDP (discovery's)
+        buffered = buffer_id != fastpath.OFP_NO_BUFFER
+        rules = self.installed.get(dpid)
         key = (pipeline.TABLE_FORWARD, rr.PRIORITY_HOST, rr.forward_match(data[:6].hex(":")))
         if rules is not None and key in rules.flows:
-            actions = [parser.OFPActionOutput(ofp.OFPP_TABLE)]
-        elif buffered:
-            actions = []  # dropped: a switch that buffers the packet is told to free the buffer
-        else:
-            return
-        dp.send_msg(parser.OFPPacketOut(datapath=dp, buffer_id=msg.buffer_id, in_port=msg.match["in_port"],
-                                        actions=actions, data=None if buffered else data))
+            return None, [fastpath.OFPP_TABLE], None if buffered else data
+        if buffered:
+            return None, [], None  # dropped: a switch that buffers the packet is told to free the buffer
+        return None
 
     def _answered_in_data_plane(self, dpid: int, ip: str) -> bool:
-        with self.lock:
-            rules = self.installed.get(dpid)
-            key = (pipeline.TABLE_FORWARD, rr.PRIORITY_ARP_ANSWER, rr.arp_responder_match(ip))
-            return rules is not None and key in rules.flows
+        """Reads `installed` without the lock, as `_resubmit` does: a packet-in never waits for a
+        full recomputation (the fast path runs one switch's packet-ins at a time, so waiting here
+        would hold up every switch's)."""
+        rules = self.installed.get(dpid)
+        key = (pipeline.TABLE_FORWARD, rr.PRIORITY_ARP_ANSWER, rr.arp_responder_match(ip))
+        return rules is not None and key in rules.flows
 
     # --- the computation --------------------------------------------------------------------------
     def recompute(self) -> int:
@@ -234,10 +260,7 @@ class Routing(app_manager.OSKenApp):
             for dpid, dp in sorted(self.datapaths.items()):
                 rules = desired.get(dpid, fl.SwitchRules())
                 old = self.installed.get(dpid)
-                msgs = fl.encode(dp, fl.resync(rules) if old is None else fl.diff(old, rules))
-                for msg in msgs:
-                    dp.send_msg(msg)
-                sent += len(msgs)
+                sent += fl.send_change(dp, fl.resync(rules) if old is None else fl.diff(old, rules))
                 self.installed[dpid] = rules
             self.graph, self.host_cursor = graph, version
             self.routed = {h.key: h for h in rr.usable_hosts(graph, hosts)}
@@ -279,9 +302,7 @@ class Routing(app_manager.OSKenApp):
             dp, rules = self.datapaths.get(dpid), self.installed.get(dpid)
             if dp is None or rules is None:
                 continue  # gone since the last full computation, which is already due
-            for msg in fl.encode(dp, change):
-                dp.send_msg(msg)
-                sent += 1
+            sent += fl.send_change(dp, change)
             fl.apply_change(rules, change)
         self.state.hosts_sent("routing", version)
         LOG.debug("routing: %d host change(s), %d messages", len(updates), sent)

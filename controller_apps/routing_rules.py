@@ -245,6 +245,7 @@ def _route(table: int, priority: int, match: Match, actions: tuple[fl.Action, ..
     return Flow(table, priority, match, actions, goto, None, COOKIE_ROUTING)
 
 
+@functools.lru_cache(maxsize=1 << 17)
 def _arp_responder(host: Host) -> Flow:
     """Answer `who-has host.ip` with `host.mac` in the data plane: turn the request into the reply
     and send it back out of the port it came in on (the Neutron ARP-responder recipe)."""
@@ -262,6 +263,7 @@ def _arp_responder(host: Host) -> Flow:
     return _route(TABLE_FORWARD, PRIORITY_ARP_ANSWER, arp_responder_match(host.ip), actions)
 
 
+@functools.lru_cache(maxsize=1 << 17)
 def _known_sender(host: Host) -> Flow:
     """ARP from a host we know, where we know it: no need to tell the controller."""
     match = Match(eth_type=ETH_TYPE_ARP, vlan_vid=OFPVID_NONE, in_port=host.port, eth_src=host.mac)
@@ -275,14 +277,17 @@ def forward_match(mac: str, vlan_vid: int = OFPVID_NONE) -> Match:
     return Match(vlan_vid=vlan_vid, eth_dst=mac)
 
 
+@functools.lru_cache(maxsize=1 << 17)
 def _to_egress(host: Host) -> Flow:
     return _route(TABLE_FORWARD, PRIORITY_HOST, forward_match(host.mac, host.vlan_vid), goto=TABLE_EGRESS)
 
 
+@functools.lru_cache(maxsize=1 << 17)
 def _egress(host: Host) -> Flow:
     return _route(TABLE_EGRESS, PRIORITY_HOST, forward_match(host.mac, host.vlan_vid), (fl.output(host.port),))
 
 
+@functools.lru_cache(maxsize=1 << 17)
 def _to_group(host: Host, group_id: int) -> Flow:
     return _route(TABLE_FORWARD, PRIORITY_HOST, forward_match(host.mac, host.vlan_vid), (fl.group(group_id),))
 

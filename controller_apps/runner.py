@@ -14,7 +14,9 @@ Then: `cfg.CONF(...)` with the listen address, os-ken's AppManager loads and ins
 (what `AppManager.run_apps` does, split so the Flask API starts after apps have registered their
 blueprints), the API thread starts, and one ready line is logged. Packet-ins reach the apps with
 their TCP/UDP checksums finished (see "packet-in checksum repair" below for the OVS behaviour that
-needs it). SIGTERM or SIGINT closes the apps and the API and exits 0. os-ken's hub runs native
+needs it). When a loaded app answers packet-ins on the fast path (PiCloud's own do), OpenFlow 1.3
+packet-ins reach it from their header bytes instead (controller_apps/fastpath.py); a Ryu app run
+alone keeps os-ken's path untouched. SIGTERM or SIGINT closes the apps and the API and exits 0. os-ken's hub runs native
 threads here (OSKEN_HUB_TYPE unset), which cannot be killed, so the process ends with `os._exit`
 once everything is closed.
 """
@@ -29,7 +31,6 @@ import logging
 import os
 import signal
 import socket
-import struct
 import sys
 import threading
 import time
@@ -40,6 +41,7 @@ from typing import Any
 import yaml
 
 from controller_apps import native_hub, ryu_compat, stats_wait, topology_v15
+from controller_apps.fastpath import _sum16, repair_partial_checksum  # noqa: F401 (defined with the wire code)
 from picloud.errors import ControllerError, PiCloudError
 
 LOG = logging.getLogger("picloud.controller")
@@ -318,52 +320,6 @@ def _parse_config(path: str | None) -> None:
 # delivers a segment the receiver drops, so TCP through a reactive app loses its first SYN or
 # never connects. The runner finishes those checksums before any app sees the packet-in.
 
-def _sum16(data: bytes, start: int = 0) -> int:
-    if len(data) % 2:
-        data += b"\x00"
-    total = start + sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return total
-
-
-def repair_partial_checksum(frame: bytes) -> bytes | None:
-    """The frame with its TCP/UDP checksum finished when the field holds an offload partial sum
-    (the folded pseudo-header sum); None when the checksum is valid, absent or simply wrong."""
-    offset, ethertype = 14, struct.unpack_from("!H", frame, 12)[0] if len(frame) >= 14 else 0
-    if ethertype == 0x8100 and len(frame) >= 18:
-        offset, ethertype = 18, struct.unpack_from("!H", frame, 16)[0]
-    if ethertype == 0x0800 and len(frame) >= offset + 20:
-        ihl = (frame[offset] & 0x0F) * 4
-        total, frag, proto = struct.unpack_from("!H2xH1xB", frame, offset + 2)
-        if frag & 0x3FFF or total < ihl:
-            return None  # a fragment carries no complete segment to check
-        l4, end = offset + ihl, offset + total
-        pseudo = frame[offset + 12:offset + 20] + struct.pack("!BBH", 0, proto, total - ihl)
-    elif ethertype == 0x86DD and len(frame) >= offset + 40:
-        length, proto = struct.unpack_from("!HB", frame, offset + 4)
-        l4, end = offset + 40, offset + 40 + length
-        pseudo = frame[offset + 8:offset + 40] + struct.pack("!IxxxB", length, proto)
-    else:
-        return None
-    field = {6: 16, 17: 6}.get(proto)
-    if field is None or end > len(frame) or end - l4 < field + 2:
-        return None
-    stored = struct.unpack_from("!H", frame, l4 + field)[0]
-    if proto == 17 and stored == 0:
-        return None  # UDP over IPv4 without a checksum
-    segment = frame[l4:end]
-    if _sum16(segment, _sum16(pseudo)) == 0xFFFF:
-        return None  # already valid
-    if stored != _sum16(pseudo):
-        return None  # not an offload partial sum: leave a corrupt packet corrupt
-    zeroed = segment[:field] + b"\x00\x00" + segment[field + 2:]
-    value = ~_sum16(zeroed, _sum16(pseudo)) & 0xFFFF
-    if proto == 17 and value == 0:
-        value = 0xFFFF
-    return frame[:l4 + field] + struct.pack("!H", value) + frame[l4 + field + 2:]
-
-
 def install_checksum_repair() -> None:
     """Wrap os-ken's packet-in parsers (every OpenFlow version) so every app gets finished checksums."""
     from os_ken.ofproto import (
@@ -482,7 +438,7 @@ def run(options: Options, stop: threading.Event | None = None) -> int:
     from os_ken import cfg
     from os_ken.base.app_manager import AppManager
 
-    from controller_apps import api
+    from controller_apps import api, fastpath
     from controller_apps.state import STATE
 
     stop = stop or threading.Event()
@@ -509,6 +465,8 @@ def run(options: Options, stop: threading.Event | None = None) -> int:
 
     manager = AppManager.get_instance()
     manager.load_apps(options.apps + [API_APP])
+    if fastpath.wants_fast_path(manager.applications_cls.values()):
+        fastpath.install()  # our apps answer packet-ins from the header bytes (controller_apps/fastpath.py)
     contexts = manager.create_contexts()
     manager.instantiate_apps(**contexts)
     from os_ken.ofproto import ofproto_protocol

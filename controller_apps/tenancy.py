@@ -19,6 +19,7 @@ Members are registered in `STATE` as hosts (with their tenant), so routing insta
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 from typing import Any
 
@@ -26,10 +27,9 @@ from flask import Blueprint, jsonify
 from os_ken.base import app_manager
 from os_ken.controller import ofp_event
 from os_ken.controller.handler import CONFIG_DISPATCHER, DEAD_DISPATCHER, MAIN_DISPATCHER, set_ev_cls
-from os_ken.lib.packet import arp, ethernet, packet, vlan
-from os_ken.ofproto import ether, ofproto_v1_3
+from os_ken.ofproto import ofproto_v1_3
 
-from controller_apps import api, pipeline
+from controller_apps import api, fastpath, pipeline
 from controller_apps import flows as fl
 from controller_apps import tenancy_rules as rules_mod
 from controller_apps.flows import Flow, Match, Meter, SwitchRules
@@ -41,6 +41,7 @@ from topology.model import Topology, dpid
 from topology.stalls import OVS_STALL_S
 
 LOG = logging.getLogger(__name__)
+ARP_REQUEST = 1
 BARRIER_TIMEOUT = OVS_STALL_S  # a barrier waits for ovs-vswitchd's main loop (topology/stalls.py)
 
 
@@ -159,8 +160,7 @@ class Tenancy(app_manager.OSKenApp):
         stale meters last). Caller holds the lock."""
         wanted = self.wanted.get(dp.id, SwitchRules())
         change = fl.diff(installed, wanted, assume_same=assume_same)
-        for msg in fl.encode(dp, change):
-            dp.send_msg(msg)
+        fl.send_change(dp, change)
         self.installed[dp.id] = wanted
         return {"add": len(change.add_flows), "modify": len(change.modify_flows),
                 "delete": len(change.delete_flows),
@@ -258,20 +258,37 @@ class Tenancy(app_manager.OSKenApp):
         msg = ev.msg
         if msg.cookie & pipeline.COOKIE_APP_MASK != pipeline.COOKIE_TENANCY:
             return  # untagged traffic and other apps' packet-ins are not ours
-        pkt = packet.Packet(msg.data)
-        eth, tag, req = pkt.get_protocol(ethernet.ethernet), pkt.get_protocol(vlan.vlan), pkt.get_protocol(arp.arp)
-        if eth is None or tag is None or req is None or req.opcode != arp.ARP_REQUEST:
+        reply = self.arp_answer(msg.data)
+        if reply is None:
             return
-        with self.lock:
-            mac = rules_mod.arp_answer(self.plan, tag.vid, req.src_ip, req.dst_ip)
-        if mac is None:
-            return  # silence: another tenant's address, or nobody
-        reply = packet.Packet()
-        reply.add_protocol(ethernet.ethernet(dst=req.src_mac, src=mac, ethertype=ether.ETH_TYPE_ARP))
-        reply.add_protocol(arp.arp(opcode=arp.ARP_REPLY, src_mac=mac, src_ip=req.dst_ip, dst_mac=req.src_mac,
-                                   dst_ip=req.src_ip))
-        reply.serialize()
         dp, ofp, parser = msg.datapath, msg.datapath.ofproto, msg.datapath.ofproto_parser
         out = parser.OFPPacketOut(datapath=dp, buffer_id=ofp.OFP_NO_BUFFER, in_port=ofp.OFPP_CONTROLLER,
-                                  actions=[parser.OFPActionOutput(msg.match["in_port"])], data=reply.data)
+                                  actions=[parser.OFPActionOutput(msg.match["in_port"])], data=reply)
         dp.send_msg(out)
+
+    def fast_packet_in(self, dp: Any, pin: fastpath.PacketIn, out: list[bytes]) -> None:
+        """The fast path's packet_in (controller_apps.fastpath): the same answer, as wire bytes."""
+        if pin.cookie & pipeline.COOKIE_APP_MASK != pipeline.COOKIE_TENANCY or pin.in_port is None:
+            return
+        reply = self.arp_answer(pin.data)
+        if reply is not None:
+            out.append(fastpath.packet_out(fastpath.next_xid(dp), fastpath.OFP_NO_BUFFER, fastpath.OFPP_CONTROLLER,
+                                           [(pin.in_port, fastpath.OFPCML_MAX)], reply))
+
+    def arp_answer(self, data: bytes) -> bytes | None:
+        """The reply to a tagged ARP request from the plan (only inside the asker's tenant), or
+        None: not a tagged request, another tenant's address, or nobody. The tenant is the first
+        802.1Q tag's VLAN id, read from the header bytes as os-ken's parser reads it."""
+        frame = fastpath.parse_frame(data)
+        req = fastpath.parse_arp(data, frame) if frame is not None and frame.vid is not None else None
+        if frame is None or frame.vid is None or req is None or req.opcode != ARP_REQUEST:
+            return None
+        # The plan is read without the lock: it is replaced whole, never changed in place, and the
+        # fast path must not wait for a lock that a reload holds while sending to this very switch
+        # (its send queue drains only while the switch's packet-ins are read: a deadlock).
+        plan = self.plan
+        mac = rules_mod.arp_answer(plan, frame.vid, socket.inet_ntoa(req.spa), socket.inet_ntoa(req.tpa))
+        if mac is None:
+            return None  # silence: another tenant's address, or nobody
+        raw = fastpath.mac_bytes(mac)
+        return fastpath.arp_reply_frame(req.sha, raw, raw, req.tpa, req.sha, req.spa)
