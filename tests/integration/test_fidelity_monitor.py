@@ -66,8 +66,8 @@ def test_calibrate_measures_the_shaped_class_and_never_beats_its_rate(leaves_not
     assert cal["ceiling"]["skipped"].startswith("every container path crosses a shaped link")
     assert cls["ping"]["count"] == 50
     if "goodput_mbps" in cls:  # iperf3 may fail to start on a starved host; the record then says why
-        # A TBF at 100 Mbit/s cannot deliver more than its rate plus one 50 KB bucket over the 1 s
-        # left after the omitted start: 100.4 Mbit/s; 10 % covers iperf3's own interval rounding.
+        # A TBF at 100 Mbit/s cannot deliver more than its rate plus one 15 KB bucket over the 1 s
+        # left after the omitted start: 100.1 Mbit/s; 10 % covers iperf3's own interval rounding.
         assert 0 < cls["goodput_ratio"] <= 1.10, cls
     else:
         assert cls["error"], cls

@@ -20,14 +20,14 @@ def argv(commands: list[Command]) -> list[str]:
 
 def test_rate_only_is_one_tbf_with_a_bucket_for_tso_segments():
     assert argv(plan("pc1s0p1", Shape(bw=100))) == [
-        # 4 ms at 100 Mbit/s = 50,000 bytes; queue 100 ms = 1,250,000 bytes
-        "tc qdisc add dev pc1s0p1 root handle 1: tbf rate 100mbit burst 50000 limit 1250000"]
+        # 1 ms at 100 Mbit/s = 12,500 bytes, below ten frames: 15,140; queue 100 ms = 1,250,000 bytes
+        "tc qdisc add dev pc1s0p1 root handle 1: tbf rate 100mbit burst 15140 limit 1250000"]
 
 
 @pytest.mark.parametrize(("bw", "burst", "limit"), [
     (1, 15140, 30280),          # ten full frames; 100 ms would be 12,500 bytes: two buckets instead
     (10, 15140, 125000),
-    (1000, 500000, 12500000),   # 500 KB bucket: a 64 KB GSO aggregate passes whole
+    (1000, 125000, 12500000),   # 125 KB bucket: a 64 KB GSO aggregate passes whole
 ])
 def test_tbf_numbers_per_rate(bw, burst, limit):
     assert tcplan.tbf_numbers(bw, None) == (burst, limit)
@@ -55,7 +55,7 @@ def test_rate_and_delay_put_netem_under_the_tbf_with_room_for_the_bdp():
     # 100 Mbit/s x (20 ms + 100 ms queue) / 1514 B = 990.7 frames -> netem's default 1000
     # 1000 Mbit/s x (20 ms + 100 ms) / 1514 B = 9907.5 frames -> 9908
     assert argv(plan("e", Shape(bw=1000, delay="20ms"))) == [
-        "tc qdisc add dev e root handle 1: tbf rate 1000mbit burst 500000 limit 12500000",
+        "tc qdisc add dev e root handle 1: tbf rate 1000mbit burst 125000 limit 12500000",
         "tc qdisc add dev e parent 1:1 handle 10: netem delay 20ms limit 9908"]
     assert argv(plan("e", Shape(bw=100, delay="20ms")))[1].endswith("netem delay 20ms limit 1000")
 
