@@ -55,3 +55,15 @@ def test_delete_bridges_removes_the_runs_bridges_only(clean_ovs: OvsSandbox) -> 
     assert sorted(ovs_effects.bridges_labelled("pc7", db=box.db)) == ["pc7p0", "pc7p1", "pc7s0", "pc7s1"]
     ovs_effects.delete_bridges(ovs_effects.bridges_labelled("pc7", db=box.db), db=box.db)
     assert box.bridges() == ["pc8p0", "pc8p1", "pc8s0", "pc8s1"]
+
+
+def test_delete_bridges_in_small_transactions_removes_them_all(clean_ovs: OvsSandbox) -> None:
+    box = clean_ovs
+    render(box, plan_fabric(build("tree:2,2", 2), "pc7", datapath="dummy"))
+    render(box, plan_fabric(build("linear:2", 1), "pc8", datapath="dummy"))
+    counts = ovs_effects.port_counts(db=box.db)
+    mine = ovs_effects.bridges_labelled("pc7", db=box.db)
+    assert sum(counts[b] for b in mine) > 12  # so a limit of 4 ports takes several transactions
+    assert len(ovs_effects.deletion_batches(sorted(mine), counts, 4)) > 3
+    ovs_effects.delete_bridges(sorted(mine), db=box.db, limit=4)
+    assert box.bridges() == ["pc8p0", "pc8p1", "pc8s0", "pc8s1"]

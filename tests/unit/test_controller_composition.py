@@ -40,7 +40,7 @@ from controller_apps.flows import Flow, Match, SwitchRules
 from controller_apps.l2_learning import L2Learning
 from controller_apps.routing import Routing
 from controller_apps.state import STATE, ControllerState
-from controller_apps.tenancy import Tenancy
+from controller_apps.tenancy import BARRIER_TIMEOUT, Tenancy
 from tenants import plan as P
 from tenants import store
 from tenants.model import TenantPlan
@@ -269,7 +269,9 @@ def test_tenant_reload_answers_only_once_routing_sent_the_members_paths_and_a_ba
         assert reload.is_alive() and not outcome  # routing has not sent the paths: no answer yet
         assert not any(isinstance(m, parser.OFPBarrierRequest) for dp in dps.values() for m in dp.sent)
         routing.sync_hosts()
-        reload.join(10)
+        # The reload's own waits are bounded by BARRIER_TIMEOUT; a shorter join failed once at load
+        # 20+ (10 s) while the reload was still working, so wait for its bound: a hang still fails.
+        reload.join(BARRIER_TIMEOUT + 30)
         assert not reload.is_alive() and isinstance(outcome[0], dict), outcome
         routing_mods = 0
         for dp in dps.values():

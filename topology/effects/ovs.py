@@ -96,11 +96,52 @@ def bridges_labelled(prefix: str | None = None, db: str | None = None) -> list[s
     return [line.strip() for line in out.splitlines() if line.strip()]
 
 
-def delete_bridges(names: Iterable[str], db: str | None = None) -> None:
-    txn = Transaction(db=db)
+# Ports one deletion transaction may close. ovs-vswitchd applies a transaction in one pass of its main
+# loop, and with the userspace datapath that loop also forwards every run's packets and answers every
+# controller: closing a port's packet socket costs one kernel RCU grace period (~16 ms here, more on
+# a loaded host), so one transaction for a 1,000-container run's 1,358 ports held the loop for 32 s,
+# longer than OVS_STALL_S, and every other run on the host lost its data plane and, past the
+# inactivity probe, its controller. 256 ports is ~4 s quiet (~8 s at load 10); ovs-vsctl waits for
+# each to be applied, so the loop runs between them. The total time is the same.
+PORTS_PER_DELETION = 256
+
+
+def deletion_batches(names: Iterable[str], ports: dict[str, int],
+                     limit: int = PORTS_PER_DELETION) -> list[list[str]]:
+    """Bridges in order, grouped so no group closes more than `limit` ports (a bridge with more
+    goes alone; a bridge not in `ports`, already gone, counts as one; a bridge's ports include its
+    own internal port)."""
+    batches: list[list[str]] = []
+    current: list[str] = []
+    weight = 0
     for name in names:
-        txn.add("--if-exists", "del-br", name)
-    txn.commit()
+        w = max(ports.get(name, 1), 1)
+        if current and weight + w > limit:
+            batches.append(current)
+            current, weight = [], 0
+        current.append(name)
+        weight += w
+    if current:
+        batches.append(current)
+    return batches
+
+
+def port_counts(db: str | None = None) -> dict[str, int]:
+    """Ports of every bridge, from one OVSDB read."""
+    out = vsctl("--format=json", "--columns=name,ports", "list", "Bridge", db=db, check=False)
+    return {row["name"]: len(_set(row["ports"])) for row in _json_rows(out)}
+
+
+def delete_bridges(names: Iterable[str], db: str | None = None, limit: int = PORTS_PER_DELETION) -> None:
+    """Delete bridges with their ports, in transactions of at most `limit` ports."""
+    names = list(names)
+    if not names:
+        return
+    for batch in deletion_batches(names, port_counts(db), limit):
+        txn = Transaction(db=db)
+        for name in batch:
+            txn.add("--if-exists", "del-br", name)
+        txn.commit()
 
 
 def kernel_datapath_available() -> bool:
