@@ -16,7 +16,7 @@ demo: setup
 test: setup
 	.venv/bin/ruff check .
 	.venv/bin/mypy
-	.venv/bin/python -m pytest -q $(PYTEST_ARGS) tests
+	.venv/bin/python -m pytest -q --durations=30 $(PYTEST_ARGS) tests
 
 lint: setup
 	.venv/bin/ruff check .

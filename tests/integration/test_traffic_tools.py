@@ -9,6 +9,7 @@ import pytest
 from picloud.errors import TrafficError
 from picloud.testbed import Testbed
 from topology.builders import build
+from topology.stalls import OVS_STALL_S
 from traffic import iperf, web
 
 pytestmark = pytest.mark.root
@@ -31,12 +32,12 @@ def test_iperf_bulk_flow_reports_receiver_goodput(testbed) -> None:
 
 
 def test_web_experiment_serves_every_request(testbed, tmp_path: Path) -> None:
-    result = web.run(testbed, servers=2, rate=50, duration=3, size=2048, timeout=5, out=tmp_path)
+    # Each request may wait as long as the shared ovs-vswitchd may stall (topology/stalls.py): with
+    # 5 s, a loaded host timed new connections out (slow upcalls), and the test then allowed 10 %
+    # of errors, a loss target. Within the stall bound a healthy fabric answers every request.
+    result = web.run(testbed, servers=2, rate=50, duration=3, size=2048, timeout=OVS_STALL_S, out=tmp_path)
     assert result["requests"] == 150
-    # Every request is accounted for, as a reply or an error; on an idle host all are replies, but a
-    # shared OVS under other load can time a few new connections out (slow upcalls).
-    assert result["replies"] + result["error_count"] == 150
-    assert result["replies"] >= 135, result["errors"]
+    assert (result["replies"], result["error_count"]) == (150, 0), result["errors"]
     assert 0 < result["response_ms"]["p50"] < 1000
     assert set(result["server_cpu"]) == set(result["servers"]) and len(result["servers"]) == 2
     assert all(v["total_s"] > 0 for v in result["server_cpu"].values())
