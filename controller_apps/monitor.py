@@ -35,6 +35,7 @@ from os_ken.ofproto import ofproto_v1_3
 from controller_apps import api
 from controller_apps.state import STATE, ControllerState
 from topology.model import Topology
+from topology.stalls import OVS_STALL_S
 
 POLL_INTERVAL = 1.0
 DEFAULT_CAPACITY_BPS = 1e9
@@ -43,6 +44,19 @@ DEFAULT_CAPACITY_BPS = 1e9
 # polled so that at most this many entries are parsed per second (port counters, which give the
 # link utilisation, stay at one second).
 FLOW_ENTRIES_PER_SECOND = 5000
+# One flow-stats request per switch at a time, presumed lost after the longest OVS stall. Without
+# it, a 1,000-container fabric being routed was asked every second (the interval above sizes
+# itself from replies that had not yet arrived) for replies growing to 2,000 entries per bridge:
+# parsing them held each switch's receive thread, and the packet-ins queued behind them, LLDP
+# probes included, were read up to 33 s late, so links were discovered late, routing recomputed
+# for each, and bring-up took 23-49 s instead of 10.
+FLOW_REPLY_TIMEOUT = OVS_STALL_S
+
+
+def may_ask_flows(asked_at: float | None, now: float, timeout: float = FLOW_REPLY_TIMEOUT) -> bool:
+    """Whether to ask a switch for its flow counters now: not while its last request (asked at
+    `asked_at`) is unanswered, unless that is older than `timeout`."""
+    return asked_at is None or now - asked_at >= timeout
 
 
 def flow_poll_interval(flow_entries: int) -> float:
@@ -122,6 +136,7 @@ class Monitor(app_manager.OSKenApp):
         self._flow_parts: dict[tuple[int, int], list[Any]] = {}  # (dpid, xid) -> bodies so far
         # switch name -> (table, priority, match) -> (time, byte count) of the last reply
         self._flow_bytes: dict[str, dict[tuple[int, int, str], tuple[float, int]]] = {}
+        self._flows_asked: dict[int, float] = {}  # dpid -> when its unanswered flow-stats request went out
         self._lock = threading.Lock()
         self._stop = threading.Event()
         api.register_blueprint(self._blueprint())
@@ -146,13 +161,21 @@ class Monitor(app_manager.OSKenApp):
             if with_flows:
                 next_flows = now + flow_poll_interval(sum(len(rows) for rows in self.flows.values()))
             for dp in list(self.datapaths.values()):
-                self.request_stats(dp, flows=with_flows)
+                self.request_stats(dp, flows=with_flows, now=now)
 
-    def request_stats(self, dp: Any, flows: bool = True) -> None:
+    def request_stats(self, dp: Any, flows: bool = True, now: float | None = None) -> None:
+        """Port counters, and flow counters when `flows` and the switch has answered the last
+        flow-stats request (may_ask_flows)."""
         ofp, parser = dp.ofproto, dp.ofproto_parser
         dp.send_msg(parser.OFPPortStatsRequest(dp, 0, ofp.OFPP_ANY))
-        if flows:
-            dp.send_msg(parser.OFPFlowStatsRequest(dp, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY))
+        if not flows:
+            return
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            if not may_ask_flows(self._flows_asked.get(dp.id), now):
+                return
+            self._flows_asked[dp.id] = now
+        dp.send_msg(parser.OFPFlowStatsRequest(dp, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY))
 
     @set_ev_cls(ofp_event.EventOFPStateChange, [MAIN_DISPATCHER, DEAD_DISPATCHER])
     def state_change_handler(self, ev: Any) -> None:
@@ -170,6 +193,7 @@ class Monitor(app_manager.OSKenApp):
                     self.rates.pop(key, None)
                 self.flows.pop(name, None)
                 self._flow_bytes.pop(name, None)
+                self._flows_asked.pop(dpid, None)  # a reconnected switch is asked afresh
 
     # --- replies --------------------------------------------------------------------------------
     @set_ev_cls(ofp_event.EventOFPPortStatsReply, MAIN_DISPATCHER)
@@ -215,6 +239,8 @@ class Monitor(app_manager.OSKenApp):
         if msg.flags & dp.ofproto.OFPMPF_REPLY_MORE:
             return
         del self._flow_parts[key]
+        with self._lock:
+            self._flows_asked.pop(dp.id, None)
         now = time.monotonic()
         name = self.state.name_of(dp.id)
         flows = []

@@ -67,6 +67,22 @@ def test_poll_requests_port_and_flow_stats_for_all_ports_and_tables():
     assert [type(m) for m in dp.sent] == [parser.OFPPortStatsRequest]
 
 
+def test_flow_stats_are_asked_again_only_once_answered_or_presumed_lost(app):
+    dp = FakeDatapath(dpid("s1"))
+    app.request_stats(dp, now=10.0)
+    app.request_stats(dp, now=11.0)  # the first is unanswered: ports only
+    assert [type(m) for m in dp.sent] == [parser.OFPPortStatsRequest, parser.OFPFlowStatsRequest,
+                                          parser.OFPPortStatsRequest]
+    msg = parser.OFPFlowStatsReply(dp)
+    msg.xid, msg.flags, msg.body = 1, 0, []
+    app.flow_stats_handler(ofp_event.EventOFPFlowStatsReply(msg))
+    dp.sent.clear()
+    app.request_stats(dp, now=12.0)  # answered: asked again
+    app.request_stats(dp, now=12.0 + monitor.FLOW_REPLY_TIMEOUT)  # unanswered that long: lost, asked again
+    assert [type(m) for m in dp.sent].count(parser.OFPFlowStatsRequest) == 2
+    assert monitor.may_ask_flows(None, 0.0) and not monitor.may_ask_flows(5.0, 6.0, timeout=30)
+
+
 def test_flow_polling_slows_down_only_on_large_fabrics():
     assert monitor.flow_poll_interval(0) == monitor.POLL_INTERVAL
     assert monitor.flow_poll_interval(monitor.FLOW_ENTRIES_PER_SECOND) == monitor.POLL_INTERVAL
