@@ -330,23 +330,11 @@ def test_routing_fast_path_sends_the_same_bytes():
 
 
 def test_tenancy_fast_path_sends_the_same_bytes(tmp_path):
-    from test_tenants_app import arp_request
-    from test_tenants_rules import build
+    from test_tenants_app import arp_request, tenancy_running
 
-    from controller_apps.state import STATE
-    from controller_apps.tenancy import Tenancy
-    from tenants import store
     from topology.model import dpid
 
-    plan, topo = build()
-    path = tmp_path / "pc1.tenants.yaml"
-    store.save(plan, path)
-    saved = dict(STATE.options)
-    STATE.reset()
-    STATE.set_intended(topo)
-    STATE.options.update(tenants_file=str(path))
-    try:
-        app = Tenancy()
+    with tenancy_running(tmp_path) as app:
         blue, red = app.plan.tenant("blue"), app.plan.tenant("red")
         b1, b2, r1 = blue.member("blue-1"), blue.member("blue-2"), red.member("red-1")
         frames = [arp_request(blue.id, b1.mac, b1.ip, b2.ip), arp_request(red.id, r1.mac, r1.ip, b2.ip),
@@ -354,10 +342,6 @@ def test_tenancy_fast_path_sends_the_same_bytes(tmp_path):
         raws = [raw_packet_in(f, in_port=b1.port, cookie_value=ck) for f in frames
                 for ck in (cookie(COOKIE_TENANCY, blue.id), cookie(COOKIE_TENANCY, red.id), COOKIE_ROUTING)]
         pairs = fast_and_slow(app, app, "packet_in_handler", raws, dpid(b1.pi))
-    finally:
-        STATE.reset()
-        STATE.options.clear()
-        STATE.options.update(saved)
     for slow_bytes, fast_bytes in pairs:
         assert fast_bytes == slow_bytes
     assert sum(len(s) for s, _ in pairs) >= 2  # blue's and red's questions were answered by both
@@ -472,22 +456,9 @@ def test_fast_handlers_never_wait_for_an_app_lock_held_while_sending(tmp_path):
     that waited for that lock could deadlock the controller (it did, on a fat-tree's reload)."""
     import threading
 
-    from test_tenants_app import arp_request
-    from test_tenants_rules import build
+    from test_tenants_app import arp_request, tenancy_running
 
-    from controller_apps.state import STATE
-    from controller_apps.tenancy import Tenancy
-    from tenants import store
-
-    plan, topo = build()
-    path = tmp_path / "pc1.tenants.yaml"
-    store.save(plan, path)
-    saved = dict(STATE.options)
-    STATE.reset()
-    STATE.set_intended(topo)
-    STATE.options.update(tenants_file=str(path))
-    try:
-        app = Tenancy()
+    with tenancy_running(tmp_path) as app:
         blue = app.plan.tenant("blue")
         b1, b2 = blue.member("blue-1"), blue.member("blue-2")
         pin = fastpath.parse_packet_in(raw_packet_in(arp_request(blue.id, b1.mac, b1.ip, b2.ip), in_port=b1.port,
@@ -500,7 +471,3 @@ def test_fast_handlers_never_wait_for_an_app_lock_held_while_sending(tmp_path):
             worker.join(timeout=10)
             assert not worker.is_alive(), "the fast handler waited for tenancy's lock"
         assert len(out) == 1  # and it answered
-    finally:
-        STATE.reset()
-        STATE.options.clear()
-        STATE.options.update(saved)

@@ -8,7 +8,10 @@ answered from the plan and only inside the asker's tenant.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from flowtable import FakeDatapath
@@ -36,9 +39,11 @@ def switch(dp_id: int, app: Tenancy | None = None) -> FakeDatapath:
                         lambda msg: app.barrier_handler(SimpleNamespace(msg=msg)))
 
 
-@pytest.fixture
-def app(tmp_path):
-    plan, topo = build(rate=20)
+@contextlib.contextmanager
+def tenancy_running(tmp_path, **build_args: Any) -> Iterator[Tenancy]:
+    """A Tenancy app on the plan of test_tenants_rules.build(**build_args), written where the
+    controller would read it; STATE is restored afterwards (the fast path's tests use it too)."""
+    plan, topo = build(**build_args)
     path = tmp_path / "pc1.tenants.yaml"
     store.save(plan, path)
     saved = dict(STATE.options)
@@ -51,6 +56,12 @@ def app(tmp_path):
         STATE.reset()
         STATE.options.clear()
         STATE.options.update(saved)
+
+
+@pytest.fixture
+def app(tmp_path):
+    with tenancy_running(tmp_path, rate=20) as tenancy:
+        yield tenancy
 
 
 def stats_entry(rule: Flow):
