@@ -57,6 +57,8 @@ OFPG_ANY = 0xFFFFFFFF
 OFPCML_MAX = 0xFFE5  # os-ken's OFPActionOutput default max_len
 OFPCML_NO_BUFFER = 0xFFFF
 OFPXMC_OPENFLOW_BASIC = 0x8000
+OFPR_NO_MATCH = 0  # packet-in reason: a table miss
+ARP_REQUEST, ARP_REPLY = 1, 2  # ARP opcodes (RFC 826)
 OXM_IN_PORT = 0
 RECV_BYTES = 1 << 18  # one read: up to 256 KiB of queued messages (about 2,500 cbench packet-ins)
 
@@ -174,8 +176,8 @@ def arp_reply_frame(dst_mac: bytes, src_mac: bytes, sender_mac: bytes, sender_ip
     """An untagged ARP reply (Ethernet, IPv4), byte for byte what os-ken serialises for
     ethernet(dst, src, ARP) / arp(opcode=REPLY, src_mac, src_ip, dst_mac, dst_ip): padded with
     zeros to Ethernet's 60-byte minimum (FCS excluded)."""
-    frame = dst_mac + src_mac + b"\x08\x06" + ARP.pack(1, ETH_TYPE_IP, 6, 4, 2, sender_mac, sender_ip, target_mac,
-                                                       target_ip)
+    frame = dst_mac + src_mac + b"\x08\x06" + ARP.pack(1, ETH_TYPE_IP, 6, 4, ARP_REPLY, sender_mac, sender_ip,
+                                                       target_mac, target_ip)
     return frame.ljust(ETH_MIN_LEN, b"\x00")
 
 

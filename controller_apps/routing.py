@@ -45,8 +45,6 @@ from controller_apps import routing_rules as rr
 from controller_apps.state import STATE, ControllerState
 
 LOG = logging.getLogger(__name__)
-ARP_REQUEST = 1
-OFPR_NO_MATCH = 0
 
 
 def node_dpid(state: ControllerState, end: str | int) -> int | None:
@@ -85,7 +83,7 @@ def arp_reply(request: bytes, hosts: list[dict[str, Any]]) -> tuple[bytes, str, 
     them (tests/unit/test_controller_fastpath.py holds the old full parse as the oracle)."""
     frame = fastpath.parse_frame(request)
     req = fastpath.parse_arp(request, frame) if frame is not None and frame.vid is None else None
-    if frame is None or req is None or req.opcode != ARP_REQUEST:
+    if frame is None or req is None or req.opcode != fastpath.ARP_REQUEST:
         return None
     target = socket.inet_ntoa(req.tpa)
     host = next((h for h in hosts if h["ip"] == target and not h.get("tag")), None)
@@ -210,7 +208,7 @@ class Routing(app_manager.OSKenApp):
         to learn the sender from); misses before and in `forward` are resubmitted (`_resubmit`);
         nothing is flooded."""
         if table_id != pipeline.TABLE_ARP:
-            if table_id <= pipeline.TABLE_FORWARD and reason == OFPR_NO_MATCH:
+            if table_id <= pipeline.TABLE_FORWARD and reason == fastpath.OFPR_NO_MATCH:
                 return self._resubmit(dpid, buffer_id, data)
             return None  # discovery learns the sender; we never flood
         reply = arp_reply(data, self.state.hosts())

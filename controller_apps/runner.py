@@ -41,7 +41,7 @@ from typing import Any
 import yaml
 
 from controller_apps import native_hub, ryu_compat, stats_wait, topology_v15
-from controller_apps.fastpath import _sum16, repair_partial_checksum  # noqa: F401 (defined with the wire code)
+from controller_apps.fastpath import repair_partial_checksum
 from picloud.errors import ControllerError, PiCloudError
 
 LOG = logging.getLogger("picloud.controller")

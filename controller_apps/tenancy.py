@@ -41,7 +41,6 @@ from topology.model import Topology, dpid
 from topology.stalls import OVS_STALL_S
 
 LOG = logging.getLogger(__name__)
-ARP_REQUEST = 1
 BARRIER_TIMEOUT = OVS_STALL_S  # a barrier waits for ovs-vswitchd's main loop (topology/stalls.py)
 
 
@@ -281,7 +280,7 @@ class Tenancy(app_manager.OSKenApp):
         802.1Q tag's VLAN id, read from the header bytes as os-ken's parser reads it."""
         frame = fastpath.parse_frame(data)
         req = fastpath.parse_arp(data, frame) if frame is not None and frame.vid is not None else None
-        if frame is None or frame.vid is None or req is None or req.opcode != ARP_REQUEST:
+        if frame is None or frame.vid is None or req is None or req.opcode != fastpath.ARP_REQUEST:
             return None
         # The plan is read without the lock: it is replaced whole, never changed in place, and the
         # fast path must not wait for a lock that a reload holds while sending to this very switch

@@ -85,7 +85,7 @@ def test_own_ryu_hub_forwards_every_packet_through_the_controller(hub_testbed):
 def test_own_ryu_hub_forwards_tcp(hub_testbed):
     """Every packet of a hub goes through a packet-in and a packet-out. On OVS's userspace TSO
     datapath the packet-in's TCP checksum is only the offload partial sum; without the runner's
-    repair (controller_apps.runner.repair_partial_checksum) no connection would come up. Data
+    repair (controller_apps.fastpath.repair_partial_checksum) no connection would come up. Data
     stays small: every segment takes three controller round trips (one per bridge), so a bulk
     transfer through a Python hub would measure the machine's load more than the hub."""
     tb = hub_testbed

@@ -11,7 +11,8 @@ from os_ken.ofproto import ofproto_parser
 from os_ken.ofproto import ofproto_v1_3 as ofp
 from os_ken.ofproto import ofproto_v1_3_parser as parser
 
-from controller_apps.runner import _sum16, install_checksum_repair, repair_partial_checksum
+from controller_apps.fastpath import _sum16, repair_partial_checksum
+from controller_apps.runner import install_checksum_repair
 
 A, B = "02:00:00:00:00:01", "02:00:00:00:00:02"
 
