@@ -136,6 +136,20 @@ def test_check_gives_one_line_per_problem(emulated):
                         "(check its listen address and the Pi's route to it)")
 
 
+def test_each_pi_answers_arp_for_its_underlay_address_once_with_the_underlay_mac(emulated):
+    """A Pi's kernel also sees the frames on nic0 (the userspace datapath reads it with a packet
+    socket) and used to answer ARP there with nic0's MAC as well. A peer OVS that kept that answer
+    tunnelled to a MAC the underlay bridge never decaps: one Pi cut off, seen under load."""
+    from scapy.layers.l2 import ARP, Ether
+    from scapy.sendrecv import srp
+
+    for i in range(emulated.count):
+        answered, _ = srp(Ether(dst="ff:ff:ff:ff:ff:ff") / ARP(pdst=emulated.address(i)),
+                          iface=emulated.gateway_iface, timeout=1.5, multi=True, verbose=False)
+        macs = [reply[ARP].hwsrc for _, reply in answered]
+        assert macs == [emulated.underlay_mac(i)], f"{emulated.pi_name(i)}: ARP answers {macs}"
+
+
 def test_cluster_run_reaches_across_pis_over_vxlan_and_cleans_up(emulated, inventory):
     tb = Testbed(build("single:3", 2), controller="none", backend="cluster", inventory=str(inventory))
     try:

@@ -53,6 +53,15 @@ def socket_in(netns: str, family: int = socket.AF_INET, type: int = socket.SOCK_
         return socket.socket(family, type, proto)
 
 
+def set_sysctl(netns: str, key: str, value: int | str) -> None:
+    """Write one `net.` sysctl inside `netns`: /proc/sys/net shows the namespace of the thread that
+    opens it, so no `ip netns exec sysctl` process is needed."""
+    if not key.startswith("net."):
+        raise ValueError(f"sysctl {key}: only net.* keys are per namespace")
+    with entered(netns), open("/proc/sys/" + key.replace(".", "/"), "w") as f:
+        f.write(str(value))
+
+
 def exec_argv(netns: str, argv: list[str]) -> list[str]:
     return ["ip", "netns", "exec", netns, *argv]
 
