@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import struct
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -97,8 +98,13 @@ def _request(dp: Any, stats: Any, msgs: list[Any], logger: Any) -> None:
     with _LOCK:
         _PENDING[key] = wait
     try:
+        t0 = time.monotonic()
         ofctl_utils.send_msg(dp, stats, logger)
-        if not wait.event.wait(STATS_REPLY_TIMEOUT):
+        t1 = time.monotonic()
+        ok = wait.event.wait(STATS_REPLY_TIMEOUT)
+        LOG.debug("stats request %016x xid %d: queued in %.3fs, answered %s after %.3fs", dp.id, stats.xid,
+                  t1 - t0, ok, time.monotonic() - t1)
+        if not ok:
             raise StatsTimeout(f"switch {dp.id:016x} did not answer a stats request within "
                                f"{STATS_REPLY_TIMEOUT:.0f}s")
     finally:

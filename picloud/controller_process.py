@@ -59,8 +59,7 @@ def restart(state: RunState, argv: list[str] | None) -> subprocess.Popen:
         raise ControllerError("controller-restart: the controller's command line is unknown (kill it first)")
     log_path = (state.controller or {}).get("log") or os.devnull
     with open(log_path, "ab") as logf:
-        child = subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                 start_new_session=True)
+        child = proc.spawn_helper(argv, stdout=logf)
     with state.transaction():  # from the file: a concurrent step's change to the run is kept
         rec = record_of(state)
         if rec is not None:

@@ -372,8 +372,7 @@ class Testbed:
         from picloud.secrets_files import open_private
 
         with open_private(log_path, "ab") as logf:
-            self._controller_proc = subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT,
-                                                     stdin=subprocess.DEVNULL, start_new_session=True)
+            self._controller_proc = proc.spawn_helper(argv, stdout=logf)
         self.state.intend("pids", [proc.record(self._controller_proc, "controller").to_dict()])
         return [f"{scheme}:{listen}"]
 

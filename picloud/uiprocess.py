@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -42,8 +41,7 @@ def detach_ui(server: UIServer, state: RunState, timeout: float = 15.0) -> int:
     # The child's stdout is this log, not a terminal, so it never prints the token (see
     # `UIServer.token_hint`); the log is 0600 anyway, in the 0700 state directory.
     with open_private(log_path, "ab") as logf:
-        child = subprocess.Popen(argv, env={**os.environ, TOKEN_ENV: token}, stdout=logf,
-                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        child = proc_effects.spawn_helper(argv, stdout=logf, env={**os.environ, TOKEN_ENV: token})
     state.intend("pids", [proc_effects.record(child, "webui").to_dict()])
     server.record_in(state, url, token)
     deadline = time.monotonic() + timeout

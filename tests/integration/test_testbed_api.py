@@ -31,6 +31,30 @@ def test_normal_exit_leaves_nothing(leaves_nothing):
     assert not stat.exists() or stat.read_text().split()[2] == "Z"
 
 
+def test_the_controller_runs_in_the_callers_session_in_its_own_process_group(leaves_nothing):
+    """The caller's session: under sched_autogroup, a session of its own starved the controller
+    for 22 s behind busy loops. Its own group: a terminal's Ctrl-C reaches only the caller, which
+    ends the controller in order."""
+    with Testbed("linear:2") as tb:
+        leaves_nothing.append(tb.prefix)
+        pid = tb.state.objects["pids"][0]["pid"]
+        assert os.getsid(pid) == os.getsid(0)
+        assert os.getpgid(pid) == pid != os.getpgid(0)
+
+
+def test_ovs_vswitchd_autogroup_has_the_daemons_priority(leaves_nothing):
+    """ovs-ctl starts ovs-vswitchd at nice -10 in a session of its own; under sched_autogroup that
+    nice counts only inside its session, so `up` gives the session the same nice."""
+    if Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip() != "1":
+        pytest.skip("kernel: sched_autogroup is off, so a task's nice already counts host-wide")
+    pid = int(Path("/var/run/openvswitch/ovs-vswitchd.pid").read_text())
+    nice = os.getpriority(os.PRIO_PROCESS, pid)
+    assert nice < 0, f"ovs-vswitchd runs at nice {nice}; ovs-ctl's default is -10"
+    with Testbed("linear:2", controller="none") as tb:
+        leaves_nothing.append(tb.prefix)
+        assert Path(f"/proc/{pid}/autogroup").read_text().split()[-1] == str(nice)
+
+
 def test_exception_inside_the_block_tears_down(leaves_nothing):
     with pytest.raises(ZeroDivisionError), Testbed("linear:2", controller="none") as tb:
         leaves_nothing.append(tb.prefix)

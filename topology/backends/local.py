@@ -126,6 +126,7 @@ class LocalFabric:
         self.check()
         if self.datapath == "netdev":
             log.info("notice: no openvswitch kernel module: using the OVS userspace datapath (datapath_type=netdev)")
+        ovs.match_vswitchd_autogroup()
         plan = self.plan
         if self.fabric_links != "veth":
             self.state.extra["fabric_links"] = self.fabric_links
