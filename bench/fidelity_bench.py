@@ -9,7 +9,8 @@ how accurate is link shaping?
    within 10 %; TCP goodput is at most 1448/1514 = 0.956 of a TBF's frame rate), with the drops
    counted where they happen: in the link's TBFs (the modelled queue) or in ovs-vswitchd's receive
    sockets (the host's; see topology.effects.ovs_sockets).
-2. Verdicts: on picloud:2,4 (Model B Pis, 100 Mbit/s uplinks), N web-search runs at 30 % load
+2. Verdicts: on picloud:2,4 (Model B Pis, 100 Mbit/s uplinks; `--fabric-links` as `picloud up`'s,
+   veth by default), N web-search runs at 30 % load
    interleaved with N runs under a CPU hog (one busy loop per core in the root namespace). Targets
    (issue 13): degraded in at least 19 of 20 hog runs, faithful in at least 19 of 20 quiet runs, no
    flow with a slowdown below 0.95 in a faithful run.
@@ -142,9 +143,9 @@ class Hog:
             p.wait(timeout=10)
 
 
-def verdicts(spec: str, runs: int, seconds: float, load_frac: float) -> list[str]:
+def verdicts(spec: str, runs: int, seconds: float, load_frac: float, fabric_links: str) -> list[str]:
     results: dict[str, list[dict]] = {"quiet": [], "hog": []}
-    with Testbed(spec) as tb, tempfile.TemporaryDirectory(prefix="picloud-fidelity-") as tmp:
+    with Testbed(spec, fabric_links=fabric_links) as tb, tempfile.TemporaryDirectory(prefix="picloud-fidelity-") as tmp:
         for i in range(runs):
             order = ("quiet", "hog") if i % 2 == 0 else ("hog", "quiet")  # interleaved, order alternating
             for cond in order:
@@ -191,6 +192,9 @@ def main() -> int:
     parser.add_argument("--topology", default="picloud:2,4")
     parser.add_argument("--rates", default="1,10,100,1000", help="Mbit/s for the shaping table")
     parser.add_argument("--shape-seconds", type=float, default=5.0)
+    parser.add_argument("--fabric-links", default="veth", choices=["veth", "patch", "auto"],
+                        help="how switch-to-switch links are built for the verdict runs (default veth, as "
+                             "picloud up; auto: patch ports where a link is unshaped)")
     args = parser.parse_args()
     if args.quick:
         args.runs, args.seconds, args.rates, args.shape_seconds = 2, 6.0, "10,100", 3.0
@@ -199,9 +203,9 @@ def main() -> int:
           "TBF-shaped s1-s2 link of linear:2 (OVS userspace datapath, TSO segments) and over a direct shaped "
           "veth between the same two namespaces (the qdisc alone).\n")
     print("\n".join(shaping(rates, args.shape_seconds)))
-    print(f"\nVerdicts: {args.topology}, websearch at {args.load:.0%} load, {args.seconds:g} s per run, "
-          f"{args.runs} runs per condition, interleaved.\n")
-    print("\n".join(verdicts(args.topology, args.runs, args.seconds, args.load)))
+    print(f"\nVerdicts: {args.topology} (fabric links: {args.fabric_links}), websearch at {args.load:.0%} load, "
+          f"{args.seconds:g} s per run, {args.runs} runs per condition, interleaved.\n")
+    print("\n".join(verdicts(args.topology, args.runs, args.seconds, args.load, args.fabric_links)))
     print(json.dumps({"load_after": load()}), file=sys.stderr)
     return 0
 

@@ -27,7 +27,8 @@ from topology.tcplan import Shape
 
 CONTAINER_IFACE = "eth0"
 LinkKind = Literal["veth", "patch"]
-LINK_KINDS: tuple[LinkKind, ...] = ("veth", "patch")
+LinkMode = Literal["veth", "patch", "auto"]  # how bridge-to-bridge links are built; auto: patch where unshaped
+LINK_MODES: tuple[LinkMode, ...] = ("veth", "patch", "auto")
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,7 @@ class BridgePlan:
 class FabricPlan:
     prefix: str
     datapath: str  # OVS datapath_type: system, netdev (dummy in tests)
-    fabric_links: LinkKind
+    fabric_links: LinkMode
     namespaces: tuple[Namespace, ...]
     links: tuple[LinkPlan, ...]
     bridges: tuple[BridgePlan, ...]
@@ -191,9 +192,9 @@ def plan_fabric(topology: Topology, prefix: str, datapath: str = "netdev", fabri
     (an overlay's smaller MTU); `fabric_links` is how two bridges are joined (see LocalFabric);
     `of_versions` what every bridge offers (all six when None)."""
     check_prefix(prefix)
-    if fabric_links not in LINK_KINDS:
-        raise FabricError(f"fabric_links {fabric_links!r}: one of {', '.join(LINK_KINDS)}")
-    kind: LinkKind = "patch" if fabric_links == "patch" else "veth"
+    if fabric_links not in LINK_MODES:
+        raise FabricError(f"fabric_links {fabric_links!r}: one of {', '.join(LINK_MODES)}")
+    mode: LinkMode = fabric_links  # checked just above
     topo = topology
     namespaces = tuple(Namespace(name(prefix, topo.short_id(c)), c, str(topo.node(c).pi), str(topo.node(c).ip))
                        for c in topo.containers)
@@ -209,8 +210,9 @@ def plan_fabric(topology: Topology, prefix: str, datapath: str = "netdev", fabri
     for link in topo.links:
         a, b = end(link.a, link.port_a), end(link.b, link.port_b)
         container_link = a.netns is not None or b.netns is not None
-        link_kind: LinkKind = "veth" if container_link else kind
         shape = Shape.of(link)
+        link_kind: LinkKind = ("veth" if container_link or mode == "veth" or (mode == "auto" and not shape.empty)
+                               else "patch")
         if link_kind == "patch" and not shape.empty:
             raise FabricError(f"link {link.a!r}-{link.b!r}: shaped, but fabric_links=patch builds bridge-to-bridge "
                               "links without a kernel device to shape (use fabric_links=veth)")
@@ -225,7 +227,7 @@ def plan_fabric(topology: Topology, prefix: str, datapath: str = "netdev", fabri
                                tuple(sorted(ports[node], key=lambda p: p.ofport)))
                     for node in topo.bridges)
     protocols = tuple(openflow.ovs_protocols(openflow.parse_versions(of_versions)))
-    plan = FabricPlan(prefix, datapath, kind, namespaces, tuple(links), bridges, tuple(controllers), protocols)
+    plan = FabricPlan(prefix, datapath, mode, namespaces, tuple(links), bridges, tuple(controllers), protocols)
     _check_unique(plan)
     return plan
 

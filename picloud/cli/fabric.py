@@ -37,9 +37,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "its CPU/memory set the container limits")
     p.add_argument("--bw", type=float, default=None, metavar="MBIT",
                    help="rate of every switch-to-switch (fabric) link, Mbit/s")
-    p.add_argument("--fabric-links", default=None, choices=["veth", "patch"],
+    p.add_argument("--fabric-links", default=None, choices=["veth", "patch", "auto"],
                    help="local: switch-to-switch links as veth pairs (default) or OVS patch ports (faster "
-                        "across bridges and to tear down; no shaping or capture on those links)")
+                        "across bridges and to tear down; no shaping or capture on those links); auto: "
+                        "patch ports where a link is unshaped, veth pairs where it is shaped")
     p.add_argument("--cluster", default=None, metavar="INVENTORY", help="run on real Pis listed in INVENTORY")
     p.add_argument("--openflow-tls", action=argparse.BooleanOptionalAction, default=None,
                    help="cluster: OpenFlow between the Pis and our controller over TLS with the cluster's CA "

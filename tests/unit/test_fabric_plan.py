@@ -27,7 +27,8 @@ def shaped() -> Topology:
     return topo
 
 
-@pytest.mark.parametrize(("spec", "kind"), [(s, "veth") for s in SPECS] + [(s, "patch") for s in SPECS[:-1]])
+@pytest.mark.parametrize(("spec", "kind"), [(s, "veth") for s in SPECS] + [(s, "patch") for s in SPECS[:-1]]
+                         + [(s, "auto") for s in SPECS])
 def test_every_name_fits_ifnamsiz_carries_the_prefix_and_is_unique(spec: str, kind: str) -> None:
     plan = plan_fabric(build(spec, 2), "pc999", fabric_links=kind)  # picloud:R,P shapes its uplinks: veth only
     names = plan.interface_names()
@@ -137,8 +138,27 @@ def test_a_name_longer_than_ifnamsiz_is_refused_before_anything_is_built() -> No
         plan_fabric(topo, "pc999")
 
 
-def test_fabric_links_must_be_veth_or_patch() -> None:
-    with pytest.raises(FabricError, match=r"\Afabric_links 'vxlan': one of veth, patch\Z"):
+def test_auto_fabric_links_are_patch_ports_where_unshaped_and_veth_pairs_where_shaped() -> None:
+    """picloud:R,P: the Pi uplinks carry the Pi's NIC rate (veth, shaped), ToR-aggregation links
+    none (patch: one datapath pass for the whole switch fabric)."""
+    topo = build("picloud:2,4", 1)
+    plan = plan_fabric(topo, "pc7", fabric_links="auto")
+    assert plan.fabric_links == "auto"
+    kinds = {frozenset((lp.a.node, lp.b.node)): lp.kind for lp in plan.links}
+    for ln in topo.links:
+        kind = kinds[frozenset((ln.a, ln.b))]
+        if "container" in (topo.kind(ln.a), topo.kind(ln.b)):
+            assert kind == "veth"
+        elif topo.kind(ln.a) == topo.kind(ln.b) == "switch":
+            assert ln.bw is None and kind == "patch", ln
+        else:
+            assert ln.bw == 100 and kind == "veth", ln
+    assert sum(lp.kind == "patch" for lp in plan.links) == 4  # 2 ToRs x 2 aggregation switches
+    assert plan.tc_commands() == plan_fabric(topo, "pc7", fabric_links="veth").tc_commands()
+
+
+def test_fabric_links_must_be_veth_patch_or_auto() -> None:
+    with pytest.raises(FabricError, match=r"\Afabric_links 'vxlan': one of veth, patch, auto\Z"):
         plan_fabric(build("single:1", 1), "pc7", fabric_links="vxlan")
 
 

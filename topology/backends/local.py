@@ -47,11 +47,13 @@ class LocalFabric:
         # datapath then resolves a path across bridges in one pass (a veth hop is one more AF_PACKET
         # send and receive on ovs-vswitchd's main thread), and teardown skips one kernel RCU grace
         # period per such port (see bench/RESULTS.md, "TCP paths" and "Teardown floor"). The price:
-        # no kernel device, so no tc shaping and no capture on those links. Opt-in; kept in the state
-        # so a process attaching to the run later builds the same ends.
+        # no kernel device, so no tc shaping and no capture on those links. "auto": patch ports where
+        # the link has no shape, veth pairs where it has one (picloud:R,P's shaped Pi uplinks; its
+        # unshaped ToR-aggregation links). Opt-in; kept in the state so a process attaching to the
+        # run later builds the same ends.
         mode = fabric_links or state.extra.get("fabric_links") or "veth"
-        if mode not in ("veth", "patch"):
-            raise FabricError(f"fabric_links {mode!r}: one of veth, patch")
+        if mode not in fabric_plan.LINK_MODES:
+            raise FabricError(f"fabric_links {mode!r}: one of {', '.join(fabric_plan.LINK_MODES)}")
         self.fabric_links = mode
         self.controllers = controllers or []
         self.datapath = datapath or ("system" if ovs.kernel_datapath_available() else "netdev")
@@ -220,8 +222,8 @@ class LocalFabric:
             raise FabricError(str(exc).replace("link ", f"run {self.prefix}: link ", 1)) from None
         shape = Shape.of(new)
         if lp.kind == "patch" and not shape.empty:
-            raise FabricError(f"link {a!r}-{b!r}: built from OVS patch ports (fabric_links=patch), which have no "
-                              "kernel device to shape")
+            raise FabricError(f"link {a!r}-{b!r}: built from OVS patch ports (fabric_links={self.fabric_links}), "
+                              "which have no kernel device to shape (build the run with fabric_links=veth)")
         if shape.needs_netem and not tc.netem_available():
             raise FabricError(f"link {a!r}-{b!r}: delay/jitter/loss need the kernel's sch_netem, which kernel "
                               f"{tc.kernel()} lacks")
