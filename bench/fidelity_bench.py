@@ -37,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from picloud.testbed import Testbed  # noqa: E402
 from topology.builders import build  # noqa: E402
+from topology.fabric_plan import LINK_MODES  # noqa: E402
 
 
 def load() -> str:
@@ -192,7 +193,7 @@ def main() -> int:
     parser.add_argument("--topology", default="picloud:2,4")
     parser.add_argument("--rates", default="1,10,100,1000", help="Mbit/s for the shaping table")
     parser.add_argument("--shape-seconds", type=float, default=5.0)
-    parser.add_argument("--fabric-links", default="veth", choices=["veth", "patch", "auto"],
+    parser.add_argument("--fabric-links", default="veth", choices=LINK_MODES,
                         help="how switch-to-switch links are built for the verdict runs (default veth, as "
                              "picloud up; auto: patch ports where a link is unshaped)")
     args = parser.parse_args()

@@ -9,6 +9,7 @@ import time
 
 from picloud.errors import FabricError
 from topology.backends.base import state_of
+from topology.fabric_plan import LINK_MODES
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -37,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "its CPU/memory set the container limits")
     p.add_argument("--bw", type=float, default=None, metavar="MBIT",
                    help="rate of every switch-to-switch (fabric) link, Mbit/s")
-    p.add_argument("--fabric-links", default=None, choices=["veth", "patch", "auto"],
+    p.add_argument("--fabric-links", default=None, choices=LINK_MODES,
                    help="local: switch-to-switch links as veth pairs (default) or OVS patch ports (faster "
                         "across bridges and to tear down; no shaping or capture on those links); auto: "
                         "patch ports where a link is unshaped, veth pairs where it is shaped")
