@@ -171,6 +171,23 @@ def ofctl(*args: str, bridge: str, protocol: str = "OpenFlow13") -> str:
     return run(["ovs-ofctl", "-O", protocol, *args[:1], bridge, *args[1:]]).stdout
 
 
+ANY_OPENFLOW = "OpenFlow10,OpenFlow11,OpenFlow12,OpenFlow13,OpenFlow14,OpenFlow15"
+# 01:80:c2:00:00:0e (no bridge forwards it), from a locally administered address, ethertype 0x88b5
+# (IEEE 802 local experimental: no protocol stack handles it), padded to the 60-byte minimum.
+INERT_FRAME = "0180c200000e" + "020000000001" + "88b5" + "00" * 46
+
+
+def open_send_socket(bridge: str, port: int) -> None:
+    """Make ovs-vswitchd open its one AF_PACKET send socket now. netdev-linux opens it on the first
+    packet it sends (af_packet_sock()), so on a freshly started daemon it does not exist while a
+    fabric is built, and could not be given a buffer for the model's queues: the first run after
+    every start then queued its shaped links in the kernel's 208 KiB default (topology.effects.
+    ovs_sockets). One inert frame out of `port` (an OpenFlow port of `bridge`), which the next hop
+    drops, is the send that opens it."""
+    run(["ovs-ofctl", "-O", ANY_OPENFLOW, "packet-out", bridge,
+         f"in_port=controller packet={INERT_FRAME} actions=output:{port}"])
+
+
 def port_up(bridge: str, port: str, up: bool) -> None:
     run(["ovs-ofctl", "-O", "OpenFlow13", "mod-port", bridge, port, "up" if up else "down"])
 

@@ -9,7 +9,8 @@ port through AF_PACKET sockets (OVS 3.1 lib/netdev-linux.c):
   later than that, the kernel drops the packet (the socket's `sk_drops`). OVS counts it nowhere:
   its port statistics are the veth's, which did receive it.
 - ONE send socket for every port of every bridge (`af_packet_sock()`, non-blocking, 208 KiB
-  send buffer). A packet waiting in a port's qdisc (a shaped link's TBF queue) is still charged to
+  send buffer), opened on the daemon's first send: a fabric built on a fresh daemon first makes it
+  send one inert frame (`ovs.open_send_socket`), or there is no socket yet to size. A packet waiting in a port's qdisc (a shaped link's TBF queue) is still charged to
   that socket, so the queues of all shaped links on the host share 208 KiB. When it is full,
   `sendmmsg` fails with EAGAIN and OVS frees the rest of the batch, again uncounted.
 
@@ -86,6 +87,11 @@ def parse_ss(text: str, pid: int) -> list[PacketSocket]:
 
 def sockets(pid: int) -> list[PacketSocket]:
     return parse_ss(run(["ss", "-0", "-a", "-e", "-m", "-p"], check=False, timeout=30).stdout, pid)
+
+
+def has_send_socket(pid: int | None) -> bool:
+    """Whether ovs-vswitchd has opened its shared send socket yet (see ovs.open_send_socket)."""
+    return pid is not None and any(s.iface is None for s in sockets(pid))
 
 
 def drops(pid: int | None, ifaces: Iterable[str]) -> dict[str, int]:
