@@ -13,7 +13,11 @@ how accurate is link shaping?
    veth by default), N web-search runs at 30 % load
    interleaved with N runs under a CPU hog (one busy loop per core in the root namespace). Targets
    (issue 13): degraded in at least 19 of 20 hog runs, faithful in at least 19 of 20 quiet runs, no
-   flow with a slowdown below 0.95 in a faithful run.
+   flow with a slowdown below 0.95 in a faithful run. Then --light-runs of each at --light-load (15 %),
+   on the same fabric: on a host whose forwarding thread is near a core at 30 % (2 cores, userspace
+   datapath: ovs-vswitchd's main thread carries every packet of the model, about 80,000 datapath
+   passes per second at 30 %), the rows show the verdict telling the hog apart where the host can
+   carry the model. Each row gives the busiest ovs-vswitchd thread, the number the ovs_cpu check reads.
 
 Prints Markdown tables (run_all turns them into the "## Fidelity" section of RESULTS.md), each with
 the load average at the time: on a shared machine "quiet" means "without our hog", not idle.
@@ -144,32 +148,50 @@ class Hog:
             p.wait(timeout=10)
 
 
-def verdicts(spec: str, runs: int, seconds: float, load_frac: float, fabric_links: str) -> list[str]:
-    results: dict[str, list[dict]] = {"quiet": [], "hog": []}
+def verdicts(spec: str, plan: list[tuple[float, int]], seconds: float, fabric_links: str) -> list[str]:
+    """PLAN: (load, runs per condition), each load's quiet and hog runs interleaved, all on one fabric."""
+    results: dict[tuple[float, str], list[dict]] = {}
     with Testbed(spec, fabric_links=fabric_links) as tb, tempfile.TemporaryDirectory(prefix="picloud-fidelity-") as tmp:
-        for i in range(runs):
-            order = ("quiet", "hog") if i % 2 == 0 else ("hog", "quiet")  # interleaved, order alternating
-            for cond in order:
-                before = load()
-                out = Path(tmp) / f"{cond}-{i}"
-                if cond == "hog":
-                    with Hog():
-                        res = tb.traffic(workload="websearch", load=load_frac, duration=seconds, seed=100 + i,
-                                         out=out, drain=10)
-                else:
+        for load_frac, runs in plan:
+            for cond in ("quiet", "hog"):
+                results[(load_frac, cond)] = []
+            one_load(tb, Path(tmp), load_frac, runs, seconds, results)
+    return table(results)
+
+
+def one_load(tb: Testbed, tmp: Path, load_frac: float, runs: int, seconds: float,
+             results: dict[tuple[float, str], list[dict]]) -> None:
+    for i in range(runs):
+        order = ("quiet", "hog") if i % 2 == 0 else ("hog", "quiet")  # interleaved, order alternating
+        for cond in order:
+            before = load()
+            out = tmp / f"{load_frac:g}-{cond}-{i}"
+            if cond == "hog":
+                with Hog():
                     res = tb.traffic(workload="websearch", load=load_frac, duration=seconds, seed=100 + i,
                                      out=out, drain=10)
-                v = res.fidelity or {}
-                slow = [r.slowdown for r in res.flows if r.measured and r.slowdown is not None]
-                failed = [k for k, s in (v.get("checks") or {}).items() if s == "failed"]
-                busy = ((v.get("numbers") or {}).get("cpu") or {}).get("busy")
-                results[cond].append({"verdict": v.get("verdict"), "failed": failed, "load": before, "busy": busy,
-                                      "min_slowdown": min(slow, default=None)})
-                print(f"run {i} {cond}: {v.get('verdict')} {failed} load {before}", file=sys.stderr, flush=True)
-    rows = ["| condition | runs | faithful | degraded | checks failed (runs) | min slowdown, faithful runs | "
-            "busiest core (mean of runs) | load avg at start (min-max) |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for cond, rs in results.items():
+            else:
+                res = tb.traffic(workload="websearch", load=load_frac, duration=seconds, seed=100 + i,
+                                 out=out, drain=10)
+            v = res.fidelity or {}
+            slow = [r.slowdown for r in res.flows if r.measured and r.slowdown is not None]
+            failed = [k for k, s in (v.get("checks") or {}).items() if s == "failed"]
+            numbers = v.get("numbers") or {}
+            busy = (numbers.get("cpu") or {}).get("busy")
+            thread = (numbers.get("ovs_thread_max") or {}).get("cores")
+            results[(load_frac, cond)].append({"verdict": v.get("verdict"), "failed": failed, "load": before,
+                                               "busy": busy, "ovs_thread": thread,
+                                               "min_slowdown": min(slow, default=None)})
+            print(f"run {i} {cond} at {load_frac:.0%}: {v.get('verdict')} {failed} ovs thread {thread} "
+                  f"load {before}", file=sys.stderr, flush=True)
+
+
+def table(results: dict[tuple[float, str], list[dict]]) -> list[str]:
+    rows = ["| web-search load | condition | runs | faithful | degraded | checks failed (runs) | "
+            "min slowdown, faithful runs | busiest core (mean of runs) | busiest ovs-vswitchd thread, cores "
+            "(mean / max of runs) | load avg at start (min-max) |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for (load_frac, cond), rs in results.items():
         faithful = [r for r in rs if r["verdict"] == "faithful"]
         counts = collections.Counter(c for r in rs for c in r["failed"])
         reasons = ", ".join(f"{k} ({n})" for k, n in counts.most_common()) or "-"
@@ -179,8 +201,11 @@ def verdicts(spec: str, runs: int, seconds: float, load_frac: float, fabric_link
         busy_text = f"{sum(busy) / len(busy):.0%}" if busy else "-"
         load_text = f"{loads[0]:.1f}-{loads[-1]:.1f}" if loads else "-"
         label = "CPU hog, one busy loop per core" if cond == "hog" else "no hog"
-        rows.append(f"| {label} | {len(rs)} | {len(faithful)} | {len(rs) - len(faithful)} | {reasons} | "
-                    f"{f'{min(slow):.3f}' if slow else '-'} | {busy_text} | {load_text} |")
+        threads = [r["ovs_thread"] for r in rs if r["ovs_thread"] is not None]
+        thread_text = f"{sum(threads) / len(threads):.2f} / {max(threads):.2f}" if threads else "-"
+        rows.append(f"| {load_frac:.0%} | {label} | {len(rs)} | {len(faithful)} | {len(rs) - len(faithful)} | "
+                    f"{reasons} | "
+                    f"{f'{min(slow):.3f}' if slow else '-'} | {busy_text} | {thread_text} | {load_text} |")
     return rows
 
 
@@ -190,6 +215,10 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=20, help="runs per condition (default 20)")
     parser.add_argument("--seconds", type=float, default=15.0, help="length of each traffic run")
     parser.add_argument("--load", type=float, default=0.3)
+    parser.add_argument("--light-load", type=float, default=0.15,
+                        help="a second load, run after the first on the same fabric (0: none), so the table shows "
+                             "where this host's forwarding thread stops keeping up (default 0.15)")
+    parser.add_argument("--light-runs", type=int, default=5, help="runs per condition at --light-load")
     parser.add_argument("--topology", default="picloud:2,4")
     parser.add_argument("--rates", default="1,10,100,1000", help="Mbit/s for the shaping table")
     parser.add_argument("--shape-seconds", type=float, default=5.0)
@@ -198,15 +227,17 @@ def main() -> int:
                              "picloud up; auto: patch ports where a link is unshaped)")
     args = parser.parse_args()
     if args.quick:
-        args.runs, args.seconds, args.rates, args.shape_seconds = 2, 6.0, "10,100", 3.0
+        args.runs, args.seconds, args.rates, args.shape_seconds, args.light_runs = 2, 6.0, "10,100", 3.0, 1
     rates = [float(r) for r in args.rates.split(",")]
     print(f"Shaping accuracy: one iperf3 TCP flow, {args.shape_seconds:g} s, first second omitted, over the "
           "TBF-shaped s1-s2 link of linear:2 (OVS userspace datapath, TSO segments) and over a direct shaped "
           "veth between the same two namespaces (the qdisc alone).\n")
     print("\n".join(shaping(rates, args.shape_seconds)))
-    print(f"\nVerdicts: {args.topology} (fabric links: {args.fabric_links}), websearch at {args.load:.0%} load, "
-          f"{args.seconds:g} s per run, {args.runs} runs per condition, interleaved.\n")
-    print("\n".join(verdicts(args.topology, args.runs, args.seconds, args.load, args.fabric_links)))
+    plan = [(args.load, args.runs)] + ([(args.light_load, args.light_runs)] if args.light_load > 0 else [])
+    print(f"\nVerdicts: {args.topology} (fabric links: {args.fabric_links}), web search at "
+          f"{' and '.join(f'{load:.0%} ({runs} runs per condition)' for load, runs in plan)}, {args.seconds:g} s per "
+          "run, quiet and hog runs interleaved.\n")
+    print("\n".join(verdicts(args.topology, plan, args.seconds, args.fabric_links)))
     print(json.dumps({"load_after": load()}), file=sys.stderr)
     return 0
 

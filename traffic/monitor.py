@@ -56,6 +56,29 @@ def read_ticks(pid: int | None) -> int | None:
         return None
 
 
+def read_thread_ticks(pid: int | None) -> dict[str, int] | None:
+    """utime + stime of each thread of PID, keyed "tid:name": the datapath forwards per thread (the
+    main thread for non-PMD ports, pmd* threads where configured), so a saturated thread is a queue
+    even when the process total is not."""
+    if pid is None:
+        return None
+    out: dict[str, int] = {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return None
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                text = f.read()
+        except OSError:
+            continue  # the thread ended between listing and reading
+        name = text[text.find("(") + 1:text.rfind(")")]
+        fields = text.rsplit(")", 1)[1].split()
+        out[f"{tid}:{name}"] = int(fields[11]) + int(fields[12])
+    return out
+
+
 def read_tcp(pid: int) -> dict[str, Any] | None:
     """The TCP MIB of the network namespace process PID lives in."""
     try:
@@ -125,7 +148,8 @@ class Monitor:
         self.pids = dict(agent_pids)
         self.ovs_pid = ovs.vswitchd_pid()
         self.samples: dict[str, Any] = {"clk_tck": os.sysconf("SC_CLK_TCK"), "cpu": [], "ovs_cpu": [],
-                                        "datapath": [], "ports": {}, "sockets": {}, "qdiscs": {}, "tcp": {}}
+                                        "ovs_threads": [], "datapath": [], "ports": {}, "sockets": {},
+                                        "qdiscs": {}, "tcp": {}}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="fidelity-monitor", daemon=True)
         self._ends = shaped_ends(testbed)
@@ -151,6 +175,9 @@ class Monitor:
         ticks = read_ticks(self.ovs_pid)
         if ticks is not None:
             self.samples["ovs_cpu"].append({"t": t, "ticks": ticks})
+        threads = read_thread_ticks(self.ovs_pid)
+        if threads:
+            self.samples["ovs_threads"].append({"t": t, "ticks": threads})
 
     def _loop(self) -> None:
         while not self._stop.wait(SAMPLE_S):

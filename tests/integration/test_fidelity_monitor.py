@@ -38,6 +38,12 @@ def test_a_traffic_run_on_shaped_pis_records_counters_and_a_verdict(leaves_nothi
     samples = recorded["samples"]
     assert len(samples["cpu"]) >= 3 and len(samples["cpu"][0]["cores"]) >= 1
     assert len(samples["ovs_cpu"]) >= 3 and len(samples["datapath"]) == 2
+    # Per thread too: the main thread (tid = pid) forwards the non-PMD ports, so it is among them and
+    # the verdict's ovs check reads the busiest thread, never more than the whole process used.
+    assert len(samples["ovs_threads"]) == len(samples["ovs_cpu"])
+    assert f"{pid}:ovs-vswitchd" in samples["ovs_threads"][0]["ticks"]
+    busiest = res.fidelity["numbers"]["ovs_thread_max"]
+    assert 0 < busiest["cores"] <= res.fidelity["numbers"]["ovs_cpu_cores"] + 0.02
     assert len(samples["qdiscs"]) == 4  # two Pi uplinks, both ends shaped
     assert sum(q["end"]["sent_packets"] - q["start"]["sent_packets"] for q in samples["qdiscs"].values()) > 0
     assert set(samples["tcp"]) == set(res.meta["hosts"])

@@ -148,6 +148,37 @@ def test_each_check_alone_degrades_a_faithful_run():
     assert "ks" in reasons(flows=wrong)
 
 
+def with_threads(samples: dict, cores: dict[str, float]) -> dict:
+    """SAMPLES with ovs-vswitchd per-thread ticks giving each thread CORES over the run."""
+    out = copy.deepcopy(samples)
+    t0, t1 = out["ovs_cpu"][0]["t"], out["ovs_cpu"][-1]["t"]
+    out["ovs_threads"] = [{"t": t0, "ticks": {k: 1000 for k in cores}},
+                          {"t": t1, "ticks": {k: 1000 + round(100 * c * (t1 - t0)) for k, c in cores.items()}}]
+    return out
+
+
+def test_ovs_check_is_the_busiest_thread_not_the_process_total():
+    topo, flows, meta, samples = recorded("sized-sockets-picloud-2x4")
+    good_flows, good = faithful_flows(topo, meta, flows), quiet(samples)
+    # Two pmd threads at 0.6 of a core each: 1.2 cores in all, but no thread is a queue.
+    spread = with_threads(good, {"100:ovs-vswitchd": 0.05, "101:pmd-c00/id:2": 0.6, "102:pmd-c01/id:3": 0.6})
+    spread["ovs_cpu"][-1]["ticks"] = spread["ovs_cpu"][0]["ticks"] + int(100 * 1.25 * (
+        spread["ovs_cpu"][-1]["t"] - spread["ovs_cpu"][0]["t"]))
+    v = fidelity.assess_run(topo, good_flows, meta, spread)
+    assert v["checks"]["ovs_cpu"] == "ok" and v["numbers"]["ovs_thread_max"] == {"thread": "pmd-c00/id:2",
+                                                                                 "cores": 0.6}
+    # The main thread at 0.95 fails it, named, though the process total is under the threshold.
+    hot = with_threads(good, {"100:ovs-vswitchd": 0.95, "103:revalidator4": 0.01})
+    hot["ovs_cpu"][-1]["ticks"] = hot["ovs_cpu"][0]["ticks"]
+    v = fidelity.assess_run(topo, good_flows, meta, hot)
+    assert [k for k, s in v["checks"].items() if s == "failed"] == ["ovs_cpu"]
+    assert v["reasons"] == ["ovs-vswitchd's busiest thread (ovs-vswitchd) used 0.95 cores (threshold 0.9)"]
+    # A thread that started or ended mid-run is left out, not read as a jump.
+    late = copy.deepcopy(hot)
+    late["ovs_threads"][0]["ticks"].pop("100:ovs-vswitchd")
+    assert fidelity.counters(late)["ovs_thread_max"]["thread"] == "revalidator4"
+
+
 def test_unassessable_checks_say_so():
     topo = build("single:2", 1)  # unshaped: no bottleneck to bound an FCT by
     flows = [FlowRecord(0, "pi1-c1", "pi2-c1", "", 1000, 1.0, -1, "done", 1.0, 10.0, 50.0, 1000, 1000, False, 80.0)]
