@@ -10,8 +10,9 @@ port through AF_PACKET sockets (OVS 3.1 lib/netdev-linux.c):
   its port statistics are the veth's, which did receive it.
 - ONE send socket for every port of every bridge (`af_packet_sock()`, non-blocking, 208 KiB
   send buffer), opened on the daemon's first send: a fabric built on a fresh daemon first makes it
-  send one inert frame (`ovs.open_send_socket`), or there is no socket yet to size. A packet waiting in a port's qdisc (a shaped link's TBF queue) is still charged to
-  that socket, so the queues of all shaped links on the host share 208 KiB. When it is full,
+  send one inert frame (`ovs.open_send_socket`), or there is no socket yet to size. A packet
+  waiting in a port's qdisc (a shaped link's TBF queue) is still charged to that socket, so the
+  queues of all shaped links on the host share 208 KiB. When it is full,
   `sendmmsg` fails with EAGAIN and OVS frees the rest of the batch, again uncounted.
 
 Both are losses the model does not have (a switch port of the model has no ingress buffer to
