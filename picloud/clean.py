@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from picloud.runstate import PREFIX_RE, RunState, list_runs, state_dir
-from topology.effects import ovs, proc
+from topology.effects import ovs, proc, rcu
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,8 @@ def clean(prefixes: list[str] | None = None, force: bool = False) -> list[str]:
             cleaned.append(f"{len(orphans)} orphan bridge(s)")
         for tmp in state_dir().glob("pc*.tmp") if state_dir().is_dir() else []:
             tmp.unlink(missing_ok=True)
+        if rcu.restore_leftover(state_dir() / rcu.SAVED_NAME):
+            cleaned.append("the kernel's rcu_expedited setting a killed teardown left on")
         stale = stale_controller_tokens()
         for token in stale:
             token.unlink(missing_ok=True)

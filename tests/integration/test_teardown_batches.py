@@ -71,3 +71,31 @@ def test_group_delete_removes_a_runs_links_and_spares_a_stranger_in_the_group():
         assert ip.group_links(group) == {"pftbX0"} and not {"pftbA0", "pftbB1"} & ip.links()
     finally:
         ip.delete_links(["pftbA0", "pftbB0", "pftbX0"])
+
+
+def test_teardown_expedites_rcu_and_puts_the_knob_back(leaves_nothing, monkeypatch) -> None:
+    """A real teardown turns /sys/kernel/rcu_expedited on for its length (each packet-socket close is
+    then microseconds, not a 12-16 ms grace period) and leaves it as found, with nothing saved."""
+    from pathlib import Path
+
+    from picloud.runstate import state_dir
+    from picloud.testbed import Testbed
+    from topology.backends import local
+    from topology.effects import rcu
+
+    if not rcu.KNOB.exists():
+        pytest.skip(f"the kernel has no {rcu.KNOB} (a kernel feature: nothing to expedite)")
+    before = rcu.KNOB.read_text().strip()
+    seen: list[str] = []
+    remove = local.ip.delete_netns
+
+    def watching(names: list[str]) -> None:  # the kernel's share of the teardown, inside the block
+        seen.append(rcu.KNOB.read_text().strip())
+        remove(names)
+
+    monkeypatch.setattr(local.ip, "delete_netns", watching)
+    with Testbed("single:2", controller="none"):
+        pass
+    assert seen == ["1"]
+    assert rcu.KNOB.read_text().strip() == before
+    assert not (state_dir() / rcu.SAVED_NAME).exists() and Path(state_dir()).is_dir()
