@@ -131,6 +131,9 @@ class Testbed:
         self.topology = load_topology(topology, containers_per_pi, pi_model=pi_model, bw=bw)
         self.of_versions = openflow.parse_versions(of_versions)  # what every bridge offers
         self.handshake: dict[str, Any] = {}  # after up(): {"switches": N, "versions": {"1.3": N}}
+        # Where up()'s time went, in seconds: "fabric" (namespaces, veths, bridges, shaping) and
+        # "ready" (switches connected, fabric discovered and routed); a phase that failed is absent.
+        self.timings: dict[str, float] = {}
         if tenants is not None:  # validated before anything is built: a bad file costs no fabric
             from tenants.handle import plan_tenants_file
 
@@ -235,10 +238,12 @@ class Testbed:
             if hasattr(self.fabric, "progress"):
                 self.fabric.progress = self._progress
             self.fabric.up()
+            self.timings["fabric"] = time.monotonic() - t0
             if self._controller_proc is not None:
                 self._wait_for_switches()
             elif self.state.controller.get("targets"):
                 self._wait_for_external()
+            self.timings["ready"] = time.monotonic() - t0 - self.timings["fabric"]
             if self.tenants_source is not None:
                 from tenants.handle import load_tenants_file
 

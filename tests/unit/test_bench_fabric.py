@@ -123,6 +123,28 @@ def test_markdown_survives_a_scale_run_that_failed_every_time():
     assert "| 1 bridge | - | 600 Mbit/s | **-** |" in text
 
 
+def test_markdown_reports_the_5000_container_run_ready_not_ready_or_skipped():
+    base = {"date": "d", "command": "c", "load_before": "l", "load_after": "l", "datapath": "netdev",
+            "runs": 1, "iperf_seconds": 3.0, "build": [], "iperf": [],
+            "scale": {"spec": "picloud:5,10", "containers_per_pi": 20, "errors": []}}
+    run = {"spec": "picloud:25,10", "containers_per_pi": 20, "containers": 5000, "bridges": 277, "errors": [],
+           "ready": False, "build_s": None, "waited_s": 400.0, "error": "controller: not routed within 240s",
+           "timings": {"fabric": 150.0}, "down_s": 350.0, "mem_available_drop_kib": 5000 * 3000,
+           "vswitchd_rss_growth_kib": 5000 * 2500, "ovs_main_cores": 0.97, "controller_cores": 0.99}
+    text = fb.markdown({**base, "huge": run})
+    assert "5,000 containers (277 bridges, target: up in under 90 s" in text
+    assert "| 150.00 s | - | **not ready** when the bench stopped waiting, 400.00 s after the start" in text
+    assert "| 350.00 s | 3,000 KiB | 2,500 KiB | 0.97 cores | 0.99 cores |" in text
+    assert "polls the AF_PACKET socket of every port" in text  # the measured reason, when it was the reason
+    ready = {**run, "ready": True, "build_s": 80.0, "error": None, "timings": {"fabric": 60.0, "ready": 20.0},
+             "ovs_main_cores": 0.3}
+    text = fb.markdown({**base, "huge": ready})
+    assert "| 60.00 s | 20.00 s | ready in 80.00 s |" in text and "polls the AF_PACKET" not in text
+    skipped = {"spec": "picloud:25,10", "containers_per_pi": 20, "containers": 5000, "errors": [],
+               "skipped": "needs about 17.6 GiB of memory (3.6 MiB per container, measured), 7.0 GiB available"}
+    assert "5,000 containers: not run, needs about 17.6 GiB" in fb.markdown({**base, "huge": skipped})
+
+
 def test_loops_are_told_from_counts():
     assert fb.has_loops(build("fattree:4").to_dict())
     assert not fb.has_loops(build("tree:2,4").to_dict())
