@@ -19,8 +19,9 @@ how accurate is link shaping?
    passes per second at 30 %), the rows show the verdict telling the hog apart where the host can
    carry the model. Each row gives the busiest ovs-vswitchd thread, the number the ovs_cpu check reads.
 
-Prints Markdown tables (run_all turns them into the "## Fidelity" section of RESULTS.md), each with
-the load average at the time: on a shared machine "quiet" means "without our hog", not idle.
+Prints Markdown (`--record`, which make bench passes, writes it as the "## Fidelity" section of
+RESULTS.md), each table with the load average at the time: on a shared machine "quiet" means
+"without our hog", not idle.
 """
 
 from __future__ import annotations
@@ -39,9 +40,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.private_ovs import utc_stamp  # noqa: E402
+from bench.run_all import publish  # noqa: E402
 from picloud.testbed import Testbed  # noqa: E402
 from topology.builders import build  # noqa: E402
 from topology.fabric_plan import LINK_MODES  # noqa: E402
+
+SECTION = "## Fidelity"
 
 
 def load() -> str:
@@ -222,6 +227,7 @@ def main() -> int:
     parser.add_argument("--topology", default="picloud:2,4")
     parser.add_argument("--rates", default="1,10,100,1000", help="Mbit/s for the shaping table")
     parser.add_argument("--shape-seconds", type=float, default=5.0)
+    parser.add_argument("--record", action="store_true", help=f"write the {SECTION!r} section of RESULTS.md")
     parser.add_argument("--fabric-links", default="veth", choices=LINK_MODES,
                         help="how switch-to-switch links are built for the verdict runs (default veth, as "
                              "picloud up; auto: patch ports where a link is unshaped)")
@@ -229,16 +235,20 @@ def main() -> int:
     if args.quick:
         args.runs, args.seconds, args.rates, args.shape_seconds, args.light_runs = 2, 6.0, "10,100", 3.0, 1
     rates = [float(r) for r in args.rates.split(",")]
-    print(f"Shaping accuracy: one iperf3 TCP flow, {args.shape_seconds:g} s, first second omitted, over the "
-          "TBF-shaped s1-s2 link of linear:2 (OVS userspace datapath, TSO segments) and over a direct shaped "
-          "veth between the same two namespaces (the qdisc alone).\n")
-    print("\n".join(shaping(rates, args.shape_seconds)))
+    started, load_before = time.monotonic(), load()
+    lines = [f"Shaping accuracy: one iperf3 TCP flow, {args.shape_seconds:g} s, first second omitted, over the "
+             "TBF-shaped s1-s2 link of linear:2 (OVS userspace datapath, TSO segments) and over a direct shaped "
+             "veth between the same two namespaces (the qdisc alone).", "", *shaping(rates, args.shape_seconds)]
     plan = [(args.load, args.runs)] + ([(args.light_load, args.light_runs)] if args.light_load > 0 else [])
-    print(f"\nVerdicts: {args.topology} (fabric links: {args.fabric_links}), web search at "
-          f"{' and '.join(f'{load:.0%} ({runs} runs per condition)' for load, runs in plan)}, {args.seconds:g} s per "
-          "run, quiet and hog runs interleaved.\n")
-    print("\n".join(verdicts(args.topology, plan, args.seconds, args.fabric_links)))
-    print(json.dumps({"load_after": load()}), file=sys.stderr)
+    loads = " and ".join(f"{load:.0%} ({runs} run{'s' if runs != 1 else ''} per condition)" for load, runs in plan)
+    lines += ["", f"Verdicts: {args.topology} (fabric links: {args.fabric_links}), web search at {loads}, "
+              f"{args.seconds:g} s "
+              "per run, quiet and hog runs interleaved. The ovs_cpu check reads the busiest thread of "
+              "ovs-vswitchd (its main thread: the userspace datapath's one forwarding thread here).", "",
+              *verdicts(args.topology, plan, args.seconds, args.fabric_links), "",
+              f"Run {utc_stamp()}, `python -m bench.fidelity_bench{' --quick' if args.quick else ''}`, "
+              f"{time.monotonic() - started:.0f} s; load average {load_before} before, {load()} after (1/5/15 min)."]
+    publish(SECTION, lines, args.record)
     return 0
 
 

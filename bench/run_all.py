@@ -87,9 +87,17 @@ def script_args(bench: Bench, options: set[str], quick: bool) -> list[str]:
 
 
 def markdown_from_output(stdout: str) -> str:
-    """A script's Markdown result lines (tables), in order; blank when it printed none."""
-    lines = [line.rstrip() for line in stdout.splitlines()]
-    return "\n".join(line for line in lines if line.startswith("|"))
+    """A script's Markdown tables, in order, one blank line between two (without it Markdown reads
+    two tables as one); blank when it printed none."""
+    blocks: list[list[str]] = []
+    inside = False
+    for line in (raw.rstrip() for raw in stdout.splitlines()):
+        if line.startswith("|"):
+            if not inside:
+                blocks.append([])
+            blocks[-1].append(line)
+        inside = line.startswith("|")
+    return "\n\n".join("\n".join(block) for block in blocks)
 
 
 def replace_header(document: str, header: str) -> str:

@@ -49,6 +49,8 @@ def test_markdown_tables_are_taken_from_stdout_and_json_is_not():
     stdout = '{\n "bulk": 1\n}\n\n| a | b |\n| --- | --- |\n| 1 | 2 |\nprogress\n'
     assert run_all.markdown_from_output(stdout) == "| a | b |\n| --- | --- |\n| 1 | 2 |"
     assert run_all.markdown_from_output('{"x": 1}\n') == ""
+    two = "| a |\n| --- |\n| 1 |\n\nVerdicts:\n| b |\n| --- |\n| 2 |\n"
+    assert run_all.markdown_from_output(two) == "| a |\n| --- |\n| 1 |\n\n| b |\n| --- |\n| 2 |"
 
 
 def test_header_is_replaced_and_sections_stay():
