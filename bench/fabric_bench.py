@@ -204,9 +204,10 @@ def one_picloud(spec: str, containers_per_pi: int, controller: str, ready_limit:
             error = last_line(exc)
         waited = time.monotonic() - t0 - (down_s[0] if down_s else 0.0)
         peak = sampler.stop()
-        counts = {"prefix": sampler.prefix, "bridges": len(tb.topology.bridges),
+        up = tb.state is not None  # a run that failed to get ready is gone: the sampler saw it last
+        counts = {"prefix": tb.prefix if up else sampler.prefix, "bridges": len(tb.topology.bridges),
                   "containers": len(tb.topology.containers), "links": len(tb.topology.links),
-                  "datapath": sampler.datapath}
+                  "datapath": getattr(tb.fabric, "datapath", "unknown") if up else sampler.datapath}
     finally:
         if tb.state is not None:
             tb.down()
