@@ -589,7 +589,7 @@ def markdown(result: dict) -> str:
     s = result["scale"]
     lines += ["", "### Scale (PiCloud's controller, default apps)", ""]
     if "build_s" in s:
-        lines += ["| run | containers | up (target < 30 s) | teardown | MemAvailable drop / container "
+        lines += ["| run | containers | up (target < 15 s) | teardown (target < 10 s) | MemAvailable drop / container "
                   "| ovs-vswitchd RSS growth / container |", "| --- | --- | --- | --- | --- | --- |",
                   f"| {s['spec']}, {s['containers_per_pi']} per Pi ({s['bridges']} bridges) | "
                   f"{s['containers']} | "
