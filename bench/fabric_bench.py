@@ -188,6 +188,7 @@ def one_picloud(spec: str, containers_per_pi: int, controller: str, ready_limit:
     down = tb.down
 
     def timed_down() -> None:  # up() tears down itself when it fails: time that teardown too
+        sampler.stop()  # the figures are the run's as it stood, not its teardown's
         t = time.monotonic()
         down()
         down_s.append(time.monotonic() - t)
@@ -232,6 +233,7 @@ class Sampler:
         self.ticks: list[tuple[float, int | None, int | None]] = []
         self.prefix, self.datapath = "", "unknown"
         self._stop = threading.Event()
+        self._stopped: dict | None = None
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
     def start(self) -> Sampler:
@@ -252,6 +254,9 @@ class Sampler:
                 self.datapath = getattr(self.tb.fabric, "datapath", "unknown")
 
     def stop(self) -> dict:
+        """The figures, from the first call on (a later call returns the same)."""
+        if self._stopped is not None:
+            return self._stopped
         self._stop.set()
         self._thread.join(timeout=5)
         with contextlib.suppress(OSError, ValueError):  # the state at the end of up(), between samples
@@ -265,8 +270,9 @@ class Sampler:
                 return None
             return round((end[i] - start[i]) / os.sysconf("SC_CLK_TCK") / (end[0] - start[0]), 3)
 
-        return {"mem_min_kib": self.mem_min, "rss_max_kib": self.rss_max, "ovs_main_cores": cores(1),
-                "controller_cores": cores(2)}
+        self._stopped = {"mem_min_kib": self.mem_min, "rss_max_kib": self.rss_max, "ovs_main_cores": cores(1),
+                         "controller_cores": cores(2)}
+        return self._stopped
 
 
 def thread_ticks(pid: int | None, tid: int | None) -> int | None:
@@ -621,6 +627,10 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
+def cores(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f} cores"
+
+
 def huge_lines(h: dict) -> list[str]:
     """The 5,000-container run: its phases, memory, and what the two cores were doing."""
     head = f"{h['spec']}, {h['containers_per_pi']} per Pi: {h['containers']:,} containers"
@@ -637,7 +647,7 @@ def huge_lines(h: dict) -> list[str]:
             "| --- | --- | --- | --- | --- | --- | --- | --- |",
             f"| {seconds(t.get('fabric'))} | {seconds(t.get('ready'))} | {ready} | {seconds(h['down_s'])} | "
             f"{h['mem_available_drop_kib'] / n:,.0f} KiB | {h['vswitchd_rss_growth_kib'] / n:,.0f} KiB | "
-            f"{h['ovs_main_cores']} cores | {h['controller_cores']} cores |"]
+            f"{cores(h['ovs_main_cores'])} | {cores(h['controller_cores'])} |"]
     if not h["ready"] and (h["ovs_main_cores"] or 0) >= 0.9:
         out += ["", "ovs-vswitchd's main thread is the userspace datapath's one forwarding thread for non-PMD "
                 f"ports, and each turn of its loop polls the AF_PACKET socket of every port ({n:,}+ here): it "
