@@ -277,14 +277,11 @@ class Sampler:
 
 def thread_ticks(pid: int | None, tid: int | None) -> int | None:
     """utime + stime of one thread (`tid`) of PID, or of the whole process (tid None)."""
+    from traffic.monitor import cpu_ticks
+
     if pid is None:
         return None
-    path = f"/proc/{pid}/task/{tid}/stat" if tid is not None else f"/proc/{pid}/stat"
-    try:
-        fields = Path(path).read_text().rsplit(")", 1)[1].split()
-        return int(fields[11]) + int(fields[12])
-    except (OSError, IndexError, ValueError):
-        return None
+    return cpu_ticks(f"/proc/{pid}/task/{tid}/stat" if tid is not None else f"/proc/{pid}/stat")
 
 
 def run_child(argv: list[str], timeout: float = CHILD_TIMEOUT) -> tuple[dict, float]:

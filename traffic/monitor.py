@@ -45,15 +45,22 @@ def read_cpu() -> list[list[int]]:
     return cores
 
 
-def read_ticks(pid: int | None) -> int | None:
-    if pid is None:
-        return None
+def stat_ticks(text: str) -> int:
+    """utime + stime (fields 14, 15 of stat(5)) from the text of a /proc/PID[/task/TID]/stat."""
+    fields = text.rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def cpu_ticks(stat_path: str) -> int | None:
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return int(fields[11]) + int(fields[12])  # utime + stime (fields 14, 15 of stat(5))
+        with open(stat_path) as f:
+            return stat_ticks(f.read())
     except (OSError, IndexError, ValueError):
         return None
+
+
+def read_ticks(pid: int | None) -> int | None:
+    return None if pid is None else cpu_ticks(f"/proc/{pid}/stat")
 
 
 def read_thread_ticks(pid: int | None) -> dict[str, int] | None:
@@ -62,20 +69,18 @@ def read_thread_ticks(pid: int | None) -> dict[str, int] | None:
     even when the process total is not."""
     if pid is None:
         return None
-    out: dict[str, int] = {}
     try:
         tids = os.listdir(f"/proc/{pid}/task")
     except OSError:
         return None
+    out: dict[str, int] = {}
     for tid in tids:
         try:
             with open(f"/proc/{pid}/task/{tid}/stat") as f:
                 text = f.read()
-        except OSError:
+            out[f"{tid}:{text[text.find('(') + 1:text.rfind(')')]}"] = stat_ticks(text)
+        except (OSError, IndexError, ValueError):
             continue  # the thread ended between listing and reading
-        name = text[text.find("(") + 1:text.rfind(")")]
-        fields = text.rsplit(")", 1)[1].split()
-        out[f"{tid}:{name}"] = int(fields[11]) + int(fields[12])
     return out
 
 
