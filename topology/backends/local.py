@@ -186,21 +186,19 @@ class LocalFabric:
         if ifaces is None:
             ifaces = [e.iface for lp in self.plan.links if lp.kind != "patch" for e in lp.ends if e.bridge]
             ifaces += [c["iface"] for c in self._extra().values()]
-        pid = ovs.vswitchd_pid()
-        if not ovs_sockets.has_send_socket(pid):
-            end = self._inert_end()
-            if end is not None and end.bridge:
-                ovs.open_send_socket(end.bridge, end.port)
-        ovs_sockets.size_buffers(pid, ifaces, queues * 2)
+        end = self._inert_end()
+        opener = (lambda: ovs.open_send_socket(*end)) if end else None
+        ovs_sockets.size_buffers(ovs.vswitchd_pid(), ifaces, queues * 2, opener)
 
-    def _inert_end(self) -> fabric_plan.End | None:
-        """A bridge end of a veth link to send one inert frame from: a container's access port if
-        there is one (the container's kernel drops it), else any veth port of the run."""
+    def _inert_end(self) -> tuple[str, int] | None:
+        """(bridge, OpenFlow port) of a veth link's bridge end to send one inert frame from: a
+        container's access port if there is one (the container's kernel drops it), else any veth
+        port of the run."""
         veths = [lp for lp in self.plan.links if lp.kind != "patch"]
         for lp in sorted(veths, key=lambda lp: not any(e.bridge is None for e in lp.ends)):
             for e in lp.ends:
                 if e.bridge:
-                    return e
+                    return e.bridge, e.port
         return None
 
     # --- run-time changes ---------------------------------------------------------------------

@@ -37,7 +37,7 @@ import logging
 import os
 import re
 import socket
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from topology.effects.proc import run
@@ -90,11 +90,6 @@ def sockets(pid: int) -> list[PacketSocket]:
     return parse_ss(run(["ss", "-0", "-a", "-e", "-m", "-p"], check=False, timeout=30).stdout, pid)
 
 
-def has_send_socket(pid: int | None) -> bool:
-    """Whether ovs-vswitchd has opened its shared send socket yet (see ovs.open_send_socket)."""
-    return pid is not None and any(s.iface is None for s in sockets(pid))
-
-
 def drops(pid: int | None, ifaces: Iterable[str]) -> dict[str, int]:
     """Receive-socket drops (packets; with TSO one can be a 64 KB aggregate) of the named ports."""
     if pid is None:
@@ -133,15 +128,20 @@ def _set(libc: ctypes.CDLL, pidfd: int, fd: int, option: int, value: int) -> boo
         sock.close()
 
 
-def size_buffers(pid: int | None, ifaces: Iterable[str], queue_bytes: list[int]) -> dict[str, int]:
+def size_buffers(pid: int | None, ifaces: Iterable[str], queue_bytes: list[int],
+                 open_send: Callable[[], None] | None = None) -> dict[str, int]:
     """Grow (never shrink) the receive buffers of the named ports' sockets and the shared send
     socket; returns {iface or "send": new size} for what it changed. A socket it cannot reach is
-    left as it was, with a warning (the monitor then counts its drops)."""
+    left as it was, with a warning (the monitor then counts its drops). `open_send` makes
+    ovs-vswitchd open its send socket when it has none yet (a fresh daemon: ovs.open_send_socket)."""
     if pid is None:
         return {}
     wanted = set(ifaces)
     rx, tx = rx_buffer(queue_bytes), tx_buffer(queue_bytes)
     found = sockets(pid)
+    if open_send is not None and not any(s.iface is None for s in found):
+        open_send()
+        found = sockets(pid)
     todo = [("send", s.fd, SO_SNDBUFFORCE, tx) for s in found if s.iface is None and s.sndbuf < tx]
     todo += [(s.iface, s.fd, SO_RCVBUFFORCE, rx) for s in found if s.iface and s.iface in wanted and s.rcvbuf < rx]
     changed: dict[str, int] = {}
