@@ -99,3 +99,28 @@ def test_teardown_expedites_rcu_and_puts_the_knob_back(leaves_nothing, monkeypat
     assert seen == ["1"]
     assert rcu.KNOB.read_text().strip() == before
     assert not (state_dir() / rcu.SAVED_NAME).exists() and Path(state_dir()).is_dir()
+
+
+def test_teardown_takes_the_bridges_tap_devices_into_the_kernels_batch(leaves_nothing, monkeypatch) -> None:
+    """The userspace datapath makes each bridge's own port a tap device, which ovs-vswitchd would
+    unregister alone on del-br (an rcu_barrier each, ~20 ms). A real teardown deletes them in the
+    run's one `link del group N`: when that returns, the taps are gone and OVS still has every bridge."""
+    from picloud.testbed import Testbed
+    from topology.backends import local
+    from topology.effects import ovs
+
+    seen: list[tuple[set[str], set[str]]] = []
+    remove = local.ip.delete_links
+
+    def watching(names, group=None, adopt=()) -> None:  # noqa: ANN001 (ip.delete_links's signature)
+        remove(names, group=group, adopt=adopt)
+        seen.append(({b for b in bridges if ip.is_tap(b)}, set(ovs.bridges_labelled(prefix)) & set(bridges)))
+
+    monkeypatch.setattr(local.ip, "delete_links", watching)
+    with Testbed("single:2", controller="none") as tb:
+        prefix, bridges = tb.prefix, list(tb.state.objects["bridges"])
+        leaves_nothing.append(prefix)
+        if tb.fabric.datapath != "netdev":
+            pytest.skip(f"datapath {tb.fabric.datapath}: bridges' own ports are not tap devices")
+        assert bridges and all(ip.is_tap(b) for b in bridges)
+    assert seen == [(set(), set(bridges))]
