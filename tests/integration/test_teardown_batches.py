@@ -101,22 +101,22 @@ def test_teardown_expedites_rcu_and_puts_the_knob_back(leaves_nothing, monkeypat
     assert not (state_dir() / rcu.SAVED_NAME).exists() and Path(state_dir()).is_dir()
 
 
-def test_teardown_takes_the_bridges_tap_devices_into_the_kernels_batch(leaves_nothing, monkeypatch) -> None:
+def test_teardown_takes_the_bridges_tap_devices_into_one_kernel_batch(leaves_nothing, monkeypatch) -> None:
     """The userspace datapath makes each bridge's own port a tap device, which ovs-vswitchd would
-    unregister alone on del-br (an rcu_barrier each, ~20 ms). A real teardown deletes them in the
-    run's one `link del group N`: when that returns, the taps are gone and OVS still has every bridge."""
+    unregister alone on del-br (an rcu_barrier each, ~20 ms). A real teardown deletes them together
+    first: when that batch returns, the taps are gone and OVS still has every bridge."""
     from picloud.testbed import Testbed
     from topology.backends import local
     from topology.effects import ovs
 
     seen: list[tuple[set[str], set[str]]] = []
-    remove = local.ip.delete_links
+    remove = local.ip.delete_as_one_batch
 
-    def watching(names, group=None, adopt=()) -> None:  # noqa: ANN001 (ip.delete_links's signature)
-        remove(names, group=group, adopt=adopt)
+    def watching(names, group) -> None:  # noqa: ANN001 (ip.delete_as_one_batch's signature)
+        remove(names, group)
         seen.append(({b for b in bridges if ip.is_tap(b)}, set(ovs.bridges_labelled(prefix)) & set(bridges)))
 
-    monkeypatch.setattr(local.ip, "delete_links", watching)
+    monkeypatch.setattr(local.ip, "delete_as_one_batch", watching)
     with Testbed("single:2", controller="none") as tb:
         prefix, bridges = tb.prefix, list(tb.state.objects["bridges"])
         leaves_nothing.append(prefix)
@@ -124,3 +124,17 @@ def test_teardown_takes_the_bridges_tap_devices_into_the_kernels_batch(leaves_no
             pytest.skip(f"datapath {tb.fabric.datapath}: bridges' own ports are not tap devices")
         assert bridges and all(ip.is_tap(b) for b in bridges)
     assert seen == [(set(), set(bridges))]
+
+
+def test_one_batch_delete_leaves_a_group_with_a_stranger_in_it_alone():
+    group = ip.tap_group("pc998")
+    try:
+        ip.batch(["link add pftbT0 type veth peer name pftbT1", f"link add pftbS0 group {group} type veth "
+                  "peer name pftbS1"])
+        ip.delete_as_one_batch(["pftbT0"], group)  # a stranger (pftbS0) already uses the group
+        assert {"pftbT0", "pftbS0"} <= ip.links() and ip.group_links(group) == {"pftbS0"}
+        ip.delete_links(["pftbS0"])
+        ip.delete_as_one_batch(["pftbT0"], group)
+        assert not {"pftbT0", "pftbT1"} & ip.links() and not ip.group_links(group)
+    finally:
+        ip.delete_links(["pftbT0", "pftbS0"])

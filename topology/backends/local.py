@@ -321,21 +321,23 @@ def remove_objects(state: RunState) -> None:
     """Remove every object a run's state names, plus bridges carrying its label. Idempotent; also
     the clean-up path after a crash, so it trusts only the state file and the label.
 
-    First one `link del group N`: the run's root-namespace veths (their peers go with them) and the
-    bridges' tap devices, in one kernel batch. Then two batches that run at once: one OVSDB
-    transaction for every bridge (ovs-vswitchd then spends one kernel RCU grace period per port
-    closing its packet socket, ~16 ms each here, mostly asleep), and the namespaces. All with
-    expedited RCU grace periods (topology.effects.rcu): each close then takes microseconds."""
+    First the bridges' tap devices, in one kernel batch (ip.delete_as_one_batch). Then two batches
+    that run at once: one OVSDB transaction for every bridge (ovs-vswitchd then spends one kernel
+    RCU grace period per port closing its packet socket, ~16 ms each here, mostly asleep), and the
+    kernel's share: namespaces (which take their veth ends and peers with them in one kernel
+    batch), then one `link del group N` for the run's root-namespace veths. All with expedited RCU
+    grace periods (topology.effects.rcu): each close then takes microseconds."""
     with rcu.expedited(state_dir() / rcu.SAVED_NAME), ThreadPoolExecutor(max_workers=1) as pool:
         # The userspace datapath makes each bridge's own port a tap device; closed by ovs-vswitchd,
         # each one would be unregistered alone (an rcu_barrier, ~20 ms: 0.45 s of tree:2,4's 0.68 s
-        # teardown). They join the kernel's batch first, so the daemon then closes detached files.
-        taps = [b for b in state.objects.get("bridges", []) if ip.is_tap(b)]
-        ip.delete_links(state.objects.get("veth", []), group=ip.run_group(state.prefix), adopt=taps)
-        state.objects["veth"] = []
+        # teardown), so they go first, together, and the daemon then closes detached files.
+        ip.delete_as_one_batch([b for b in state.objects.get("bridges", []) if ip.is_tap(b)],
+                               ip.tap_group(state.prefix))
         bridges_gone = pool.submit(_remove_bridges, state)
         ip.delete_netns(state.objects.get("netns", []))
         state.objects["netns"] = []
+        ip.delete_links(state.objects.get("veth", []), group=ip.run_group(state.prefix))
+        state.objects["veth"] = []
         bridges_gone.result()
     state.objects["bridges"] = []
     state.extra.pop("containers", None)

@@ -86,6 +86,13 @@ def run_group(prefix: str) -> int:
     return GROUP_BASE + int(prefix[2:])
 
 
+TAP_GROUP_BASE = 0x50540000  # "PT" << 16: a run's bridge tap devices, for one batched delete
+
+
+def tap_group(prefix: str) -> int:
+    return TAP_GROUP_BASE + int(prefix[2:])
+
+
 def namespace_lines(plan: FabricPlan) -> list[str]:
     """The plan's container namespaces, as `ip -batch` lines."""
     return [f"netns add {ns.name}" for ns in plan.namespaces]
@@ -125,20 +132,26 @@ def group_links(group: int) -> set[str]:
     return {entry["ifname"] for entry in json.loads(out) if "ifname" in entry} if out else set()
 
 
-def delete_links(names: Iterable[str], group: int | None = None, adopt: Iterable[str] = ()) -> None:
+def delete_links(names: Iterable[str], group: int | None = None) -> None:
     """Deleting one veth end deletes its peer; missing names are fine (idempotent clean-up).
     With the run's group: one kernel batch for all of them, but only when every device in the
-    group is one of `names` (a stranger who happened to pick the same group keeps its devices).
-    `adopt`: devices of the run made outside it (ovs-vswitchd's bridge tap devices) that join the
-    group in the same `ip` process just before the delete, so they share its one batch: a tap
-    unregistered alone, when its owner closes it, costs an rcu_barrier, about 20 ms here."""
+    group is one of `names` (a stranger who happened to pick the same group keeps its devices)."""
     names = set(names)
     if group is not None and names:
         members = group_links(group)
         if members and members <= names:
-            batch([*(f"link set dev {n} group {group}" for n in sorted(adopt)), f"link del group {group}"],
-                  force=True)
+            batch([f"link del group {group}"], force=True)
     _delete_until_gone(names, links, "link del {}", "link")
+
+
+def delete_as_one_batch(names: Iterable[str], group: int) -> None:
+    """Devices others made for a run (ovs-vswitchd's bridge taps), unregistered in one kernel
+    batch: they join `group` and one `link del group` takes them, in one `ip` process. Deleted one
+    by one, by their owner, each costs an rcu_barrier (~20 ms here). Only when `group` is empty
+    first: a stranger's device in it is left alone, and then so are these (their owner deletes them)."""
+    names = sorted(names)
+    if names and not group_links(group):
+        batch([*(f"link set dev {n} group {group}" for n in names), f"link del group {group}"], force=True)
 
 
 def is_tap(name: str) -> bool:

@@ -100,6 +100,14 @@ def is_ours(rec: ProcessRecord) -> bool:
 KILL_WAIT_S = 10.0  # after SIGKILL, how long to wait for the process to be gone (exited and reaped)
 
 
+def ask_to_stop(rec: ProcessRecord) -> None:
+    """SIGTERM without waiting, only if the PID is still the recorded process: a caller with other
+    work to do (a fabric to tear down) lets the process wind down meanwhile, then `terminate`s it."""
+    if is_ours(rec):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(rec.pid, signal.SIGTERM)
+
+
 def terminate(rec: ProcessRecord, grace: float = 3.0) -> bool:
     """SIGTERM, then SIGKILL after `grace` seconds; only if the PID is still the recorded process."""
     if not is_ours(rec):
