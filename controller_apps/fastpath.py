@@ -345,6 +345,11 @@ class Dispatcher:
         self.fast, self.slow, self._key = fast, slow, key
 
 
+CLOSING = threading.Event()
+"""Set by the runner's shutdown: every switch connection stops reading. Otherwise 57 switches'
+queued replies (flow statistics of 109,000 flows in a 1,000-container run) kept every app's event
+queue full, and the shutdown's own stop event waited behind them until the 10 s bound."""
+
 HANDLERS = threading.Lock()
 """Held while fast handlers run: one switch's packet-ins at a time, as os-ken ran each app's handlers
 on one thread. It also keeps the controller's other threads from starving: with a thread per switch
@@ -363,7 +368,7 @@ def _recv_loop(self: Any) -> None:
 
     dispatcher = Dispatcher()
     buf = bytearray()
-    while self.state != DEAD_DISPATCHER:
+    while self.state != DEAD_DISPATCHER and not CLOSING.is_set():
         try:
             ret = self.socket.recv(RECV_BYTES)
         except TimeoutError:  # socket.timeout since Python 3.10
@@ -381,7 +386,7 @@ def _recv_loop(self: Any) -> None:
             dispatcher.refresh(self.ofp_brick, MAIN_DISPATCHER)  # once per read: apps rarely come and go
         held = False  # HANDLERS, held across a run of packet-ins, never while dispatching anything else
         try:
-            while end - offset >= 8:
+            while end - offset >= 8 and not CLOSING.is_set():
                 version, msg_type, msg_len, xid = HEADER.unpack_from(buf, offset)
                 if msg_len < 8:
                     msg_len = 8  # someone is not playing nicely: os-ken's "something sane"

@@ -231,6 +231,8 @@ class Monitor(app_manager.OSKenApp):
 
     @set_ev_cls(ofp_event.EventOFPFlowStatsReply, MAIN_DISPATCHER)
     def flow_stats_handler(self, ev: Any) -> None:
+        if not self.is_active:  # shutting down: the replies still queued (109,000 flows of a
+            return  # 1,000-container run) took the event loop seconds to convert, and shutdown joins it
         msg = ev.msg
         dp = msg.datapath
         key = (dp.id, msg.xid)

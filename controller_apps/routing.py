@@ -109,6 +109,7 @@ class Routing(app_manager.OSKenApp):
         self.full_needed = True  # the fabric changed: the next pass recomputes everything
         self.wake = threading.Event()
         self.running = False
+        self.stopping = False  # set by stop(): a full computation in progress gives up between bridges
         self.last_compute_s = 0.0
         self.generation = 0  # full computations so far (/state "ready"["routing"])
         self.state.subscribe(self._state_changed)
@@ -123,6 +124,7 @@ class Routing(app_manager.OSKenApp):
 
     def stop(self) -> None:
         self.running = False
+        self.stopping = True
         self.state.unfollow_hosts("routing")
         self.wake.set()
         super().stop()
@@ -256,6 +258,9 @@ class Routing(app_manager.OSKenApp):
             desired = rr.desired_state(graph, hosts)
             sent = 0
             for dpid, dp in sorted(self.datapaths.items()):
+                if self.stopping:  # a full pass over 1,000 hosts takes seconds; shutdown joins this thread
+                    LOG.info("routing: stopping, %d message(s) sent of a full computation", sent)
+                    return sent
                 rules = desired.get(dpid, fl.SwitchRules())
                 old = self.installed.get(dpid)
                 sent += fl.send_change(dp, fl.resync(rules) if old is None else fl.diff(old, rules))

@@ -516,6 +516,9 @@ def _shutdown(manager: Any, server: Any) -> None:
         try:
             if server is not None:
                 server.stop()
+            from controller_apps import fastpath
+
+            fastpath.CLOSING.set()  # no more switch messages in: the apps' queues can drain
             apps = list(manager.applications.values())
             for app in apps:  # end each event loop first: an app's close() may join it (the topology app's does)
                 app.is_active = False

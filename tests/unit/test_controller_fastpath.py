@@ -14,6 +14,7 @@ import ipaddress
 import random
 import socket
 import struct
+import threading
 from types import SimpleNamespace
 
 import pytest
@@ -471,3 +472,27 @@ def test_fast_handlers_never_wait_for_an_app_lock_held_while_sending(tmp_path):
             worker.join(timeout=10)
             assert not worker.is_alive(), "the fast handler waited for tenancy's lock"
         assert len(out) == 1  # and it answered
+
+
+def test_receive_loop_dispatches_nothing_more_once_the_controller_is_closing(monkeypatch):
+    """The runner's shutdown sets CLOSING: a connection stops reading, and drops what is left of
+    its buffer, so 57 switches' queued flow statistics cannot keep the apps' event queues full
+    while the shutdown's stop events wait behind them."""
+    monkeypatch.setitem(app_manager.SERVICE_BRICKS, "user", Recorder())
+    monkeypatch.setattr(fastpath, "CLOSING", threading.Event())
+    ours_end, switch_end = socket.socketpair()
+    brick = Brick({"user": {MAIN_DISPATCHER}})
+    dp = SimpleNamespace(id=1, xid=0, state=MAIN_DISPATCHER, socket=ours_end, send=lambda b: None, ofp_brick=brick)
+    delivered = brick.send_event_to_observers
+
+    def closing_after_first(ev, state) -> None:  # the shutdown starts while the first is dispatched
+        delivered(ev, state)
+        fastpath.CLOSING.set()
+
+    brick.send_event_to_observers = closing_after_first
+    echoes = b"".join(struct.pack("!BBHI", 4, 2, 8, xid) for xid in range(1, 6))  # OFPT_ECHO_REQUEST x5
+    switch_end.sendall(echoes)
+    fastpath._recv_loop(dp)  # returns without waiting for the switch to close
+    ours_end.close()
+    switch_end.close()
+    assert [type(ev).__name__ for _, ev in brick.events] == ["EventOFPEchoRequest"]

@@ -341,3 +341,22 @@ def test_features_before_os_ken_sets_the_datapath_id(leafspine):
     assert None not in app.datapaths and app.datapaths[dp.id] is fresh
     app.recompute()
     assert any(isinstance(m, parser.OFPGroupMod) for m in fresh.take())
+
+
+def test_a_stopping_app_gives_up_a_full_computation_between_bridges(leafspine):
+    """os-ken's shutdown joins the worker thread: a full pass over a 1,000-container run took seconds
+    and held the controller's exit past its 10 s bound. A stopped app sends to no further bridge."""
+    topo, state, app, dps = leafspine
+    for dp in dps.values():
+        dp.take()  # the pipeline, sent on connection
+    first = min(dps.values(), key=lambda dp: dp.id)
+    send = first.send_msg
+
+    def then_stop(msg) -> None:  # the shutdown arrives while the first bridge is being sent to
+        send(msg)
+        app.stopping = True
+
+    first.send_msg = then_stop
+    assert 0 < app.recompute() == len(first.take())
+    assert not any(dp.take() for dp in dps.values())
+    assert app.generation == 0  # not a finished computation: readiness does not move on
