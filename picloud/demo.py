@@ -93,6 +93,9 @@ def run_demo(duration: float | None = None, traffic_seconds: float | None = None
             traffic_seconds = max(10.0, min(DEMO_TRAFFIC_SECONDS, duration - 40.0))
     run = DemoRun(duration=duration, traffic_seconds=traffic_seconds, out=Path(out))
     previous = signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    # The demo waits for Ctrl-C at its end: started as a background job of a non-interactive shell
+    # (`make demo &` in a script) it inherits SIGINT ignored, and `kill -INT` then did nothing.
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return _run(run, Testbed, ui_port)
     except DemoStepFailed as exc:
@@ -103,6 +106,7 @@ def run_demo(duration: float | None = None, traffic_seconds: float | None = None
         return 130
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
 
 
 def _run(run: DemoRun, testbed_class: type[Testbed], ui_port: int) -> int:

@@ -8,9 +8,11 @@ directory, so it does not collide with other runs on a shared machine."""
 from __future__ import annotations
 
 import re
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -89,3 +91,36 @@ def test_demo_right_after_ping_and_tenants_on_the_same_host(tmp_path, system_obj
         subprocess.run(PICLOUD + ["down", "--run", prefix], capture_output=True, timeout=600)
     assert not any(system_objects(prefix).values())
     run_demo(tmp_path / "demo", system_objects)
+
+
+def test_demo_stops_on_sigint_even_when_started_with_it_ignored(tmp_path, system_objects):
+    """`make demo &` from a script starts the demo with SIGINT ignored (POSIX, for background jobs of
+    a non-interactive shell); the demo waits for Ctrl-C at its end, so it restores SIGINT itself
+    and `kill -INT` tears it down, as Ctrl-C in a terminal does."""
+    child = subprocess.Popen(PICLOUD + ["demo", "--duration", "30", "--out", str(tmp_path / "demo"), "--port",
+                                        str(free_port())], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    lines: list[str] = []
+    prefix = None
+    deadline = time.monotonic() + DEMO_TIMEOUT_S
+    try:
+        assert child.stdout is not None
+        while prefix is None and time.monotonic() < deadline:
+            line = child.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            found = re.search(r"prefix (pc\d+)", line)
+            prefix = found.group(1) if found else None
+        assert prefix, "".join(lines[-40:])
+        child.send_signal(signal.SIGINT)
+        rest, _ = child.communicate(timeout=300)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.communicate()
+    output = "".join(lines) + rest
+    assert child.returncode == 130, output[-3000:]
+    assert "interrupted: tearing down" in output
+    left = system_objects(prefix)
+    assert not any(left.values()), f"the interrupted demo left {left}"
