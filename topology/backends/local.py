@@ -152,14 +152,15 @@ class LocalFabric:
         ip.batch(ip.namespace_lines(plan))
 
     def _build(self, plan: FabricPlan) -> None:
-        """Render the plan: namespaces and veths (ip -batch); then bridges and ports (one OVSDB
-        transaction) while container addresses are set (rtnl): the transaction is ovs-vswitchd's
-        work on its own core (5.7 s for a 1,000-container run) and the addresses are inside the
-        namespaces, where it does not look. Shapes (tc -batch) only once the ports exist: OVS adding
-        a port without QoS deletes a root qdisc it finds with handle 1: (netdev_linux_set_qos)."""
+        """Render the plan: namespaces and veths (ip -batch), container addresses (rtnl), bridges
+        and ports (one OVSDB transaction), shapes (tc -batch)."""
         self._make_namespaces(plan)
         self.progress("veth pairs", 0, len(plan.links))
         ip.batch(ip.veth_lines(plan))
+        for i, ns in enumerate(plan.namespaces):
+            if i % 50 == 0:
+                self.progress("container interfaces", i, len(plan.namespaces))
+            rtnl.configure([rtnl.ContainerIface(ns.name, ns.address, ns.gateway, ns.iface)])
         if self.datapath == "netdev" and not ovs.userspace_tso_active():
             self.offload_off = True
             log.warning("notice: OVS userspace TSO is not active, so TX checksum offload is turned off on "
@@ -168,14 +169,10 @@ class LocalFabric:
             ethtool.tx_offload_off([(e.netns, e.iface) for lp in plan.links for e in lp.ends])
         txn = ovs.Transaction()
         ports = ovs.add_fabric(txn, plan, INACTIVITY_PROBE_MS)
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            committed = pool.submit(txn.commit, timeout=300)
-            for i, ns in enumerate(plan.namespaces):
-                if i % 50 == 0:
-                    self.progress("container interfaces", i, len(plan.namespaces))
-                rtnl.configure([rtnl.ContainerIface(ns.name, ns.address, ns.gateway, ns.iface)])
-            self.progress(f"one OVSDB transaction: {len(plan.bridges)} bridges, {ports} ports", 0, 0)
-            committed.result()
+        self.progress(f"one OVSDB transaction: {len(plan.bridges)} bridges, {ports} ports", 0, 0)
+        txn.commit(timeout=300)
+        # Shapes only once the ports exist: OVS adding a port without QoS deletes a root qdisc with
+        # handle 1: that it finds on the device (netdev_linux_set_qos; measured with OVS 3.1).
         self.progress("link shaping", 0, 0)
         tc.apply_many(plan.tc_commands())
         self.size_sockets()
