@@ -97,19 +97,6 @@ def is_ours(rec: ProcessRecord) -> bool:
     return rec.start_ticks >= 0 and start_ticks(rec.pid) == rec.start_ticks
 
 
-def exited(pid: int) -> bool:
-    """A zombie (or dead) process: it has exited and only waits for its parent to collect it. One
-    that is not our child (`picloud down` in a second terminal ending the controller `picloud up`
-    started) stays that way until its parent looks: waiting for it to vanish cost the grace and
-    KILL_WAIT_S, 13 s, on every such teardown."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            stat = f.read()
-    except OSError:
-        return True
-    return stat[stat.rfind(")") + 2:][:1] in ("Z", "X")
-
-
 KILL_WAIT_S = 10.0  # after SIGKILL, how long to wait for the process to be gone (exited and reaped)
 
 
@@ -131,24 +118,20 @@ def terminate(rec: ProcessRecord, grace: float = 3.0) -> bool:
         return True
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
-        reap(rec.pid)  # our own child is collected here; anyone else's exits as a zombie
         if not is_ours(rec):
             return True
-        if exited(rec.pid):
-            reap(rec.pid)  # ours, exited just now: collected; anyone else's: for its parent
-            return True
+        reap(rec.pid)
         time.sleep(0.05)
-    if is_ours(rec) and not exited(rec.pid):
+    if is_ours(rec):
         with contextlib.suppress(ProcessLookupError):
             os.kill(rec.pid, signal.SIGKILL)
         # SIGKILL is delivered, not done: a many-threaded process on a loaded host takes a while
         # to exit and then be reaped, and until then it is still in /proc with its start time.
         # Returning at once let a caller's "nothing of the run is left" check see it.
         deadline = time.monotonic() + KILL_WAIT_S
-        while is_ours(rec) and not exited(rec.pid) and time.monotonic() < deadline:
+        while is_ours(rec) and time.monotonic() < deadline:
             reap(rec.pid)
             time.sleep(0.05)
-        reap(rec.pid)
     return True
 
 
