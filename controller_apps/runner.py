@@ -40,7 +40,7 @@ from typing import Any
 
 import yaml
 
-from controller_apps import native_hub, ryu_compat, stats_wait, topology_v15
+from controller_apps import fastpath, native_hub, ryu_compat, stats_wait, topology_v15
 from controller_apps.fastpath import repair_partial_checksum
 from picloud.errors import ControllerError, PiCloudError
 
@@ -438,7 +438,7 @@ def run(options: Options, stop: threading.Event | None = None) -> int:
     from os_ken import cfg
     from os_ken.base.app_manager import AppManager
 
-    from controller_apps import api, fastpath
+    from controller_apps import api
     from controller_apps.state import STATE
 
     stop = stop or threading.Event()
@@ -516,8 +516,6 @@ def _shutdown(manager: Any, server: Any) -> None:
         try:
             if server is not None:
                 server.stop()
-            from controller_apps import fastpath
-
             fastpath.CLOSING.set()  # no more switch messages in: the apps' queues can drain
             apps = list(manager.applications.values())
             for app in apps:  # end each event loop first: an app's close() may join it (the topology app's does)

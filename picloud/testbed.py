@@ -262,9 +262,9 @@ class Testbed:
         try:
             if self._attached and self.fabric is None:
                 self.fabric = self._make_fabric([])
-            # Every helper is asked to stop first and winds down while the fabric goes: the
-            # controller of a 1,000-container run takes ~3 s to close its apps, as long as the
-            # fabric's teardown takes the kernel. It is then ended for sure (SIGKILL past a grace).
+            # Every helper is asked to stop first and winds down while the fabric goes (the
+            # controller of a 1,000-container run takes 1-2 s to close its apps), then is ended
+            # for sure (SIGKILL past a grace).
             records = [proc.ProcessRecord.from_dict(rec) for rec in state.objects.get("pids", [])]
             for rec in records:
                 proc.ask_to_stop(rec)

@@ -71,6 +71,7 @@ def _delete_until_gone(names: Iterable[str], present, line: str, what: str) -> N
         if attempt:
             time.sleep(0.05)
         batch([line.format(n) for n in sorted(todo)], force=True)
+    time.sleep(0.05)  # the last batch gets the same moment to settle as every other
     left = names & present()
     if left:
         raise CommandError(["ip", what, "del"], 1, f"could not delete {', '.join(sorted(left))}")
