@@ -47,8 +47,8 @@ def kill(state: RunState, own: subprocess.Popen | None) -> tuple[int, list[str] 
     else:
         deadline = time.monotonic() + REAP_S
         while proc.is_ours(record) and time.monotonic() < deadline:
-            proc.reap(record.pid)
             time.sleep(0.01)
+        proc.reap(record.pid)  # ours: collected; another process's: a zombie for its parent
     return record.pid, argv
 
 

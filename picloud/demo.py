@@ -49,12 +49,25 @@ class DemoRun:
     ui: UIServer | None = None
     results: Results | None = None
     notes: list[str] = field(default_factory=list)
+    interrupted: bool = False
+
+    def interrupt(self, signum: int, frame: object) -> None:  # noqa: ARG002
+        """SIGINT and SIGTERM: remembered as well as raised. A KeyboardInterrupt raised while the main
+        thread runs a finaliser (`__del__`, a weakref callback) is printed and swallowed by Python, and a
+        CI run saw the demo carry on to the end after one; the flag stops it at the next step."""
+        self.interrupted = True
+        raise KeyboardInterrupt
+
+    def check(self) -> None:
+        if self.interrupted:
+            raise KeyboardInterrupt
 
     def say(self, text: str) -> None:
         print(f"[{time.monotonic() - self.started:6.1f}s] {text}", flush=True)
 
 
 def _step(run: DemoRun, name: str, action: Callable[[], str | None]) -> None:
+    run.check()
     t0 = time.monotonic()
     try:
         detail = action()
@@ -67,6 +80,7 @@ def _step(run: DemoRun, name: str, action: Callable[[], str | None]) -> None:
 
             traceback.print_exc()
         raise DemoStepFailed(f"demo step '{name}' failed: {exc}") from exc
+    run.check()
     run.say(f"{name} ({time.monotonic() - t0:.1f}s){': ' + detail if detail else ''}")
 
 
@@ -92,10 +106,10 @@ def run_demo(duration: float | None = None, traffic_seconds: float | None = None
             # Leave room for set-up, verification and tear-down inside the requested duration.
             traffic_seconds = max(10.0, min(DEMO_TRAFFIC_SECONDS, duration - 40.0))
     run = DemoRun(duration=duration, traffic_seconds=traffic_seconds, out=Path(out))
-    previous = signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    previous = signal.signal(signal.SIGTERM, run.interrupt)
     # The demo waits for Ctrl-C at its end: started as a background job of a non-interactive shell
     # (`make demo &` in a script) it inherits SIGINT ignored, and `kill -INT` then did nothing.
-    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
+    previous_int = signal.signal(signal.SIGINT, run.interrupt)
     try:
         return _run(run, Testbed, ui_port)
     except DemoStepFailed as exc:
@@ -187,11 +201,16 @@ def _run(run: DemoRun, testbed_class: type[Testbed], ui_port: int) -> int:
         if run.duration is None:
             run.say("running; the UI stays up until Ctrl-C")
             while True:
-                time.sleep(3600)
+                run.check()
+                time.sleep(1)
         remaining = run.duration - (time.monotonic() - run.started)
         if remaining > 0:
             run.say(f"keeping the UI up for {remaining:.0f}s more (--duration)")
-            time.sleep(remaining)
+            end = time.monotonic() + remaining
+            while (left := end - time.monotonic()) > 0:
+                run.check()
+                time.sleep(min(1.0, left))
+        run.check()
         return 0
     finally:
         t0 = time.monotonic()

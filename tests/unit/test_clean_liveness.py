@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 
@@ -79,7 +81,32 @@ def test_terminate_returns_only_once_a_process_that_ignores_sigterm_is_gone():
         rec = proc.record(child, "controller")
         assert proc.terminate(rec, grace=0.2)
         assert not proc.is_ours(rec)
+        assert proc.start_ticks(child.pid) is None  # our own child: collected, not left a zombie
     finally:
         if child.poll() is None:
             child.kill()
         child.wait()
+
+
+def test_a_zombie_of_another_process_is_not_alive_and_terminate_does_not_wait_for_it(monkeypatch):
+    """`picloud down` in a second terminal ends the controller `picloud up` (another process)
+    started; once it exits it is that process's zombie until collected. It is not running: terminate
+    sends SIGTERM only and returns at once (it waited 13 s, the grace then SIGKILL then KILL_WAIT_S)."""
+    parent = subprocess.Popen([sys.executable, "-c", "import os, time\npid = os.fork()\nif pid == 0:\n"
+                               "    time.sleep(60)\nprint(pid, flush=True)\ntime.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout is not None
+        pid = int(parent.stdout.readline())
+        rec = proc.ProcessRecord(pid, proc.start_ticks(pid) or -1, "python", "controller")
+        assert proc.is_ours(rec)
+        sent: list[int] = []
+        kill = os.kill
+        monkeypatch.setattr(proc.os, "kill", lambda p, sig: (sent.append(sig), kill(p, sig)))
+        assert proc.terminate(rec, grace=5.0)  # returns within the grace: no SIGKILL below
+        assert sent == [signal.SIGTERM]
+        assert proc.start_ticks(pid) == rec.start_ticks  # still there, a zombie of `parent`...
+        assert not proc.is_ours(rec)  # ...and not counted as running
+    finally:
+        parent.kill()
+        parent.wait()

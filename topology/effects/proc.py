@@ -69,8 +69,8 @@ class ProcessRecord:
         return cls(int(data["pid"]), int(data["start_ticks"]), str(data["argv0"]), str(data.get("role", "")))
 
 
-def start_ticks(pid: int) -> int | None:
-    """Field 22 of /proc/PID/stat: the process start time in clock ticks since boot."""
+def _stat(pid: int) -> tuple[str, int] | None:
+    """(state, start ticks) from /proc/PID/stat: fields 3 and 22, read in one go."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             stat = f.read()
@@ -78,7 +78,13 @@ def start_ticks(pid: int) -> int | None:
         return None
     # The command name (field 2) may contain spaces and parentheses: split after the last ')'.
     rest = stat[stat.rfind(")") + 2:].split()
-    return int(rest[19])
+    return rest[0], int(rest[19])
+
+
+def start_ticks(pid: int) -> int | None:
+    """Field 22 of /proc/PID/stat: the process start time in clock ticks since boot."""
+    fields = _stat(pid)
+    return None if fields is None else fields[1]
 
 
 def record(proc: subprocess.Popen, role: str) -> ProcessRecord:
@@ -94,7 +100,15 @@ def own_record(role: str) -> ProcessRecord:
 
 
 def is_ours(rec: ProcessRecord) -> bool:
-    return rec.start_ticks >= 0 and start_ticks(rec.pid) == rec.start_ticks
+    """The recorded process, still running. A zombie is not running: it has exited and waits for its
+    parent to collect it, which for a controller that `picloud up` started and `picloud down` (another
+    process) ends may be never, or only once init adopts it. Counting it as alive made every such
+    teardown wait out the grace, SIGKILL and KILL_WAIT_S (13 s). Its PID cannot be reused until it is
+    collected, so the check stays exact."""
+    if rec.start_ticks < 0:
+        return False
+    fields = _stat(rec.pid)
+    return fields is not None and fields[1] == rec.start_ticks and fields[0] not in ("Z", "X")
 
 
 KILL_WAIT_S = 10.0  # after SIGKILL, how long to wait for the process to be gone (exited and reaped)
@@ -110,6 +124,7 @@ def ask_to_stop(rec: ProcessRecord) -> None:
 
 def terminate(rec: ProcessRecord, grace: float = 3.0) -> bool:
     """SIGTERM, then SIGKILL after `grace` seconds; only if the PID is still the recorded process."""
+    reap(rec.pid)  # our own child that has exited already: collected, not left a zombie
     if not is_ours(rec):
         return False
     try:
@@ -118,9 +133,9 @@ def terminate(rec: ProcessRecord, grace: float = 3.0) -> bool:
         return True
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
+        reap(rec.pid)
         if not is_ours(rec):
             return True
-        reap(rec.pid)
         time.sleep(0.05)
     if is_ours(rec):
         with contextlib.suppress(ProcessLookupError):
@@ -130,8 +145,8 @@ def terminate(rec: ProcessRecord, grace: float = 3.0) -> bool:
         # Returning at once let a caller's "nothing of the run is left" check see it.
         deadline = time.monotonic() + KILL_WAIT_S
         while is_ours(rec) and time.monotonic() < deadline:
-            reap(rec.pid)
             time.sleep(0.05)
+        reap(rec.pid)
     return True
 
 
