@@ -9,11 +9,11 @@ The algorithm lives in `routing_rules` (pure); this app only keeps it fed and se
    coalesce: events arriving during a computation cause one more computation, not one each.
 3. A host change (discovery learns hosts, tenancy writes its members) wakes the same worker, which
    reads only the hosts that changed since its last pass (`STATE.host_changes`) and sends only
-   their flows (`routing_rules.host_changes`): a new container on a Pi that already has one costs
-   a few flows per bridge, however many hosts exist, instead of a recomputation over all of them
-   (that made a learned host wait behind work growing with the host count). A change the
-   incremental path cannot express exactly (a Pi's first or last host, a shared IP) falls back to
-   the full computation.
+   the rules they change (`routing_rules.host_changes`: their Pi's address blocks, their own
+   rules, the ARP answers around their IPs): a new container on a Pi that already has one costs
+   a few flows per bridge, instead of a recomputation over all hosts (that made a learned host
+   wait behind work growing with the host count). A change the incremental path cannot express
+   exactly (a Pi's first or last host: groups change) falls back to the full computation.
 4. ARP from senders the bridge does not know comes to us as a copy (discovery learns the sender
    from it); if the bridge has no answer yet (a host learned a moment ago), we answer from the host
    table. A packet that missed the pipeline (its destination's rule was not there yet) comes back
@@ -104,7 +104,7 @@ class Routing(app_manager.OSKenApp):
         self.datapaths: dict[int, Any] = {}
         self.installed: dict[int, fl.SwitchRules | None] = {}  # None: unknown, install everything
         self.graph: Any = None  # the fabric graph of the last full computation (None: none yet)
-        self.routed: dict[rr.HostKey, rr.Host] = {}  # (tag, MAC) -> host, as installed
+        self.routed = rr.Routed()  # the hosts as installed, and the rule keys serving each of them
         self.host_cursor = 0  # STATE's host change number that `routed` reflects
         self.full_needed = True  # the fabric changed: the next pass recomputes everything
         self.wake = threading.Event()
@@ -232,8 +232,8 @@ class Routing(app_manager.OSKenApp):
             return None  # runt, multicast or broadcast, tagged (tenancy's), LLDP (discovery's)
         buffered = buffer_id != fastpath.OFP_NO_BUFFER
         rules = self.installed.get(dpid)
-        key = (pipeline.TABLE_FORWARD, rr.PRIORITY_HOST, rr.forward_match(data[:6].hex(":")))
-        if rules is not None and key in rules.flows:
+        key = self.routed.forward_key.get((0, data[:6].hex(":")))
+        if rules is not None and key is not None and key in rules.flows:
             return None, [fastpath.OFPP_TABLE], None if buffered else data
         if buffered:
             return None, [], None  # dropped: a switch that buffers the packet is told to free the buffer
@@ -244,8 +244,8 @@ class Routing(app_manager.OSKenApp):
         full recomputation (the fast path runs one switch's packet-ins at a time, so waiting here
         would hold up every switch's)."""
         rules = self.installed.get(dpid)
-        key = (pipeline.TABLE_FORWARD, rr.PRIORITY_ARP_ANSWER, rr.arp_responder_match(ip))
-        return rules is not None and key in rules.flows
+        key = self.routed.arp_key.get(ip)
+        return rules is not None and key is not None and key in rules.flows
 
     # --- the computation --------------------------------------------------------------------------
     def recompute(self) -> int:
@@ -266,7 +266,7 @@ class Routing(app_manager.OSKenApp):
                 sent += fl.send_change(dp, fl.resync(rules) if old is None else fl.diff(old, rules))
                 self.installed[dpid] = rules
             self.graph, self.host_cursor = graph, version
-            self.routed = {h.key: h for h in rr.usable_hosts(graph, hosts)}
+            self.routed = rr.Routed(rr.usable_hosts(graph, hosts))
             self.last_compute_s = time.perf_counter() - started
             self.generation += 1
             self.state.set_ready("routing", generation=self.generation, hosts=len(self.routed),
@@ -295,7 +295,11 @@ class Routing(app_manager.OSKenApp):
         for tag, mac in set(keys):
             record = self.state.host(mac, tag)
             updates[(tag, mac)] = None if record is None else host_from_record(record)
-        result = rr.host_changes(self.graph, self.routed, updates)
+        try:
+            result = rr.host_changes(self.graph, self.routed, updates)
+        except Exception:
+            self.full_needed = True  # `routed` may be half updated: the next pass starts afresh
+            raise
         if result is None:
             return None
         changes, self.routed = result

@@ -14,8 +14,9 @@ Algorithm (per destination bridge D that has hosts):
   same, as in a fat-tree or leaf-spine).
 - On every other bridge S, the next hops are the neighbours one hop closer to D (all of them:
   equal-cost multipath). S gets one group per destination bridge, `group_id(D)`, and one flow per
-  host on D in table `forward`: `eth_dst=host -> group`. Since flows only name the group, a link
-  change rewrites groups (OFPGC_MODIFY, no window without a rule) and never touches flows.
+  address block of D's hosts in table `forward`: `eth_dst=block -> group` (see "Address blocks").
+  Since flows only name the group, a link change rewrites groups (OFPGC_MODIFY, no window without
+  a rule) and never touches flows.
 - Two or more next hops: a SELECT group whose buckets each watch their own port, so OVS skips a
   dead bucket in the data plane (fast failover for multipath hops) while the controller catches up.
 - One next hop: if some neighbour N at the same distance as S exists, N is a loop-free alternate
@@ -35,6 +36,18 @@ make the same choice twice and use only half of the cores (ECMP polarisation). S
 group lists 16 buckets, bucket i going to next hop `rotate(i, salt) % n`, where the salt is the
 bridge's distance to D: consecutive hops read different bits of the hash and spread independently.
 
+Address blocks. A rule per host per bridge made a 1,000-container picloud:5,10 cost 109,107 flows
+(57,000 towards hosts, 50,000 ARP answers), and sending them was most of the controller's 5.6 s
+start. Containers get consecutive addresses (the contract: container k has 10.0.0.0/8 host k+1 and
+MAC 02:00:00 + k+1), so a Pi's hosts are runs of consecutive MACs. Each run is cut into the fewest
+aligned power-of-two blocks (`aligned_blocks`), and each block is one masked `eth_dst` rule. A
+block holds only the MACs of that Pi's known hosts in that network, never an unknown address, so
+the rules match exactly the packets the per-host rules did: an unknown destination still misses
+to the controller. ARP answers are cut the same way across all hosts: a block of IPs whose MACs are
+the IPs plus one constant, aligned on both sides, is answered by one rule that writes the MAC's
+low bits from the requested IP's (NXM moves of `bits` bits). Hosts outside the pattern (a
+user's own MAC, a learned host) are blocks of one: the per-host rules as before.
+
 ARP never floods. On every bridge with attached hosts, table `arp` lets untagged ARP from a known
 host (its port and MAC) through to `forward`, and copies any other untagged ARP to the controller
 first, so a container added at run time is learned from its first ARP request without every
@@ -47,8 +60,10 @@ unicast misses to the controller (the pipeline's miss rule); broadcast and multi
 
 from __future__ import annotations
 
+import bisect
 import functools
 import ipaddress
+import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -234,7 +249,65 @@ def group_for(group_id: int, primary: list[int], alternates: list[int], distance
     return Group(group_id, "select", select_buckets(primary, distance))
 
 
-# --- desired state -------------------------------------------------------------------------------
+# --- address blocks ------------------------------------------------------------------------------
+MAC_BITS = 48
+IP_BITS = 32
+MAC_ALL = (1 << MAC_BITS) - 1
+IP_ALL = (1 << IP_BITS) - 1
+
+
+def aligned_blocks(values: Iterable[int], max_bits: int) -> list[tuple[int, int]]:
+    """(base, bits) blocks of 2**bits consecutive values aligned on 2**bits (bits <= max_bits) that
+    cover exactly `values`: nothing outside them. Greedy per run of consecutive values, the
+    largest aligned block that fits at each step, which is the fewest blocks for a run (a prefix
+    can never span a gap, so runs are independent)."""
+    out: list[tuple[int, int]] = []
+    ordered = sorted(set(values))
+    i = 0
+    while i < len(ordered):
+        j = i
+        while j + 1 < len(ordered) and ordered[j + 1] == ordered[j] + 1:
+            j += 1
+        low, high = ordered[i], ordered[j]
+        while low <= high:
+            bits = 0
+            while bits < max_bits and low % (2 << bits) == 0 and low + (2 << bits) - 1 <= high:
+                bits += 1
+            out.append((low, bits))
+            low += 1 << bits
+        i = j + 1
+    return out
+
+
+@functools.lru_cache(maxsize=1 << 17)
+def mac_int(mac: str) -> int:
+    return int(mac.replace(":", ""), 16)
+
+
+def mac_text(value: int) -> str:
+    return ":".join(f"{(value >> s) & 0xFF:02x}" for s in range(40, -8, -8))
+
+
+def _trailing_zeros(value: int, limit: int) -> int:
+    return limit if value == 0 else min(limit, (value & -value).bit_length() - 1)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def block_match(base: int, bits: int, vlan_vid: int = OFPVID_NONE) -> Match:
+    """The `forward` match of a MAC block in one network (a block of one is `forward_match`)."""
+    if bits == 0:
+        return forward_match(mac_text(base), vlan_vid)
+    return Match(vlan_vid=vlan_vid, eth_dst=(mac_text(base), mac_text(MAC_ALL ^ ((1 << bits) - 1))))
+
+
+def forward_blocks(members: Iterable[Host]) -> list[tuple[int, int, int]]:
+    """(vlan_vid, base, bits) per block of one destination bridge's hosts, network by network."""
+    by_vid: dict[int, list[int]] = {}
+    for host in members:
+        by_vid.setdefault(host.vlan_vid, []).append(mac_int(host.mac))
+    return [(vv, base, bits) for vv in sorted(by_vid) for base, bits in aligned_blocks(by_vid[vv], MAC_BITS)]
+
+
 @functools.lru_cache(maxsize=1 << 16)
 def arp_responder_match(ip: str) -> Match:
     return Match(eth_type=ETH_TYPE_ARP, vlan_vid=OFPVID_NONE, arp_op=1, arp_tpa=ip)
@@ -263,6 +336,82 @@ def _arp_responder(host: Host) -> Flow:
     return _route(TABLE_FORWARD, PRIORITY_ARP_ANSWER, arp_responder_match(host.ip), actions)
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def arp_block_match(ip_base: int, bits: int) -> Match:
+    """The match of an ARP answer for a block of IPs (a block of one is `arp_responder_match`)."""
+    ip = ip_text(ip_base)
+    if bits == 0:
+        return arp_responder_match(ip)
+    mask = ip_text(IP_ALL ^ ((1 << bits) - 1))
+    return Match(eth_type=ETH_TYPE_ARP, vlan_vid=OFPVID_NONE, arp_op=1, arp_tpa=(ip, mask))
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _arp_block_responder(ip_base: int, mac_base: int, bits: int) -> Flow:
+    """`_arp_responder` for 2**bits hosts at once: host ip_base + i has MAC mac_base + i, both bases
+    aligned, so the answer's MAC is the block's MAC with the requested IP's low `bits` bits moved
+    in (and the answer's sender IP the block's base with the same bits moved back)."""
+    mac, ip = mac_text(mac_base), ip_text(ip_base)
+    actions = (
+        fl.move("eth_src", "eth_dst", 48),
+        fl.set_field("eth_src", mac),
+        fl.move("arp_tpa", "eth_src", bits),
+        fl.set_field("arp_op", 2),
+        fl.move("arp_sha", "arp_tha", 48),
+        fl.move("arp_spa", "arp_tpa", 32),
+        fl.set_field("arp_spa", ip),
+        fl.move("eth_src", "arp_spa", bits),
+        fl.move("eth_src", "arp_sha", 48),
+        fl.output("in_port"),
+    )
+    return _route(TABLE_FORWARD, PRIORITY_ARP_ANSWER, arp_block_match(ip_base, bits), actions)
+
+
+@functools.lru_cache(maxsize=1 << 17)
+def ip_int(ip: str) -> int:
+    return int.from_bytes(socket.inet_aton(ip), "big")
+
+
+def ip_text(value: int) -> str:
+    return socket.inet_ntoa(value.to_bytes(4, "big"))
+
+
+Answered = Iterable[tuple[int, Host]]  # (IP, the host whose MAC answers it)
+
+
+def _answered(hosts: Iterable[Host]) -> dict[int, Host]:
+    """IP -> the default-network host whose MAC answers it: the last in `hosts` order when several
+    claim one IP (as when each host had its own rule and the last one written won)."""
+    return {ip_int(h.ip): h for h in hosts if not h.tag and h.ip}
+
+
+def _arp_blocks(answered: Answered) -> list[tuple[int, int, int, Host]]:
+    """(ip_base, mac_base, bits, host at the base) per ARP answer block: IPs grouped by their
+    host's MAC - IP, each group cut into aligned IP blocks no larger than that difference's
+    alignment allows. A block never spans an IP nobody answers, so the blocks of a stretch of
+    answered IPs between two unanswered ones are those of the whole set within it."""
+    by_offset: dict[int, list[int]] = {}
+    hosts: dict[int, Host] = {}
+    for ip, host in answered:
+        hosts[ip] = host
+        by_offset.setdefault((mac_int(host.mac) - ip) & MAC_ALL, []).append(ip)
+    out = []
+    for offset, ips in by_offset.items():
+        for base, bits in aligned_blocks(ips, _trailing_zeros(offset, IP_BITS)):
+            out.append((base, (base + offset) & MAC_ALL, bits, hosts[base]))
+    return sorted(out, key=lambda block: block[0])
+
+
+def _answer(block: tuple[int, int, int, Host]) -> Flow:
+    ip, mac, bits, host = block
+    return _arp_responder(host) if bits == 0 else _arp_block_responder(ip, mac, bits)
+
+
+def arp_answers(hosts: Iterable[Host]) -> list[Flow]:
+    """The data-plane ARP answers for the default network's hosts, a rule per block."""
+    return [_answer(block) for block in _arp_blocks(_answered(hosts).items())]
+
+
 @functools.lru_cache(maxsize=1 << 17)
 def _known_sender(host: Host) -> Flow:
     """ARP from a host we know, where we know it: no need to tell the controller."""
@@ -287,9 +436,34 @@ def _egress(host: Host) -> Flow:
     return _route(TABLE_EGRESS, PRIORITY_HOST, forward_match(host.mac, host.vlan_vid), (fl.output(host.port),))
 
 
-@functools.lru_cache(maxsize=1 << 17)
-def _to_group(host: Host, group_id: int) -> Flow:
-    return _route(TABLE_FORWARD, PRIORITY_HOST, forward_match(host.mac, host.vlan_vid), (fl.group(group_id),))
+def _into_egress(members: Iterable[Host]) -> list[Flow]:
+    """On a destination bridge: its hosts' blocks go on to `egress`."""
+    return [_route(TABLE_FORWARD, PRIORITY_HOST, block_match(base, bits, vv), goto=TABLE_EGRESS)
+            for vv, base, bits in forward_blocks(members)]
+
+
+def _towards(members: Iterable[Host], group_id: int) -> list[Flow]:
+    """Everywhere else: its hosts' blocks go to the destination bridge's group."""
+    return [_route(TABLE_FORWARD, PRIORITY_HOST, block_match(base, bits, vv), (fl.group(group_id),))
+            for vv, base, bits in forward_blocks(members)]
+
+
+def destination_flows(graph: nx.MultiGraph, destination: int, members: list[Host],
+                      group_id: int) -> dict[int, list[Flow]]:
+    """The flows `desired_state` holds per bridge for the hosts on one destination bridge: their
+    blocks into egress, the egress outputs and known-sender ARP rules on the destination itself,
+    their blocks towards its group everywhere else. They depend on these hosts alone."""
+    towards = _towards(members, group_id)
+    out: dict[int, list[Flow]] = {}
+    for dpid in graph.nodes:
+        if dpid == destination:
+            flows = _into_egress(members)
+            flows += [_egress(h) for h in members if not h.tag]
+            flows += [_known_sender(h) for h in members if not h.tag]
+            out[dpid] = flows
+        else:
+            out[dpid] = towards
+    return out
 
 
 def usable_hosts(graph: nx.MultiGraph, hosts: Iterable[Host]) -> list[Host]:
@@ -318,7 +492,7 @@ def desired_state(graph: nx.MultiGraph, hosts: Iterable[Host]) -> dict[int, Swit
     # A flow that is the same on many bridges is built once and shared (with its key): the rule
     # towards a host's Pi and its ARP answer are the same everywhere, and building them per bridge
     # was most of a large fabric's computation.
-    answers = [(f.key, f) for f in (_arp_responder(h) for h in hosts if not h.tag and h.ip)]
+    answers = [(f.key, f) for f in arp_answers(hosts)]
     punt = _route(TABLE_ARP, PRIORITY_ARP_OTHER, Match(eth_type=ETH_TYPE_ARP, vlan_vid=OFPVID_NONE),
                   (fl.TO_CONTROLLER,), goto=TABLE_FORWARD)
     for dpid in by_bridge:
@@ -334,12 +508,10 @@ def desired_state(graph: nx.MultiGraph, hosts: Iterable[Host]) -> dict[int, Swit
         group_id = ids[destination]
         if destination in state:
             rules = state[destination]
-            for host in attached:
-                rules.add(_to_egress(host))
-                if not host.tag:
-                    rules.add(_egress(host))
+            rules.extend(_into_egress(attached))
+            rules.extend(_egress(h) for h in attached if not h.tag)
         hops = next_hops(graph, destination, adjacency) if destination in graph else {}
-        towards = [(f.key, f) for f in (_to_group(host, group_id) for host in attached)]
+        towards = [(f.key, f) for f in _towards(attached, group_id)]
         for dpid, rules in state.items():
             if dpid == destination:
                 continue
@@ -350,72 +522,170 @@ def desired_state(graph: nx.MultiGraph, hosts: Iterable[Host]) -> dict[int, Swit
 
 
 # --- incremental host changes --------------------------------------------------------------------
-def host_flows(graph: nx.MultiGraph, host: Host, host_bridges: Iterable[int]) -> dict[int, list[Flow]]:
-    """The flows `desired_state` holds for `host` alone, per bridge, given the set of bridges that
-    have hosts (`host_bridges`, which must include host.dpid): its forward and egress rules on its
-    own bridge, its known-sender ARP rule there, a forward rule to its bridge's group everywhere
-    else, and its ARP answer on every bridge with hosts."""
-    group_id = group_ids(host_bridges)[host.dpid]
-    arp_bridges = [d for d in host_bridges if d in graph] if not host.tag and host.ip else []
-    out: dict[int, list[Flow]] = {}
-    for dpid in graph.nodes:
-        if dpid == host.dpid:
-            flows = [_to_egress(host)]
-            if not host.tag:
-                flows += [_egress(host), _known_sender(host)]
-        else:
-            flows = [_to_group(host, group_id)]
-        out[dpid] = flows
-    for dpid in arp_bridges:
-        out[dpid].append(_arp_responder(host))
-    return out
+FlowKey = fl.FlowKey
 
 
-def host_changes(graph: nx.MultiGraph, routed: dict[HostKey, Host],
-                 updates: dict[HostKey, Host | None]) -> tuple[dict[int, Change], dict[HostKey, Host]] | None:
+class Routed:
+    """The hosts routing serves (what `usable_hosts` returned, then kept up to date by
+    `host_changes`), with what a change needs to cost the hosts it touches rather than all of
+    them: hosts per bridge, default-network hosts per IP, and the rule keys that serve each
+    destination MAC and answer each IP (which the routing app reads on packet-ins)."""
+
+    def __init__(self, hosts: Iterable[Host] = ()) -> None:
+        self.hosts: dict[HostKey, Host] = {}
+        self.on_bridge: dict[int, dict[HostKey, Host]] = {}
+        self.claims: dict[int, dict[HostKey, Host]] = {}  # IP -> default hosts with it
+        self.forward_key: dict[HostKey, FlowKey] = {}
+        self.arp_key: dict[str, FlowKey] = {}
+        for host in hosts:
+            self._put(host)
+        for dpid in self.on_bridge:
+            self._index_bridge(dpid)
+        self._index_answers(_arp_blocks(self.answered(self.claims)), ())
+
+    # the mapping of hosts
+    def __contains__(self, key: object) -> bool:
+        return key in self.hosts
+
+    def __len__(self) -> int:
+        return len(self.hosts)
+
+    def get(self, key: HostKey) -> Host | None:
+        return self.hosts.get(key)
+
+    def values(self) -> Iterable[Host]:
+        return self.hosts.values()
+
+    def _put(self, host: Host) -> None:
+        self.hosts[host.key] = host
+        self.on_bridge.setdefault(host.dpid, {})[host.key] = host
+        if not host.tag and host.ip:
+            self.claims.setdefault(ip_int(host.ip), {})[host.key] = host
+
+    def _drop(self, key: HostKey) -> None:
+        host = self.hosts.pop(key)
+        members = self.on_bridge[host.dpid]
+        del members[key]
+        if not members:
+            del self.on_bridge[host.dpid]
+        if not host.tag and host.ip:
+            ip = ip_int(host.ip)
+            del self.claims[ip][key]
+            if not self.claims[ip]:
+                del self.claims[ip]
+
+    def members(self, dpid: int) -> list[Host]:
+        """A bridge's hosts in key order (usable_hosts' order, as desired_state sees them)."""
+        members = self.on_bridge.get(dpid, {})
+        return [members[k] for k in sorted(members)]
+
+    def answered(self, ips: Iterable[int]) -> list[tuple[int, Host]]:
+        """(IP, the host answering it) for those of `ips` someone claims: the claimant last in key
+        order, as desired_state's last-written rule."""
+        return [(ip, claim[max(claim)]) for ip in ips if (claim := self.claims.get(ip))]
+
+    def _index_bridge(self, dpid: int) -> None:
+        members = self.members(dpid)
+        blocks = forward_blocks(members)
+        starts = [(vv, base) for vv, base, _ in blocks]
+        for host in members:
+            vv, base, bits = blocks[bisect.bisect_right(starts, (host.vlan_vid, mac_int(host.mac))) - 1]
+            self.forward_key[host.key] = (TABLE_FORWARD, PRIORITY_HOST, block_match(base, bits, vv))
+
+    def _index_answers(self, blocks: list[tuple[int, int, int, Host]], region: Iterable[int]) -> None:
+        for ip in region:
+            self.arp_key.pop(ip_text(ip), None)
+        for ip, _, bits, _ in blocks:
+            key = (TABLE_FORWARD, PRIORITY_ARP_ANSWER, arp_block_match(ip, bits))
+            for value in range(ip, ip + (1 << bits)):
+                self.arp_key[ip_text(value)] = key
+
+
+def _stretch(routed: Routed, ips: set[int]) -> list[int]:
+    """`ips` and every IP joined to one of them by a run of claimed IPs (claimed now, or in `ips`,
+    the IPs that change): ARP blocks never cross an IP claimed neither before nor after, so the
+    answers of this stretch can be recomputed alone."""
+    out = set(ips)
+    for ip in ips:
+        for step in (-1, 1):
+            other = ip + step
+            while other not in out and (other in routed.claims or other in ips) and 0 <= other <= IP_ALL:
+                out.add(other)
+                other += step
+    return sorted(out)
+
+
+def host_changes(graph: nx.MultiGraph, routed: Routed,
+                 updates: dict[HostKey, Host | None]) -> tuple[dict[int, Change], Routed] | None:
     """The change per bridge that takes the rules `desired_state(graph, routed.values())` holds to
-    those of the hosts after `updates` ((tag, MAC) -> its new Host, or None when it is gone),
-    computed from the updated hosts alone, and the new routed map. `routed` maps host keys to
-    usable hosts (what `usable_hosts` returned for the last full computation on `graph`).
+    those of the hosts after `updates` ((tag, MAC) -> its new Host, or None when it is gone), and
+    `routed` updated in place to the hosts after them. `routed` holds usable hosts (from the last
+    full computation on `graph`, kept up to date by this function).
 
-    Why: a host joining an already-served Pi needs a handful of flows per bridge and no group
-    change, while a full recomputation walks every host on every bridge. The result equals
-    `diff(desired_state(before), desired_state(after))` exactly (unit tests prove it), under the
-    conditions checked here; otherwise None, and the caller recomputes everything: the set of
-    bridges with hosts changes (groups, ARP punts and answers placement follow it), or an updated
-    default host's IP is shared with another default host (ARP answers are keyed by IP)."""
+    Why: a host joining an already-served Pi changes only that Pi's blocks (on every bridge) and
+    the ARP answers of its stretch of consecutive IPs, while a full recomputation walks every host
+    on every bridge. So only the destination bridges whose hosts change are recomputed, and the
+    ARP answers of the stretches around the changed IPs. The result equals
+    `diff(desired_state(before), desired_state(after))` exactly (unit tests prove it), unless the
+    set of bridges with hosts changes (groups, ARP punts and answer placement follow it): then
+    None, `routed` is left as it was, and the caller recomputes everything."""
     fabric_ports = {(d, p) for _, _, data in graph.edges(data=True) for d, p in data["ports"].items()}
-    after = dict(routed)
+    new: dict[HostKey, Host | None] = {}
     for key, host in updates.items():
-        if host is None or (host.dpid, host.port) in fabric_ports:
-            after.pop(key, None)
-        else:
-            after[key] = host
-    touched = {key for key in updates if routed.get(key) != after.get(key)}
-    bridges = {h.dpid for h in routed.values()}
+        new[key] = None if host is None or (host.dpid, host.port) in fabric_ports else host
+    touched = sorted(key for key in new if routed.get(key) != new[key])
     if not touched:
-        return {}, after
-    if {h.dpid for h in after.values()} != bridges:
+        return {}, routed
+    counts: dict[int, int] = {}
+    for key in touched:
+        old_host, new_host = routed.get(key), new[key]
+        if old_host is not None:
+            counts[old_host.dpid] = counts.get(old_host.dpid, len(routed.on_bridge.get(old_host.dpid, {}))) - 1
+        if new_host is not None:
+            counts[new_host.dpid] = counts.get(new_host.dpid, len(routed.on_bridge.get(new_host.dpid, {}))) + 1
+    if any((count > 0) != (dpid in routed.on_bridge) for dpid, count in counts.items()):
         return None
-    for source in (routed, after):
-        ips: dict[str, int] = {}
-        for host in source.values():
-            if not host.tag and host.ip:
-                ips[host.ip] = ips.get(host.ip, 0) + 1
-        for key in touched:
-            host = source.get(key)
-            if host is not None and not host.tag and host.ip and ips[host.ip] > 1:
-                return None  # an updated host's IP is shared: ARP answers are keyed by IP
-    old: dict[int, dict[fl.FlowKey, Flow]] = {}
-    new: dict[int, dict[fl.FlowKey, Flow]] = {}
-    for key in sorted(touched):
-        for source, target in ((routed, old), (after, new)):
-            if (host := source.get(key)) is not None:
-                for dpid, flows in host_flows(graph, host, bridges).items():
-                    target.setdefault(dpid, {}).update((f.key, f) for f in flows)
+    bridges = sorted(routed.on_bridge)
+    ids = group_ids(bridges)
+    destinations = sorted(counts)
+    ips = {ip_int(h.ip) for key in touched for h in (routed.get(key), new[key])
+           if h is not None and not h.tag and h.ip}
+    region = _stretch(routed, ips)
+    flows: tuple[dict[int, dict[FlowKey, Flow]], dict[int, dict[FlowKey, Flow]]] = ({}, {})
+    blocks: list[tuple[int, int, int, Host]] = []
+    for side, target in enumerate(flows):
+        if side == 1:
+            for key in touched:
+                if key in routed.hosts:
+                    routed._drop(key)
+                if (host := new[key]) is not None:
+                    routed._put(host)
+        for destination in destinations:  # their blocks (the other hosts' own rules stay as they are)
+            members = routed.members(destination)
+            towards = [(f.key, f) for f in _towards(members, ids[destination])]
+            for dpid in graph.nodes:
+                if dpid == destination:
+                    target.setdefault(dpid, {}).update((f.key, f) for f in _into_egress(members))
+                else:
+                    target.setdefault(dpid, {}).update(towards)
+        for key in touched:  # the changed hosts' own rules on their bridge
+            if (host := routed.get(key)) is not None and not host.tag and host.dpid in graph:
+                target.setdefault(host.dpid, {}).update((f.key, f) for f in (_egress(host), _known_sender(host)))
+        blocks = _arp_blocks(routed.answered(region))
+        answers = [_answer(block) for block in blocks]
+        for dpid in bridges:
+            if dpid in graph:
+                target.setdefault(dpid, {}).update((f.key, f) for f in answers)
+    for destination in destinations:
+        routed._index_bridge(destination)
+    for key in touched:
+        if new[key] is None:
+            routed.forward_key.pop(key, None)
+    routed._index_answers(blocks, region)
     changes: dict[int, Change] = {}
-    for dpid in sorted(set(old) | set(new)):
-        change = fl.diff(SwitchRules(flows=old.get(dpid, {})), SwitchRules(flows=new.get(dpid, {})))
+    old_flows, new_flows = flows
+    for dpid in sorted(set(old_flows) | set(new_flows)):
+        change = fl.diff(SwitchRules(flows=old_flows.get(dpid, {})), SwitchRules(flows=new_flows.get(dpid, {})))
         if len(change):
             changes[dpid] = change
-    return changes, after
+    return changes, routed

@@ -21,9 +21,11 @@ def _settled(tb: Testbed) -> bool:
     return routed(state, len(tb.containers), since_match=True)
 
 
-@pytest.mark.parametrize("spec", ["leafspine:2,4,2", "picloud:2,3"])
-def test_every_pair_connects_over_tcp(spec):
-    with Testbed(spec, controller=["discovery", "routing"]) as tb:
+@pytest.mark.parametrize(("spec", "per_pi"), [("leafspine:2,4,2", 1), ("picloud:2,3", 3)])
+def test_every_pair_connects_over_tcp(spec, per_pi):
+    """Three containers per Pi: consecutive addresses, so masked block rules (forwarding and ARP
+    answers, routing_rules' "Address blocks") carry the traffic on real OVS."""
+    with Testbed(spec, containers_per_pi=per_pi, controller=["discovery", "routing"]) as tb:
         deadline = time.monotonic() + 30
         while not _settled(tb):
             assert time.monotonic() < deadline, f"{spec}: discovery/routing did not settle in 30s"

@@ -98,14 +98,30 @@ class FlowTable:
         return [f for f in self.flows.values() if f.cookie & pipeline.COOKIE_APP_MASK == cookie_app]
 
 
+FIELD_BITS = {"eth_src": 48, "eth_dst": 48, "arp_sha": 48, "arp_tha": 48, "arp_spa": 32, "arp_tpa": 32}
+
+
+def _field_text(name: str, value: int) -> str:
+    """A field's value written as packets here write it: MACs as text, IPv4 addresses dotted."""
+    if FIELD_BITS[name] == 48:
+        return ":".join(f"{(value >> s) & 0xFF:02x}" for s in range(40, -8, -8))
+    return ".".join(str((value >> s) & 0xFF) for s in (24, 16, 8, 0))
+
+
 def act(pkt: dict[str, Any], action: fl.Action) -> None:
     """Apply a header-changing action to `pkt` in place (outputs and groups are the caller's)."""
     kind, args = action
     if kind == "set_field":
         pkt[args[0]] = args[1]
     elif kind == "move":
-        if args[0] in pkt:
-            pkt[args[1]] = pkt[args[0]]
+        src, dst, n_bits = args[:3]
+        if src in pkt:
+            if n_bits == FIELD_BITS.get(src) == FIELD_BITS.get(dst):
+                pkt[dst] = pkt[src]
+            else:  # the low n_bits of src into the low n_bits of dst (NXM offsets 0)
+                low = (1 << n_bits) - 1
+                value = (_as_int(pkt.get(dst, 0)) & ~low) | (_as_int(pkt[src]) & low)
+                pkt[dst] = _field_text(dst, value)
     elif kind == "push_vlan":
         pkt["vlan_vid"] = fl.OFPVID_PRESENT
     elif kind == "pop_vlan":

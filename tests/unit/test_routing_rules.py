@@ -54,7 +54,8 @@ def test_containers_sharing_a_pi_reach_each_other_inside_it():
     n = len(topo.containers)
     assert assert_all_pairs_delivered(topo, FakeFabric(topo, state)) == n * (n - 1)
     first, second = topo.containers_on(topo.pis[0])[:2]
-    key = (pipeline.TABLE_FORWARD, rr.PRIORITY_HOST, rr.forward_match(topo.node(second).mac))
+    hosts = {h.mac: h for h in rr.hosts_from_topology(topo)}
+    key = rr.Routed(hosts.values()).forward_key[hosts[topo.node(second).mac].key]
     assert state[topo.dpid(topo.pis[0])].flows[key].goto == pipeline.TABLE_EGRESS  # never leaves the Pi
 
 
@@ -168,10 +169,19 @@ def test_arp_requests_are_answered_in_place_and_only_unknown_senders_reach_the_c
     request = {"eth_dst": "ff:ff:ff:ff:ff:ff", "eth_src": topo.node(sender).mac, "eth_type": 0x0806,
                "arp_op": 1, "arp_tpa": ip}
     assert fabric.send(start.dpid, start.port, request) == [start]  # the reply goes back in_port
-    flow = fabric.lookup(start.dpid, pipeline.TABLE_FORWARD, dict(request, in_port=start.port))
-    assert flow.actions[-1] == fl.output("in_port")
-    assert fl.set_field("eth_src", topo.node(target).mac) in flow.actions
-    assert fl.set_field("arp_spa", ip) in flow.actions
+    mine = {"eth_src": topo.node(sender).mac, "arp_sha": topo.node(sender).mac,
+            "arp_spa": topo.node(sender).ip.split("/")[0]}
+    blocks = set()
+    for name in topo.containers:  # every host's answer, block rules included, is its own
+        asked = topo.node(name).ip.split("/")[0]
+        [reply] = fabric.send(start.dpid, start.port, dict(request, **mine, arp_tpa=asked))
+        theirs = topo.node(name).mac
+        assert reply == start and reply.frame == {
+            **request, "in_port": start.port, "vlan_vid": fl.OFPVID_NONE, "arp_op": 2, "eth_dst": mine["eth_src"],
+            "eth_src": theirs, "arp_sha": theirs, "arp_spa": asked, "arp_tha": mine["arp_sha"],
+            "arp_tpa": mine["arp_spa"]}, name
+        blocks.add(fabric.lookup(start.dpid, pipeline.TABLE_FORWARD, dict(request, arp_tpa=asked)).key)
+    assert len(blocks) < len(topo.containers)  # consecutive addresses share answers
     unicast_reprobe = dict(request, eth_dst=topo.node(target).mac)  # the kernel's reachability check
     assert fabric.send(start.dpid, start.port, unicast_reprobe) == [start]
     newcomer = dict(request, eth_src="02:00:00:00:00:63")  # a container the controller does not know
@@ -268,8 +278,15 @@ def test_encode_orders_groups_before_flows_and_deletes_last():
 
 
 # --- incremental host changes ---------------------------------------------------------------------
-def _routed(graph, hosts) -> dict[rr.HostKey, rr.Host]:
-    return {h.key: h for h in rr.usable_hosts(graph, hosts)}
+def _routed(graph, hosts) -> rr.Routed:
+    return rr.Routed(rr.usable_hosts(graph, hosts))
+
+
+def _same_routed(got: rr.Routed, want: rr.Routed) -> None:
+    """Hosts and every index equal: what host_changes kept up to date is what a full build gives."""
+    assert got.hosts == want.hosts
+    assert got.on_bridge == want.on_bridge and got.claims == want.claims
+    assert got.forward_key == want.forward_key and got.arp_key == want.arp_key
 
 
 def _flow_set(flows) -> set:
@@ -286,7 +303,7 @@ def _incremental_matches_full(topo: Topology, hosts: list[rr.Host], updates: dic
     result = rr.host_changes(graph, _routed(graph, hosts), updates)
     assert result is not None
     changes, routed = result
-    assert routed == _routed(graph, after_hosts)
+    _same_routed(routed, _routed(graph, after_hosts))
     for dpid in before:
         full = fl.diff(before[dpid], after[dpid])
         got = changes.get(dpid, fl.Change())
@@ -335,11 +352,12 @@ def test_incremental_removal_move_and_readdress_equal_a_full_recomputation(spec)
     _incremental_matches_full(topo, hosts, {first.key: readdressed})
     member = rr.Host(first.mac, first.ip, hosts[1].dpid, 70, tenant="t7", tag=7)  # same MAC and IP, a tenant's
     _incremental_matches_full(topo, hosts, {member.key: member})
-    assert rr.host_changes(rr.graph_from_topology(topo), _routed(rr.graph_from_topology(topo), hosts),
-                           {first.key: first}) == ({}, _routed(rr.graph_from_topology(topo), hosts))
+    unchanged = _routed(rr.graph_from_topology(topo), hosts)
+    assert rr.host_changes(rr.graph_from_topology(topo), unchanged, {first.key: first}) == ({}, unchanged)
+    _same_routed(unchanged, _routed(rr.graph_from_topology(topo), hosts))
 
 
-def test_incremental_host_changes_defer_to_a_full_recomputation_when_groups_or_shared_ips_change():
+def test_incremental_host_changes_defer_to_a_full_recomputation_when_the_bridges_with_hosts_change():
     topo = build("leafspine:2,2,1")
     graph = rr.graph_from_topology(topo)
     hosts = rr.hosts_from_topology(topo)
@@ -348,8 +366,7 @@ def test_incremental_host_changes_defer_to_a_full_recomputation_when_groups_or_s
     assert rr.host_changes(graph, routed, {(0, "02:aa:00:00:00:09"): rr.Host("02:aa:00:00:00:09", None, spine, 9)}) \
         is None  # the spine's first host: every bridge needs a new group
     assert rr.host_changes(graph, routed, {hosts[0].key: None}) is None  # its Pi's last host
-    twin = rr.Host("02:aa:00:00:00:0a", hosts[1].ip, hosts[0].dpid, 9)
-    assert rr.host_changes(graph, routed, {twin.key: twin}) is None  # the IP's ARP answer is shared
+    _same_routed(routed, _routed(graph, hosts))  # a refusal changes nothing
     on_fabric = rr.Host("02:aa:00:00:00:0b", None, topo.dpid("leaf1"), topo.port("leaf1", "spine1"))
     assert rr.host_changes(graph, routed, {on_fabric.key: on_fabric}) == ({}, routed)  # mis-learned: ignored
 
@@ -372,3 +389,152 @@ def test_flow_mods_sharing_a_flow_encode_identically_on_every_bridge():
     fresh[0].xid = 7
     dp.send_msg(fresh[0])
     assert bytes(fresh[0].buf) not in wires[1]  # a different flow is not served from the cache
+
+
+# --- address blocks ------------------------------------------------------------------------------
+def _fewest_blocks(values: set[int], low: int, high: int) -> int:
+    """Brute force: the fewest aligned blocks covering exactly `values` within [low, high)."""
+    best = {high: 0}
+    for x in range(high - 1, low - 1, -1):
+        if x not in values:
+            best[x] = best[x + 1]
+            continue
+        options = []
+        bits = 0
+        while x % (1 << bits) == 0 and x + (1 << bits) <= high:
+            if all(v in values for v in range(x, x + (1 << bits))):
+                options.append(1 + best[x + (1 << bits)])
+            bits += 1
+        best[x] = min(options)
+    return best[low]
+
+
+def test_aligned_blocks_cover_exactly_the_values_with_the_fewest_blocks():
+    import random
+
+    rng = random.Random(5)
+    for _ in range(300):
+        values = {v for v in range(64) if rng.random() < rng.choice((0.3, 0.7, 0.95))}
+        blocks = rr.aligned_blocks(values, rr.MAC_BITS)
+        covered = [v for base, bits in blocks for v in range(base, base + (1 << bits))]
+        assert sorted(covered) == sorted(values)  # each value once, nothing else
+        assert all(base % (1 << bits) == 0 for base, bits in blocks)
+        assert len(blocks) == _fewest_blocks(values, 0, 64)
+    assert rr.aligned_blocks(range(21, 41), 48) == [(21, 0), (22, 1), (24, 3), (32, 3), (40, 0)]
+    assert rr.aligned_blocks(range(0, 16), 2) == [(0, 2), (4, 2), (8, 2), (12, 2)]  # max_bits holds
+
+
+def test_blocks_serve_exactly_the_known_hosts_of_a_pi():
+    """Five consecutive containers per Pi: fewer rules than hosts, every pair still delivered, and
+    a MAC between two Pis' blocks that no host has still misses to the controller."""
+    topo = build("picloud:2,3", containers_per_pi=5)
+    state = state_for(topo)
+    n = len(topo.containers)
+    fabric = FakeFabric(topo, state)
+    assert assert_all_pairs_delivered(topo, fabric) == n * (n - 1)
+    core = topo.dpid(topo.switches[0])
+    towards = [f for f in state[core].flows.values() if f.table == pipeline.TABLE_FORWARD and f.actions
+               and f.actions[0].kind == "group"]
+    assert len(towards) < n
+    answers = [f for f in state[core].flows.values() if f.priority == rr.PRIORITY_ARP_ANSWER]
+    assert answers == []  # no hosts on the core: no answers there
+    pi = topo.dpid(topo.pis[0])
+    answers = [f for f in state[pi].flows.values() if f.priority == rr.PRIORITY_ARP_ANSWER]
+    assert len(answers) == len(rr.aligned_blocks(range(1, n + 1), 32)) == 8  # 30 consecutive addresses
+    start = container_end(topo, topo.containers[0])
+    stranger = rr.mac_text(rr.mac_int(topo.node(topo.containers[-1]).mac) + 1)  # next to the last block
+    assert fabric.send(start.dpid, start.port, {"eth_dst": stranger, "eth_type": 0x0800}) == ["controller"]
+
+
+def test_arp_blocks_answer_each_ip_with_its_own_mac_whatever_the_addressing():
+    """Hosts whose MAC is not IP + a constant, or whose constant is badly aligned, or who share an
+    IP: every answer is still the host's own MAC (the last host of a shared IP, as before)."""
+    topo = build("leafspine:2,2,1")
+    graph = rr.graph_from_topology(topo)
+    pi = topo.dpid(topo.pis[0])
+    hosts = [rr.Host(f"02:00:00:00:01:{i + 3:02x}", f"10.1.0.{i}", pi, 10 + i) for i in range(12)]  # odd offset
+    hosts += [rr.Host(f"0e:00:00:00:00:{i:02x}", f"10.2.0.{i}", pi, 30 + i) for i in range(16)]  # aligned
+    hosts += [rr.Host("0e:00:00:00:99:01", "10.2.0.5", pi, 60)]  # shares 10.2.0.5 (sorts last: wins)
+    fabric = FakeFabric(topo, rr.desired_state(graph, hosts))
+    start = Delivery(pi, 10)
+    request = {"eth_dst": "ff:ff:ff:ff:ff:ff", "eth_src": hosts[0].mac, "eth_type": 0x0806, "arp_op": 1,
+               "arp_sha": hosts[0].mac, "arp_spa": hosts[0].ip}
+    expect = {h.ip: h.mac for h in sorted(hosts, key=lambda h: h.key)}
+    for ip, mac in expect.items():
+        [reply] = fabric.send(start.dpid, start.port, dict(request, arp_tpa=ip))
+        assert (reply.frame["eth_src"], reply.frame["arp_sha"], reply.frame["arp_spa"]) == (mac, mac, ip)
+    keys = rr.Routed(hosts).arp_key
+    assert len(set(keys.values())) < len(expect) and set(keys) == set(expect)
+
+
+@pytest.mark.parametrize(("spec", "per_pi"), [("fattree:4", 3), ("leafspine:2,4,2", 4)])
+def test_incremental_changes_that_merge_and_split_blocks_equal_a_full_recomputation(spec, per_pi):
+    topo = build(spec, containers_per_pi=per_pi)
+    hosts = rr.hosts_from_topology(topo)
+    on_pi = [h for h in hosts if h.dpid == hosts[4].dpid]
+    middle = on_pi[1]  # MAC 5 of 4-6 (fattree: blocks 4-5, 6) or MAC 6 of 5-8 (leafspine: 5, 6-7, 8)
+    _incremental_matches_full(topo, hosts, {middle.key: None})  # splits its Pi's block
+    rest = [h for h in hosts if h.key != middle.key]
+    _, after = _incremental_matches_full(topo, rest, {middle.key: middle})  # and back: merged again
+    n = len(topo.containers)
+    if spec.startswith("leafspine"):  # (all pairs of fattree:4's 48 hosts take seconds)
+        assert assert_all_pairs_delivered(topo, FakeFabric(topo, after)) == n * (n - 1)
+    moved = rr.Host(middle.mac, middle.ip, hosts[0].dpid, 77)  # into another Pi's run of addresses
+    _incremental_matches_full(topo, hosts, {middle.key: moved})
+    after_last = rr.mac_text(rr.mac_int(on_pi[-1].mac) + 1)
+    newcomer = rr.Host(after_last, "10.9.0.1", middle.dpid, 78)  # the next MAC: extends the block
+    _incremental_matches_full(topo, hosts, {newcomer.key: newcomer})
+
+
+def test_a_run_of_random_host_changes_keeps_rules_and_indexes_equal_to_full_computations():
+    """One Routed carried through 60 changes (joins next to a Pi's block or anywhere, leaves, moves,
+    new IPs, IPs shared across Pis, tenant members): after each, the rules the changes built and
+    every index equal a full computation's."""
+    import random
+
+    rng = random.Random(11)
+    topo = build("leafspine:2,4,2", containers_per_pi=3)
+    graph = rr.graph_from_topology(topo)
+    hosts = {h.key: h for h in rr.hosts_from_topology(topo)}
+    pis = [topo.dpid(p) for p in topo.pis]
+    installed = rr.desired_state(graph, hosts.values())
+    routed = _routed(graph, hosts.values())
+    for step in range(60):
+        some = rng.choice(sorted(hosts))
+        kind = rng.choice(["join", "join", "leave", "move", "readdress", "share", "member"])
+        n = 40 + step
+        if kind == "join":
+            mac = rr.mac_text(rr.mac_int(hosts[some].mac) + 1) if rng.random() < 0.5 else f"02:00:00:00:01:{n:02x}"
+            update = rr.Host(mac, f"10.0.0.{rng.randrange(1, 200)}", rng.choice(pis), 50 + n)
+        elif kind == "leave":
+            update = None
+        elif kind == "move":
+            update = rr.Host(hosts[some].mac, hosts[some].ip, rng.choice(pis), 50 + n, hosts[some].tenant,
+                             hosts[some].tag)
+        elif kind == "readdress":
+            update = rr.Host(hosts[some].mac, f"10.0.0.{rng.randrange(1, 200)}", hosts[some].dpid,
+                             hosts[some].port, hosts[some].tenant, hosts[some].tag)
+        elif kind == "share":
+            other = hosts[rng.choice(sorted(hosts))]
+            update = rr.Host(f"02:00:00:00:02:{n:02x}", other.ip, rng.choice(pis), 50 + n)
+        else:
+            update = rr.Host(f"0a:00:00:00:00:{n:02x}", "10.1.0.1", rng.choice(pis), 50 + n, "t", 7)
+        key = some if kind in ("leave", "move", "readdress") else update.key  # type: ignore[union-attr]
+        after = dict(hosts)
+        if update is None:
+            del after[key]
+        else:
+            after[key] = update
+        result = rr.host_changes(graph, routed, {key: update})
+        if result is None:  # a Pi's first or last host: the app recomputes everything
+            assert {h.dpid for h in after.values()} != {h.dpid for h in hosts.values()}
+            routed = _routed(graph, after.values())
+            installed = rr.desired_state(graph, after.values())
+        else:
+            changes, routed = result
+            for dpid, change in changes.items():
+                fl.apply_change(installed[dpid], change)
+        hosts = after
+        want = rr.desired_state(graph, hosts.values())
+        assert all(installed[d].flows == want[d].flows for d in want), (step, kind)
+        _same_routed(routed, _routed(graph, hosts.values()))
