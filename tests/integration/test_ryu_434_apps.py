@@ -95,8 +95,17 @@ def test_stp_13_on_a_ring_blocks_one_port_forwards_and_does_not_storm(leaves_not
         ring = fabric_ports(tb)
         assert len(tb.topology.fabric_links()) == 3 and len(ring) == 3  # the loop is there
         forwards(tb, within=STP_DEADLINE)
-        blocked = blocked_fabric_ports(tb)
+        # Forwarding can start before every bridge has heard the true root (a late BPDU on a
+        # loaded host): the bridge that then learns it starts a topology change, and stplib puts
+        # ports in LISTEN and LEARN (which set no OFPPC_NO_FWD bit) for two forward delays. A CI
+        # run sampled that moment and saw no blocked port. So wait, within one more
+        # reconvergence (the likely reading; the run kept no log), for the settled tree; a ring
+        # that never blocks a port still fails.
+        deadline = time.monotonic() + STP_DEADLINE
+        while len(blocked := blocked_fabric_ports(tb)) != 1 and time.monotonic() < deadline:
+            time.sleep(1)
         assert len(blocked) == 1, f"spanning tree of a 3-bridge ring blocks exactly one port, not {blocked}"
+        forwards(tb, within=STP_DEADLINE)  # forwarding again after any reconvergence
         before = fabric_tx_packets(tb)
         time.sleep(STORM_WINDOW)
         sent = fabric_tx_packets(tb) - before
