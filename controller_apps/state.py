@@ -213,6 +213,11 @@ class ControllerState:
         at = (time.time() if changed or before is None else before) if matched else None
         self._ready["discovery"] = {"matched_at": at, "links": len(self._links)}
 
+    def discovery_matched(self) -> bool:
+        """Whether the discovered fabric links match the intended ones now."""
+        with self._lock:
+            return self._ready.get("discovery", {}).get("matched_at") is not None
+
     def set_ready(self, app: str, **facts: Any) -> None:
         """Record what an app wants readers to know about its readiness (`/state` "ready"[app]);
         routing: its generation, the hosts and bridges its last computation served, and when."""

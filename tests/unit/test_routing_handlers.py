@@ -360,3 +360,27 @@ def test_a_stopping_app_gives_up_a_full_computation_between_bridges(leafspine):
     assert 0 < app.recompute() == len(first.take())
     assert not any(dp.take() for dp in dps.values())
     assert app.generation == 0  # not a finished computation: readiness does not move on
+
+
+def test_the_first_full_computation_waits_for_discovery_only_at_start_up(leafspine, monkeypatch):
+    """Until discovery first matches the intended fabric (at most STARTUP_HOLD_S), the worker does
+    not compute; once it has matched, and after the bound, it never waits again."""
+    from controller_apps import routing
+
+    topo, state, app, dps = leafspine
+    links = [{"a": ln.a, "a_port": ln.port_a, "b": ln.b, "b_port": ln.port_b} for ln in topo.fabric_links()]
+    state.set_links(links[:-1])  # one link not found yet
+    assert not state.discovery_matched()
+    assert app._holding()
+    state.set_links(links)
+    assert state.discovery_matched() and not app._holding()
+    state.set_links(links[:-1])  # a failure later on: routing must react at once
+    assert not app._holding()
+
+    fresh = Routing(state=state)  # a never-matching fabric waits the bound, once
+    clock = [1000.0]
+    monkeypatch.setattr(routing.time, "monotonic", lambda: clock[0])
+    assert fresh._holding()
+    clock[0] += routing.STARTUP_HOLD_S
+    assert not fresh._holding()
+    assert not Routing(state=ControllerState())._holding()  # no intended topology: nothing to wait for
