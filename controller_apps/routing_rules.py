@@ -69,8 +69,8 @@ from dataclasses import dataclass
 
 import networkx as nx
 
+from controller_apps import fastpath, pipeline
 from controller_apps import flows as fl
-from controller_apps import pipeline
 from controller_apps.flows import (
     ETH_TYPE_ARP,
     MULTICAST,
@@ -281,11 +281,11 @@ def aligned_blocks(values: Iterable[int], max_bits: int) -> list[tuple[int, int]
 
 @functools.lru_cache(maxsize=1 << 17)
 def mac_int(mac: str) -> int:
-    return int(mac.replace(":", ""), 16)
+    return int.from_bytes(fastpath.mac_bytes(mac), "big")
 
 
 def mac_text(value: int) -> str:
-    return ":".join(f"{(value >> s) & 0xFF:02x}" for s in range(40, -8, -8))
+    return fastpath.mac_text(value.to_bytes(6, "big"))
 
 
 def _trailing_zeros(value: int, limit: int) -> int:
@@ -427,11 +427,6 @@ def forward_match(mac: str, vlan_vid: int = OFPVID_NONE) -> Match:
 
 
 @functools.lru_cache(maxsize=1 << 17)
-def _to_egress(host: Host) -> Flow:
-    return _route(TABLE_FORWARD, PRIORITY_HOST, forward_match(host.mac, host.vlan_vid), goto=TABLE_EGRESS)
-
-
-@functools.lru_cache(maxsize=1 << 17)
 def _egress(host: Host) -> Flow:
     return _route(TABLE_EGRESS, PRIORITY_HOST, forward_match(host.mac, host.vlan_vid), (fl.output(host.port),))
 
@@ -448,22 +443,12 @@ def _towards(members: Iterable[Host], group_id: int) -> list[Flow]:
             for vv, base, bits in forward_blocks(members)]
 
 
-def destination_flows(graph: nx.MultiGraph, destination: int, members: list[Host],
-                      group_id: int) -> dict[int, list[Flow]]:
-    """The flows `desired_state` holds per bridge for the hosts on one destination bridge: their
-    blocks into egress, the egress outputs and known-sender ARP rules on the destination itself,
-    their blocks towards its group everywhere else. They depend on these hosts alone."""
+def _block_flows(graph: nx.MultiGraph, destination: int, members: list[Host],
+                 group_id: int) -> dict[int, list[Flow]]:
+    """Per bridge, the `forward` rules of one destination bridge's hosts: their blocks into egress
+    on the destination, towards its group everywhere else. They depend on these hosts alone."""
     towards = _towards(members, group_id)
-    out: dict[int, list[Flow]] = {}
-    for dpid in graph.nodes:
-        if dpid == destination:
-            flows = _into_egress(members)
-            flows += [_egress(h) for h in members if not h.tag]
-            flows += [_known_sender(h) for h in members if not h.tag]
-            out[dpid] = flows
-        else:
-            out[dpid] = towards
-    return out
+    return {dpid: _into_egress(members) if dpid == destination else towards for dpid in graph.nodes}
 
 
 def usable_hosts(graph: nx.MultiGraph, hosts: Iterable[Host]) -> list[Host]:
@@ -661,13 +646,9 @@ def host_changes(graph: nx.MultiGraph, routed: Routed,
                 if (host := new[key]) is not None:
                     routed._put(host)
         for destination in destinations:  # their blocks (the other hosts' own rules stay as they are)
-            members = routed.members(destination)
-            towards = [(f.key, f) for f in _towards(members, ids[destination])]
-            for dpid in graph.nodes:
-                if dpid == destination:
-                    target.setdefault(dpid, {}).update((f.key, f) for f in _into_egress(members))
-                else:
-                    target.setdefault(dpid, {}).update(towards)
+            its = _block_flows(graph, destination, routed.members(destination), ids[destination])
+            for dpid, block_flows in its.items():
+                target.setdefault(dpid, {}).update((f.key, f) for f in block_flows)
         for key in touched:  # the changed hosts' own rules on their bridge
             if (host := routed.get(key)) is not None and not host.tag and host.dpid in graph:
                 target.setdefault(host.dpid, {}).update((f.key, f) for f in (_egress(host), _known_sender(host)))

@@ -103,9 +103,9 @@ FIELD_BITS = {"eth_src": 48, "eth_dst": 48, "arp_sha": 48, "arp_tha": 48, "arp_s
 
 def _field_text(name: str, value: int) -> str:
     """A field's value written as packets here write it: MACs as text, IPv4 addresses dotted."""
-    if FIELD_BITS[name] == 48:
-        return ":".join(f"{(value >> s) & 0xFF:02x}" for s in range(40, -8, -8))
-    return ".".join(str((value >> s) & 0xFF) for s in (24, 16, 8, 0))
+    from controller_apps.routing_rules import ip_text, mac_text
+
+    return mac_text(value) if FIELD_BITS[name] == 48 else ip_text(value)
 
 
 def act(pkt: dict[str, Any], action: fl.Action) -> None:

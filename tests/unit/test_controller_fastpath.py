@@ -34,7 +34,7 @@ from controller_apps import fastpath
 from controller_apps import flows as fl
 from controller_apps import routing_rules as rr
 from controller_apps.l2_learning import L2Learning
-from controller_apps.pipeline import COOKIE_ROUTING, COOKIE_TENANCY, TABLE_ARP, TABLE_FORWARD, cookie
+from controller_apps.pipeline import COOKIE_ROUTING, COOKIE_TENANCY, TABLE_ARP, cookie
 from controller_apps.routing import Routing, arp_reply
 from controller_apps.state import ControllerState
 
@@ -313,8 +313,7 @@ def routing_app() -> Routing:
     app = Routing(state=state)
     known = [rr.Host(B, "10.0.0.2", 1, 2)]  # routed, its forward rule sent; no ARP answers sent
     app.routed = rr.Routed(known)
-    app.installed[1] = fl.SwitchRules(flows={f.key: f for f in rr.destination_flows(
-        rr.fabric_graph([1], []), 1, known, rr.group_ids([1])[1])[1] if f.table == TABLE_FORWARD})
+    app.installed[1] = fl.SwitchRules(flows={f.key: f for f in rr._into_egress(known)})
     return app
 
 
